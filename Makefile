@@ -37,7 +37,7 @@ demo: venv
 	$(VENV)/bin/tradebot up --embedded
 
 test: venv tools
-	$(PY) -m pytest
+	$(PY) -m pytest --ignore=tests/benchmarks
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -1,25 +1,56 @@
-"""`tradebot <command>`: the one entry point that may import every part of the product."""
+"""`tradebot <command>`: the one entry point that may import every part of the product.
+
+Each command lives in its own module exposing `build_parser(parser)` and `run(args) -> int`. The module is
+imported only when its command runs, so `tradebot --help` stays instant and a service never loads the
+backtester's numerical stack (or the other way round).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
+from typing import NamedTuple
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tradebot", description="Kubernetes-native algorithmic trading bot.")
-    parser.add_subparsers(dest="command", metavar="<command>")
+class Command(NamedTuple):
+    name: str
+    help: str
+    module: str
+
+
+# Add a command by adding a row; keep them in the order a user meets them.
+COMMANDS: tuple[Command, ...] = ()
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tradebot",
+        description="Kubernetes-native algorithmic trading bot.",
+        epilog="Run `tradebot <command> --help` for a command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>", title="commands")
+    for command in COMMANDS:
+        sub.add_parser(command.name, help=command.help, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
+    args = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not args or args[0] in ("-h", "--help"):
+        top.print_help()
         return 0
-    return 0
+    by_name = {command.name: command for command in COMMANDS}
+    command = by_name.get(args[0])
+    if command is None:
+        top.error(f"unknown command {args[0]!r} (choose from {', '.join(by_name) or 'none yet'})")
+    module = importlib.import_module(command.module)
+    parser = argparse.ArgumentParser(prog=f"tradebot {command.name}", description=command.help)
+    module.build_parser(parser)
+    parsed = parser.parse_args(args[1:])
+    return int(module.run(parsed))
 
 
 if __name__ == "__main__":
