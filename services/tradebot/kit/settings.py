@@ -1,0 +1,186 @@
+"""Service settings: one frozen, validated pydantic-settings class per service, read from `TRADEBOT_*`."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+from enum import StrEnum
+from typing import Any, TypeVar, Union, get_args, get_origin
+
+import pydantic_settings
+from pydantic import AliasChoices, AliasPath, Field, SecretBytes, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "SETTINGS_ERROR_EXIT_CODE",
+    "LogLevel",
+    "ServiceSettings",
+    "SettingsError",
+    "load_settings",
+    "load_settings_or_exit",
+]
+
+ENV_PREFIX = "TRADEBOT_"
+ENV_NESTED_DELIMITER = "__"
+# Exit code for bad configuration, as argparse uses for bad arguments.
+SETTINGS_ERROR_EXIT_CODE = 2
+
+# A field with one of these words in its name holds a secret and must be typed SecretStr/SecretBytes.
+_SECRET_NAME = re.compile(r"password|passwd|secret|token|api_key|apikey|credential|private_key")
+_MASK = "**********"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+class SettingsError(Exception):
+    """Invalid configuration; the message is one line naming each offending environment variable."""
+
+    exit_code = SETTINGS_ERROR_EXIT_CODE
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service shares. Subclass it, add fields, override defaults (e.g. `service_name`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        frozen=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    service_name: str = Field(
+        default="tradebot",
+        pattern=r"^[a-z][a-z0-9-]{0,62}$",
+        description="Name in logs and metrics labels (lower-case, digits, dashes).",
+    )
+    log_level: LogLevel = LogLevel.INFO
+    log_json: bool = Field(
+        default=True, description="One JSON object per line; false for human-readable text."
+    )
+    http_host: str = Field(default="0.0.0.0", min_length=1)
+    http_port: int = Field(default=8080, ge=1, le=65535, description="Port of /livez, /readyz, /metrics.")
+    shutdown_grace_seconds: float = Field(
+        default=25.0,
+        gt=0,
+        le=3600,
+        description="Time to finish work after SIGTERM; keep it below the pod's terminationGracePeriodSeconds.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for name, field in cls.model_fields.items():
+            if _SECRET_NAME.search(name) and _is_plain_str(field.annotation):
+                raise TypeError(
+                    f"{cls.__name__}.{name} looks like a secret: type it SecretStr so it is never logged"
+                )
+
+    def safe_dump(self) -> dict[str, Any]:
+        """Every setting as JSON-ready values, secrets masked: fit for a start-up log line."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def env_name(cls, field_name: str) -> str:
+        """The environment variable that sets `field_name`."""
+        return _env_name(cls, (field_name,))
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Read `cls` from the environment (`overrides` win, e.g. CLI flags); raise `SettingsError` if invalid."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(cls, exc)) from None
+    except pydantic_settings.SettingsError as exc:
+        # Raised for undecodable complex values (e.g. a list field that is not JSON).
+        raise SettingsError(f"{cls.__name__}: {exc}") from None
+
+
+def load_settings_or_exit(cls: type[S], **overrides: Any) -> S:
+    """`load_settings`, but print the one-line error to stderr and exit 2: what a service's start does."""
+    try:
+        return load_settings(cls, **overrides)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+
+
+def _describe(cls: type[BaseSettings], exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        location = tuple(str(part) for part in error["loc"])
+        where = _env_name(cls, location) if location else cls.__name__
+        problem = f"{where}: {error['msg']}"
+        if error["type"] != "missing":
+            shown = _MASK if _is_secret(cls, location) else _shorten(repr(error["input"]))
+            problem += f" (got {shown})"
+        problems.append(problem)
+    return "; ".join(problems)
+
+
+def _env_name(cls: type[BaseSettings], location: tuple[str, ...]) -> str:
+    head = location[0]
+    field = cls.model_fields.get(head)
+    aliases = _aliases(field) if field is not None else []
+    if aliases:
+        head = aliases[0]  # pydantic-settings reads an aliased field from its alias, without the prefix
+    elif field is not None or _field_by_alias(cls, head) is None:
+        head = f"{cls.model_config.get('env_prefix', '')}{head}"
+    return ENV_NESTED_DELIMITER.join((head, *location[1:])).upper()
+
+
+def _aliases(field: FieldInfo) -> list[str]:
+    alias = field.validation_alias
+    choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+    names = [choice.path[0] if isinstance(choice, AliasPath) else choice for choice in choices]
+    return [name for name in names if isinstance(name, str)]
+
+
+def _field_by_alias(cls: type[BaseSettings], key: str) -> FieldInfo | None:
+    for field in cls.model_fields.values():
+        if key.lower() in (alias.lower() for alias in _aliases(field)):
+            return field
+    return None
+
+
+def _is_secret(cls: type[BaseSettings], location: tuple[str, ...]) -> bool:
+    if not location:
+        return False
+    field = cls.model_fields.get(location[0]) or _field_by_alias(cls, location[0])
+    named_like_secret = _SECRET_NAME.search(location[-1].lower()) is not None
+    return named_like_secret or (field is not None and _mentions_secret(field.annotation))
+
+
+def _mentions_secret(annotation: Any) -> bool:
+    if annotation in (SecretStr, SecretBytes):
+        return True
+    return any(_mentions_secret(arg) for arg in get_args(annotation))
+
+
+def _is_plain_str(annotation: Any) -> bool:
+    if annotation is str:
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(arg is str for arg in get_args(annotation))
+    return False
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
