@@ -21,7 +21,15 @@ class Command(NamedTuple):
 
 
 # Add a command by adding a row; keep them in the order a user meets them.
-COMMANDS: tuple[Command, ...] = ()
+COMMANDS: tuple[Command, ...] = (
+    Command("backtest", "backtest the crossover strategy over a CSV", "tradebot.backtest.command"),
+    Command(
+        "sweep",
+        "backtest a grid of parameters in parallel, ranked; optionally walk-forward",
+        "tradebot.backtest.sweep_command",
+    ),
+    Command("operator", "run the TradingStrategy operator (kopf)", "tradebot.operator.command"),
+)
 
 
 def _top_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""Backtesting: data loading, engines, metrics, sweeps and reports."""

@@ -1,0 +1,113 @@
+"""The reference backtest: replays bars through the very `CrossoverStrategy` the live service runs.
+
+It is slow by design (one Python call per bar) and is the definition of correct: the fast kernel
+must reproduce its trades exactly. Fill models, with no look-ahead:
+- `close`: every decision is made and filled at the bar's close (what the live pipeline does per tick);
+- `next-open`: decisions at the close fill at the next bar's open; stops watch each bar's range and
+  fill at the stop level, or at the open when the bar gapped through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from tradebot.backtest.trades import TradeLog, trades_frame
+from tradebot.core.costs import Costs, commission, fill_price
+from tradebot.core.models import OrderRequest, Side
+from tradebot.core.params import StrategyParams
+from tradebot.core.strategy import CrossoverStrategy
+
+FillModel = Literal["close", "next-open"]
+FILL_MODELS: tuple[str, ...] = ("close", "next-open")
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    params: StrategyParams
+    costs: Costs = field(default_factory=Costs)
+    initial_cash: float = 10_000.0
+    fill: FillModel = "close"
+    symbol: str = "ASSET"
+
+
+@dataclass(frozen=True)
+class RawResult:
+    """What an engine produced: per-bar equity and MAs, and the closed trades."""
+
+    index: pd.DatetimeIndex
+    equity: np.ndarray
+    short_ma: np.ndarray
+    long_ma: np.ndarray
+    trades: pd.DataFrame
+
+
+def run_reference(bars: pd.DataFrame, config: BacktestConfig) -> RawResult:
+    index = pd.DatetimeIndex(bars.index)
+    opens = bars["open"].to_numpy(dtype=np.float64)
+    highs = bars["high"].to_numpy(dtype=np.float64)
+    lows = bars["low"].to_numpy(dtype=np.float64)
+    closes = bars["close"].to_numpy(dtype=np.float64)
+    n = len(closes)
+    strategy = CrossoverStrategy("backtest", config.params, config.costs, config.initial_cash)
+    costs = config.costs
+    symbol = config.symbol
+    log = TradeLog()
+    equity = np.empty(n)
+    short_ma = np.empty(n)
+    long_ma = np.empty(n)
+    timestamps = index.to_pydatetime()
+
+    def fill(bar: int, order: OrderRequest, price: float) -> None:
+        executed = fill_price(order.side.sign, price, costs.slippage_bps)
+        fee = commission(order.qty, executed, costs.commission_pct, costs.commission_fixed)
+        strategy.on_fill(order.side, order.qty, executed, fee, symbol)
+        log.record(bar, order.side.sign, order.qty, executed, fee, order.reason.value)
+
+    pending: list[OrderRequest] = []
+    for i in range(n):
+        ts = timestamps[i]
+        cause = f"bar:{i}"
+        if config.fill == "next-open":
+            for order in pending:
+                fill(i, order, float(opens[i]))
+            for order in strategy.on_intrabar(
+                symbol, float(opens[i]), float(highs[i]), float(lows[i]), ts, cause
+            ):
+                fill(i, order, order.ref_price)
+            step = strategy.on_price(symbol, float(closes[i]), ts, cause, check_stops=False)
+            pending = step.orders
+        else:
+            step = strategy.on_price(symbol, float(closes[i]), ts, cause)
+            for order in step.orders:
+                fill(i, order, order.ref_price)
+        short_ma[i] = step.short_ma
+        long_ma[i] = step.long_ma
+        equity[i] = strategy.equity()
+
+    state = strategy.symbols.get(symbol)
+    if n and state is not None and state.qty != 0.0:
+        side = Side.SELL if state.qty > 0 else Side.BUY
+        qty = abs(state.qty)
+        executed = fill_price(side.sign, float(closes[-1]), costs.slippage_bps)
+        fee = commission(qty, executed, costs.commission_pct, costs.commission_fixed)
+        strategy.on_fill(side, qty, executed, fee, symbol)
+        log.record(n - 1, side.sign, qty, executed, fee, "end_of_data")
+        equity[-1] = strategy.equity()
+
+    trades = trades_frame(
+        index,
+        np.array(log.entry_bar, dtype=np.int64),
+        np.array(log.exit_bar, dtype=np.int64),
+        np.array(log.side, dtype=np.int64),
+        np.array(log.qty),
+        np.array(log.entry_price),
+        np.array(log.exit_price),
+        np.array(log.pnl),
+        np.array(log.exit_reason, dtype=np.int64),
+        np.array(log.commission),
+    )
+    return RawResult(index=index, equity=equity, short_ma=short_ma, long_ma=long_ma, trades=trades)

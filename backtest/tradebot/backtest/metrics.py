@@ -1,0 +1,223 @@
+"""Performance statistics of a backtest, vectorised with numpy.
+
+Conventions (all documented here so reports are unambiguous):
+
+* Per-bar returns are simple returns of the equity curve with ``initial_cash`` prepended as the value
+  before the first bar, so a commission paid on bar 0 counts. Volatility, Sharpe and Sortino use these
+  returns (sample std, ``ddof=1``; risk-free rate 0) annualised by ``sqrt(bars_per_year)``.
+* Drawdowns are measured against the running peak of the curve seeded with ``initial_cash``.
+  ``max_drawdown_pct`` is <= 0 (e.g. -23.4). The drawdown duration is the longest underwater spell,
+  from the peak bar to the first bar back at that peak (or to the last bar if it never recovers).
+* ``cagr_pct`` compounds over calendar time between the first and last bar (days / 365.25).
+* ``exposure_pct``: a trade holds a position on bars ``entry_bar .. exit_bar - 1`` (at least its entry
+  bar when it enters and exits on the same bar); the share of bars covered by any trade.
+* Trade ``return_pct`` values are already percentages; ``avg_trade_pct`` etc. average them as given.
+* Undefined values are ``None``: ratios with a zero denominator (Sharpe of flat equity, profit factor
+  with no losing trade, Calmar with no drawdown), trade averages with no (winning/losing) trades, and
+  anything needing two or more bars when there is one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+__all__ = ["Stats", "compute_stats", "drawdown_series", "infer_bars_per_year"]
+
+Stats = dict[str, float | int | str | None]
+
+SECONDS_PER_DAY = 86_400.0
+DAYS_PER_YEAR = 365.0  # calendar-day markets (crypto) and intraday annualisation
+TRADING_DAYS_PER_YEAR = 252.0  # weekday-only daily data (stocks)
+
+
+def infer_bars_per_year(index: pd.DatetimeIndex) -> float:
+    """Bars per year from the median spacing of ``index``.
+
+    Daily spacing gives 252 when no bar falls on a weekend (stocks) and 365 otherwise (crypto);
+    coarser data gives 365 / spacing-in-days (weekly ~52); intraday data gives seconds-per-year
+    (365 days) / spacing, the median making session gaps and weekends irrelevant.
+    """
+    if len(index) < 2:
+        raise ValueError("need at least two timestamps to infer the bar spacing")
+    stamps: npt.NDArray[np.datetime64] = index.to_numpy(dtype="datetime64[ns]")
+    spacing_ns = float(np.median(np.diff(stamps.view(np.int64))))
+    if spacing_ns <= 0:
+        raise ValueError("timestamps must be increasing to infer the bar spacing")
+    days = spacing_ns / 1e9 / SECONDS_PER_DAY
+    if 0.5 <= days < 1.5:
+        weekend = np.asarray(index.dayofweek) >= 5
+        return DAYS_PER_YEAR if bool(weekend.any()) else TRADING_DAYS_PER_YEAR
+    return DAYS_PER_YEAR / days
+
+
+def drawdown_series(equity: np.ndarray, initial: float | None = None) -> np.ndarray:
+    """Drawdown at each bar as a fraction (<= 0) below the running peak (seeded with ``initial``)."""
+    values = np.asarray(equity, dtype=np.float64)
+    if values.size == 0:
+        return values.copy()
+    peak = np.maximum.accumulate(values)
+    if initial is not None:
+        peak = np.maximum(peak, float(initial))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dd = np.where(peak > 0, values / peak - 1.0, 0.0)
+    out: npt.NDArray[np.float64] = np.minimum(dd, 0.0)
+    return out
+
+
+def _f(value: float | np.floating | None) -> float | None:
+    """A plain finite float, or None."""
+    if value is None:
+        return None
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def _ratio(num: float, den: float) -> float | None:
+    if den == 0.0 or not math.isfinite(num) or not math.isfinite(den):
+        return None
+    return _f(num / den)
+
+
+def _drawdown_duration(dd: np.ndarray) -> tuple[int, int]:
+    """(peak bar, recovery-or-last bar) of the longest underwater spell; (0, 0) if never underwater."""
+    n = len(dd)
+    under = (dd < 0).astype(np.int8)
+    if not under.any():
+        return 0, 0
+    edges = np.diff(np.concatenate(([0], under, [0])))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)  # exclusive
+    peaks = np.maximum(starts - 1, 0)
+    recoveries = np.minimum(ends, n - 1)
+    longest = int(np.argmax(recoveries - peaks))
+    return int(peaks[longest]), int(recoveries[longest])
+
+
+def _exposure(trades: pd.DataFrame, n: int) -> float:
+    if n == 0 or len(trades) == 0:
+        return 0.0
+    entry = np.clip(trades["entry_bar"].to_numpy(dtype=np.int64), 0, n)
+    exit_ = np.clip(trades["exit_bar"].to_numpy(dtype=np.int64), 0, n)
+    exit_ = np.minimum(np.maximum(exit_, entry + 1), n)
+    delta = np.bincount(entry, minlength=n + 1)[: n + 1] - np.bincount(exit_, minlength=n + 1)[: n + 1]
+    held = np.cumsum(delta[:n]) > 0
+    return float(held.mean() * 100.0)
+
+
+def compute_stats(
+    equity: np.ndarray,
+    index: pd.DatetimeIndex,
+    trades: pd.DataFrame,
+    close: np.ndarray,
+    initial_cash: float,
+) -> Stats:
+    """All headline statistics of one backtest run; see the module docstring for the conventions."""
+    eq = np.asarray(equity, dtype=np.float64)
+    px = np.asarray(close, dtype=np.float64)
+    n = len(eq)
+    if n == 0:
+        raise ValueError("equity is empty")
+    if len(index) != n or len(px) != n:
+        raise ValueError(
+            f"equity ({n}), index ({len(index)}) and close ({len(px)}) must have the same length"
+        )
+    if initial_cash <= 0:
+        raise ValueError("initial_cash must be > 0")
+
+    start, end = index[0], index[-1]
+    duration_days = (end - start).total_seconds() / SECONDS_PER_DAY
+    bars_per_year = infer_bars_per_year(index) if n >= 2 else None
+
+    final = float(eq[-1])
+    peak_value = max(float(initial_cash), float(eq.max()))
+    total_return = final / initial_cash - 1.0
+    cagr: float | None = None
+    if duration_days > 0:
+        years = duration_days / 365.25
+        if final <= 0:
+            cagr = -1.0
+        else:
+            try:
+                cagr = (final / initial_cash) ** (1.0 / years) - 1.0
+            except OverflowError:
+                cagr = None
+
+    curve = np.concatenate(([float(initial_cash)], eq))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = curve[1:] / curve[:-1] - 1.0
+    volatility = sharpe = sortino = None
+    if bars_per_year is not None and len(returns) >= 2 and np.isfinite(returns).all():
+        scale = math.sqrt(bars_per_year)
+        mean = float(returns.mean())
+        std = float(returns.std(ddof=1))
+        volatility = _f(std * scale * 100.0)
+        sharpe = _ratio(mean * scale, std) if std > 1e-15 * max(1.0, abs(mean)) else None
+        downside = float(np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2)))
+        sortino = _ratio(mean * scale, downside) if downside > 0 else None
+
+    dd = drawdown_series(eq, initial=initial_cash)
+    max_dd = float(dd.min())
+    max_dd = max_dd if max_dd < 0 else 0.0
+    peak_bar, recovery_bar = _drawdown_duration(dd)
+    dd_days = (index[recovery_bar] - index[peak_bar]).total_seconds() / SECONDS_PER_DAY
+    calmar = _ratio(cagr, abs(max_dd)) if cagr is not None and max_dd < 0 else None
+
+    n_trades = len(trades)
+    win_rate = profit_factor = avg_win = avg_loss = None
+    avg_trade = best = worst = expectancy = None
+    commissions = 0.0
+    if n_trades:
+        pnl = trades["pnl"].to_numpy(dtype=np.float64)
+        ret = trades["return_pct"].to_numpy(dtype=np.float64)
+        wins = pnl[pnl > 0]
+        losses = pnl[pnl < 0]
+        win_rate = len(wins) / n_trades * 100.0
+        gross_loss = float(-losses.sum())
+        profit_factor = _ratio(float(wins.sum()), gross_loss) if len(losses) else None
+        avg_win = _f(wins.mean()) if len(wins) else None
+        avg_loss = _f(losses.mean()) if len(losses) else None
+        finite_ret = ret[np.isfinite(ret)]
+        if len(finite_ret):
+            avg_trade = _f(finite_ret.mean())
+            best = _f(finite_ret.max())
+            worst = _f(finite_ret.min())
+        expectancy = _f(pnl.mean())
+        commissions = float(trades["commission"].to_numpy(dtype=np.float64).sum())
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        buy_hold = _f((px[-1] / px[0] - 1.0) * 100.0) if px[0] > 0 else None
+
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "duration_days": float(duration_days),
+        "bars": int(n),
+        "bars_per_year": bars_per_year,
+        "equity_final": final,
+        "equity_peak": peak_value,
+        "total_return_pct": total_return * 100.0,
+        "cagr_pct": None if cagr is None else _f(cagr * 100.0),
+        "volatility_ann_pct": volatility,
+        "sharpe": sharpe,
+        "sortino": sortino,
+        "calmar": calmar,
+        "max_drawdown_pct": max_dd * 100.0,
+        "max_drawdown_duration_bars": int(recovery_bar - peak_bar),
+        "max_drawdown_duration_days": float(dd_days),
+        "n_trades": int(n_trades),
+        "win_rate_pct": win_rate,
+        "profit_factor": profit_factor,
+        "avg_win": avg_win,
+        "avg_loss": avg_loss,
+        "avg_trade_pct": avg_trade,
+        "best_trade_pct": best,
+        "worst_trade_pct": worst,
+        "expectancy": expectancy,
+        "exposure_pct": _exposure(trades, n),
+        "buy_hold_return_pct": buy_hold,
+        "commissions": commissions,
+    }

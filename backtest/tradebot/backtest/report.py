@@ -1,0 +1,376 @@
+"""Backtest reports: JSON, rich terminal tables and matplotlib PNG charts.
+
+Charts use the object-oriented matplotlib API (`Figure` + `FigureCanvasAgg`), so no display and no
+pyplot global state are involved: nothing is registered with pyplot, and each figure is cleared after
+it is saved.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.table import Table
+
+from tradebot.backtest.metrics import drawdown_series
+
+__all__ = [
+    "MAX_PLOT_POINTS",
+    "STAT_GROUPS",
+    "plot_equity_drawdown",
+    "plot_price_with_trades",
+    "plot_sweep_heatmap",
+    "print_report",
+    "render_stats_table",
+    "result_to_json",
+]
+
+MAX_PLOT_POINTS = 5_000
+
+# Metric groups of the terminal report, in display order; unknown keys go to "other".
+STAT_GROUPS: dict[str, tuple[str, ...]] = {
+    "period": ("start", "end", "duration_days", "bars", "bars_per_year"),
+    "returns": (
+        "equity_final",
+        "equity_peak",
+        "total_return_pct",
+        "cagr_pct",
+        "buy_hold_return_pct",
+    ),
+    "risk": (
+        "volatility_ann_pct",
+        "sharpe",
+        "sortino",
+        "calmar",
+        "max_drawdown_pct",
+        "max_drawdown_duration_bars",
+        "max_drawdown_duration_days",
+    ),
+    "trades": (
+        "n_trades",
+        "win_rate_pct",
+        "profit_factor",
+        "avg_win",
+        "avg_loss",
+        "avg_trade_pct",
+        "best_trade_pct",
+        "worst_trade_pct",
+        "expectancy",
+        "exposure_pct",
+        "commissions",
+    ),
+}
+
+# ------------------------------------------------------------------------------------------------- JSON
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types: numpy scalars/arrays unwrapped, timestamps ISO-8601, NaN/inf/NaT -> None."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray | pd.Index | pd.Series):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp | dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, np.datetime64):
+        return None if np.isnat(value) else pd.Timestamp(value).isoformat()
+    if isinstance(value, pd.Timedelta | dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def _trade_records(trades: pd.DataFrame) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    columns = [str(c) for c in trades.columns]
+    for row in trades.itertuples(index=False, name=None):
+        records.append({col: _jsonable(v) for col, v in zip(columns, row, strict=True)})
+    return records
+
+
+def result_to_json(stats: Mapping[str, Any], trades: pd.DataFrame, params: Mapping[str, Any]) -> str:
+    """One JSON object ``{"stats": {...}, "trades": [...], "params": {...}}``; always valid JSON."""
+    payload = {
+        "stats": _jsonable(stats),
+        "trades": _trade_records(trades),
+        "params": _jsonable(params),
+    }
+    return json.dumps(payload, allow_nan=False, indent=2)
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+def _label(key: str) -> str:
+    text = key.removesuffix("_pct").replace("_", " ")
+    return text[:1].upper() + text[1:] + (" [%]" if key.endswith("_pct") else "")
+
+
+def _fmt(key: str, value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool | str):
+        return str(value)
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if not math.isfinite(number):
+            return "—"
+        if key in {"sharpe", "sortino", "calmar", "profit_factor"}:
+            return f"{number:.3f}"
+        return f"{number:,.2f}"
+    return str(value)
+
+
+def render_stats_table(stats: Mapping[str, Any]) -> Table:
+    """The statistics as a two-column rich table, grouped into period, returns, risk and trades."""
+    table = Table(title="Backtest statistics", show_header=True, header_style="bold")
+    table.add_column("Metric")
+    table.add_column("Value", justify="right")
+    known = {key for keys in STAT_GROUPS.values() for key in keys}
+    groups: list[tuple[str, list[str]]] = [
+        (name, [key for key in keys if key in stats]) for name, keys in STAT_GROUPS.items()
+    ]
+    groups.append(("other", [key for key in stats if key not in known]))
+    first = True
+    for name, keys in groups:
+        if not keys:
+            continue
+        if not first:
+            table.add_section()
+        first = False
+        table.add_row(f"[bold cyan]{name.capitalize()}[/]", "")
+        for key in keys:
+            table.add_row(f"  {_label(key)}", _fmt(key, stats[key]))
+    return table
+
+
+def render_trades_table(trades: pd.DataFrame, last: int = 10) -> Table:
+    """The last ``last`` trades as a rich table."""
+    shown = trades.tail(last)
+    table = Table(title=f"Last {len(shown)} of {len(trades)} trades", header_style="bold")
+    columns = [
+        c
+        for c in (
+            "entry_time",
+            "exit_time",
+            "side",
+            "qty",
+            "entry_price",
+            "exit_price",
+            "pnl",
+            "return_pct",
+            "exit_reason",
+        )
+        if c in shown.columns
+    ]
+    for col in columns:
+        table.add_column(_label(col), justify="left" if col in {"side", "exit_reason"} else "right")
+    for row in shown[columns].itertuples(index=False, name=None):
+        cells: list[str] = []
+        for col, value in zip(columns, row, strict=True):
+            if isinstance(value, pd.Timestamp):
+                cells.append(value.strftime("%Y-%m-%d %H:%M"))
+            elif col == "pnl" and isinstance(value, float | np.floating) and math.isfinite(value):
+                colour = "green" if value > 0 else "red" if value < 0 else "white"
+                cells.append(f"[{colour}]{float(value):,.2f}[/]")
+            else:
+                cells.append(_fmt(col, value))
+        table.add_row(*cells)
+    return table
+
+
+def print_report(stats: Mapping[str, Any], trades: pd.DataFrame, console: Console | None = None) -> None:
+    """Print the statistics table and the last 10 trades."""
+    out = console if console is not None else Console()
+    out.print(render_stats_table(stats))
+    if len(trades):
+        out.print(render_trades_table(trades))
+    else:
+        out.print("[dim]no trades[/]")
+
+
+# ------------------------------------------------------------------------------------------------ plots
+
+
+def _naive_utc(values: pd.DatetimeIndex | pd.Series | np.ndarray) -> np.ndarray:
+    """datetime64[ns] in UTC without tz, which matplotlib plots natively."""
+    idx = pd.DatetimeIndex(values)
+    if idx.tz is not None:
+        idx = idx.tz_convert("UTC").tz_localize(None)
+    return idx.to_numpy(dtype="datetime64[ns]")
+
+
+def _downsample_positions(values: np.ndarray, max_points: int = MAX_PLOT_POINTS) -> np.ndarray:
+    """Positions to plot: all of them for short series, else each bucket's min and max (plus ends)."""
+    n = len(values)
+    if n <= max_points:
+        return np.arange(n)
+    buckets = max(1, max_points // 2 - 1)
+    size = math.ceil(n / buckets)
+    whole = (n // size) * size
+    filled = np.where(np.isnan(values), np.nanmean(values) if np.isfinite(values).any() else 0.0, values)
+    blocks = filled[:whole].reshape(-1, size)
+    offsets = np.arange(0, whole, size)
+    picks = [offsets + blocks.argmin(axis=1), offsets + blocks.argmax(axis=1), np.array([0, n - 1])]
+    if whole < n:
+        tail = filled[whole:]
+        picks.append(np.array([whole + int(tail.argmin()), whole + int(tail.argmax())]))
+    return np.unique(np.concatenate(picks))
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(out, format="png", dpi=110)
+    finally:
+        fig.clear()
+    return out
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_price_with_trades(
+    path: str | Path,
+    index: pd.DatetimeIndex,
+    close: np.ndarray,
+    short_ma: np.ndarray | None,
+    long_ma: np.ndarray | None,
+    trades: pd.DataFrame,
+) -> Path:
+    """Price with both moving averages and trade markers; long series are downsampled for the lines
+    (bucket min/max of the price) while trade markers stay at their exact times and prices."""
+    x = _naive_utc(index)
+    px = np.asarray(close, dtype=np.float64)
+    fig = _new_figure(12, 6)
+    ax = fig.add_subplot(1, 1, 1)
+    if len(px):
+        pos = _downsample_positions(px)
+        ax.plot(x[pos], px[pos], color="0.35", linewidth=0.8, label="close")
+        step = max(1, math.ceil(len(px) / MAX_PLOT_POINTS))
+        for values, colour, name in ((short_ma, "tab:blue", "short MA"), (long_ma, "tab:orange", "long MA")):
+            if values is not None and len(values) == len(px):
+                ma = np.asarray(values, dtype=np.float64)
+                ax.plot(x[::step], ma[::step], color=colour, linewidth=1.0, label=name)
+
+    if len(trades):
+        side = trades["side"].astype(str).to_numpy()
+        reason = trades["exit_reason"].astype(str).str.lower().to_numpy()
+        entry_x = _naive_utc(trades["entry_time"])
+        exit_x = _naive_utc(trades["exit_time"])
+        entry_px = trades["entry_price"].to_numpy(dtype=np.float64)
+        exit_px = trades["exit_price"].to_numpy(dtype=np.float64)
+        longs = side == "long"
+        shorts = side == "short"
+        stops = np.char.find(reason.astype(str), "stop") >= 0
+        marker_specs: list[tuple[np.ndarray, np.ndarray, np.ndarray, str, str, str]] = [
+            (longs, entry_x, entry_px, "^", "tab:green", "long entry"),
+            (shorts, entry_x, entry_px, "v", "tab:red", "short entry"),
+            (~stops, exit_x, exit_px, "x", "black", "exit"),
+            (stops, exit_x, exit_px, "D", "magenta", "stop-out"),
+        ]
+        for mask, xs, ys, marker, colour, name in marker_specs:
+            if mask.any():
+                ax.scatter(xs[mask], ys[mask], marker=marker, color=colour, s=40, zorder=3, label=name)
+    ax.set_title("Price, moving averages and trades")
+    ax.set_ylabel("price")
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize="small")
+    return _save(fig, path)
+
+
+def plot_equity_drawdown(
+    path: str | Path,
+    index: pd.DatetimeIndex,
+    equity: np.ndarray,
+    buy_hold: np.ndarray | None = None,
+) -> Path:
+    """Two panels sharing the time axis: equity (and a buy & hold equity curve), drawdown % filled."""
+    x = _naive_utc(index)
+    eq = np.asarray(equity, dtype=np.float64)
+    dd = drawdown_series(eq) * 100.0
+    fig = _new_figure(12, 7)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    if len(eq):
+        pos = _downsample_positions(eq)
+        top.plot(x[pos], eq[pos], color="tab:blue", linewidth=1.0, label="strategy")
+        if buy_hold is not None and len(buy_hold) == len(eq):
+            bh = np.asarray(buy_hold, dtype=np.float64)
+            bh_pos = _downsample_positions(bh)
+            top.plot(x[bh_pos], bh[bh_pos], color="0.5", linewidth=1.0, label="buy & hold")
+        dd_pos = _downsample_positions(dd)
+        bottom.fill_between(x[dd_pos], dd[dd_pos], 0.0, color="tab:red", alpha=0.4, linewidth=0)
+        bottom.plot(x[dd_pos], dd[dd_pos], color="tab:red", linewidth=0.6)
+        top.legend(loc="best", fontsize="small")
+    top.set_title("Equity and drawdown")
+    top.set_ylabel("equity")
+    bottom.set_ylabel("drawdown [%]")
+    top.grid(True, alpha=0.3)
+    bottom.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_sweep_heatmap(path: str | Path, table: pd.DataFrame, x: str, y: str, metric: str) -> Path:
+    """Heatmap of ``metric`` over the ``x`` x ``y`` parameter grid (mean where a pair repeats).
+
+    Missing pairs and NaN results are left blank; cells are annotated when the grid is small enough
+    to read, and the colourbar is labelled with the metric.
+    """
+    for col in (x, y, metric):
+        if col not in table.columns:
+            raise KeyError(f"column {col!r} not in the sweep table (columns: {list(table.columns)})")
+    values = pd.to_numeric(table[metric], errors="coerce")
+    frame = pd.DataFrame({"x": table[x].to_numpy(), "y": table[y].to_numpy(), "v": values.to_numpy()})
+    grid = frame.pivot_table(index="y", columns="x", values="v", aggfunc="mean", dropna=False)
+    grid = grid.sort_index().sort_index(axis=1)
+    data = grid.to_numpy(dtype=np.float64)
+
+    fig = _new_figure(max(6.0, 0.6 * data.shape[1] + 3), max(4.5, 0.45 * data.shape[0] + 2))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_facecolor("white")
+    # imshow leaves NaN cells in the colormap's "bad" colour, transparent by default: blank cells.
+    image = ax.imshow(data, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
+    colorbar = fig.colorbar(image, ax=ax)
+    colorbar.set_label(metric)
+    ax.set_xticks(np.arange(data.shape[1]), [str(v) for v in grid.columns], rotation=45, ha="right")
+    ax.set_yticks(np.arange(data.shape[0]), [str(v) for v in grid.index])
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(f"{metric} by {x} x {y}")
+    if data.size and data.shape[0] <= 30 and data.shape[1] <= 30:
+        finite = data[np.isfinite(data)]
+        mid = float((finite.min() + finite.max()) / 2) if finite.size else 0.0
+        for (row, col), value in np.ndenumerate(data):
+            if math.isfinite(value):
+                colour = "black" if value > mid else "white"
+                ax.text(col, row, f"{value:.3g}", ha="center", va="center", fontsize=7, color=colour)
+    return _save(fig, path)

@@ -1,0 +1,42 @@
+"""One backtest, end to end: engine output plus the statistics traders read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from tradebot.backtest.engine import BacktestConfig, RawResult, run_reference
+from tradebot.backtest.kernel import run_kernel
+from tradebot.backtest.metrics import compute_stats
+
+Engine = Literal["kernel", "reference"]
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    config: BacktestConfig
+    raw: RawResult
+    close: np.ndarray
+    stats: dict[str, Any]
+
+    @property
+    def trades(self) -> pd.DataFrame:
+        return self.raw.trades
+
+    def params_dict(self) -> dict[str, Any]:
+        return {
+            **self.config.params.model_dump(mode="json"),
+            **self.config.costs.model_dump(mode="json"),
+            "initial_cash": self.config.initial_cash,
+            "fill": self.config.fill,
+        }
+
+
+def run_backtest(bars: pd.DataFrame, config: BacktestConfig, engine: Engine = "kernel") -> BacktestResult:
+    raw = run_kernel(bars, config) if engine == "kernel" else run_reference(bars, config)
+    close = bars["close"].to_numpy(dtype=np.float64)
+    stats = compute_stats(raw.equity, raw.index, raw.trades, close, config.initial_cash)
+    return BacktestResult(config=config, raw=raw, close=close, stats=stats)

@@ -1,0 +1,285 @@
+"""Parameter sweeps and walk-forward evaluation on the fast kernel.
+
+Sweeps run the kernel once per parameter combination, in threads: the kernel releases the GIL
+(`nogil=True`), so every core works without copying the data into subprocesses. Moving averages
+are computed once per (type, window) and shared by every combination that uses them. Statistics
+are accumulated inside the kernel, so nothing per-bar is stored per combination.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from tradebot.backtest.engine import BacktestConfig
+from tradebot.backtest.kernel import SIMULATE, Arrays, KernelArgs, moving_average
+from tradebot.core.params import StrategyParams
+
+# Metrics a sweep can rank by; for every one of them, higher is better.
+RANK_METRICS = (
+    "sharpe",
+    "sortino",
+    "total_return_pct",
+    "cagr_pct",
+    "calmar",
+    "max_drawdown_pct",
+    "win_rate_pct",
+    "profit_factor",
+    "n_trades",
+)
+
+Progress = Callable[[int, int], None]
+
+
+def parse_range(text: str, kind: type[int] | type[float] = float) -> list[Any]:
+    """`5:50:5` (inclusive), `1,2,3`, or a single value."""
+    text = text.strip()
+    try:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, step = (kind(p) for p in parts)
+            if step <= 0 or stop < start:
+                raise ValueError
+            count = math.floor((stop - start) / step + 1e-9) + 1
+            return [kind(round(start + i * step, 10)) for i in range(count)]
+        return [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"bad range {text!r}: use START:STOP:STEP (inclusive) or a comma list") from None
+
+
+def expand_grid(base: StrategyParams, grid: Mapping[str, Sequence[Any]]) -> tuple[list[StrategyParams], int]:
+    """Every valid combination of `grid` over `base` (dotted names reach nested fields, e.g.
+    `risk.cooldown_bars`), and how many combinations were invalid (e.g. short >= long)."""
+    names = list(grid)
+    combos: list[StrategyParams] = []
+    invalid = 0
+    base_data = base.model_dump()
+    for values in itertools.product(*(grid[name] for name in names)):
+        data = {key: dict(value) if isinstance(value, dict) else value for key, value in base_data.items()}
+        for name, value in zip(names, values, strict=True):
+            head, _, tail = name.partition(".")
+            if head not in data:
+                raise ValueError(f"unknown parameter {name!r}")
+            if tail:
+                data[head][tail] = value
+            else:
+                data[head] = value
+        try:
+            combos.append(StrategyParams.model_validate(data))
+        except ValidationError:
+            invalid += 1
+    return combos, invalid
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    table: pd.DataFrame  # one row per combination: parameters, then metrics; ranked
+    metric: str
+    invalid: int
+    bars: int
+
+    def best(self) -> dict[str, Any]:
+        return dict(self.table.iloc[0]) if len(self.table) else {}
+
+
+def summary_stats(
+    summary: np.ndarray, bars: int, initial_cash: float, bars_per_year: float, years: float
+) -> dict[str, float]:
+    final_equity, max_dd, ret_sum, ret_sq, down_sq, n_trades, wins, gross_win, gross_loss, exposure = summary
+    n_ret = bars
+    nan = math.nan
+    mean = ret_sum / n_ret if n_ret > 0 else nan
+    var = (ret_sq - ret_sum * ret_sum / n_ret) / (n_ret - 1) if n_ret > 1 else nan
+    std = math.sqrt(var) if var > 0 else nan
+    downside = math.sqrt(down_sq / n_ret) if n_ret > 0 and down_sq > 0 else nan
+    total_return = final_equity / initial_cash - 1.0
+    cagr = (final_equity / initial_cash) ** (1.0 / years) - 1.0 if years > 0 and final_equity > 0 else nan
+    return {
+        "total_return_pct": total_return * 100.0,
+        "cagr_pct": cagr * 100.0,
+        "sharpe": mean / std * math.sqrt(bars_per_year) if std == std else nan,
+        "sortino": mean / downside * math.sqrt(bars_per_year) if downside == downside else nan,
+        "max_drawdown_pct": max_dd * 100.0,
+        "calmar": cagr / abs(max_dd) if max_dd < 0 and cagr == cagr else nan,
+        "n_trades": n_trades,
+        "win_rate_pct": wins / n_trades * 100.0 if n_trades else nan,
+        "profit_factor": gross_win / gross_loss if gross_loss > 0 else nan,
+        "exposure_pct": exposure / bars * 100.0 if bars else nan,
+        "equity_final": final_equity,
+    }
+
+
+def run_sweep(
+    bars: pd.DataFrame | Arrays,
+    base: BacktestConfig,
+    grid: Mapping[str, Sequence[Any]],
+    *,
+    metric: str = "sharpe",
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> SweepResult:
+    if metric not in RANK_METRICS:
+        raise ValueError(f"unknown metric {metric!r}: choose from {', '.join(RANK_METRICS)}")
+    arrays = bars if isinstance(bars, Arrays) else Arrays.from_frame(bars)
+    combos, invalid = expand_grid(base.params, grid)
+    n = len(arrays.close)
+    index = arrays.index
+    bars_per_year = _bars_per_year(index)
+    years = (index[-1] - index[0]).total_seconds() / 86_400.0 / 365.25 if n > 1 else 0.0
+
+    ma_cache: dict[tuple[bool, int], np.ndarray] = {}
+    lock = threading.Lock()
+
+    def ma(ema: bool, window: int) -> np.ndarray:
+        key = (ema, window)
+        with lock:
+            found = ma_cache.get(key)
+        if found is None:
+            found = moving_average(arrays.close, ema, window)
+            with lock:
+                ma_cache[key] = found
+        return found
+
+    def one(params: StrategyParams) -> dict[str, Any]:
+        ema = params.ma_type == "ema"
+        config = BacktestConfig(
+            params=params, costs=base.costs, initial_cash=base.initial_cash, fill=base.fill
+        )
+        out = SIMULATE(
+            arrays.open,
+            arrays.high,
+            arrays.low,
+            arrays.close,
+            arrays.day,
+            ma(ema, params.short_window),
+            ma(ema, params.long_window),
+            *KernelArgs.from_config(config).values,
+            False,
+        )
+        row: dict[str, Any] = {name: _lookup(params, name) for name in grid}
+        row.update(summary_stats(out[0], n, base.initial_cash, bars_per_year, years))
+        return row
+
+    done = 0
+    total = len(combos)
+    rows: list[dict[str, Any]] = []
+    chunk = max(1, min(64, total // (8 * (jobs or os.cpu_count() or 1)) or 1))
+
+    def run_chunk(part: Sequence[StrategyParams]) -> list[dict[str, Any]]:
+        return [one(params) for params in part]
+
+    workers = max(1, jobs or os.cpu_count() or 1)
+    if total:
+        one(combos[0])  # compile (or load the cached compilation) once before the threads start
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for part_rows in pool.map(run_chunk, _chunks(combos, chunk)):
+            rows.extend(part_rows)
+            done += len(part_rows)
+            if progress is not None:
+                progress(done, total)
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.sort_values(metric, ascending=False, na_position="last", kind="stable").reset_index(
+            drop=True
+        )
+    return SweepResult(table=table, metric=metric, invalid=invalid, bars=n)
+
+
+def _lookup(params: StrategyParams, name: str) -> Any:
+    head, _, tail = name.partition(".")
+    value: Any = getattr(params, head)
+    if tail:
+        value = getattr(value, tail)
+    return str(value) if head == "sizing" else value
+
+
+def _chunks(items: Sequence[StrategyParams], size: int) -> Iterable[Sequence[StrategyParams]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _bars_per_year(index: pd.DatetimeIndex) -> float:
+    from tradebot.backtest.metrics import infer_bars_per_year
+
+    return float(infer_bars_per_year(index))
+
+
+def walk_forward(
+    bars: pd.DataFrame,
+    base: BacktestConfig,
+    grid: Mapping[str, Sequence[Any]],
+    *,
+    folds: int = 4,
+    train_ratio: float = 3.0,
+    metric: str = "sharpe",
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Rolling walk-forward: optimise on a training window, report the winner on the window after it.
+
+    The data is cut into `folds * 1 + train_ratio` equal test-sized blocks; fold k trains on the
+    `train_ratio` blocks before its test block. A big gap between in-sample and out-of-sample scores
+    is overfitting made visible. Each window is simulated on its own (its MAs warm up inside it),
+    so nothing from the test window leaks into training and nothing from training into the test.
+    """
+    from tradebot.backtest.kernel import run_kernel
+    from tradebot.backtest.metrics import compute_stats as stats_of
+
+    if folds < 1 or train_ratio <= 0:
+        raise ValueError("walk-forward needs folds >= 1 and train_ratio > 0")
+    n = len(bars)
+    block = int(n / (folds + train_ratio))
+    train_len = int(block * train_ratio)
+    if block < 2 or train_len < 2:
+        raise ValueError(f"{n} bars are too few for {folds} walk-forward folds")
+    rows: list[dict[str, Any]] = []
+    for k in range(folds):
+        test_start = train_len + k * block
+        train = bars.iloc[test_start - train_len : test_start]
+        test = bars.iloc[test_start : test_start + block]
+        sweep = run_sweep(train, base, grid, metric=metric, jobs=jobs)
+        if not len(sweep.table):
+            raise ValueError("the grid has no valid parameter combination")
+        best = sweep.best()
+        data = base.params.model_dump()
+        for name in grid:
+            head, _, tail = name.partition(".")
+            if tail:
+                data[head][tail] = best[name]
+            else:
+                data[head] = best[name]
+        params = StrategyParams.model_validate(data)
+        config = BacktestConfig(
+            params=params, costs=base.costs, initial_cash=base.initial_cash, fill=base.fill
+        )
+        raw = run_kernel(test, config)
+        test_stats = stats_of(raw.equity, raw.index, raw.trades, test["close"].to_numpy(), base.initial_cash)
+        rows.append(
+            {
+                "fold": k + 1,
+                "train_start": train.index[0],
+                "train_end": train.index[-1],
+                "test_start": test.index[0],
+                "test_end": test.index[-1],
+                **{name: best[name] for name in grid},
+                f"in_sample_{metric}": best[metric],
+                f"out_of_sample_{metric}": test_stats.get(metric),
+                "out_of_sample_return_pct": test_stats.get("total_return_pct"),
+                "out_of_sample_trades": test_stats.get("n_trades"),
+            }
+        )
+        if progress is not None:
+            progress(k + 1, folds)
+    return pd.DataFrame(rows)

@@ -1,0 +1,200 @@
+"""`tradebot sweep`: the backtest over a grid of parameters (ranges for any numeric flag), ranked,
+in parallel on every core, optionally walk-forward."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tradebot.backtest.cliargs import (
+    RANGE_FLAGS,
+    UsageError,
+    add_data_arguments,
+    add_strategy_arguments,
+    build_config,
+)
+
+
+def build_parser(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    add_strategy_arguments(parser, ranges=True)
+    from tradebot.backtest.sweep import RANK_METRICS
+
+    out = parser.add_argument_group("sweep")
+    out.add_argument(
+        "--metric", choices=RANK_METRICS, default="sharpe", help="rank combinations by this metric"
+    )
+    out.add_argument(
+        "--top", type=int, default=20, metavar="K", help="rows to show (all are in --json and --csv)"
+    )
+    out.add_argument("--jobs", type=int, default=0, metavar="J", help="threads (0 = every core)")
+    out.add_argument(
+        "--walk-forward", type=int, default=0, metavar="FOLDS", help="walk-forward with this many folds"
+    )
+    out.add_argument(
+        "--train-ratio", type=float, default=3.0, metavar="R", help="training window / test window"
+    )
+    out.add_argument("--json", action="store_true", help="print one JSON object")
+    out.add_argument("--csv", metavar="FILE", help="write the full ranked table as CSV")
+    out.add_argument("--plot", metavar="DIR", help="write a heatmap of --metric over short x long windows")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
+
+
+def _grid(args: argparse.Namespace) -> dict[str, list[Any]]:
+    from tradebot.backtest.sweep import parse_range
+
+    grid: dict[str, list[Any]] = {}
+    for field, kind in RANGE_FLAGS.items():
+        raw = getattr(args, field.rsplit(".", 1)[-1])
+        if raw is None or (field == "risk.cooldown_bars" and raw == 0):
+            continue
+        flag = "--" + field.rsplit(".", 1)[-1].replace("_", "-")
+        try:
+            values = parse_range(str(raw), kind)
+        except ValueError as exc:
+            raise UsageError(f"{flag}: {exc}") from None
+        if not values:
+            raise UsageError(f"{flag}: the range is empty")
+        grid[field] = values
+    return grid
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from tradebot.backtest.data import DataError, load_ohlcv
+    from tradebot.backtest.sweep import run_sweep, walk_forward
+
+    try:
+        grid = _grid(args)
+        first = {field: values[0] for field, values in grid.items()}
+        # The base config validates every fixed flag; per-combination validity is checked in the sweep.
+        base = build_config(args, {**first, "short_window": 1, "long_window": 2})
+        bars = load_ohlcv(args.data)
+    except (UsageError, DataError, OSError) as exc:
+        print(f"tradebot sweep: error: {exc}", file=sys.stderr)
+        return 2
+    console = Console(stderr=True)
+    jobs = args.jobs or None
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=args.no_progress or (args.json and not console.is_terminal),
+        transient=True,
+    ) as progress:
+        if args.walk_forward:
+            task = progress.add_task("walk-forward folds", total=args.walk_forward)
+            try:
+                table = walk_forward(
+                    bars,
+                    base,
+                    grid,
+                    folds=args.walk_forward,
+                    train_ratio=args.train_ratio,
+                    metric=args.metric,
+                    jobs=jobs,
+                    progress=lambda done, total: progress.update(task, completed=done, total=total),
+                )
+            except ValueError as exc:
+                print(f"tradebot sweep: error: {exc}", file=sys.stderr)
+                return 2
+            return _emit_walk_forward(args, table)
+        task = progress.add_task("combinations", total=None)
+        try:
+            result = run_sweep(
+                bars,
+                base,
+                grid,
+                metric=args.metric,
+                jobs=jobs,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        except ValueError as exc:
+            print(f"tradebot sweep: error: {exc}", file=sys.stderr)
+            return 2
+    if not len(result.table):
+        print(
+            "tradebot sweep: error: no valid combination (is every short window below every long window?)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.csv:
+        result.table.to_csv(args.csv, index=False)
+    if args.plot and {"short_window", "long_window"} <= set(grid):
+        from tradebot.backtest.report import plot_sweep_heatmap
+
+        path = plot_sweep_heatmap(
+            Path(args.plot) / f"sweep_{args.metric}.png",
+            result.table,
+            "short_window",
+            "long_window",
+            args.metric,
+        )
+        if not args.json:
+            print(f"wrote {path}")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "metric": args.metric,
+                    "combinations": len(result.table),
+                    "invalid": result.invalid,
+                    "bars": result.bars,
+                    "results": json.loads(result.table.to_json(orient="records")),
+                }
+            )
+        )
+        return 0
+    from rich.table import Table
+
+    out = Console()
+    ranked = Table(title=f"{len(result.table)} combinations over {result.bars} bars, ranked by {args.metric}")
+    shown = result.table.head(args.top)
+    for column in shown.columns:
+        ranked.add_column(str(column), justify="right")
+    for row in shown.itertuples(index=False):
+        ranked.add_row(*(_fmt(value) for value in row))
+    out.print(ranked)
+    if result.invalid:
+        out.print(f"skipped {result.invalid} invalid combinations (short window >= long window and the like)")
+    return 0
+
+
+def _emit_walk_forward(args: argparse.Namespace, table: Any) -> int:
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "metric": args.metric,
+                    "folds": json.loads(table.to_json(orient="records", date_format="iso")),
+                }
+            )
+        )
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    view = Table(title=f"walk-forward, {len(table)} folds, optimising {args.metric}")
+    for column in table.columns:
+        view.add_column(str(column), justify="right")
+    for row in table.itertuples(index=False):
+        view.add_row(*(_fmt(value) for value in row))
+    Console().print(view)
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    if hasattr(value, "strftime"):
+        return str(value.strftime("%Y-%m-%d %H:%M"))
+    return str(value)

@@ -1,0 +1,47 @@
+"""The fee and slippage model shared by the backtester, the strategy's own book and the paper broker."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Costs(BaseModel):
+    """Percent commission on notional plus a fixed fee per fill, and slippage against the trader."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    commission_pct: float = Field(
+        default=0.0, ge=0, le=10, description="Commission in percent of notional (0.1 = 0.1%)."
+    )
+    commission_fixed: float = Field(
+        default=0.0, ge=0, description="Fixed commission per fill, in account currency."
+    )
+    slippage_bps: float = Field(
+        default=0.0, ge=0, le=1000, description="Slippage in basis points, always against the trader."
+    )
+
+    def fill_price(self, side_sign: int, price: float) -> float:
+        """The price actually paid (buy, side_sign=+1) or received (sell, -1)."""
+        return fill_price(side_sign, price, self.slippage_bps)
+
+    def commission(self, qty: float, price: float) -> float:
+        return commission(qty, price, self.commission_pct, self.commission_fixed)
+
+
+# Plain functions so the numba kernel can mirror the exact same arithmetic.
+def fill_price(side_sign: int, price: float, slippage_bps: float) -> float:
+    return price * (1.0 + side_sign * slippage_bps / 10_000.0)
+
+
+def commission(qty: float, price: float, commission_pct: float, commission_fixed: float) -> float:
+    if qty <= 0.0:
+        return 0.0
+    return abs(qty * price) * commission_pct / 100.0 + commission_fixed
+
+
+def floor_to_step(qty: float, step: float) -> float:
+    if step <= 0.0:
+        return qty
+    return math.floor(qty / step + 1e-9) * step

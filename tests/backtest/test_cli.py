@@ -1,0 +1,269 @@
+"""The `tradebot backtest` / `tradebot sweep` contract that scripts rely on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tradebot.backtest.data import synthetic_ohlcv, write_ohlcv_csv
+from tradebot.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "data" / "historical_data.csv"
+
+
+@pytest.fixture(scope="module")
+def hourly_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "hourly.csv"
+    write_ohlcv_csv(synthetic_ohlcv(3000, seed=11, freq="1h"), path)
+    return path
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_output_has_the_promised_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(
+        capsys,
+        "backtest",
+        "--data",
+        str(SAMPLE),
+        "--short-window",
+        "10",
+        "--long-window",
+        "30",
+        "--stop-loss-pct",
+        "2",
+        "--json",
+    )
+    assert code == 0
+    result = json.loads(out)
+    for key in (
+        "total_return_pct",
+        "n_trades",
+        "win_rate_pct",
+        "max_drawdown_pct",
+        "sharpe",
+        "equity_final",
+        "buy_hold_return_pct",
+    ):
+        assert key in result["stats"]
+    assert result["stats"]["n_trades"] == len(result["trades"]) > 0
+    for trade in result["trades"]:
+        assert set(trade) >= {
+            "entry_time",
+            "exit_time",
+            "side",
+            "qty",
+            "entry_price",
+            "exit_price",
+            "pnl",
+            "exit_reason",
+        }
+        assert trade["entry_time"] <= trade["exit_time"]
+    assert {t["exit_reason"] for t in result["trades"]} <= {"exit_cross", "stop_loss", "end_of_data"}
+    # Equity is consistent with the trades: initial cash plus every trade's P&L.
+    assert result["stats"]["equity_final"] == pytest.approx(10_000 + sum(t["pnl"] for t in result["trades"]))
+
+
+def test_reference_engine_gives_the_same_json(capsys: pytest.CaptureFixture[str], hourly_csv: Path) -> None:
+    args = [
+        "backtest",
+        "--data",
+        str(hourly_csv),
+        "--short-window",
+        "5",
+        "--long-window",
+        "21",
+        "--ma",
+        "ema",
+        "--trailing-stop-pct",
+        "1.5",
+        "--allow-short",
+        "--fill",
+        "next-open",
+        "--slippage-bps",
+        "2",
+        "--json",
+    ]
+    _, fast, _ = run_cli(capsys, *args)
+    _, reference, _ = run_cli(capsys, *args, "--engine", "reference")
+    assert json.loads(fast) == json.loads(reference)
+
+
+def test_table_plots_and_result_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    result_file = tmp_path / "termination-log"
+    code, out, _ = run_cli(
+        capsys,
+        "backtest",
+        "--data",
+        str(SAMPLE),
+        "--short-window",
+        "10",
+        "--long-window",
+        "30",
+        "--plot",
+        str(tmp_path / "plots"),
+        "--result-file",
+        str(result_file),
+    )
+    assert code == 0
+    assert "Sharpe" in out or "sharpe" in out.lower()
+    for name in ("price_trades.png", "equity_drawdown.png"):
+        png = tmp_path / "plots" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stored = json.loads(result_file.read_text())
+    assert stored["trades"] == []
+    assert len(result_file.read_bytes()) < 4096  # fits a Kubernetes termination message
+    assert stored["stats"]["n_trades"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--short-window", "30", "--long-window", "10"],
+            "--short-window (30) must be less than --long-window (10)",
+        ),
+        (["--short-window", "5", "--long-window", "10", "--stop-loss-pct", "150"], "--stop-loss-pct"),
+        (["--short-window", "5", "--long-window", "10", "--sizing", "lots:3"], "--sizing"),
+        (["--short-window", "5", "--long-window", "10", "--commission-pct", "-1"], "--commission-pct"),
+    ],
+)
+def test_bad_arguments_exit_non_zero_with_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, out, err = run_cli(capsys, "backtest", "--data", str(SAMPLE), *args)
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert message in err
+
+
+def test_bad_file_names_the_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "timestamp,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,10\n2024-01-02,1,2,0.5,abc,10\n"
+    )
+    code, _, err = run_cli(
+        capsys, "backtest", "--data", str(bad), "--short-window", "2", "--long-window", "3"
+    )
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "line 3" in err
+    code, _, err = run_cli(
+        capsys,
+        "backtest",
+        "--data",
+        str(tmp_path / "missing.csv"),
+        "--short-window",
+        "2",
+        "--long-window",
+        "3",
+    )
+    assert code == 2
+    assert "missing.csv" in err
+
+
+def test_sweep_ranks_and_agrees_with_single_runs(
+    capsys: pytest.CaptureFixture[str], hourly_csv: Path, tmp_path: Path
+) -> None:
+    code, out, err = run_cli(
+        capsys,
+        "sweep",
+        "--data",
+        str(hourly_csv),
+        "--short-window",
+        "3:9:3",
+        "--long-window",
+        "10,20,30",
+        "--stop-loss-pct",
+        "1,3",
+        "--metric",
+        "total_return_pct",
+        "--json",
+        "--plot",
+        str(tmp_path),
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    rows = result["results"]
+    assert result["combinations"] == len(rows) == 3 * 3 * 2
+    returns = [row["total_return_pct"] for row in rows]
+    assert returns == sorted(returns, reverse=True)
+    best = rows[0]
+    code, single, _ = run_cli(
+        capsys,
+        "backtest",
+        "--data",
+        str(hourly_csv),
+        "--short-window",
+        str(best["short_window"]),
+        "--long-window",
+        str(best["long_window"]),
+        "--stop-loss-pct",
+        str(best["stop_loss_pct"]),
+        "--json",
+    )
+    stats = json.loads(single)["stats"]
+    assert best["total_return_pct"] == pytest.approx(stats["total_return_pct"], rel=1e-9)
+    assert best["n_trades"] == stats["n_trades"]
+    assert best["sharpe"] == pytest.approx(stats["sharpe"], rel=1e-6)
+    assert best["max_drawdown_pct"] == pytest.approx(stats["max_drawdown_pct"], rel=1e-9)
+    assert (tmp_path / "sweep_total_return_pct.png").stat().st_size > 1000
+
+
+def test_sweep_skips_invalid_combinations_and_rejects_bad_ranges(
+    capsys: pytest.CaptureFixture[str], hourly_csv: Path
+) -> None:
+    code, out, _ = run_cli(
+        capsys,
+        "sweep",
+        "--data",
+        str(hourly_csv),
+        "--short-window",
+        "5:25:10",
+        "--long-window",
+        "10:20:10",
+        "--json",
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["invalid"] == 3  # (15,10) (25,10) (25,20)
+    assert result["combinations"] == 3
+    code, _, err = run_cli(
+        capsys, "sweep", "--data", str(hourly_csv), "--short-window", "9:1:2", "--long-window", "20"
+    )
+    assert code == 2
+    assert "--short-window" in err
+
+
+def test_walk_forward(capsys: pytest.CaptureFixture[str], hourly_csv: Path) -> None:
+    code, out, err = run_cli(
+        capsys,
+        "sweep",
+        "--data",
+        str(hourly_csv),
+        "--short-window",
+        "3,5,8",
+        "--long-window",
+        "20,40",
+        "--walk-forward",
+        "3",
+        "--train-ratio",
+        "2",
+        "--json",
+    )
+    assert code == 0, err
+    folds = json.loads(out)["folds"]
+    assert [f["fold"] for f in folds] == [1, 2, 3]
+    for fold in folds:
+        # Each test window starts after its training window ends: nothing leaks backwards.
+        assert fold["train_end"] < fold["test_start"] <= fold["test_end"]
+        assert "in_sample_sharpe" in fold
+        assert "out_of_sample_sharpe" in fold
