@@ -113,18 +113,88 @@ def _entry_size(  # pragma: no cover - compiled
     return _floor_to_step(qty, qty_step)
 
 
-@numba.njit(cache=True, nogil=True)
-def _grow_i(values: np.ndarray, cap: int) -> np.ndarray:  # pragma: no cover - compiled
-    out = np.empty(cap, np.int64)
-    out[: values.shape[0]] = values
-    return out
+# The account and the open trade live in one small float array, so the rarely taken fill path can be
+# a separate (not inlined) function: that keeps the per-bar loop small enough for LLVM to keep its
+# state in registers, which doubled its speed.
+_CASH, _QTY, _ENTRY, _BEST, _OBAR, _OSIDE, _OQTY, _OPRICE, _OFEE, _NTR, _WINS, _GWIN, _GLOSS = range(13)
+# Columns of the recorded trade table.
+TRADE_FIELDS = (
+    "entry_bar",
+    "exit_bar",
+    "side",
+    "qty",
+    "entry_price",
+    "exit_price",
+    "pnl",
+    "exit_reason",
+    "commission",
+)
 
 
 @numba.njit(cache=True, nogil=True)
-def _grow_f(values: np.ndarray, cap: int) -> np.ndarray:  # pragma: no cover - compiled
-    out = np.empty(cap)
-    out[: values.shape[0]] = values
-    return out
+def _apply_fill(  # pragma: no cover - compiled
+    state: np.ndarray,
+    trades: np.ndarray,
+    bar: int,
+    side: int,
+    fill_qty: float,
+    price: float,
+    reason: int,
+    slippage_bps: float,
+    commission_pct: float,
+    commission_fixed: float,
+    record: bool,
+) -> np.ndarray:
+    """`CrossoverStrategy.on_fill` plus `TradeLog.record`; returns the (maybe grown) trade table."""
+    executed = _fill_price(side, price, slippage_bps)
+    fee = _commission(fill_qty, executed, commission_pct, commission_fixed)
+    signed = side * fill_qty
+    state[_CASH] -= signed * executed + fee
+    qty = state[_QTY]
+    if qty == 0.0:
+        state[_QTY] = signed
+        state[_ENTRY] = executed
+        state[_BEST] = executed
+    else:
+        qty += signed
+        if abs(qty) < 1e-12:
+            state[_QTY] = 0.0
+            state[_ENTRY] = 0.0
+            state[_BEST] = 0.0
+        else:
+            state[_QTY] = qty
+    if state[_OSIDE] == 0.0:
+        state[_OBAR] = bar
+        state[_OSIDE] = side
+        state[_OQTY] = fill_qty
+        state[_OPRICE] = executed
+        state[_OFEE] = fee
+        return trades
+    open_side = int(state[_OSIDE])
+    pnl = open_side * (executed - state[_OPRICE]) * state[_OQTY] - state[_OFEE] - fee
+    if pnl > 0.0:
+        state[_WINS] += 1.0
+        state[_GWIN] += pnl
+    else:
+        state[_GLOSS] -= pnl
+    if record:
+        k = int(state[_NTR])
+        if k == trades.shape[0]:
+            grown = np.empty((2 * k, trades.shape[1]))
+            grown[:k] = trades
+            trades = grown
+        trades[k, 0] = state[_OBAR]
+        trades[k, 1] = bar
+        trades[k, 2] = open_side
+        trades[k, 3] = state[_OQTY]
+        trades[k, 4] = state[_OPRICE]
+        trades[k, 5] = executed
+        trades[k, 6] = pnl
+        trades[k, 7] = reason
+        trades[k, 8] = state[_OFEE] + fee
+    state[_NTR] += 1.0
+    state[_OSIDE] = 0.0
+    return trades
 
 
 @numba.njit(cache=True, nogil=True)
@@ -210,24 +280,13 @@ def simulate(  # type: ignore[no-untyped-def]
     initial_cash: float,
     record: bool,
 ):
+    """Returns (summary, equity curve, trade table); see `run_kernel` and `sweep.summary_stats`."""
     n = closes.shape[0]
-    cap = 64
-    t_entry_bar = np.empty(cap, np.int64)
-    t_exit_bar = np.empty(cap, np.int64)
-    t_side = np.empty(cap, np.int64)
-    t_qty = np.empty(cap)
-    t_entry_price = np.empty(cap)
-    t_exit_price = np.empty(cap)
-    t_pnl = np.empty(cap)
-    t_reason = np.empty(cap, np.int64)
-    t_fee = np.empty(cap)
+    state = np.zeros(13)
+    state[_CASH] = initial_cash
+    state[_OBAR] = -1.0
+    trades = np.empty((64 if record else 1, 9))
     equity_curve = np.empty(n if record else 0)
-    n_trades = 0
-
-    cash = initial_cash
-    qty = 0.0  # signed position
-    entry_price = 0.0
-    best = 0.0
     last_price = math.nan
     prev_s = math.nan
     prev_l = math.nan
@@ -236,18 +295,19 @@ def simulate(  # type: ignore[no-untyped-def]
     use_day = not math.isnan(max_daily_loss_pct)
     day = -(2**62)
     day_start_equity = math.nan
-    # Trade being held: entry bar, side, qty, price, fee.
-    o_bar = -1
-    o_side = 0
-    o_qty = 0.0
-    o_price = 0.0
-    o_fee = 0.0
-    # Pending orders for next-open fills: up to an exit and an entry.
+    # Orders decided at a close, filled at the next open (next-open fills): an exit and an entry at most.
     p_count = 0
     p_side = np.zeros(2, np.int64)
     p_qty = np.zeros(2)
     p_reason = np.zeros(2, np.int64)
-    # Running summary (for sweeps, where nothing is recorded).
+    # Orders decided now: a stop or cross exit and an entry at most.
+    f_side = np.zeros(2, np.int64)
+    f_qty = np.zeros(2)
+    f_price = np.zeros(2)
+    f_reason = np.zeros(2, np.int64)
+    # Running statistics, as metrics.compute_stats defines them (returns against the previous equity,
+    # the first against the initial cash; the peak seeded with the initial cash). The values before
+    # the last bar are kept so that the end-of-data close can redo that bar.
     prev_equity = initial_cash
     peak = initial_cash
     max_dd = 0.0
@@ -255,109 +315,40 @@ def simulate(  # type: ignore[no-untyped-def]
     ret_sq = 0.0
     down_sq = 0.0
     exposure = 0
-    wins = 0
-    gross_win = 0.0
-    gross_loss = 0.0
     last_prev_equity = initial_cash
     last_peak = initial_cash
     last_max_dd = 0.0
     last_r = 0.0
 
-    # Fills to apply now (at most a stop or exit plus an entry).
-    f_side = np.zeros(3, np.int64)
-    f_qty = np.zeros(3)
-    f_price = np.zeros(3)
-    f_reason = np.zeros(3, np.int64)
-    for i in range(n + 1):
-        # i == n: the end-of-data close of a position still open.
-        fills = 0
-        if i == n:
-            if n == 0 or qty == 0.0:
-                break
-            f_side[0] = -1 if qty > 0.0 else 1
-            f_qty[0] = abs(qty)
-            f_price[0] = closes[n - 1]
-            f_reason[0] = _END
-            fills = 1
-        else:
-            if next_open:
-                for k in range(p_count):
-                    f_side[fills] = p_side[k]
-                    f_qty[fills] = p_qty[k]
-                    f_price[fills] = opens[i]
-                    f_reason[fills] = p_reason[k]
-                    fills += 1
-                p_count = 0
-        # Apply fills (pending ones first; the loop below re-enters for intrabar stops).
-        stage = 0
-        while True:
-            for k in range(fills):
-                side = f_side[k]
-                fq = f_qty[k]
-                executed = _fill_price(side, f_price[k], slippage_bps)
-                fee = _commission(fq, executed, commission_pct, commission_fixed)
-                signed = side * fq
-                cash -= signed * executed + fee
-                if qty == 0.0:
-                    qty = signed
-                    entry_price = executed
-                    best = executed
-                else:
-                    qty += signed
-                    if abs(qty) < 1e-12:
-                        qty = 0.0
-                        entry_price = 0.0
-                        best = 0.0
-                # Trade log.
-                if o_side == 0:
-                    o_bar = i if i < n else n - 1
-                    o_side = side
-                    o_qty = fq
-                    o_price = executed
-                    o_fee = fee
-                else:
-                    pnl = o_side * (executed - o_price) * o_qty - o_fee - fee
-                    if pnl > 0.0:
-                        wins += 1
-                        gross_win += pnl
-                    else:
-                        gross_loss -= pnl
-                    if record:
-                        if n_trades == cap:
-                            cap *= 2
-                            t_entry_bar = _grow_i(t_entry_bar, cap)
-                            t_exit_bar = _grow_i(t_exit_bar, cap)
-                            t_side = _grow_i(t_side, cap)
-                            t_qty = _grow_f(t_qty, cap)
-                            t_entry_price = _grow_f(t_entry_price, cap)
-                            t_exit_price = _grow_f(t_exit_price, cap)
-                            t_pnl = _grow_f(t_pnl, cap)
-                            t_reason = _grow_i(t_reason, cap)
-                            t_fee = _grow_f(t_fee, cap)
-                        t_entry_bar[n_trades] = o_bar
-                        t_exit_bar[n_trades] = i if i < n else n - 1
-                        t_side[n_trades] = o_side
-                        t_qty[n_trades] = o_qty
-                        t_entry_price[n_trades] = o_price
-                        t_exit_price[n_trades] = executed
-                        t_pnl[n_trades] = pnl
-                        t_reason[n_trades] = f_reason[k]
-                        t_fee[n_trades] = o_fee + fee
-                    n_trades += 1
-                    o_side = 0
-            fills = 0
-            if i == n or stage == 1 or not next_open:
-                break
-            # Intrabar (next-open only): roll the day, check stops against the bar's range.
-            stage = 1
+    for i in range(n):
+        if next_open:
+            # The open: fill what the previous close decided (on_fill).
+            for k in range(p_count):
+                trades = _apply_fill(
+                    state,
+                    trades,
+                    i,
+                    p_side[k],
+                    p_qty[k],
+                    opens[i],
+                    p_reason[k],
+                    slippage_bps,
+                    commission_pct,
+                    commission_fixed,
+                    record,
+                )
+            p_count = 0
+            # on_intrabar: roll the day, stops against the bar's range, move the best price, fill.
             if use_day and days[i] != day:
                 day = days[i]
-                day_start_equity = cash + (qty * last_price if qty != 0.0 else 0.0)
-            if qty != 0.0:
+                q = state[_QTY]
+                day_start_equity = state[_CASH] + (q * last_price if q != 0.0 else 0.0)
+            q = state[_QTY]
+            if q != 0.0:
                 reason, exit_at = _stop_check(
-                    qty,
-                    entry_price,
-                    best,
+                    q,
+                    state[_ENTRY],
+                    state[_BEST],
                     opens[i],
                     highs[i],
                     lows[i],
@@ -365,51 +356,51 @@ def simulate(  # type: ignore[no-untyped-def]
                     take_profit_pct,
                     trailing_stop_pct,
                 )
+                if reason >= 0 and (reason in (_STOP, _TRAIL)) and cooldown_bars > 0:
+                    cooldown_until = bar_index + 1 + cooldown_bars
+                if q > 0.0 and highs[i] > state[_BEST]:
+                    state[_BEST] = highs[i]
+                elif q < 0.0 and lows[i] < state[_BEST]:
+                    state[_BEST] = lows[i]
                 if reason >= 0:
-                    if (reason in (_STOP, _TRAIL)) and cooldown_bars > 0:
-                        cooldown_until = bar_index + 1 + cooldown_bars
-                    f_side[0] = -1 if qty > 0.0 else 1
-                    f_qty[0] = abs(qty)
-                    f_price[0] = exit_at
-                    f_reason[0] = reason
-                    fills = 1
-            if qty > 0.0 and highs[i] > best:
-                best = highs[i]
-            elif qty < 0.0 and lows[i] < best:
-                best = lows[i]
-            if fills == 0:
-                break
-            # Loop once more to apply the stop fill; best was moved before the fill, as in the
-            # reference (on_intrabar moves it, then the engine fills), and the fill resets it.
-        if i == n:
-            if record:
-                equity_curve[n - 1] = cash
-            ret_sum -= last_r
-            ret_sq -= last_r * last_r
-            if last_r < 0.0:
-                down_sq -= last_r * last_r
-            r = cash / last_prev_equity - 1.0 if last_prev_equity != 0.0 else 0.0
-            ret_sum += r
-            ret_sq += r * r
-            if r < 0.0:
-                down_sq += r * r
-            peak = last_peak if cash < last_peak else cash
-            dd = cash / peak - 1.0
-            max_dd = last_max_dd if last_max_dd < dd else dd
-            break
+                    trades = _apply_fill(
+                        state,
+                        trades,
+                        i,
+                        -1 if q > 0.0 else 1,
+                        abs(q),
+                        exit_at,
+                        reason,
+                        slippage_bps,
+                        commission_pct,
+                        commission_fixed,
+                        record,
+                    )
 
-        # The close (or tick) event: on_price.
+        # The close (or tick): on_price.
         price = closes[i]
         if use_day and days[i] != day:
             day = days[i]
-            day_start_equity = cash + (qty * last_price if qty != 0.0 else 0.0)
+            q = state[_QTY]
+            day_start_equity = state[_CASH] + (q * last_price if q != 0.0 else 0.0)
         bar_index += 1
         last_price = price
+        cash = state[_CASH]
+        qty = state[_QTY]
         position = qty
         cash_after = cash
+        fills = 0
         if not next_open and qty != 0.0:
             reason, exit_at = _stop_check(
-                qty, entry_price, best, price, price, price, stop_loss_pct, take_profit_pct, trailing_stop_pct
+                qty,
+                state[_ENTRY],
+                state[_BEST],
+                price,
+                price,
+                price,
+                stop_loss_pct,
+                take_profit_pct,
+                trailing_stop_pct,
             )
             if reason >= 0:
                 if (reason in (_STOP, _TRAIL)) and cooldown_bars > 0:
@@ -418,14 +409,14 @@ def simulate(  # type: ignore[no-untyped-def]
                 cash_after = (
                     cash + position * xp - _commission(abs(position), xp, commission_pct, commission_fixed)
                 )
-                f_side[fills] = -1 if qty > 0.0 else 1
-                f_qty[fills] = abs(qty)
-                f_price[fills] = exit_at
-                f_reason[fills] = reason
-                fills += 1
+                f_side[0] = -1 if qty > 0.0 else 1
+                f_qty[0] = abs(qty)
+                f_price[0] = exit_at
+                f_reason[0] = reason
+                fills = 1
                 position = 0.0
-        if (qty > 0.0 and price > best) or (qty < 0.0 and price < best):
-            best = price
+        if (qty > 0.0 and price > state[_BEST]) or (qty < 0.0 and price < state[_BEST]):
+            state[_BEST] = price
         s = short_ma[i]
         lma = long_ma[i]
         cross_up = prev_s < prev_l and s > lma
@@ -445,34 +436,34 @@ def simulate(  # type: ignore[no-untyped-def]
                 f_reason[fills] = _CROSS
                 fills += 1
                 position = 0.0
-            if position == 0.0 and (want > 0 or allow_short):
-                if bar_index <= cooldown_until or (
-                    use_day and cash_after < day_start_equity * (1.0 - max_daily_loss_pct / 100.0)
-                ):
-                    pass
-                else:
-                    eq = _entry_size(
-                        want,
-                        price,
-                        cash_after,
-                        cash_after,
-                        sizing,
-                        sizing_value,
-                        stop_loss_pct,
-                        max_gross,
-                        max_qty,
-                        max_notional,
-                        qty_step,
-                        commission_pct,
-                        commission_fixed,
-                        slippage_bps,
-                    )
-                    if eq > 0.0:
-                        f_side[fills] = want
-                        f_qty[fills] = eq
-                        f_price[fills] = price
-                        f_reason[fills] = _CROSS
-                        fills += 1
+            if (
+                position == 0.0
+                and (want > 0 or allow_short)
+                and bar_index > cooldown_until
+                and not (use_day and cash_after < day_start_equity * (1.0 - max_daily_loss_pct / 100.0))
+            ):
+                size = _entry_size(
+                    want,
+                    price,
+                    cash_after,
+                    cash_after,
+                    sizing,
+                    sizing_value,
+                    stop_loss_pct,
+                    max_gross,
+                    max_qty,
+                    max_notional,
+                    qty_step,
+                    commission_pct,
+                    commission_fixed,
+                    slippage_bps,
+                )
+                if size > 0.0:
+                    f_side[fills] = want
+                    f_qty[fills] = size
+                    f_price[fills] = price
+                    f_reason[fills] = _CROSS
+                    fills += 1
         if next_open:
             for k in range(fills):
                 p_side[k] = f_side[k]
@@ -481,66 +472,25 @@ def simulate(  # type: ignore[no-untyped-def]
             p_count = fills
         else:
             for k in range(fills):
-                side = f_side[k]
-                fq = f_qty[k]
-                executed = _fill_price(side, f_price[k], slippage_bps)
-                fee = _commission(fq, executed, commission_pct, commission_fixed)
-                signed = side * fq
-                cash -= signed * executed + fee
-                if qty == 0.0:
-                    qty = signed
-                    entry_price = executed
-                    best = executed
-                else:
-                    qty += signed
-                    if abs(qty) < 1e-12:
-                        qty = 0.0
-                        entry_price = 0.0
-                        best = 0.0
-                if o_side == 0:
-                    o_bar = i
-                    o_side = side
-                    o_qty = fq
-                    o_price = executed
-                    o_fee = fee
-                else:
-                    pnl = o_side * (executed - o_price) * o_qty - o_fee - fee
-                    if pnl > 0.0:
-                        wins += 1
-                        gross_win += pnl
-                    else:
-                        gross_loss -= pnl
-                    if record:
-                        if n_trades == cap:
-                            cap *= 2
-                            t_entry_bar = _grow_i(t_entry_bar, cap)
-                            t_exit_bar = _grow_i(t_exit_bar, cap)
-                            t_side = _grow_i(t_side, cap)
-                            t_qty = _grow_f(t_qty, cap)
-                            t_entry_price = _grow_f(t_entry_price, cap)
-                            t_exit_price = _grow_f(t_exit_price, cap)
-                            t_pnl = _grow_f(t_pnl, cap)
-                            t_reason = _grow_i(t_reason, cap)
-                            t_fee = _grow_f(t_fee, cap)
-                        t_entry_bar[n_trades] = o_bar
-                        t_exit_bar[n_trades] = i
-                        t_side[n_trades] = o_side
-                        t_qty[n_trades] = o_qty
-                        t_entry_price[n_trades] = o_price
-                        t_exit_price[n_trades] = executed
-                        t_pnl[n_trades] = pnl
-                        t_reason[n_trades] = f_reason[k]
-                        t_fee[n_trades] = o_fee + fee
-                    n_trades += 1
-                    o_side = 0
-        equity = cash + (qty * price if qty != 0.0 else 0.0)
+                trades = _apply_fill(
+                    state,
+                    trades,
+                    i,
+                    f_side[k],
+                    f_qty[k],
+                    f_price[k],
+                    f_reason[k],
+                    slippage_bps,
+                    commission_pct,
+                    commission_fixed,
+                    record,
+                )
+        qty = state[_QTY]
+        equity = state[_CASH] + (qty * price if qty != 0.0 else 0.0)
         if record:
             equity_curve[i] = equity
         if qty != 0.0:
             exposure += 1
-        # Summary statistics, online, as metrics.compute_stats defines them (returns against the
-        # previous equity, the first against the initial cash; peak seeded with the initial cash).
-        # The values before this bar are kept so the end-of-data close can redo the last bar.
         r = equity / prev_equity - 1.0 if prev_equity != 0.0 else 0.0
         last_prev_equity = prev_equity
         last_peak = peak
@@ -557,34 +507,54 @@ def simulate(  # type: ignore[no-untyped-def]
         if dd < max_dd:
             max_dd = dd
 
-    final_equity = cash
+    if n > 0 and state[_QTY] != 0.0:
+        # End of data: close what is still open at the last close, and redo the last bar's statistics.
+        q = state[_QTY]
+        trades = _apply_fill(
+            state,
+            trades,
+            n - 1,
+            -1 if q > 0.0 else 1,
+            abs(q),
+            closes[n - 1],
+            _END,
+            slippage_bps,
+            commission_pct,
+            commission_fixed,
+            record,
+        )
+        cash = state[_CASH]
+        if record:
+            equity_curve[n - 1] = cash
+        ret_sum -= last_r
+        ret_sq -= last_r * last_r
+        if last_r < 0.0:
+            down_sq -= last_r * last_r
+        r = cash / last_prev_equity - 1.0 if last_prev_equity != 0.0 else 0.0
+        ret_sum += r
+        ret_sq += r * r
+        if r < 0.0:
+            down_sq += r * r
+        peak = last_peak if cash < last_peak else cash
+        dd = cash / peak - 1.0
+        max_dd = last_max_dd if last_max_dd < dd else dd
+
+    n_trades = int(state[_NTR])
     summary = np.array(
         [
-            final_equity,
+            state[_CASH],
             max_dd,
             ret_sum,
             ret_sq,
             down_sq,
-            float(n_trades),
-            float(wins),
-            gross_win,
-            gross_loss,
+            state[_NTR],
+            state[_WINS],
+            state[_GWIN],
+            state[_GLOSS],
             float(exposure),
         ]
     )
-    return (
-        summary,
-        equity_curve,
-        t_entry_bar[:n_trades],
-        t_exit_bar[:n_trades],
-        t_side[:n_trades],
-        t_qty[:n_trades],
-        t_entry_price[:n_trades],
-        t_exit_price[:n_trades],
-        t_pnl[:n_trades],
-        t_reason[:n_trades],
-        t_fee[:n_trades],
-    )
+    return summary, equity_curve, trades[: n_trades if record else 0]
 
 
 # The compiled function, typed loosely for callers (numba's dispatcher has no useful signature).
@@ -673,8 +643,18 @@ def run_kernel(bars: pd.DataFrame | Arrays, config: BacktestConfig) -> RawResult
         *KernelArgs.from_config(config).values,
         True,
     )
-    _, equity, entry_bar, exit_bar, side, qty, entry_price, exit_price, pnl, reason, fee = out
+    _, equity, table = out
+    as_int = table[:, [0, 1, 2, 7]].astype(np.int64)
     trades = trades_frame(
-        arrays.index, entry_bar, exit_bar, side, qty, entry_price, exit_price, pnl, reason, fee
+        arrays.index,
+        as_int[:, 0],
+        as_int[:, 1],
+        as_int[:, 2],
+        table[:, 3],
+        table[:, 4],
+        table[:, 5],
+        table[:, 6],
+        as_int[:, 3],
+        table[:, 8],
     )
     return RawResult(index=arrays.index, equity=equity, short_ma=short_ma, long_ma=long_ma, trades=trades)
