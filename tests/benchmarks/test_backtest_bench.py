@@ -140,7 +140,10 @@ def peak_rss_of_backtest(bars: pd.DataFrame) -> float:
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder)
-        np.save(path / "ts.npy", pd.DatetimeIndex(bars.index).as_unit("ns").to_numpy(dtype="datetime64[ns]").view(np.int64))
+        np.save(
+            path / "ts.npy",
+            pd.DatetimeIndex(bars.index).as_unit("ns").to_numpy(dtype="datetime64[ns]").view(np.int64),
+        )
         for name in ("open", "high", "low", "close"):
             np.save(path / f"{name}.npy", bars[name].to_numpy())
         code = f"""

@@ -1,0 +1,288 @@
+{{/*
+Chart name, truncated to 63 chars (the DNS label limit).
+*/}}
+{{- define "tradebot.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: <release>-<chart> unless the release name already contains the chart name.
+*/}}
+{{- define "tradebot.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+chart label value: name-version.
+*/}}
+{{- define "tradebot.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels of the release (no component). Usage: include "tradebot.selectorLabels" .
+*/}}
+{{- define "tradebot.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tradebot.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Common labels of the release (no component).
+*/}}
+{{- define "tradebot.labels" -}}
+helm.sh/chart: {{ include "tradebot.chart" . }}
+{{ include "tradebot.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: tradebot
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels of one component. Usage: include "tradebot.componentSelectorLabels" (dict "root" $ "component" "api")
+*/}}
+{{- define "tradebot.componentSelectorLabels" -}}
+{{ include "tradebot.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+Labels of one component. Usage: include "tradebot.componentLabels" (dict "root" $ "component" "api")
+*/}}
+{{- define "tradebot.componentLabels" -}}
+{{ include "tradebot.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+Name of one component's resources: <fullname>-<component>.
+*/}}
+{{- define "tradebot.componentName" -}}
+{{- printf "%s-%s" (include "tradebot.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Image references.
+*/}}
+{{- define "tradebot.imageRef" -}}
+{{- $tag := default .root.Chart.AppVersion .image.tag }}
+{{- if .image.digest }}
+{{- printf "%s:%s@%s" .image.repository $tag .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "tradebot.image" -}}
+{{- include "tradebot.imageRef" (dict "root" . "image" .Values.image) }}
+{{- end }}
+
+{{- define "tradebot.dashboardImage" -}}
+{{- include "tradebot.imageRef" (dict "root" . "image" .Values.dashboardImage) }}
+{{- end }}
+
+{{/*
+Credentials Secret name and whether the chart creates it.
+*/}}
+{{- define "tradebot.secretName" -}}
+{{- if .Values.existingSecret }}
+{{- .Values.existingSecret }}
+{{- else }}
+{{- include "tradebot.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Secret with bus/store endpoints that the operator hands to strategy pods (envFrom).
+*/}}
+{{- define "tradebot.sharedEnvSecretName" -}}
+{{- printf "%s-shared-env" (include "tradebot.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tradebot.kafkaName" -}}
+{{- include "tradebot.componentName" (dict "root" . "component" "kafka") }}
+{{- end }}
+
+{{- define "tradebot.redisName" -}}
+{{- include "tradebot.componentName" (dict "root" . "component" "redis") }}
+{{- end }}
+
+{{/*
+Kafka bootstrap servers: the in-chart broker or externalKafka.bootstrap.
+*/}}
+{{- define "tradebot.kafkaBootstrap" -}}
+{{- if .Values.kafka.enabled }}
+{{- printf "%s:%d" (include "tradebot.kafkaName" .) (int .Values.kafka.port) }}
+{{- else }}
+{{- required "kafka.enabled=false needs externalKafka.bootstrap (host:port[,host:port])" .Values.externalKafka.bootstrap }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether a Redis password is in play (TRADEBOT_REDIS_PASSWORD is set from the credentials Secret).
+*/}}
+{{- define "tradebot.redisPasswordEnabled" -}}
+{{- if .Values.redis.enabled }}
+{{- if .Values.redis.auth.enabled }}true{{ end }}
+{{- else if and .Values.existingSecret (contains "$(TRADEBOT_REDIS_PASSWORD)" .Values.externalRedis.url) }}true
+{{- end }}
+{{- end }}
+
+{{/*
+Redis URL; may reference $(TRADEBOT_REDIS_PASSWORD), which Kubernetes expands from the env var defined before it.
+*/}}
+{{- define "tradebot.redisUrl" -}}
+{{- if .Values.redis.enabled }}
+{{- if .Values.redis.auth.enabled }}
+{{- printf "redis://:$(TRADEBOT_REDIS_PASSWORD)@%s:%d/0" (include "tradebot.redisName" .) (int .Values.redis.port) }}
+{{- else }}
+{{- printf "redis://%s:%d/0" (include "tradebot.redisName" .) (int .Values.redis.port) }}
+{{- end }}
+{{- else }}
+{{- required "redis.enabled=false needs externalRedis.url (redis://host:port/db)" .Values.externalRedis.url }}
+{{- end }}
+{{- end }}
+
+{{/*
+Env entries for the Redis connection (password first so $(TRADEBOT_REDIS_PASSWORD) expands).
+*/}}
+{{- define "tradebot.redisEnv" -}}
+{{- if include "tradebot.redisPasswordEnabled" . }}
+- name: TRADEBOT_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tradebot.secretName" . }}
+      key: {{ .Values.existingSecretKeys.redisPassword }}
+{{- end }}
+- name: TRADEBOT_REDIS_URL
+  value: {{ include "tradebot.redisUrl" . | quote }}
+{{- end }}
+
+{{/*
+Env entry for the API token.
+*/}}
+{{- define "tradebot.apiTokenEnv" -}}
+- name: TRADEBOT_API_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tradebot.secretName" . }}
+      key: {{ .Values.existingSecretKeys.apiToken }}
+{{- end }}
+
+{{/*
+Env shared by every Python service.
+*/}}
+{{- define "tradebot.commonEnv" -}}
+- name: TRADEBOT_HTTP_PORT
+  value: {{ .Values.config.httpPort | quote }}
+- name: TRADEBOT_LOG_LEVEL
+  value: {{ .Values.config.logLevel | quote }}
+- name: TRADEBOT_LOG_JSON
+  value: {{ .Values.config.logJson | quote }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end }}
+
+{{- define "tradebot.kafkaEnv" -}}
+- name: TRADEBOT_KAFKA_BOOTSTRAP
+  value: {{ include "tradebot.kafkaBootstrap" . | quote }}
+{{- end }}
+
+{{/*
+Pod-level security context, volumes and scheduling shared by every pod.
+*/}}
+{{- define "tradebot.podSecurityContext" -}}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end }}
+
+{{- define "tradebot.containerSecurityContext" -}}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+{{- end }}
+
+{{/*
+Probes of a Python service on the named http port. Usage: include "tradebot.httpProbes" (dict "root" $ "port" "http" "live" "/livez" "ready" "/readyz")
+*/}}
+{{- define "tradebot.httpProbes" -}}
+{{- $p := .root.Values.probes }}
+livenessProbe:
+  httpGet:
+    path: {{ .live }}
+    port: {{ .port }}
+  periodSeconds: {{ $p.liveness.periodSeconds }}
+  timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
+  failureThreshold: {{ $p.liveness.failureThreshold }}
+readinessProbe:
+  httpGet:
+    path: {{ .ready }}
+    port: {{ .port }}
+  periodSeconds: {{ $p.readiness.periodSeconds }}
+  timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
+  failureThreshold: {{ $p.readiness.failureThreshold }}
+startupProbe:
+  httpGet:
+    path: {{ .live }}
+    port: {{ .port }}
+  periodSeconds: {{ $p.startup.periodSeconds }}
+  timeoutSeconds: {{ $p.startup.timeoutSeconds }}
+  failureThreshold: {{ $p.startup.failureThreshold }}
+{{- end }}
+
+{{/*
+Scheduling fields of a component. Usage: include "tradebot.scheduling" $values
+*/}}
+{{- define "tradebot.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "tradebot.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+A generated secret value kept across upgrades: the existing Secret's key, else the given value, else random.
+Usage: include "tradebot.secretValue" (dict "root" $ "key" "api-token" "value" .Values.apiToken)
+*/}}
+{{- define "tradebot.secretValue" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace (include "tradebot.fullname" .root) }}
+{{- if .value }}
+{{- .value | b64enc }}
+{{- else if and $existing (hasKey ($existing.data | default dict) .key) }}
+{{- index $existing.data .key }}
+{{- else }}
+{{- randAlphaNum 40 | b64enc }}
+{{- end }}
+{{- end }}

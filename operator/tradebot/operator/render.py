@@ -1,0 +1,286 @@
+"""Pure functions that turn a `TradingStrategy` into the objects the operator owns.
+
+Nothing here talks to the API server, so every rendering is unit-testable and the reconcile loop can compare
+what it wants with what exists before writing anything (an idle operator makes no writes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from tradebot.operator.spec import BacktestSpec, TradingStrategySpec
+
+GROUP = "tradebot.dev"
+VERSION = "v1alpha1"
+PLURAL = "tradingstrategies"
+KIND = "TradingStrategy"
+MANAGED_BY = "tradebot-operator"
+CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
+BACKTEST_HASH_LABEL = f"{GROUP}/backtest-hash"
+STRATEGY_LABEL = f"{GROUP}/strategy"
+COMPONENT_STRATEGY = "strategy"
+COMPONENT_BACKTEST = "backtest"
+HTTP_PORT = 8080
+RESULT_PATH = "/dev/termination-log"
+
+Manifest = dict[str, Any]
+
+
+def canonical_hash(payload: Any, length: int = 16) -> str:
+    """A stable short hash of JSON-able data (sorted keys), used for rollouts and Job names."""
+    raw = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:length]
+
+
+def labels(name: str, component: str, *, version: str = "0.1.0") -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "tradebot",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "tradebot",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/version": version,
+        STRATEGY_LABEL: name,
+    }
+
+
+def selector_labels(name: str, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": component,
+        STRATEGY_LABEL: name,
+    }
+
+
+def strategy_env(name: str, spec: TradingStrategySpec) -> dict[str, str]:
+    """The strategy service's configuration, as the environment variables it reads (see services/README.md)."""
+    return {
+        "TRADEBOT_STRATEGY_ID": name,
+        "TRADEBOT_STRATEGY_SYMBOLS": ",".join(spec.symbols),
+        "TRADEBOT_STRATEGY_PARAMS": spec.strategy_params().model_dump_json(),
+    }
+
+
+def render_configmap(name: str, namespace: str, spec: TradingStrategySpec) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{name}-strategy",
+            "namespace": namespace,
+            "labels": labels(name, COMPONENT_STRATEGY),
+        },
+        "data": strategy_env(name, spec),
+    }
+
+
+def _restricted_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _pod_security_context() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001}
+
+
+def render_deployment(
+    name: str,
+    namespace: str,
+    spec: TradingStrategySpec,
+    *,
+    default_image: str,
+    shared_env_from: str | None,
+) -> Manifest:
+    """The strategy Deployment; a config-hash annotation on the pod template rolls pods on any spec change."""
+    configmap = render_configmap(name, namespace, spec)
+    image = spec.image or default_image
+    config_hash = canonical_hash({"data": configmap["data"], "image": image, "resources": spec.resources})
+    env_from: list[dict[str, Any]] = [{"configMapRef": {"name": configmap["metadata"]["name"]}}]
+    if shared_env_from:
+        # Bus and store endpoints (and credentials) are shared by every strategy: one Secret the chart owns.
+        env_from.insert(0, {"secretRef": {"name": shared_env_from, "optional": True}})
+    probe = {"httpGet": {"port": "http"}, "periodSeconds": 10, "timeoutSeconds": 3}
+    container: dict[str, Any] = {
+        "name": "strategy",
+        "image": image,
+        "args": ["strategy"],
+        "envFrom": env_from,
+        "env": [{"name": "TRADEBOT_HTTP_PORT", "value": str(HTTP_PORT)}],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT}],
+        "livenessProbe": {**probe, "httpGet": {"path": "/livez", "port": "http"}, "failureThreshold": 3},
+        "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "http"}, "failureThreshold": 2},
+        "startupProbe": {**probe, "httpGet": {"path": "/livez", "port": "http"}, "failureThreshold": 30},
+        "securityContext": _restricted_security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if spec.resources:
+        container["resources"] = spec.resources
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": f"{name}-strategy",
+            "namespace": namespace,
+            "labels": labels(name, COMPONENT_STRATEGY),
+            "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
+        },
+        "spec": {
+            "replicas": 0 if spec.suspend else spec.replicas,
+            # One consumer per transactional id: never run old and new pods side by side.
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector_labels(name, COMPONENT_STRATEGY)},
+            "template": {
+                "metadata": {
+                    "labels": labels(name, COMPONENT_STRATEGY),
+                    "annotations": {
+                        CONFIG_HASH_ANNOTATION: config_hash,
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(HTTP_PORT),
+                    },
+                },
+                "spec": {
+                    "securityContext": _pod_security_context(),
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def backtest_hash(spec: TradingStrategySpec) -> str:
+    """What makes a new backtest necessary: the strategy parameters, the symbols and the backtest settings."""
+    assert spec.backtest is not None
+    return canonical_hash(
+        {
+            "params": spec.strategy_params().model_dump(mode="json"),
+            "symbols": spec.symbols,
+            "backtest": spec.backtest.model_dump(mode="json", exclude={"schedule"}),
+        },
+        length=10,
+    )
+
+
+def backtest_args(spec: TradingStrategySpec, backtest: BacktestSpec, data_path: str) -> list[str]:
+    """`tradebot backtest` arguments for the resource's parameters (the CLI contract scripts rely on)."""
+    params = spec.strategy_params()
+    args = ["backtest", "--data", data_path, *params.to_cli_args()]
+    args += [
+        "--fill",
+        backtest.fill,
+        "--commission-pct",
+        f"{backtest.commission_pct:g}",
+        "--slippage-bps",
+        f"{backtest.slippage_bps:g}",
+        "--initial-cash",
+        f"{backtest.initial_cash:.15g}",
+    ]
+    args += ["--json", "--result-file", RESULT_PATH]
+    return args
+
+
+def _job_pod_spec(name: str, spec: TradingStrategySpec, backtest: BacktestSpec, image: str) -> dict[str, Any]:
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if backtest.dataset.config_map is not None:
+        ref = backtest.dataset.config_map
+        volumes.append(
+            {"name": "dataset", "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": ref.key}]}}
+        )
+        mounts.append({"name": "dataset", "mountPath": "/data", "readOnly": True})
+        data_path = f"/data/{ref.key}"
+    else:
+        assert backtest.dataset.path is not None
+        data_path = backtest.dataset.path
+    return {
+        "securityContext": _pod_security_context(),
+        "restartPolicy": "Never",
+        "containers": [
+            {
+                "name": "backtest",
+                "image": image,
+                "args": backtest_args(spec, backtest, data_path),
+                # The result travels back in the pod status: no extra RBAC, no shared storage.
+                "terminationMessagePath": RESULT_PATH,
+                "terminationMessagePolicy": "File",
+                "securityContext": _restricted_security_context(),
+                "volumeMounts": mounts,
+                "resources": spec.resources or {"requests": {"cpu": "250m", "memory": "256Mi"}},
+            }
+        ],
+        "volumes": volumes,
+    }
+
+
+def render_backtest_job(
+    name: str, namespace: str, spec: TradingStrategySpec, *, default_image: str
+) -> Manifest:
+    """A Job per (resource, backtest-relevant spec): its name carries the hash, so a spec change makes a new one."""
+    assert spec.backtest is not None
+    digest = backtest_hash(spec)
+    job_labels = {**labels(name, COMPONENT_BACKTEST), BACKTEST_HASH_LABEL: digest}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"{name}-backtest-{digest}", "namespace": namespace, "labels": job_labels},
+        "spec": {
+            "backoffLimit": 1,
+            "ttlSecondsAfterFinished": 86400,
+            "activeDeadlineSeconds": 3600,
+            "template": {
+                "metadata": {"labels": job_labels},
+                "spec": _job_pod_spec(name, spec, spec.backtest, spec.image or default_image),
+            },
+        },
+    }
+
+
+def render_backtest_cronjob(
+    name: str, namespace: str, spec: TradingStrategySpec, *, default_image: str
+) -> Manifest:
+    """Scheduled backtests: Kubernetes' own CronJob runs them; the operator only reads their results."""
+    assert spec.backtest is not None
+    assert spec.backtest.schedule is not None
+    digest = backtest_hash(spec)
+    job_labels = {**labels(name, COMPONENT_BACKTEST), BACKTEST_HASH_LABEL: digest}
+    job = render_backtest_job(name, namespace, spec, default_image=default_image)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": f"{name}-backtest", "namespace": namespace, "labels": job_labels},
+        "spec": {
+            "schedule": spec.backtest.schedule,
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {"metadata": {"labels": job_labels}, "spec": job["spec"]},
+        },
+    }
+
+
+def differs(desired: Mapping[str, Any], existing: Mapping[str, Any] | None) -> bool:
+    """True when applying `desired` would change `existing` (only the fields we set are compared)."""
+    if existing is None:
+        return True
+    return not _is_subset(desired, existing)
+
+
+def _is_subset(desired: Any, existing: Any) -> bool:
+    if isinstance(desired, Mapping):
+        if not isinstance(existing, Mapping):
+            return False
+        return all(_is_subset(value, existing.get(key)) for key, value in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(existing, list) or len(desired) != len(existing):
+            return False
+        return all(_is_subset(d, e) for d, e in zip(desired, existing, strict=True))
+    return bool(desired == existing)

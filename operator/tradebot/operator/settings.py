@@ -1,0 +1,24 @@
+"""Operator configuration from `TRADEBOT_OPERATOR_*` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRADEBOT_OPERATOR_", frozen=True, extra="ignore")
+
+    strategy_image: str = Field(
+        "ghcr.io/tradebot/tradebot:0.1.0",
+        description="Image of strategy and backtest pods unless spec.image is set",
+    )
+    shared_env_secret: str | None = Field(
+        "tradebot-shared-env",
+        description="Secret with the bus/store endpoints (TRADEBOT_KAFKA_BOOTSTRAP_SERVERS, TRADEBOT_REDIS_URL)",
+    )
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch; empty: cluster-wide"
+    )
+    liveness_port: int = Field(8080, ge=1, le=65535, description="kopf's liveness endpoint /healthz")
+    metrics_port: int = Field(9090, ge=1, le=65535, description="Prometheus /metrics")

@@ -1,0 +1,262 @@
+"""`TradingStrategySpec`: the `TradingStrategy` resource's spec, the strategy parameters plus what runs them.
+
+The CRD's schema is generated from these models (`tradebot.operator.crd`), so the API server and the operator
+agree on every field. Rules that span fields are written twice: as pydantic validators (what the operator and
+the tests enforce) and as CEL rules in the CRD (`cel_rules()`), so `kubectl apply` rejects an incoherent spec
+before it is stored, with the same wording.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from tradebot.core.costs import Costs
+from tradebot.core.models import Symbol
+from tradebot.core.params import StrategyParams
+
+FillModel = Literal["close", "next-open"]
+# Five cron fields (minute hour day-of-month month day-of-week) or a @-macro, as a CronJob takes them.
+CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
+_RESOURCES_SCHEMA: dict[str, Any] = {
+    "x-kubernetes-preserve-unknown-fields": True,
+    "properties": {
+        "limits": {
+            "type": "object",
+            "description": "Most compute resources a container may use, e.g. cpu: 500m, memory: 512Mi.",
+            "additionalProperties": {"x-kubernetes-int-or-string": True},
+        },
+        "requests": {
+            "type": "object",
+            "description": "Compute resources a container is scheduled with.",
+            "additionalProperties": {"x-kubernetes-int-or-string": True},
+        },
+    },
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True, validate_default=True
+    )
+
+
+class ConfigMapKey(_Model):
+    """A key of a ConfigMap in the resource's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN, description="ConfigMap name.")
+    key: str = Field(
+        min_length=1, max_length=253, pattern=CONFIG_KEY_PATTERN, description="Key holding the CSV."
+    )
+
+
+class Dataset(_Model):
+    """Where the backtest's OHLCV CSV comes from: exactly one of configMap or path."""
+
+    config_map: ConfigMapKey | None = Field(
+        default=None, description="A ConfigMap key holding the CSV; mounted read-only into the backtest pod."
+    )
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        pattern=r"^/",
+        description="Absolute path of a CSV inside the image.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> Dataset:
+        if (self.config_map is None) == (self.path is None):
+            raise ValueError("dataset needs exactly one of configMap or path")
+        return self
+
+
+class BacktestSpec(_Model):
+    """A backtest of the current parameters, run as a Job (or a CronJob when schedule is set)."""
+
+    dataset: Dataset = Field(description="The OHLCV data to backtest on.")
+    fill: FillModel = Field(
+        default="close", description="Fill at the signal bar's close or the next bar's open."
+    )
+    commission_pct: float = Field(
+        default=0.0, ge=0, le=10, description="Commission in percent of notional per fill (0.1 = 0.1%)."
+    )
+    slippage_bps: float = Field(
+        default=0.0, ge=0, le=1000, description="Slippage in basis points, always against the trader."
+    )
+    initial_cash: float = Field(default=10_000.0, gt=0, description="Starting cash, in account currency.")
+    schedule: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=CRON_PATTERN,
+        description="Cron schedule; when set a CronJob re-runs the backtest, else one Job runs per spec change.",
+    )
+
+    def costs(self) -> Costs:
+        return Costs(commission_pct=self.commission_pct, slippage_bps=self.slippage_bps)
+
+
+class TradingStrategySpec(StrategyParams):
+    """The desired state of one trading strategy: its parameters, where it trades, and its backtest."""
+
+    symbols: list[Symbol] = Field(min_length=1, max_length=100, description="Symbols the strategy trades.")
+    suspend: bool = Field(default=False, description="Scale the strategy to zero without deleting anything.")
+    replicas: int = Field(
+        default=1, ge=0, le=10, description="Strategy pods (one active consumer per partition)."
+    )
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="Container image; default: the operator's setting.",
+    )
+    resources: dict[str, Any] | None = Field(
+        default=None,
+        description="Kubernetes ResourceRequirements of the strategy and backtest containers (passed through).",
+        json_schema_extra=_RESOURCES_SCHEMA,
+    )
+    backtest: BacktestSpec | None = Field(
+        default=None, description="Backtest these parameters in the cluster."
+    )
+
+    def strategy_params(self) -> StrategyParams:
+        """The plain parameters (what the strategy service and `tradebot backtest` take)."""
+        return StrategyParams.model_validate(self.model_dump(include=set(StrategyParams.model_fields)))
+
+    def costs(self) -> Costs:
+        """The backtest's cost model (no costs without a backtest section)."""
+        return self.backtest.costs() if self.backtest is not None else Costs()
+
+    @staticmethod
+    def cel_rules() -> list[dict[str, str]]:
+        """`x-kubernetes-validations` for the spec: the cross-field rules a schema alone cannot say."""
+
+        def opt(field: str, test: str) -> str:
+            return f"!has(self.{field}) || {test}"
+
+        return [
+            {
+                "rule": "(has(self.shortWindow) ? self.shortWindow : 10) < (has(self.longWindow) ? self.longWindow : 30)",
+                "message": "shortWindow must be less than longWindow",
+                "reason": "FieldValueInvalid",
+                "fieldPath": ".shortWindow",
+            },
+            {
+                "rule": "has(self.symbols) && size(self.symbols) >= 1",
+                "message": "symbols must list at least one symbol",
+                "reason": "FieldValueRequired",
+                "fieldPath": ".symbols",
+            },
+            {
+                "rule": opt("stopLossPct", "(self.stopLossPct > 0.0 && self.stopLossPct < 100.0)"),
+                "message": "stopLossPct is a percent: more than 0 and less than 100",
+                "fieldPath": ".stopLossPct",
+            },
+            {
+                "rule": opt(
+                    "trailingStopPct", "(self.trailingStopPct > 0.0 && self.trailingStopPct < 100.0)"
+                ),
+                "message": "trailingStopPct is a percent: more than 0 and less than 100",
+                "fieldPath": ".trailingStopPct",
+            },
+            {
+                "rule": opt("takeProfitPct", "(self.takeProfitPct > 0.0 && self.takeProfitPct <= 10000.0)"),
+                "message": "takeProfitPct is a percent: more than 0 and at most 10000",
+                "fieldPath": ".takeProfitPct",
+            },
+            {
+                "rule": opt(
+                    "risk",
+                    opt(
+                        "risk.maxDailyLossPct",
+                        "(self.risk.maxDailyLossPct > 0.0 && self.risk.maxDailyLossPct <= 100.0)",
+                    ),
+                ),
+                "message": "risk.maxDailyLossPct is a percent: more than 0 and at most 100",
+                "fieldPath": ".risk",
+            },
+            {
+                "rule": opt(
+                    "sizing",
+                    "!(self.sizing.kind in ['equity-pct', 'risk-pct']) || !has(self.sizing.value)"
+                    " || self.sizing.value <= 100.0",
+                ),
+                "message": "sizing equity-pct and risk-pct values are percents: at most 100",
+                "fieldPath": ".sizing",
+            },
+            {
+                "rule": opt("sizing", "self.sizing.kind != 'risk-pct' || has(self.stopLossPct)"),
+                "message": "sizing risk-pct needs stopLossPct (the risk is the distance to the stop)",
+                "fieldPath": ".sizing",
+            },
+            {
+                "rule": opt("sizing", "(self.sizing.kind == 'all-in') != has(self.sizing.value)"),
+                "message": "sizing needs a value unless its kind is all-in (and all-in takes none)",
+                "fieldPath": ".sizing",
+            },
+            {
+                "rule": opt(
+                    "backtest", "has(self.backtest.dataset.configMap) != has(self.backtest.dataset.path)"
+                ),
+                "message": "backtest.dataset needs exactly one of configMap or path",
+                "fieldPath": ".backtest",
+            },
+            {
+                "rule": opt(
+                    "backtest",
+                    opt(
+                        "backtest.commissionPct",
+                        "(self.backtest.commissionPct >= 0.0 && self.backtest.commissionPct <= 10.0)",
+                    ),
+                ),
+                "message": "backtest.commissionPct is a percent: from 0 to 10",
+                "fieldPath": ".backtest",
+            },
+        ]
+
+
+_SNAKE_WORD = re.compile(r"\b[a-z]+(?:_[a-z]+)+\b")
+
+
+def _camel_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item.startswith(("function-", "tagged-union")):
+            continue
+        else:
+            parts.append(("." if parts else "") + to_camel(item))
+    return "".join(parts)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the first bad field in the resource's camelCase spelling, e.g.
+    `spec.stopLossPct: Input should be less than 100 (got 150)`."""
+    errors = exc.errors(include_url=False)
+    if not errors:
+        return "spec: invalid"
+    first = errors[0]
+    message = _SNAKE_WORD.sub(lambda match: to_camel(match.group(0)), str(first.get("msg", "invalid")))
+    message = message.removeprefix("Value error, ")
+    path = _camel_path(tuple(first.get("loc", ())))
+    if not path:
+        # A rule over several fields: name the first field the message mentions.
+        mentioned = re.search(
+            r"\b(" + "|".join(to_camel(name) for name in TradingStrategySpec.model_fields) + r")\b", message
+        )
+        path = mentioned.group(1) if mentioned else ""
+    where = f"spec.{path}" if path else "spec"
+    text = f"{where}: {message}"
+    given = first.get("input")
+    if path and isinstance(given, (int, float, str)) and first.get("type") != "missing":
+        text += f" (got {given!r})"
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more)"
+    return " ".join(text.split())

@@ -1,0 +1,101 @@
+"""The message bus contract: topics with partitions, consumer groups, idempotent producers and
+transactions (consume-transform-produce with offsets committed in the transaction).
+
+Synchronous and thread-safe per object, like confluent-kafka itself: services run their bus loop in
+a worker thread. `KafkaBus` (adapters/kafka.py) is the real thing; `MemoryBus` (adapters/memory_bus.py)
+gives the same semantics inside one process for `tradebot up --embedded` and fast tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+
+class BusError(Exception):
+    """A bus operation failed; retrying may help (TemporaryError-like)."""
+
+
+class FencedError(BusError):
+    """Another producer with the same transactional id took over: this instance must stop."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int = 1
+    retention_ms: int | None = None  # None: the broker default
+    compacted: bool = False
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+class Consumer(Protocol):
+    def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
+        """The next records of the assigned partitions (empty after `timeout` seconds)."""
+
+    def commit(self) -> None:
+        """Commits the current positions (what has been returned by `poll`) for the group."""
+
+    def assignment(self) -> list[tuple[str, int]]:
+        """(topic, partition) pairs currently assigned to this consumer."""
+
+    def close(self) -> None: ...
+
+
+class Producer(Protocol):
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> None:
+        """Queues a record; the partition is chosen by key (murmur2, as Kafka's default) when not given."""
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Waits until every queued record is acknowledged; raises BusError when one failed."""
+
+    def close(self) -> None: ...
+
+
+class TransactionalProducer(Producer, Protocol):
+    def begin(self) -> None: ...
+
+    def commit(self, consumer: Consumer | None = None) -> None:
+        """Commits the transaction; with `consumer`, its current positions are committed in it
+        (`send_offsets_to_transaction`), so output and input progress become visible together."""
+
+    def abort(self) -> None: ...
+
+
+class Bus(Protocol):
+    def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Creates missing topics (idempotent); existing ones are left as they are."""
+
+    def producer(self, client_id: str) -> Producer:
+        """An idempotent producer (no duplicates on retries, order kept per partition)."""
+
+    def transactional_producer(self, transactional_id: str) -> TransactionalProducer:
+        """A transactional producer; a new one with the same id fences the old one."""
+
+    def consumer(
+        self,
+        group_id: str,
+        topics: Sequence[str],
+        *,
+        read_committed: bool = True,
+        start: Literal["earliest", "latest"] = "earliest",
+    ) -> Consumer:
+        """A group member; manual commits only. Without a committed offset it starts at `start`."""
+
+    def read_all(self, topic: str, *, read_committed: bool = True, timeout: float = 10.0) -> list[Record]:
+        """Every record of `topic` from the beginning to its current end, partition by partition
+        (no group, nothing committed): for rebuilding state and for tests."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,370 @@
+"""The bus over Kafka (confluent-kafka / librdkafka).
+
+Producers are idempotent, batch briefly (`linger.ms=5`), compress with lz4 and partition keyed
+records with murmur2 like the Java client (librdkafka's own default is CRC32), so every client,
+and `MemoryBus`, puts a key on the same partition.
+
+Errors: a `KafkaException` becomes a `BusError`; when the producer was fenced (another instance
+with the same transactional id) or hit a fatal error, it is a `FencedError`: that producer instance
+is unusable and must be closed (and the service stop or start a new one). An error whose
+`txn_requires_abort()` is true is a plain `BusError`: call `abort()` and retry the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from confluent_kafka import Consumer as _KafkaConsumer
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Producer as _KafkaProducer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from tradebot.adapters.bus import BusError, Consumer, FencedError, Record, TopicSpec
+
+_FENCED = frozenset(
+    {
+        KafkaError._FENCED,
+        KafkaError._FATAL,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    }
+)
+_TIMEOUT_S = 30.0
+
+
+def _kafka_error(exc: BaseException) -> KafkaError | None:
+    if exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
+
+
+def _bus_error(action: str, exc: BaseException) -> BusError:
+    """Maps a confluent-kafka exception to FencedError (this instance must stop) or BusError."""
+    error = _kafka_error(exc)
+    if error is None:
+        return BusError(f"{action}: {exc}")
+    if error.code() in _FENCED or error.fatal():
+        return FencedError(f"{action}: {error.str()} ({error.name()})")
+    hint = " (abort the transaction)" if error.txn_requires_abort() else ""
+    return BusError(f"{action}: {error.str()} ({error.name()}){hint}")
+
+
+def _record(message: Message) -> Record:
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    if topic is None or partition is None or offset is None:  # pragma: no cover - only errors lack them
+        raise BusError(f"incomplete message from Kafka: {message!r}")
+    return Record(topic, partition, offset, message.key(), message.value() or b"", message.timestamp()[1])
+
+
+def _consume(consumer: _KafkaConsumer, max_messages: int, timeout: float) -> list[Message]:
+    """Up to `max_messages` messages, returning as soon as there is one: librdkafka's `consume(n, t)`
+    waits the whole timeout unless it gets all n, so wait for the first with `poll` and take what
+    else is already fetched with `consume(n - 1, 0)`."""
+    messages = consumer.consume(max_messages, 0)
+    if messages:
+        return messages
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
+
+
+class KafkaProducer:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+        try:
+            self._producer = _KafkaProducer(config)
+        except KafkaException as exc:
+            raise _bus_error("creating the producer", exc) from exc
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            with self._lock:
+                self._errors.append(
+                    f"{message.topic()}[{message.partition()}]: {error.str()} ({error.name()})"
+                )
+
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    partition=-1 if partition is None else partition,
+                    on_delivery=self._on_delivery,
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.1)  # the local queue is full: serve deliveries, then retry
+            except KafkaException as exc:
+                raise _bus_error(f"producing to {topic}", exc) from exc
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        try:
+            remaining = self._producer.flush(timeout)
+        except KafkaException as exc:
+            raise _bus_error("flushing", exc) from exc
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if errors:
+            raise BusError(f"{len(errors)} record(s) not delivered: {'; '.join(errors[:5])}")
+        if remaining:
+            raise BusError(f"{remaining} record(s) still undelivered after {timeout}s")
+
+    def close(self) -> None:
+        """Delivers what it can within a few seconds, drops the rest and releases the client."""
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self._producer.flush(5.0)
+        self._release()
+
+    def _release(self) -> None:
+        # RuntimeError: already closed. A fenced producer warns that it cannot abort its transaction.
+        with contextlib.suppress(KafkaException, RuntimeError), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self._producer.purge()
+            self._producer.close()
+
+
+class KafkaTransactionalProducer(KafkaProducer):
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        try:
+            self._producer.init_transactions(_TIMEOUT_S)
+        except KafkaException as exc:
+            raise _bus_error("init_transactions", exc) from exc
+
+    def begin(self) -> None:
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            raise _bus_error("begin_transaction", exc) from exc
+
+    def commit(self, consumer: Consumer | None = None) -> None:
+        try:
+            if consumer is not None:
+                if not isinstance(consumer, KafkaConsumer):
+                    raise BusError("commit(consumer) needs a KafkaConsumer")
+                positions = consumer._positions()
+                if positions:
+                    self._producer.send_offsets_to_transaction(
+                        positions, consumer._consumer.consumer_group_metadata(), _TIMEOUT_S
+                    )
+            self._producer.commit_transaction(_TIMEOUT_S)
+        except KafkaException as exc:
+            raise _bus_error("commit_transaction", exc) from exc
+        with self._lock:
+            self._errors = []  # a committed transaction delivered everything
+
+    def abort(self) -> None:
+        try:
+            self._producer.abort_transaction(_TIMEOUT_S)
+        except KafkaException as exc:
+            raise _bus_error("abort_transaction", exc) from exc
+        with self._lock:
+            self._errors = []  # purged with the transaction
+
+    def close(self) -> None:
+        # Records of an open transaction are dropped; the transaction is aborted (by librdkafka, the
+        # coordinator's timeout or the next instance's init_transactions).
+        self._release()
+
+
+class KafkaConsumer:
+    def __init__(self, config: dict[str, Any], topics: Sequence[str]) -> None:
+        try:
+            self._consumer = _KafkaConsumer(config)
+            self._consumer.subscribe(list(topics))
+        except KafkaException as exc:
+            raise _bus_error("creating the consumer", exc) from exc
+
+    def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
+        try:
+            messages = _consume(self._consumer, max(max_records, 1), timeout)
+        except KafkaException as exc:
+            raise _bus_error("consuming", exc) from exc
+        records: list[Record] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise _bus_error("consuming", KafkaException(error))
+            records.append(_record(message))
+        return records
+
+    def _positions(self) -> list[TopicPartition]:
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return []
+        return [tp for tp in self._consumer.position(assignment) if tp.offset >= 0]
+
+    def commit(self) -> None:
+        try:
+            positions = self._positions()
+            if not positions:
+                return
+            result = self._consumer.commit(offsets=positions, asynchronous=False)
+        except KafkaException as exc:
+            raise _bus_error("committing offsets", exc) from exc
+        failed = [tp for tp in result or [] if tp.error is not None]
+        if failed:
+            raise BusError(
+                f"committing offsets failed: {', '.join(f'{tp.topic}[{tp.partition}]: {tp.error}' for tp in failed)}"
+            )
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already closed
+            self._consumer.close()
+
+
+class KafkaBus:
+    def __init__(self, bootstrap: str, *, client_config: dict[str, str] | None = None) -> None:
+        self._base: dict[str, Any] = {"bootstrap.servers": bootstrap, **(client_config or {})}
+        self._admin = AdminClient(dict(self._base))
+
+    def _producer_config(self, client_id: str) -> dict[str, Any]:
+        return {
+            **self._base,
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "partitioner": "murmur2_random",  # the Java client's default: same key, same partition
+        }
+
+    def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        if not specs:
+            return
+        new_topics = []
+        for spec in specs:
+            config: dict[str, str] = {}
+            if spec.retention_ms is not None:
+                config["retention.ms"] = str(spec.retention_ms)
+            if spec.compacted:
+                config["cleanup.policy"] = "compact"
+            new_topics.append(NewTopic(spec.name, num_partitions=spec.partitions, config=config))
+        futures = self._admin.create_topics(new_topics, operation_timeout=_TIMEOUT_S)
+        for name, future in futures.items():
+            try:
+                future.result(timeout=_TIMEOUT_S * 2)
+            except KafkaException as exc:
+                error = _kafka_error(exc)
+                if error is None or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise _bus_error(f"creating topic {name}", exc) from exc
+        self._wait_for_leaders([spec.name for spec in specs])
+
+    def _wait_for_leaders(self, names: list[str], timeout: float = _TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            metadata = self._admin.list_topics(timeout=max(deadline - time.monotonic(), 1.0))
+            missing = [
+                name
+                for name in names
+                if name not in metadata.topics
+                or metadata.topics[name].error is not None
+                or not metadata.topics[name].partitions
+                or any(p.leader < 0 for p in metadata.topics[name].partitions.values())
+            ]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise BusError(f"topics without leaders after {timeout}s: {missing}")
+            time.sleep(0.1)
+
+    def producer(self, client_id: str) -> KafkaProducer:
+        return KafkaProducer(self._producer_config(client_id))
+
+    def transactional_producer(self, transactional_id: str) -> KafkaTransactionalProducer:
+        return KafkaTransactionalProducer(
+            {**self._producer_config(transactional_id), "transactional.id": transactional_id}
+        )
+
+    def consumer(
+        self,
+        group_id: str,
+        topics: Sequence[str],
+        *,
+        read_committed: bool = True,
+        start: Literal["earliest", "latest"] = "earliest",
+    ) -> KafkaConsumer:
+        config = {
+            **self._base,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+            "auto.offset.reset": start,
+        }
+        return KafkaConsumer(config, topics)
+
+    def read_all(self, topic: str, *, read_committed: bool = True, timeout: float = 10.0) -> list[Record]:
+        deadline = time.monotonic() + timeout
+        consumer = _KafkaConsumer(
+            {
+                **self._base,
+                "group.id": f"tradebot-read-all-{uuid.uuid4().hex}",  # never joined: assign() only
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        try:
+            metadata = consumer.list_topics(topic, timeout=timeout)
+            described = metadata.topics.get(topic)
+            if described is None or described.error is not None:
+                raise BusError(f"unknown topic {topic!r}: {described.error if described else 'not found'}")
+            ends: dict[int, int] = {}
+            starts: list[TopicPartition] = []
+            for partition in sorted(described.partitions):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+                if high > low:
+                    ends[partition] = high
+                    starts.append(TopicPartition(topic, partition, low))
+            by_partition: dict[int, list[Record]] = {p: [] for p in ends}
+            pending = set(ends)
+            if starts:
+                consumer.assign(starts)
+            while pending:
+                if time.monotonic() > deadline:
+                    raise BusError(
+                        f"read_all({topic}): partitions {sorted(pending)} not read to the end in {timeout}s"
+                    )
+                for message in _consume(consumer, 1000, 0.2):
+                    error = message.error()
+                    partition = message.partition()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            if partition is not None:
+                                pending.discard(partition)
+                            continue
+                        raise _bus_error(f"read_all({topic})", KafkaException(error))
+                    record = _record(message)
+                    if record.offset < ends[record.partition]:
+                        by_partition[record.partition].append(record)
+                    if record.offset + 1 >= ends[record.partition]:
+                        pending.discard(record.partition)
+            return [record for partition in sorted(by_partition) for record in by_partition[partition]]
+        except KafkaException as exc:
+            raise _bus_error(f"read_all({topic})", exc) from exc
+        finally:
+            consumer.close()
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,229 @@
+"""The state store in memory, for `--embedded` and tests: RedisStore's behaviour without Redis.
+
+Logs keep entries in append order under increasing sequence numbers (Redis: stream ids); the query
+semantics are RedisStore's (see adapters/redis_store.py): filters on strategy_id, symbol and
+`since <= ts < until`, newest first by default, and an opaque cursor (the sequence number of the last
+item returned) after which the next page continues. JSON goes in and out exactly as with Redis, so
+both return equal dicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tradebot.adapters.store import Page, Query
+from tradebot.core.models import Fill, OrderRequest, Position, Signal
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(ts: datetime) -> int:
+    return (ts - _EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    seq: int
+    strategy_id: str
+    symbol: str
+    ts: int  # epoch µs
+    json: str
+
+
+@dataclass
+class _Log:
+    entries: list[_Entry] = field(default_factory=list)
+    next_seq: int = 1
+
+    def append(
+        self, strategy_id: str, symbol: str, ts: datetime, raw: str, maxlen: int | None = None
+    ) -> None:
+        self.entries.append(_Entry(self.next_seq, strategy_id, symbol, _micros(ts), raw))
+        self.next_seq += 1
+        if maxlen is not None and len(self.entries) > maxlen:
+            del self.entries[: len(self.entries) - max(maxlen, 0)]
+
+    def query(self, query: Query) -> Page:
+        if query.limit < 1:
+            raise ValueError("limit must be >= 1")
+        after: int | None = None
+        if query.cursor is not None:
+            if not query.cursor.isdigit():
+                raise ValueError(f"invalid cursor {query.cursor!r}")
+            after = int(query.cursor)
+        since = None if query.since is None else _micros(query.since)
+        until = None if query.until is None else _micros(query.until)
+        if query.newest_first:
+            end = (
+                len(self.entries)
+                if after is None
+                else bisect.bisect_left(self.entries, after, key=lambda e: e.seq)
+            )
+            candidates = (self.entries[i] for i in range(end - 1, -1, -1))
+        else:
+            begin = 0 if after is None else bisect.bisect_right(self.entries, after, key=lambda e: e.seq)
+            candidates = (self.entries[i] for i in range(begin, len(self.entries)))
+        found: list[_Entry] = []
+        for entry in candidates:
+            if (
+                (query.strategy_id is None or entry.strategy_id == query.strategy_id)
+                and (query.symbol is None or entry.symbol == query.symbol)
+                and (since is None or entry.ts >= since)
+                and (until is None or entry.ts < until)
+            ):
+                found.append(entry)
+                if len(found) > query.limit:
+                    break
+        page = found[: query.limit]
+        next_cursor = str(page[-1].seq) if len(found) > query.limit else None
+        return Page(items=[json.loads(entry.json) for entry in page], next_cursor=next_cursor)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._last_prices: dict[str, tuple[float, datetime]] = {}
+        self._prices: dict[str, list[tuple[datetime, float]]] = {}
+        self._orders = _Log()
+        self._fills = _Log()
+        self._signals = _Log()
+        self._applied: set[str] = set()
+        self._applied_offset = -1
+        self._positions: dict[tuple[str, str], Position] = {}
+        self._equity: dict[str, list[tuple[datetime, float]]] = {}
+        self._strategies: dict[str, str] = {}
+        self._halted: set[str] = set()
+
+    async def ping(self) -> bool:
+        return True
+
+    # Prices.
+
+    async def set_last_price(self, symbol: str, price: float, ts: datetime) -> None:
+        async with self._lock:
+            self._last_prices[symbol] = (float(price), ts)
+
+    async def last_prices(self) -> dict[str, tuple[float, datetime]]:
+        async with self._lock:
+            return dict(self._last_prices)
+
+    async def append_price(self, symbol: str, price: float, ts: datetime, maxlen: int = 5000) -> None:
+        async with self._lock:
+            _append_trimmed(self._prices.setdefault(symbol, []), (ts, float(price)), maxlen)
+
+    async def prices(self, symbol: str, limit: int = 1000) -> list[tuple[datetime, float]]:
+        async with self._lock:
+            return _newest(self._prices.get(symbol, []), limit)
+
+    # The order log and fills.
+
+    async def apply_fill(
+        self, order: OrderRequest, fill: Fill, position: Position, source_offset: int
+    ) -> bool:
+        if fill.order_id != order.id:
+            raise ValueError(f"fill is for order {fill.order_id!r}, not {order.id!r}")
+        if (position.strategy_id, position.symbol) != (order.strategy_id, order.symbol):
+            raise ValueError("the position must be the order's strategy and symbol")
+        async with self._lock:
+            if order.id in self._applied:
+                return False
+            self._applied.add(order.id)
+            self._orders.append(order.strategy_id, order.symbol, order.ts, order.model_dump_json())
+            self._fills.append(order.strategy_id, order.symbol, fill.ts, fill.model_dump_json())
+            self._positions[(position.strategy_id, position.symbol)] = position
+            self._applied_offset = source_offset
+            return True
+
+    async def applied_offset(self) -> int:
+        async with self._lock:
+            return self._applied_offset
+
+    async def orders(self, query: Query) -> Page:
+        async with self._lock:
+            return self._orders.query(query)
+
+    async def fills(self, query: Query) -> Page:
+        async with self._lock:
+            return self._fills.query(query)
+
+    async def position(self, strategy_id: str, symbol: str) -> Position | None:
+        async with self._lock:
+            return self._positions.get((strategy_id, symbol))
+
+    async def positions(self, strategy_id: str | None = None) -> list[Position]:
+        async with self._lock:
+            return [
+                self._positions[key]
+                for key in sorted(self._positions)
+                if strategy_id is None or key[0] == strategy_id
+            ]
+
+    # Signals and equity.
+
+    async def append_signal(self, signal: Signal, maxlen: int = 5000) -> None:
+        async with self._lock:
+            self._signals.append(
+                signal.strategy_id, signal.symbol, signal.ts, signal.model_dump_json(), maxlen
+            )
+
+    async def signals(self, query: Query) -> Page:
+        async with self._lock:
+            return self._signals.query(query)
+
+    async def append_equity(self, strategy_id: str, ts: datetime, equity: float, maxlen: int = 10000) -> None:
+        async with self._lock:
+            _append_trimmed(self._equity.setdefault(strategy_id, []), (ts, float(equity)), maxlen)
+
+    async def equity_curve(self, strategy_id: str, limit: int = 1000) -> list[tuple[datetime, float]]:
+        async with self._lock:
+            return _newest(self._equity.get(strategy_id, []), limit)
+
+    # Strategies.
+
+    async def register_strategy(self, strategy_id: str, info: dict[str, Any]) -> None:
+        raw = json.dumps(info)
+        async with self._lock:
+            self._strategies[strategy_id] = raw
+
+    async def strategies(self) -> list[dict[str, Any]]:
+        async with self._lock:
+            return [
+                {"id": sid, **json.loads(self._strategies[sid]), "halted": sid in self._halted}
+                for sid in sorted(self._strategies)
+            ]
+
+    async def set_halted(self, strategy_id: str, halted: bool) -> None:
+        async with self._lock:
+            if halted:
+                self._halted.add(strategy_id)
+            else:
+                self._halted.discard(strategy_id)
+
+    async def is_halted(self, strategy_id: str) -> bool:
+        async with self._lock:
+            return strategy_id in self._halted
+
+    async def clear(self) -> None:
+        async with self._lock:
+            self._reset()
+
+    async def close(self) -> None:
+        pass
+
+
+def _append_trimmed(points: list[tuple[datetime, float]], point: tuple[datetime, float], maxlen: int) -> None:
+    points.append(point)
+    if len(points) > maxlen:
+        del points[: len(points) - max(maxlen, 0)]
+
+
+def _newest(points: list[tuple[datetime, float]], limit: int) -> list[tuple[datetime, float]]:
+    return list(points[-limit:]) if limit > 0 else []

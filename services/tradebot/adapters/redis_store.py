@@ -1,0 +1,263 @@
+"""The state store over Redis (redis.asyncio); every key starts with `{prefix}:`.
+
+Keys:
+    {prefix}:price:last          hash   symbol -> JSON [price, iso ts]
+    {prefix}:prices:{symbol}     stream price, ts (iso); trimmed to `maxlen` exactly
+    {prefix}:orders              stream json, order_id, strategy_id, symbol, ts (epoch µs)
+    {prefix}:fills               stream json, order_id, strategy_id, symbol, ts (epoch µs)
+    {prefix}:signals             stream json, strategy_id, symbol, ts (epoch µs); trimmed to `maxlen`
+    {prefix}:applied             set    order ids whose fill was applied
+    {prefix}:applied_offset      string the `fills` topic offset of the last applied fill
+    {prefix}:positions           hash   "{strategy_id}|{symbol}" -> Position JSON
+    {prefix}:equity:{strategy}   stream ts (iso), equity; trimmed to `maxlen`
+    {prefix}:strategies          hash   strategy id -> info JSON
+    {prefix}:halted              set    halted strategy ids
+
+Query semantics (shared with MemoryStore): the logs are ordered by when an entry was appended
+(newest first by default); `strategy_id` and `symbol` filter exactly; `since <= ts < until` on the
+message's own `ts`. The cursor is the stream id of the last item of the previous page, and the next
+page continues strictly after it, so walking the pages neither skips nor repeats an entry, even
+while new ones are appended. `next_cursor` is None on the last page.
+
+Streams are trimmed exactly (`MAXLEN n`, not `~`) so `maxlen` means the same here and in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tradebot.adapters.store import Page, Query
+from tradebot.core.models import Fill, OrderRequest, Position, Signal
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_STREAM_ID = re.compile(r"^\d+-\d+$")
+_SCAN_CHUNK = 500
+
+# KEYS: applied, orders, fills, positions, applied_offset
+# ARGV: order id, order json, strategy, symbol, order ts, fill json, fill ts, position field, position json, offset
+_APPLY_FILL = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then
+    return 0
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'json', ARGV[2], 'order_id', ARGV[1], 'strategy_id', ARGV[3], 'symbol', ARGV[4], 'ts', ARGV[5])
+redis.call('XADD', KEYS[3], '*', 'json', ARGV[6], 'order_id', ARGV[1], 'strategy_id', ARGV[3], 'symbol', ARGV[4], 'ts', ARGV[7])
+redis.call('HSET', KEYS[4], ARGV[8], ARGV[9])
+redis.call('SET', KEYS[5], ARGV[10])
+return 1
+"""
+
+
+def micros(ts: datetime) -> int:
+    """Microseconds since the epoch, exactly (the `ts` index of the logs)."""
+    return (ts - _EPOCH) // timedelta(microseconds=1)
+
+
+def check_apply(order: OrderRequest, fill: Fill, position: Position) -> None:
+    if fill.order_id != order.id:
+        raise ValueError(f"fill is for order {fill.order_id!r}, not {order.id!r}")
+    if (position.strategy_id, position.symbol) != (order.strategy_id, order.symbol):
+        raise ValueError("the position must be the order's strategy and symbol")
+
+
+def check_query(query: Query) -> None:
+    if query.limit < 1:
+        raise ValueError("limit must be >= 1")
+
+
+class RedisStore:
+    def __init__(self, url: str, *, prefix: str = "tradebot") -> None:
+        if not prefix:
+            raise ValueError("prefix must not be empty")
+        self._redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._prefix = prefix
+        self._apply_fill = self._redis.register_script(_APPLY_FILL)
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self._prefix, *parts))
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    # Prices.
+
+    async def set_last_price(self, symbol: str, price: float, ts: datetime) -> None:
+        await self._redis.hset(self._key("price", "last"), symbol, json.dumps([price, ts.isoformat()]))
+
+    async def last_prices(self) -> dict[str, tuple[float, datetime]]:
+        raw: dict[str, str] = await self._redis.hgetall(self._key("price", "last"))
+        result: dict[str, tuple[float, datetime]] = {}
+        for symbol, value in raw.items():
+            price, ts = json.loads(value)
+            result[symbol] = (float(price), datetime.fromisoformat(ts))
+        return result
+
+    async def append_price(self, symbol: str, price: float, ts: datetime, maxlen: int = 5000) -> None:
+        await self._redis.xadd(
+            self._key("prices", symbol),
+            {"price": repr(float(price)), "ts": ts.isoformat()},
+            maxlen=maxlen,
+            approximate=False,
+        )
+
+    async def prices(self, symbol: str, limit: int = 1000) -> list[tuple[datetime, float]]:
+        entries = await self._redis.xrevrange(self._key("prices", symbol), count=limit)
+        return [(datetime.fromisoformat(f["ts"]), float(f["price"])) for _, f in reversed(entries)]
+
+    # The order log and fills.
+
+    async def apply_fill(
+        self, order: OrderRequest, fill: Fill, position: Position, source_offset: int
+    ) -> bool:
+        check_apply(order, fill, position)
+        applied = await self._apply_fill(
+            keys=[
+                self._key("applied"),
+                self._key("orders"),
+                self._key("fills"),
+                self._key("positions"),
+                self._key("applied_offset"),
+            ],
+            args=[
+                order.id,
+                order.model_dump_json(),
+                order.strategy_id,
+                order.symbol,
+                micros(order.ts),
+                fill.model_dump_json(),
+                micros(fill.ts),
+                f"{position.strategy_id}|{position.symbol}",
+                position.model_dump_json(),
+                source_offset,
+            ],
+        )
+        return bool(int(applied))
+
+    async def applied_offset(self) -> int:
+        value = await self._redis.get(self._key("applied_offset"))
+        return -1 if value is None else int(value)
+
+    async def orders(self, query: Query) -> Page:
+        return await self._query(self._key("orders"), query)
+
+    async def fills(self, query: Query) -> Page:
+        return await self._query(self._key("fills"), query)
+
+    async def position(self, strategy_id: str, symbol: str) -> Position | None:
+        raw = await self._redis.hget(self._key("positions"), f"{strategy_id}|{symbol}")
+        return None if raw is None else Position.model_validate_json(raw)
+
+    async def positions(self, strategy_id: str | None = None) -> list[Position]:
+        raw: dict[str, str] = await self._redis.hgetall(self._key("positions"))
+        found = [
+            Position.model_validate_json(value)
+            for field, value in raw.items()
+            if strategy_id is None or field.split("|", 1)[0] == strategy_id
+        ]
+        return sorted(found, key=lambda p: (p.strategy_id, p.symbol))
+
+    # Signals and equity.
+
+    async def append_signal(self, signal: Signal, maxlen: int = 5000) -> None:
+        await self._redis.xadd(
+            self._key("signals"),
+            {
+                "json": signal.model_dump_json(),
+                "strategy_id": signal.strategy_id,
+                "symbol": signal.symbol,
+                "ts": micros(signal.ts),
+            },
+            maxlen=maxlen,
+            approximate=False,
+        )
+
+    async def signals(self, query: Query) -> Page:
+        return await self._query(self._key("signals"), query)
+
+    async def append_equity(self, strategy_id: str, ts: datetime, equity: float, maxlen: int = 10000) -> None:
+        await self._redis.xadd(
+            self._key("equity", strategy_id),
+            {"equity": repr(float(equity)), "ts": ts.isoformat()},
+            maxlen=maxlen,
+            approximate=False,
+        )
+
+    async def equity_curve(self, strategy_id: str, limit: int = 1000) -> list[tuple[datetime, float]]:
+        entries = await self._redis.xrevrange(self._key("equity", strategy_id), count=limit)
+        return [(datetime.fromisoformat(f["ts"]), float(f["equity"])) for _, f in reversed(entries)]
+
+    # Strategies.
+
+    async def register_strategy(self, strategy_id: str, info: dict[str, Any]) -> None:
+        await self._redis.hset(self._key("strategies"), strategy_id, json.dumps(info))
+
+    async def strategies(self) -> list[dict[str, Any]]:
+        raw: dict[str, str] = await self._redis.hgetall(self._key("strategies"))
+        halted: set[str] = await self._redis.smembers(self._key("halted"))
+        return [{"id": sid, **json.loads(raw[sid]), "halted": sid in halted} for sid in sorted(raw)]
+
+    async def set_halted(self, strategy_id: str, halted: bool) -> None:
+        if halted:
+            await self._redis.sadd(self._key("halted"), strategy_id)
+        else:
+            await self._redis.srem(self._key("halted"), strategy_id)
+
+    async def is_halted(self, strategy_id: str) -> bool:
+        return bool(await self._redis.sismember(self._key("halted"), strategy_id))
+
+    async def clear(self) -> None:
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._prefix) + ":*"
+        batch: list[str] = []
+        async for key in self._redis.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                await self._redis.unlink(*batch)
+                batch = []
+        if batch:
+            await self._redis.unlink(*batch)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    # Queries over the logs.
+
+    async def _query(self, key: str, query: Query) -> Page:
+        check_query(query)
+        if query.cursor is not None and not _STREAM_ID.match(query.cursor):
+            raise ValueError(f"invalid cursor {query.cursor!r}")
+        since = None if query.since is None else micros(query.since)
+        until = None if query.until is None else micros(query.until)
+        bound = f"({query.cursor}" if query.cursor else ("+" if query.newest_first else "-")
+        found: list[tuple[str, str]] = []  # (stream id, json); one more than `limit` tells a next page exists
+        chunk = max(min(query.limit * 4, _SCAN_CHUNK), 16)
+        while len(found) <= query.limit:
+            if query.newest_first:
+                entries = await self._redis.xrevrange(key, max=bound, min="-", count=chunk)
+            else:
+                entries = await self._redis.xrange(key, min=bound, max="+", count=chunk)
+            for entry_id, fields in entries:
+                ts = int(fields["ts"])
+                if (
+                    (query.strategy_id is None or fields["strategy_id"] == query.strategy_id)
+                    and (query.symbol is None or fields["symbol"] == query.symbol)
+                    and (since is None or ts >= since)
+                    and (until is None or ts < until)
+                ):
+                    found.append((entry_id, fields["json"]))
+                    if len(found) > query.limit:
+                        break
+            if len(entries) < chunk:
+                break
+            bound = f"({entries[-1][0]}"
+        page = found[: query.limit]
+        next_cursor = page[-1][0] if len(found) > query.limit else None
+        return Page(items=[json.loads(raw) for _, raw in page], next_cursor=next_cursor)

@@ -1,0 +1,83 @@
+"""The state store contract: what the executor writes and the API reads (async).
+
+Redis in production (adapters/redis_store.py), a dict in memory for `--embedded` (adapters/memory_store.py).
+The store is a projection of the `fills` topic: every fill is applied exactly once, keyed by its
+order id, together with the topic offset it came from, so it can be rebuilt from Kafka at any time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from tradebot.core.models import Fill, OrderRequest, Position, Signal
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Query:
+    strategy_id: str | None = None
+    symbol: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+    cursor: str | None = None  # opaque; from a previous Page
+    newest_first: bool = True
+
+
+class Store(Protocol):
+    async def ping(self) -> bool: ...
+
+    # Prices (written by the feed).
+    async def set_last_price(self, symbol: str, price: float, ts: datetime) -> None: ...
+    async def last_prices(self) -> dict[str, tuple[float, datetime]]: ...
+    async def append_price(self, symbol: str, price: float, ts: datetime, maxlen: int = 5000) -> None: ...
+    async def prices(self, symbol: str, limit: int = 1000) -> list[tuple[datetime, float]]:
+        """Oldest first, the newest `limit` points."""
+
+    # The order log and fills (written by the executor), applied exactly once per order id.
+    async def apply_fill(
+        self, order: OrderRequest, fill: Fill, position: Position, source_offset: int
+    ) -> bool:
+        """Appends the order and its fill to the logs and stores the position, atomically; False (and
+        no change) when this order id was already applied."""
+
+    async def applied_offset(self) -> int:
+        """The `fills` topic offset of the last applied fill (-1 when none): where a rebuild resumes."""
+
+    async def orders(self, query: Query) -> Page: ...
+    async def fills(self, query: Query) -> Page: ...
+    async def position(self, strategy_id: str, symbol: str) -> Position | None: ...
+    async def positions(self, strategy_id: str | None = None) -> list[Position]: ...
+
+    # Signals and equity points (written by the strategy and executor for the dashboard).
+    async def append_signal(self, signal: Signal, maxlen: int = 5000) -> None: ...
+    async def signals(self, query: Query) -> Page: ...
+    async def append_equity(
+        self, strategy_id: str, ts: datetime, equity: float, maxlen: int = 10000
+    ) -> None: ...
+    async def equity_curve(self, strategy_id: str, limit: int = 1000) -> list[tuple[datetime, float]]: ...
+
+    # Strategies: registration and the halt flag.
+    async def register_strategy(self, strategy_id: str, info: dict[str, Any]) -> None: ...
+    async def strategies(self) -> list[dict[str, Any]]:
+        """Each registered strategy's info plus `halted: bool`."""
+
+    async def set_halted(self, strategy_id: str, halted: bool) -> None: ...
+    async def is_halted(self, strategy_id: str) -> bool: ...
+
+    async def clear(self) -> None:
+        """Forgets everything (tests, and the rebuild path)."""
+
+    async def close(self) -> None: ...
+
+
+def symbols_of(positions: Sequence[Position]) -> list[str]:
+    return sorted({p.symbol for p in positions})

@@ -1,0 +1,343 @@
+"""The store contract, run against RedisStore (a real Redis) and MemoryStore alike."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.adapters.conftest import StoreFactory
+from tests.plugins.servers import RedisServer
+from tradebot.adapters.store import Query, Store
+from tradebot.core.models import Fill, OrderReason, OrderRequest, Position, Side, Signal, order_id
+
+T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+STRATEGIES = ("alpha", "beta")
+SYMBOLS = ("AAPL", "MSFT", "BTC-USD")
+
+
+def trade(
+    i: int, strategy: str = "alpha", symbol: str = "AAPL", ts: datetime | None = None
+) -> tuple[OrderRequest, Fill, Position]:
+    ts = ts or T0 + timedelta(minutes=i)
+    side = Side.BUY if i % 2 == 0 else Side.SELL
+    order = OrderRequest(
+        id=order_id(strategy, symbol, f"tick:{symbol}:{i}"),
+        strategy_id=strategy,
+        symbol=symbol,
+        side=side,
+        qty=1.0 + i,
+        reason=OrderReason.ENTRY_LONG if side is Side.BUY else OrderReason.EXIT_CROSS,
+        ref_price=100.0 + i,
+        ts=ts,
+        cause=f"tick:{symbol}:{i}",
+    )
+    fill = Fill(
+        order_id=order.id,
+        strategy_id=strategy,
+        symbol=symbol,
+        side=side,
+        qty=order.qty,
+        price=100.5 + i,
+        commission=0.25,
+        ts=ts + timedelta(seconds=1),
+        reason=order.reason,
+    )
+    position = Position(strategy_id=strategy, symbol=symbol, qty=float(i), avg_price=100.0 + i, ts=ts)
+    return order, fill, position
+
+
+def signal(i: int, strategy: str = "alpha", symbol: str = "AAPL") -> Signal:
+    return Signal(
+        strategy_id=strategy,
+        symbol=symbol,
+        ts=T0 + timedelta(minutes=i),
+        direction="up" if i % 2 == 0 else "down",
+        short_ma=100.0 + i,
+        long_ma=99.0 + i,
+        price=100.0 + i,
+    )
+
+
+async def fill_the_log(store: Store, count: int = 30) -> list[OrderRequest]:
+    """`count` trades over two strategies and three symbols, one minute apart, in time order."""
+    orders: list[OrderRequest] = []
+    for i in range(count):
+        order, fill, position = trade(i, STRATEGIES[i % 2], SYMBOLS[i % 3])
+        assert await store.apply_fill(order, fill, position, source_offset=i)
+        orders.append(order)
+    return orders
+
+
+async def walk(fetch: Any, query: Query) -> tuple[list[dict[str, Any]], int]:
+    """Every item of every page, and the number of pages."""
+    items: list[dict[str, Any]] = []
+    pages = 0
+    cursor: str | None = None
+    while True:
+        page = await fetch(
+            Query(
+                strategy_id=query.strategy_id,
+                symbol=query.symbol,
+                since=query.since,
+                until=query.until,
+                limit=query.limit,
+                cursor=cursor,
+                newest_first=query.newest_first,
+            )
+        )
+        pages += 1
+        assert len(page.items) <= query.limit
+        items.extend(page.items)
+        if page.next_cursor is None:
+            return items, pages
+        assert page.items, "a page with a next cursor has items"
+        cursor = page.next_cursor
+
+
+async def test_ping(store: Store) -> None:
+    assert await store.ping()
+
+
+async def test_apply_fill_is_idempotent(store: Store) -> None:
+    assert await store.applied_offset() == -1
+    order, fill, position = trade(1)
+    assert await store.apply_fill(order, fill, position, source_offset=41)
+    assert await store.applied_offset() == 41
+
+    moved = position.model_copy(update={"qty": 99.0})
+    assert not await store.apply_fill(order, fill, moved, source_offset=42)
+    assert await store.applied_offset() == 41
+    assert await store.position("alpha", "AAPL") == position
+    orders = await store.orders(Query())
+    fills = await store.fills(Query())
+    assert orders.items == [order.model_dump(mode="json")]
+    assert fills.items == [fill.model_dump(mode="json")]
+    assert orders.next_cursor is None
+    assert fills.next_cursor is None
+
+
+async def test_positions(store: Store) -> None:
+    await fill_the_log(store, 12)
+    assert await store.position("alpha", "NOPE") is None
+    everything = await store.positions()
+    assert [(p.strategy_id, p.symbol) for p in everything] == sorted(
+        {(STRATEGIES[i % 2], SYMBOLS[i % 3]) for i in range(12)}
+    )
+    alpha = await store.positions("alpha")
+    assert alpha
+    assert all(p.strategy_id == "alpha" for p in alpha)
+    # The latest fill per strategy and symbol wins: i = 10 is alpha / MSFT.
+    latest = await store.position("alpha", "MSFT")
+    assert latest is not None
+    assert latest.qty == 10.0
+    assert await store.applied_offset() == 11
+
+
+async def test_order_and_fill_queries_filter(store: Store) -> None:
+    orders = await fill_the_log(store)
+    ids_newest_first = [o.id for o in reversed(orders)]
+
+    page = await store.orders(Query(limit=1000))
+    assert [item["id"] for item in page.items] == ids_newest_first
+    assert page.next_cursor is None
+    oldest_first = await store.orders(Query(limit=1000, newest_first=False))
+    assert [item["id"] for item in oldest_first.items] == [o.id for o in orders]
+
+    by_strategy = await store.orders(Query(strategy_id="beta", limit=1000))
+    assert [item["id"] for item in by_strategy.items] == [
+        o.id for o in reversed(orders) if o.strategy_id == "beta"
+    ]
+    by_symbol = await store.fills(Query(symbol="MSFT", limit=1000))
+    assert [item["order_id"] for item in by_symbol.items] == [
+        o.id for o in reversed(orders) if o.symbol == "MSFT"
+    ]
+    both = await store.orders(Query(strategy_id="alpha", symbol="BTC-USD", limit=1000))
+    assert [item["id"] for item in both.items] == [
+        o.id for o in reversed(orders) if o.strategy_id == "alpha" and o.symbol == "BTC-USD"
+    ]
+    assert (await store.orders(Query(strategy_id="nobody"))).items == []
+
+    # since <= ts < until, on the message's own timestamp (any time zone).
+    since, until = (
+        T0 + timedelta(minutes=5),
+        (T0 + timedelta(minutes=15)).astimezone(timezone(timedelta(hours=-5))),
+    )
+    window = await store.orders(Query(since=since, until=until, limit=1000))
+    assert [item["id"] for item in window.items] == [o.id for o in reversed(orders) if since <= o.ts < until]
+    assert len(window.items) == 10
+    fills_window = await store.fills(Query(since=since, symbol="AAPL", limit=1000, newest_first=False))
+    assert [item["order_id"] for item in fills_window.items] == [
+        o.id for o in orders if o.symbol == "AAPL" and o.ts + timedelta(seconds=1) >= since
+    ]
+
+
+@pytest.mark.parametrize("limit", [1, 4, 7, 30, 31])
+@pytest.mark.parametrize("newest_first", [True, False])
+async def test_pagination_neither_skips_nor_repeats(store: Store, limit: int, newest_first: bool) -> None:
+    orders = await fill_the_log(store)
+    expected = [o.id for o in (reversed(orders) if newest_first else orders)]
+    items, pages = await walk(store.orders, Query(limit=limit, newest_first=newest_first))
+    assert [item["id"] for item in items] == expected
+    assert pages == -(-len(expected) // limit)
+
+    expected_beta = [o.id for o in (reversed(orders) if newest_first else orders) if o.strategy_id == "beta"]
+    items, _ = await walk(store.fills, Query(strategy_id="beta", limit=limit, newest_first=newest_first))
+    assert [item["order_id"] for item in items] == expected_beta
+
+
+async def test_pagination_is_stable_while_the_log_grows(store: Store) -> None:
+    orders = await fill_the_log(store, 10)
+    first = await store.orders(Query(limit=4))
+    for i in range(10, 15):  # new fills arrive between two page requests
+        order, fill, position = trade(i)
+        await store.apply_fill(order, fill, position, source_offset=i)
+    seen = [item["id"] for item in first.items]
+    cursor = first.next_cursor
+    while cursor is not None:
+        page = await store.orders(Query(limit=4, cursor=cursor))
+        seen.extend(item["id"] for item in page.items)
+        cursor = page.next_cursor
+    assert seen == [o.id for o in reversed(orders)]
+
+
+async def test_a_bad_cursor_is_rejected(store: Store) -> None:
+    with pytest.raises(ValueError, match="cursor"):
+        await store.orders(Query(cursor="not a cursor"))
+
+
+async def test_last_prices(store: Store) -> None:
+    assert await store.last_prices() == {}
+    await store.set_last_price("AAPL", 190.5, T0)
+    await store.set_last_price("MSFT", 410.25, T0)
+    later = (T0 + timedelta(seconds=3)).astimezone(timezone(timedelta(hours=2)))
+    await store.set_last_price("AAPL", 191.0, later)
+    prices = await store.last_prices()
+    assert prices == {"AAPL": (191.0, later), "MSFT": (410.25, T0)}
+    assert prices["AAPL"][1].utcoffset() == timedelta(hours=2)
+
+
+async def test_price_history_is_trimmed_to_maxlen(store: Store) -> None:
+    points = [(T0 + timedelta(seconds=i), 100.0 + i / 8) for i in range(30)]
+    for ts, price in points:
+        await store.append_price("AAPL", price, ts, maxlen=10)
+    await store.append_price("MSFT", 5.0, T0)
+    assert await store.prices("AAPL") == points[-10:]
+    assert await store.prices("AAPL", limit=3) == points[-3:]
+    assert await store.prices("MSFT") == [(T0, 5.0)]
+    assert await store.prices("NOPE") == []
+
+
+async def test_signals(store: Store) -> None:
+    signals = [signal(i, STRATEGIES[i % 2], SYMBOLS[i % 3]) for i in range(12)]
+    for s in signals:
+        await store.append_signal(s, maxlen=10)
+    kept = signals[-10:]
+    page = await store.signals(Query(limit=100))
+    assert page.items == [s.model_dump(mode="json") for s in reversed(kept)]
+    alpha = await store.signals(Query(strategy_id="alpha", limit=100))
+    assert alpha.items == [s.model_dump(mode="json") for s in reversed(kept) if s.strategy_id == "alpha"]
+    items, pages = await walk(store.signals, Query(limit=3))
+    assert items == page.items
+    assert pages == 4
+    since = await store.signals(Query(since=T0 + timedelta(minutes=9), newest_first=False))
+    assert [item["ts"] for item in since.items] == [s.model_dump(mode="json")["ts"] for s in signals[9:]]
+
+
+async def test_equity_curve(store: Store) -> None:
+    points = [(T0 + timedelta(days=i), 10_000.0 + 12.5 * i) for i in range(5)]
+    for ts, equity in points:
+        await store.append_equity("alpha", ts, equity, maxlen=3)
+    await store.append_equity("beta", T0, 1.0)
+    assert await store.equity_curve("alpha") == points[-3:]
+    assert await store.equity_curve("alpha", limit=2) == points[-2:]
+    assert await store.equity_curve("beta") == [(T0, 1.0)]
+    assert await store.equity_curve("nobody") == []
+
+
+async def test_strategies_and_the_halt_flag(store: Store) -> None:
+    assert await store.strategies() == []
+    await store.register_strategy("beta", {"symbols": ["MSFT"], "short": 5, "long": 20})
+    await store.register_strategy("alpha", {"symbols": ["AAPL", "BTC-USD"], "short": 10, "long": 50})
+    assert not await store.is_halted("alpha")
+    await store.set_halted("alpha", True)
+    await store.set_halted("alpha", True)
+    assert await store.is_halted("alpha")
+    assert await store.strategies() == [
+        {"id": "alpha", "symbols": ["AAPL", "BTC-USD"], "short": 10, "long": 50, "halted": True},
+        {"id": "beta", "symbols": ["MSFT"], "short": 5, "long": 20, "halted": False},
+    ]
+    await store.set_halted("alpha", False)
+    assert not await store.is_halted("alpha")
+    assert [s["halted"] for s in await store.strategies()] == [False, False]
+
+
+async def populate(store: Store) -> None:
+    await fill_the_log(store, 3)
+    await store.set_last_price("AAPL", 1.0, T0)
+    await store.append_price("AAPL", 1.0, T0)
+    await store.append_signal(signal(1))
+    await store.append_equity("alpha", T0, 1.0)
+    await store.register_strategy("alpha", {})
+    await store.set_halted("alpha", True)
+
+
+async def assert_empty(store: Store) -> None:
+    assert await store.applied_offset() == -1
+    assert (await store.orders(Query())).items == []
+    assert (await store.fills(Query())).items == []
+    assert (await store.signals(Query())).items == []
+    assert await store.positions() == []
+    assert await store.last_prices() == {}
+    assert await store.prices("AAPL") == []
+    assert await store.equity_curve("alpha") == []
+    assert await store.strategies() == []
+    assert not await store.is_halted("alpha")
+
+
+async def test_clear_forgets_only_its_own_prefix(
+    store_factory: StoreFactory, request: pytest.FixtureRequest
+) -> None:
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    mine, neighbour = store_factory(prefix), store_factory(prefix + "x")
+    try:
+        await populate(mine)
+        await populate(neighbour)
+        await mine.clear()
+        await assert_empty(mine)
+        assert await neighbour.applied_offset() == 2
+        assert len((await neighbour.orders(Query())).items) == 3
+        assert await neighbour.is_halted("alpha")
+        # The cleared store works as new.
+        order, fill, position = trade(0)
+        assert await mine.apply_fill(order, fill, position, source_offset=0)
+    finally:
+        await mine.clear()
+        await neighbour.clear()
+        await mine.close()
+        await neighbour.close()
+
+
+async def test_redis_clear_keeps_foreign_keys(redis_server: RedisServer) -> None:
+    from tradebot.adapters.redis_store import RedisStore
+
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(redis_server.url, prefix=prefix)
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    foreign = [f"foreign-{prefix}", f"{prefix}x:orders", f"other:{prefix}:orders", f"{prefix}"]
+    try:
+        await populate(store)
+        for key in foreign:
+            await client.set(key, "keep")
+        assert len([k async for k in client.scan_iter(match=f"{prefix}:*")]) > 5
+        await store.clear()
+        assert [k async for k in client.scan_iter(match=f"{prefix}:*")] == []
+        for key in foreign:
+            assert await client.get(key) == "keep"
+    finally:
+        await client.delete(*foreign)
+        await store.close()
+        await client.aclose()

@@ -1,0 +1,440 @@
+"""`helm lint` and `helm template` of charts/tradebot: what renders, for which values, and how safely."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.charts._helm import (
+    CHART,
+    MONITORING_API,
+    NAMESPACE,
+    RELEASE,
+    VALUES_DIR,
+    Manifest,
+    by_kind,
+    component,
+    containers,
+    env_of,
+    find,
+    helm,
+    kinds,
+    pod_spec,
+    render,
+    workloads,
+)
+from tests.plugins._proc import REPO_ROOT
+
+VALUES_FILES = sorted(p.name for p in VALUES_DIR.glob("*.yaml"))
+# Every values set the chart is rendered with: the defaults, then each file under tests/charts/values/.
+VALUE_SETS = [pytest.param((), id="defaults")] + [pytest.param((name,), id=name) for name in VALUES_FILES]
+APP_COMPONENTS = ("simulator", "feed", "executor", "api", "dashboard", "operator")
+STANDARD_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+    "helm.sh/chart",
+)
+
+
+def test_values_files_exist() -> None:
+    assert {"external.yaml", "default-strategy.yaml", "api-only.yaml"} <= set(VALUES_FILES)
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "tradebot"
+    assert str(chart["appVersion"]) == "0.1.0"
+    for required in ("values.yaml", "values.schema.json", "templates/NOTES.txt", "templates/_helpers.tpl"):
+        assert (CHART / required).is_file(), required
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    assert schema["additionalProperties"] is False
+    # Every top-level key of values.yaml is described by the schema.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) <= set(schema["properties"]), set(values) - set(schema["properties"])
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
+def test_helm_lint(helm_bin: Path, strict: bool) -> None:
+    result = helm(helm_bin, "lint", str(CHART), *(["--strict"] if strict else []))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_helm_lint_values_files(helm_bin: Path, values_file: str) -> None:
+    result = helm(helm_bin, "lint", "--strict", str(CHART), "-f", str(VALUES_DIR / values_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_default_render_has_every_component(helm_bin: Path) -> None:
+    manifests = render(helm_bin)
+    deployments = {component(d) for d in by_kind(manifests, "Deployment")}
+    assert deployments == set(APP_COMPONENTS)
+    assert {component(s) for s in by_kind(manifests, "StatefulSet")} == {"kafka", "redis"}
+    kafka = find(manifests, "StatefulSet", "kafka")
+    kafka_container = next(c for c in containers(kafka, init=False) if c["name"] == "kafka")
+    assert kafka_container["image"] == "apache/kafka:4.1.1"
+    assert env_of(kafka_container)["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
+    redis = find(manifests, "StatefulSet", "redis")
+    redis_image = next(containers(redis))["image"]
+    assert redis_image.startswith("redis:7.4.")
+    assert "latest" not in redis_image
+    for workload in workloads(manifests):
+        for container in containers(workload):
+            assert ":" in container["image"]
+            assert not container["image"].endswith(":latest")
+    assert by_kind(manifests, "PodDisruptionBudget")
+    assert "ClusterRole" in kinds(manifests)
+    assert "ClusterRoleBinding" in kinds(manifests)
+    assert "ServiceAccount" in kinds(manifests)
+    assert "TradingStrategy" not in kinds(manifests)
+
+
+def _service_ports(manifests: list[Manifest], component_name: str) -> dict[str, int]:
+    service = find(manifests, "Service", component_name)
+    return {p["name"]: p["port"] for p in service["spec"]["ports"]}
+
+
+def test_services_and_ports(helm_bin: Path) -> None:
+    manifests = render(helm_bin)
+    assert _service_ports(manifests, "simulator")["ws"] == 6789
+    assert _service_ports(manifests, "api")["http"] == 8080
+    assert _service_ports(manifests, "dashboard")["ui"] == 8501
+    for name in ("simulator", "feed", "executor", "dashboard"):
+        assert _service_ports(manifests, name)["http"] == 8080, name  # /metrics
+    assert _service_ports(manifests, "operator")["metrics"] == 9090
+    assert _service_ports(manifests, "kafka")["kafka"] == 9092
+    assert _service_ports(manifests, "redis")["redis"] == 6379
+    # Every Service's selector matches the pod labels of a workload, and its targetPorts are named container ports.
+    pods = [(pod_spec(w), w["spec"]["template"]["metadata"]["labels"]) for w in workloads(manifests)]
+    for service in by_kind(manifests, "Service"):
+        selector = service["spec"]["selector"]
+        matching = [spec for spec, labels in pods if selector.items() <= labels.items()]
+        assert matching, f"Service {service['metadata']['name']} selects no pod"
+        port_names = {p["name"] for spec in matching for c in spec["containers"] for p in c.get("ports", [])}
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in port_names, (service["metadata"]["name"], port)
+
+
+def _assert_restricted(container: dict[str, Any], where: str) -> None:
+    context = container.get("securityContext")
+    assert context, f"{where}: no securityContext"
+    assert context.get("runAsNonRoot") is True, where
+    assert context.get("runAsUser") == 10001, where
+    assert context.get("readOnlyRootFilesystem") is True, where
+    assert context.get("allowPrivilegeEscalation") is False, where
+    assert context.get("capabilities", {}).get("drop") == ["ALL"], where
+    assert context.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+    assert not context.get("privileged", False), where
+
+
+@pytest.mark.parametrize("values_files", VALUE_SETS)
+def test_every_pod_is_restricted_probed_and_bounded(helm_bin: Path, values_files: tuple[str, ...]) -> None:
+    manifests = render(helm_bin, *values_files)
+    assert workloads(manifests)
+    for workload in workloads(manifests):
+        name = f"{workload['kind']}/{workload['metadata']['name']}"
+        spec = pod_spec(workload)
+        pod_context = spec["securityContext"]
+        assert pod_context["runAsNonRoot"] is True, name
+        assert pod_context["runAsUser"] == 10001, name
+        assert pod_context["seccompProfile"]["type"] == "RuntimeDefault", name
+        for host_namespace in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(host_namespace), f"{name}: {host_namespace}"
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for container in containers(workload):
+            where = f"{name} container {container['name']}"
+            _assert_restricted(container, where)
+            resources = container.get("resources", {})
+            assert resources.get("requests", {}).keys() >= {"cpu", "memory"}, where
+            assert resources.get("limits", {}).keys() >= {"cpu", "memory"}, where
+        for container in containers(workload, init=False):
+            where = f"{name} container {container['name']}"
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                assert probe in container, f"{where}: no {probe}"
+            # A writable /tmp on an emptyDir, since the root filesystem is read-only.
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            assert "/tmp" in mounts, where
+            assert "emptyDir" in volumes[mounts["/tmp"]], where
+            # HTTP probes point at a declared container port.
+            declared = {p["name"] for p in container.get("ports", [])} | {
+                p["containerPort"] for p in container.get("ports", [])
+            }
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                http = container[probe].get("httpGet")
+                if http is not None:
+                    assert http["port"] in declared, f"{where} {probe} port {http['port']}"
+
+
+@pytest.mark.parametrize("values_files", VALUE_SETS)
+def test_labels_on_every_resource(helm_bin: Path, values_files: tuple[str, ...]) -> None:
+    manifests = render(helm_bin, *values_files)
+    for manifest in manifests:
+        name = f"{manifest['kind']}/{manifest['metadata']['name']}"
+        labels = manifest["metadata"].get("labels", {})
+        for label in STANDARD_LABELS:
+            assert label in labels, f"{name}: no {label}"
+        assert labels["app.kubernetes.io/instance"] == RELEASE, name
+        assert labels["app.kubernetes.io/part-of"] == "tradebot", name
+        assert labels["app.kubernetes.io/managed-by"] == "Helm", name
+        if manifest["metadata"].get("namespace") is not None:
+            assert manifest["metadata"]["namespace"] == NAMESPACE, name
+    for workload in workloads(manifests):
+        name = workload["metadata"]["name"]
+        selector = workload["spec"]["selector"]["matchLabels"]
+        pod_labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert "app.kubernetes.io/component" in selector, name
+        assert selector.items() <= pod_labels.items(), name
+        for label in STANDARD_LABELS:
+            assert label in pod_labels, f"{name} pod template: no {label}"
+
+
+def test_main_containers_use_the_tradebot_command_contract(helm_bin: Path) -> None:
+    manifests = render(helm_bin)
+    for name in APP_COMPONENTS:
+        deployment = find(manifests, "Deployment", name)
+        container = pod_spec(deployment)["containers"][0]
+        assert container["args"] == [name]
+        expected = (
+            "ghcr.io/tradebot/tradebot-dashboard:0.1.0"
+            if name == "dashboard"
+            else "ghcr.io/tradebot/tradebot:0.1.0"
+        )
+        assert container["image"] == expected
+    api = env_of(pod_spec(find(manifests, "Deployment", "api"))["containers"][0])
+    assert api["TRADEBOT_API_TOKEN"]["secretKeyRef"]["key"] == "api-token"
+    assert api["TRADEBOT_REDIS_URL"] == f"redis://{RELEASE}-redis:6379/0"
+    feed = env_of(pod_spec(find(manifests, "Deployment", "feed"))["containers"][0])
+    assert feed["TRADEBOT_FEED_SOURCE"] == "simulator"
+    assert feed["TRADEBOT_FEED_URL"] == f"ws://{RELEASE}-simulator:6789"
+    assert feed["TRADEBOT_KAFKA_BOOTSTRAP"] == f"{RELEASE}-kafka:9092"
+    assert feed["TRADEBOT_SYMBOLS"] == "BTCUSDT,ETHUSDT"
+    assert feed["TRADEBOT_LOG_JSON"] == "true"
+    dashboard = env_of(pod_spec(find(manifests, "Deployment", "dashboard"))["containers"][0])
+    assert dashboard["TRADEBOT_API_URL"] == f"http://{RELEASE}-api:8080"
+    dashboard_ports = {
+        p["name"]: p["containerPort"]
+        for p in pod_spec(find(manifests, "Deployment", "dashboard"))["containers"][0]["ports"]
+    }
+    assert dashboard_ports == {"ui": 8501, "http": 8080}
+    operator = pod_spec(find(manifests, "Deployment", "operator"))
+    liveness = operator["containers"][0]["livenessProbe"]["httpGet"]
+    assert liveness["path"] == "/healthz"
+    ports = {p["name"]: p["containerPort"] for p in operator["containers"][0]["ports"]}
+    assert ports[liveness["port"]] == 8080
+    assert ports["metrics"] == 9090
+    assert operator["serviceAccountName"] == f"{RELEASE}-operator"
+
+
+def test_operator_rbac(helm_bin: Path) -> None:
+    manifests = render(helm_bin)
+    role = by_kind(manifests, "ClusterRole")[0]
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    wanted = {
+        ("tradebot.dev", "tradingstrategies"): {"get", "list", "watch", "patch"},
+        ("tradebot.dev", "tradingstrategies/status"): {"get", "list", "watch", "patch"},
+        ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("batch", "cronjobs"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("", "pods"): {"get", "list", "watch"},
+        ("", "events"): {"create", "patch"},
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+        ("", "namespaces"): {"list", "watch"},
+    }
+    for key, verbs in wanted.items():
+        assert verbs <= granted.get(key, set()), (key, granted.get(key))
+    assert not any("*" in verbs for verbs in granted.values())
+    binding = by_kind(manifests, "ClusterRoleBinding")[0]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": f"{RELEASE}-operator", "namespace": NAMESPACE}
+    ]
+
+
+def test_network_policies(helm_bin: Path) -> None:
+    manifests = render(helm_bin)
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(manifests, "NetworkPolicy")}
+    deny = policies[f"{RELEASE}-default-deny"]
+    assert deny["podSelector"] == {"matchLabels": {"app.kubernetes.io/part-of": "tradebot"}}
+    assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny
+    assert "egress" not in deny
+
+    def egress_components(name: str) -> set[str]:
+        peers = [peer for rule in policies[name].get("egress", []) for peer in rule.get("to", [])]
+        return {
+            p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            for p in peers
+            if "podSelector" in p
+        }
+
+    def ingress_components(name: str) -> set[str]:
+        peers = [peer for rule in policies[name].get("ingress", []) for peer in rule.get("from", [])]
+        return {
+            p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            for p in peers
+            if "podSelector" in p
+        }
+
+    assert egress_components(f"{RELEASE}-feed") == {"kafka", "simulator"}
+    assert egress_components(f"{RELEASE}-strategy") == {"kafka"}
+    assert egress_components(f"{RELEASE}-executor") == {"kafka", "redis"}
+    assert egress_components(f"{RELEASE}-api") == {"redis"}
+    assert egress_components(f"{RELEASE}-dashboard") == {"api"}
+    assert ingress_components(f"{RELEASE}-kafka") == {"feed", "executor", "strategy"}
+    assert ingress_components(f"{RELEASE}-redis") == {"executor", "api"}
+    assert ingress_components(f"{RELEASE}-simulator") == {"feed"}
+    # Clients reach the api (8080) and the dashboard (8501).
+    assert [p["port"] for p in policies[f"{RELEASE}-api"]["ingress"][0]["ports"]] == [8080]
+    assert [p["port"] for p in policies[f"{RELEASE}-dashboard"]["ingress"][0]["ports"]] == [8501]
+    operator_egress = policies[f"{RELEASE}-operator"]["egress"][0]
+    assert {p["port"] for p in operator_egress["ports"]} == {443, 6443}
+
+
+def test_monitoring_objects_follow_the_capability(helm_bin: Path) -> None:
+    without = kinds(render(helm_bin))
+    assert "ServiceMonitor" not in without
+    assert "PrometheusRule" not in without
+    assert "PodMonitor" not in without
+    manifests = render(helm_bin, api_versions=(MONITORING_API,))
+    monitor = by_kind(manifests, "ServiceMonitor")
+    rule = by_kind(manifests, "PrometheusRule")
+    assert len(monitor) == 1
+    assert len(rule) == 1
+    assert {e["port"] for e in monitor[0]["spec"]["endpoints"]} == {"http", "metrics"}
+    source = yaml.safe_load((REPO_ROOT / "manifests" / "monitoring" / "prometheus-rules.yaml").read_text())
+    assert rule[0]["spec"]["groups"] == source["groups"]
+    disabled = render(
+        helm_bin,
+        api_versions=(MONITORING_API,),
+        sets=("monitoring.serviceMonitor.enabled=false", "monitoring.prometheusRule.enabled=false"),
+    )
+    assert "ServiceMonitor" not in kinds(disabled)
+    assert "PrometheusRule" not in kinds(disabled)
+
+
+def test_grafana_dashboard_configmap(helm_bin: Path) -> None:
+    manifests = render(helm_bin)
+    dashboards = [
+        c for c in by_kind(manifests, "ConfigMap") if c["metadata"]["labels"].get("grafana_dashboard") == "1"
+    ]
+    assert len(dashboards) == 1
+    (payload,) = dashboards[0]["data"].values()
+    source = (REPO_ROOT / "manifests" / "monitoring" / "grafana-dashboard.json").read_text()
+    assert json.loads(payload) == json.loads(source)
+
+
+@pytest.mark.parametrize("name", ["prometheus-rules.yaml", "grafana-dashboard.json"])
+def test_chart_copies_match_manifests_monitoring(name: str) -> None:
+    chart_copy = CHART / "files" / name
+    source = REPO_ROOT / "manifests" / "monitoring" / name
+    assert chart_copy.read_bytes() == source.read_bytes(), f"run: cp {source} {chart_copy}"
+
+
+def test_external_kafka_redis_and_existing_secret(helm_bin: Path) -> None:
+    manifests = render(helm_bin, "external.yaml")
+    assert not by_kind(manifests, "StatefulSet")
+    secrets = {s["metadata"]["name"] for s in by_kind(manifests, "Secret")}
+    assert RELEASE not in secrets  # no credential Secret: existingSecret is used
+    values = yaml.safe_load((VALUES_DIR / "external.yaml").read_text())
+    for name in ("feed", "executor"):
+        container = pod_spec(find(manifests, "Deployment", name))["containers"][0]
+        assert env_of(container)["TRADEBOT_KAFKA_BOOTSTRAP"] == values["externalKafka"]["bootstrap"]
+    for name in ("executor", "api"):
+        container = pod_spec(find(manifests, "Deployment", name))["containers"][0]
+        names = [e["name"] for e in container["env"]]
+        # The password is defined before the URL so that $(TRADEBOT_REDIS_PASSWORD) expands.
+        assert names.index("TRADEBOT_REDIS_PASSWORD") < names.index("TRADEBOT_REDIS_URL")
+        env = env_of(container)
+        assert env["TRADEBOT_REDIS_URL"] == values["externalRedis"]["url"]
+        assert env["TRADEBOT_REDIS_PASSWORD"]["secretKeyRef"] == {
+            "name": "tradebot-credentials",
+            "key": "redis-password",
+        }
+    for name in ("api", "dashboard"):
+        env = env_of(pod_spec(find(manifests, "Deployment", name))["containers"][0])
+        assert env["TRADEBOT_API_TOKEN"]["secretKeyRef"] == {
+            "name": "tradebot-credentials",
+            "key": "api-token",
+        }
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(manifests, "NetworkPolicy")}
+    executor_ports = {p["port"] for rule in policies[f"{RELEASE}-executor"]["egress"] for p in rule["ports"]}
+    assert executor_ports == {9093, 6380}
+
+
+def test_redis_auth(helm_bin: Path) -> None:
+    manifests = render(helm_bin, "redis-auth.yaml")
+    secret = next(s for s in by_kind(manifests, "Secret") if s["metadata"]["name"] == RELEASE)
+    assert set(secret["data"]) == {"api-token", "redis-password"}
+    redis = pod_spec(find(manifests, "StatefulSet", "redis"))["containers"][0]
+    assert "--requirepass" in redis["args"][0]
+    executor = env_of(pod_spec(find(manifests, "Deployment", "executor"))["containers"][0])
+    assert executor["TRADEBOT_REDIS_URL"] == f"redis://:$(TRADEBOT_REDIS_PASSWORD)@{RELEASE}-redis:6379/0"
+    # The Secret handed to strategy pods carries no credentials.
+    shared = next(s for s in by_kind(manifests, "Secret") if s["metadata"]["name"].endswith("-shared-env"))
+    assert "TRADEBOT_REDIS_URL" not in shared["stringData"]
+    feed = env_of(pod_spec(find(manifests, "Deployment", "feed"))["containers"][0])
+    assert feed["TRADEBOT_FEED_SOURCE"] == "binance"
+    assert feed["TRADEBOT_FEED_URL"].startswith("wss://")
+
+
+def test_default_strategy(helm_bin: Path) -> None:
+    assert "TradingStrategy" not in kinds(render(helm_bin))
+    manifests = render(helm_bin, "default-strategy.yaml")
+    (strategy,) = by_kind(manifests, "TradingStrategy")
+    assert strategy["apiVersion"] == "tradebot.dev/v1alpha1"
+    assert strategy["metadata"]["name"] == "btc-crossover"
+    assert strategy["spec"] == {
+        "symbols": ["BTCUSDT", "ETHUSDT"],
+        "shortWindow": 12,
+        "longWindow": 48,
+        "stopLossPct": 2.5,
+    }
+
+
+def test_api_only(helm_bin: Path) -> None:
+    manifests = render(helm_bin, "api-only.yaml")
+    assert {component(w) for w in workloads(manifests)} == {"api"}
+    assert {component(s) for s in by_kind(manifests, "Service")} == {"api"}
+    assert "ClusterRole" not in kinds(manifests)
+    assert {component(p) for p in by_kind(manifests, "PodDisruptionBudget")} == {"api"}
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        pytest.param(("--set", "api.replicaCount=two"), "replicaCount", id="replicaCount-not-integer"),
+        pytest.param(("--set", "replicas=2"), "replicas", id="unknown-top-level-key"),
+        pytest.param(("--set", "image.pullPolicy=Sometimes"), "pullPolicy", id="bad-pullPolicy"),
+        pytest.param(("--set", "feed.source=nyse"), "source", id="bad-feed-source"),
+        pytest.param(("--set", "kafka.enabled=maybe"), "enabled", id="bool-not-string"),
+    ],
+)
+def test_schema_rejects_bad_values(helm_bin: Path, args: tuple[str, ...], field: str) -> None:
+    result = helm(helm_bin, "template", RELEASE, str(CHART), *args)
+    assert result.returncode != 0, f"helm accepted {args}"
+    assert "values don't meet the specifications of the schema" in result.stderr, result.stderr
+    assert field in result.stderr, result.stderr
+
+
+def test_required_external_endpoints(helm_bin: Path) -> None:
+    result = helm(helm_bin, "template", RELEASE, str(CHART), "--set", "kafka.enabled=false")
+    assert result.returncode != 0
+    assert "externalKafka.bootstrap" in result.stderr
+    result = helm(helm_bin, "template", RELEASE, str(CHART), "--set", "redis.enabled=false")
+    assert result.returncode != 0
+    assert "externalRedis.url" in result.stderr

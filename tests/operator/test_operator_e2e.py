@@ -1,0 +1,546 @@
+"""The operator end to end: `tradebot operator` as a subprocess, authenticated as the ServiceAccount of
+manifests/operator/rbac.yaml (a real token, so every call it makes passes through that RBAC), against a real
+API server with the controllers but no kubelet: the tests play the kubelet by patching pod status.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.operator.conftest import MANIFESTS, eventually, get_json, kubectl_ok
+from tests.plugins._proc import REPO_ROOT, ServerProcess, free_port
+from tests.plugins.kube import KubeCluster
+from tradebot.operator import render
+
+pytestmark = pytest.mark.slow
+
+SA = "system:serviceaccount:tradebot-system:tradebot-operator"
+EXAMPLES = MANIFESTS / "examples"
+CSV = "timestamp,open,high,low,close,volume\n2024-01-01,1,1,1,1,1\n2024-01-02,1,1,1,1,1\n"
+RESULT = {
+    "stats": {
+        "total_return_pct": 12.5,
+        "sharpe": 1.25,
+        "max_drawdown_pct": -7.5,
+        "win_rate_pct": 55.0,
+        "n_trades": 8,
+        "buy_hold_return_pct": 3.0,
+        "equity_final": 112500.0,
+        "bars": 2,
+    },
+    "trades": [],
+    "params": {},
+}
+
+
+@dataclass(frozen=True)
+class Operator:
+    process: ServerProcess
+    metrics_port: int
+
+    def api_writes(self) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("tradebot_operator_api_writes_total{")
+        )
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _service_account_kubeconfig(cluster: KubeCluster, path: Path) -> None:
+    token = kubectl_ok(
+        cluster, "create", "token", "tradebot-operator", "-n", "tradebot-system", "--duration=2h"
+    ).strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "test",
+                "cluster": {
+                    "server": cluster.server,
+                    "certificate-authority-data": base64.b64encode(cluster.ca_file.read_bytes()).decode(),
+                },
+            }
+        ],
+        "users": [{"name": "tradebot-operator", "user": {"token": token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "tradebot-operator"}}],
+        "current-context": "test",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    kube_apiserver: KubeCluster, tradingstrategy_crd: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    for manifest in ("namespace.yaml", "rbac.yaml"):
+        kubectl_ok(kube_apiserver, "apply", "-f", str(MANIFESTS / "operator" / manifest))
+    workdir = tmp_path_factory.mktemp("operator")
+    kubeconfig = workdir / "kubeconfig"
+    _service_account_kubeconfig(kube_apiserver, kubeconfig)
+    liveness_port, metrics_port = free_port(), free_port()
+    env = {
+        **{key: value for key, value in os.environ.items() if not key.startswith("TRADEBOT_OPERATOR_")},
+        "KUBECONFIG": str(kubeconfig),
+        "HOME": str(workdir),
+        "TRADEBOT_OPERATOR_LIVENESS_PORT": str(liveness_port),
+        "TRADEBOT_OPERATOR_METRICS_PORT": str(metrics_port),
+        "TRADEBOT_OPERATOR_STRATEGY_IMAGE": "ghcr.io/tradebot/tradebot:0.1.0",
+    }
+    process = ServerProcess(
+        "tradebot-operator",
+        [sys.executable, "-m", "tradebot.cli", "operator"],
+        workdir,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    try:
+        process.wait_until("/healthz", lambda: _healthy(liveness_port), timeout=60)
+        yield Operator(process, metrics_port)
+    finally:
+        process.stop()
+        log = process.log_path.read_text(errors="replace")
+        # The operator never hit a permission it lacks (a namespace being deleted is another kind of forbidden).
+        assert "forbidden: User" not in log, process.log_tail(60)
+
+
+def _apply(cluster: KubeCluster, namespace: str, document: dict[str, Any]) -> None:
+    kubectl_ok(cluster, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(document))
+
+
+def _example(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    return loaded
+
+
+def _condition(resource: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for condition in ((resource or {}).get("status") or {}).get("conditions") or ():
+        if condition["type"] == type_:
+            result: dict[str, Any] = condition
+            return result
+    return None
+
+
+def _job_pod(cluster: KubeCluster, namespace: str, job: str) -> str:
+    pods = eventually(
+        f"a pod for Job {job}",
+        lambda: (get_json(cluster, "pods", "-n", namespace, "-l", f"job-name={job}") or {}).get("items"),
+    )
+    name: str = pods[0]["metadata"]["name"]
+    return name
+
+
+def _terminate_pod(cluster: KubeCluster, namespace: str, pod: str, *, exit_code: int, message: str) -> None:
+    """Play the kubelet: the backtest container ran and exited with `message` as its termination message."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    status = {
+        "status": {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "containerStatuses": [
+                {
+                    "name": "backtest",
+                    "image": "ghcr.io/tradebot/tradebot:0.1.0",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {
+                        "terminated": {
+                            "exitCode": exit_code,
+                            "reason": "Completed" if exit_code == 0 else "Error",
+                            "message": message,
+                            "startedAt": now,
+                            "finishedAt": now,
+                        }
+                    },
+                }
+            ],
+        }
+    }
+    kubectl_ok(
+        cluster,
+        "patch",
+        "pod",
+        pod,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
+
+
+def _mark_pods_ready(cluster: KubeCluster, namespace: str, selector: str) -> None:
+    """Play the kubelet for the strategy pods: running and ready."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    pods = eventually(
+        "strategy pods",
+        lambda: (get_json(cluster, "pods", "-n", namespace, "-l", selector) or {}).get("items"),
+    )
+    for pod in pods:
+        status = {
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+            }
+        }
+        kubectl_ok(
+            cluster,
+            "patch",
+            "pod",
+            pod["metadata"]["name"],
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps(status),
+        )
+
+
+def test_service_account_has_exactly_the_grants_it_needs(
+    kube_apiserver: KubeCluster, tradingstrategy_crd: Path
+) -> None:
+    for manifest in ("namespace.yaml", "rbac.yaml"):
+        kubectl_ok(kube_apiserver, "apply", "-f", str(MANIFESTS / "operator" / manifest))
+
+    def can(verb: str, resource: str) -> bool:
+        resource, _, subresource = resource.partition("/")
+        extra = [f"--subresource={subresource}"] if subresource else []
+        result = kube_apiserver.kubectl(
+            "auth", "can-i", verb, resource, *extra, f"--as={SA}", "-n", "default"
+        )
+        return result.stdout.strip() == "yes"
+
+    # The authorizer's RBAC cache catches up with a fresh binding within moments.
+    eventually("the ClusterRoleBinding to take effect", lambda: can("list", "tradingstrategies.tradebot.dev"))
+    allowed = [
+        ("list", "tradingstrategies.tradebot.dev"),
+        ("watch", "tradingstrategies.tradebot.dev"),
+        ("patch", "tradingstrategies.tradebot.dev"),
+        ("patch", "tradingstrategies.tradebot.dev/status"),
+        ("create", "deployments.apps"),
+        ("patch", "deployments.apps"),
+        ("watch", "deployments.apps"),
+        ("create", "configmaps"),
+        ("patch", "configmaps"),
+        ("create", "jobs.batch"),
+        ("watch", "jobs.batch"),
+        ("create", "cronjobs.batch"),
+        ("patch", "cronjobs.batch"),
+        ("watch", "pods"),
+        ("create", "events"),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("watch", "namespaces"),
+    ]
+    denied = [
+        ("delete", "tradingstrategies.tradebot.dev"),
+        ("create", "tradingstrategies.tradebot.dev"),
+        ("update", "tradingstrategies.tradebot.dev"),
+        ("delete", "deployments.apps"),
+        ("get", "secrets"),
+        ("create", "pods"),
+        ("patch", "pods"),
+        ("delete", "jobs.batch"),
+        ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ]
+    for verb, resource in allowed + denied:
+        assert can(verb, resource) == ((verb, resource) in allowed), (verb, resource)
+
+
+def test_operator_deployment_manifest_is_restricted_and_pinned() -> None:
+    deployment = yaml.safe_load((MANIFESTS / "operator" / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/tradebot/tradebot:0.1.0"
+    assert container["command"] == ["tradebot", "operator"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {"name": "healthz", "containerPort": 8080} in container["ports"]
+    assert pod["serviceAccountName"] == "tradebot-operator"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert "tradebot:latest" not in (MANIFESTS / "operator" / "deployment.yaml").read_text()
+
+
+def test_strategy_lifecycle_params_rollout_suspend_and_readiness(
+    kube_apiserver: KubeCluster, operator: Operator, namespace: str
+) -> None:
+    cluster = kube_apiserver
+    strategy = _example("ema-risk.yaml")
+    _apply(cluster, namespace, strategy)
+    resource = get_json(cluster, "ts", "ema-risk", "-n", namespace)
+    assert resource is not None
+    uid = resource["metadata"]["uid"]
+
+    deployment = eventually(
+        "the strategy Deployment",
+        lambda: get_json(cluster, "deployment", "ema-risk-strategy", "-n", namespace),
+    )
+    configmap = eventually(
+        "the strategy ConfigMap", lambda: get_json(cluster, "configmap", "ema-risk-strategy", "-n", namespace)
+    )
+    for owned in (deployment, configmap):
+        (reference,) = owned["metadata"]["ownerReferences"]
+        assert (reference["kind"], reference["name"], reference["uid"], reference["controller"]) == (
+            "TradingStrategy",
+            "ema-risk",
+            uid,
+            True,
+        )
+        labels = owned["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "ema-risk"
+        assert labels["app.kubernetes.io/managed-by"] == "tradebot-operator"
+        assert labels["app.kubernetes.io/component"] == "strategy"
+    params = json.loads(configmap["data"]["TRADEBOT_STRATEGY_PARAMS"])
+    assert (params["ma_type"], params["short_window"], params["long_window"], params["stop_loss_pct"]) == (
+        "ema",
+        12,
+        26,
+        2,
+    )
+    assert params["allow_short"] is True
+    assert params["sizing"] == {"kind": "risk-pct", "value": 1.0}
+    assert configmap["data"]["TRADEBOT_STRATEGY_SYMBOLS"] == "BTCUSDT,ETHUSDT"
+    assert deployment["spec"]["replicas"] == 1
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/tradebot/tradebot:0.1.0"
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    first_hash = deployment["spec"]["template"]["metadata"]["annotations"][render.CONFIG_HASH_ANNOTATION]
+
+    # No kubelet: the pods never become ready, so the resource is not Ready.
+    not_ready = eventually(
+        "Ready=False", lambda: _condition(get_json(cluster, "ts", "ema-risk", "-n", namespace), "Ready")
+    )
+    assert not_ready["status"] == "False"
+
+    # Readiness follows the Deployment's real availability.
+    _mark_pods_ready(
+        cluster, namespace, "app.kubernetes.io/instance=ema-risk,app.kubernetes.io/component=strategy"
+    )
+    ready = eventually(
+        "Ready=True",
+        lambda: (
+            (c := _condition(get_json(cluster, "ts", "ema-risk", "-n", namespace), "Ready"))
+            and c["status"] == "True"
+            and c
+        ),
+    )
+    assert ready["reason"] == "Available"
+    table = kubectl_ok(cluster, "get", "ts", "ema-risk", "-n", namespace)
+    assert table.splitlines()[1].split()[5] == "True"
+
+    # A spec change rolls the pods: the config hash moves and the ConfigMap holds the new parameters.
+    kubectl_ok(
+        cluster,
+        "patch",
+        "ts",
+        "ema-risk",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"shortWindow": 8}}',
+    )
+
+    def rolled() -> dict[str, Any] | None:
+        live = get_json(cluster, "deployment", "ema-risk-strategy", "-n", namespace)
+        annotations = (live or {})["spec"]["template"]["metadata"].get("annotations") or {}
+        return live if annotations.get(render.CONFIG_HASH_ANNOTATION) not in (None, first_hash) else None
+
+    eventually("a new config hash", rolled)
+    configmap = get_json(cluster, "configmap", "ema-risk-strategy", "-n", namespace)
+    assert configmap is not None
+    assert json.loads(configmap["data"]["TRADEBOT_STRATEGY_PARAMS"])["short_window"] == 8
+
+    # Suspend scales to zero and says so.
+    kubectl_ok(
+        cluster,
+        "patch",
+        "ts",
+        "ema-risk",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"suspend": true}}',
+    )
+    eventually(
+        "replicas 0",
+        lambda: (
+            (get_json(cluster, "deployment", "ema-risk-strategy", "-n", namespace) or {})["spec"]["replicas"]
+            == 0
+        ),
+    )
+    suspended = eventually(
+        "Ready=False/Suspended",
+        lambda: (
+            (c := _condition(get_json(cluster, "ts", "ema-risk", "-n", namespace), "Ready"))
+            and c["reason"] == "Suspended"
+            and c
+        ),
+    )
+    assert suspended["status"] == "False"
+    final = eventually(
+        "status for the newest generation",
+        lambda: (
+            (r := get_json(cluster, "ts", "ema-risk", "-n", namespace))
+            and r["status"].get("observedGeneration") == r["metadata"]["generation"]
+            and r
+        ),
+    )
+    assert final["metadata"]["generation"] == 3
+
+    # Idle: nothing changes, so the operator writes nothing.
+    time.sleep(1.0)  # let the Deployment controller's own status updates settle
+    before = (
+        get_json(cluster, "ts", "ema-risk", "-n", namespace),
+        get_json(cluster, "deployment", "ema-risk-strategy", "-n", namespace),
+        get_json(cluster, "configmap", "ema-risk-strategy", "-n", namespace),
+    )
+    writes = operator.api_writes()
+    time.sleep(5.0)
+    after = (
+        get_json(cluster, "ts", "ema-risk", "-n", namespace),
+        get_json(cluster, "deployment", "ema-risk-strategy", "-n", namespace),
+        get_json(cluster, "configmap", "ema-risk-strategy", "-n", namespace),
+    )
+    assert operator.api_writes() == writes
+    assert [obj["metadata"]["resourceVersion"] for obj in after if obj] == [
+        obj["metadata"]["resourceVersion"] for obj in before if obj
+    ]
+
+
+def _backtested(cluster: KubeCluster, namespace: str) -> tuple[dict[str, Any], str]:
+    kubectl_ok(
+        cluster, "create", "configmap", "prices", "-n", namespace, "--from-literal", f"ohlcv.csv={CSV}"
+    )
+    _apply(cluster, namespace, _example("backtest-configmap.yaml"))
+    jobs = eventually(
+        "the backtest Job",
+        lambda: (
+            get_json(cluster, "jobs", "-n", namespace, "-l", "app.kubernetes.io/instance=sma-backtested")
+            or {}
+        ).get("items"),
+    )
+    (job,) = jobs
+    running = eventually(
+        "BacktestSucceeded=Unknown",
+        lambda: _condition(get_json(cluster, "ts", "sma-backtested", "-n", namespace), "BacktestSucceeded"),
+    )
+    assert (running["status"], running["reason"]) == ("Unknown", "Running")
+    return job, _job_pod(cluster, namespace, job["metadata"]["name"])
+
+
+def test_backtest_job_result_lands_in_the_status(
+    kube_apiserver: KubeCluster, operator: Operator, namespace: str
+) -> None:
+    cluster = kube_apiserver
+    job, pod = _backtested(cluster, namespace)
+    name = job["metadata"]["name"]
+    assert name.startswith("sma-backtested-backtest-")
+    (reference,) = job["metadata"]["ownerReferences"]
+    assert reference["kind"] == "TradingStrategy"
+    spec = job["spec"]["template"]["spec"]
+    args = spec["containers"][0]["args"]
+    assert args[:3] == ["backtest", "--data", "/data/ohlcv.csv"]
+    for flag, value in (
+        ("--short-window", "20"),
+        ("--long-window", "50"),
+        ("--stop-loss-pct", "5"),
+        ("--sizing", "equity-pct:50"),
+    ):
+        assert f"{flag}={value}" in args
+    joined = " ".join(args)
+    for part in (
+        "--fill next-open",
+        "--commission-pct 0.1",
+        "--slippage-bps 5",
+        "--initial-cash 100000",
+        "--json --result-file /dev/termination-log",
+    ):
+        assert part in joined
+    assert spec["volumes"][1]["configMap"]["name"] == "prices"
+
+    _terminate_pod(cluster, namespace, pod, exit_code=0, message=json.dumps(RESULT, separators=(",", ":")))
+    done = eventually(
+        "BacktestSucceeded=True",
+        lambda: (
+            (r := get_json(cluster, "ts", "sma-backtested", "-n", namespace))
+            and (c := _condition(r, "BacktestSucceeded"))
+            and c["status"] == "True"
+            and r
+        ),
+    )
+    backtest = done["status"]["backtest"]
+    assert backtest["jobName"] == name
+    assert (backtest["totalReturnPct"], backtest["sharpe"], backtest["maxDrawdownPct"]) == (12.5, 1.25, -7.5)
+    assert (backtest["nTrades"], backtest["winRatePct"]) == (8, 55.0)
+    assert backtest["finishedAt"]
+    row = kubectl_ok(cluster, "get", "ts", "sma-backtested", "-n", namespace).splitlines()[1].split()
+    assert row[6:8] == ["12.5", "1.25"]
+
+
+def test_failed_backtest_says_why(kube_apiserver: KubeCluster, operator: Operator, namespace: str) -> None:
+    cluster = kube_apiserver
+    _, pod = _backtested(cluster, namespace)
+    _terminate_pod(
+        cluster,
+        namespace,
+        pod,
+        exit_code=2,
+        message="tradebot backtest: error: /data/ohlcv.csv holds 1 bar(s)",
+    )
+    failed = eventually(
+        "BacktestSucceeded=False",
+        lambda: (
+            (c := _condition(get_json(cluster, "ts", "sma-backtested", "-n", namespace), "BacktestSucceeded"))
+            and c["status"] == "False"
+            and c
+        ),
+    )
+    assert failed["reason"] == "BacktestFailed"
+    assert "holds 1 bar(s)" in failed["message"]
+
+
+def test_schedule_makes_a_cronjob(kube_apiserver: KubeCluster, operator: Operator, namespace: str) -> None:
+    cluster = kube_apiserver
+    _apply(cluster, namespace, _example("backtest-nightly.yaml"))
+    cronjob = eventually(
+        "the backtest CronJob", lambda: get_json(cluster, "cronjob", "ema-nightly-backtest", "-n", namespace)
+    )
+    assert cronjob["spec"]["schedule"] == "0 2 * * *"
+    args = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == ["backtest", "--data", "/app/data/historical_data.csv"]
+    assert "--ma=ema" in args
+    deployment = eventually(
+        "the suspended Deployment",
+        lambda: get_json(cluster, "deployment", "ema-nightly-strategy", "-n", namespace),
+    )
+    assert deployment["spec"]["replicas"] == 0
+    jobs = get_json(cluster, "jobs", "-n", namespace)
+    assert jobs is not None
+    assert jobs["items"] == []
