@@ -8,7 +8,9 @@ backtester's numerical stack (or the other way round).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -22,6 +24,25 @@ class Command(NamedTuple):
 
 # Add a command by adding a row; keep them in the order a user meets them.
 COMMANDS: tuple[Command, ...] = (
+    Command(
+        "up",
+        "run the whole live pipeline on this machine (--embedded: in one process, no servers)",
+        "tradebot.up",
+    ),
+    Command(
+        "simulator", "WebSocket market simulator: random walks or a CSV replay", "tradebot.simulator.command"
+    ),
+    Command(
+        "feed", "market-data feed: WebSocket source -> validated ticks on Kafka", "tradebot.feed.command"
+    ),
+    Command("strategy", "one strategy over the ticks, orders out exactly once", "tradebot.strategy.command"),
+    Command(
+        "executor", "paper broker: orders -> fills, order log and P&L in Redis", "tradebot.executor.command"
+    ),
+    Command(
+        "api", "HTTP API: orders, fills, positions, P&L, strategies; halt/resume", "tradebot.api.command"
+    ),
+    Command("dashboard", "Streamlit dashboard over the API", "tradebot.dashboard.command"),
     Command("backtest", "backtest the crossover strategy over a CSV", "tradebot.backtest.command"),
     Command(
         "sweep",
@@ -45,6 +66,9 @@ def _top_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: how to see where a service is stuck.
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     args = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
     if not args or args[0] in ("-h", "--help"):

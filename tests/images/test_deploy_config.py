@@ -116,8 +116,9 @@ def test_readme_run_on_kind() -> None:
     for command in (
         "kind create cluster --config manifests/kind-config.yaml",
         "skaffold dev -p kind",
-        "kubectl apply -n tradebot -f manifests/examples/basic.yaml",
+        "kubectl apply -n tradebot -f manifests/examples/sma-basic.yaml",
         "http://127.0.0.1:8501",
         "http://127.0.0.1:8080",
     ):
         assert command in section, command
+    assert (REPO_ROOT / "manifests" / "examples" / "sma-basic.yaml").is_file()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugins._proc import ServerProcess, free_port, require_tool
+from tests.plugins._proc import ServerProcess, free_port, port_open, require_tool
 
 KAFKA_READY_TIMEOUT_S = 120.0
 
@@ -119,6 +119,8 @@ def _wait_for_kafka(broker: KafkaBroker) -> None:
             return False
         return bool(metadata.brokers)
 
+    # A TCP accept first: librdkafka logs every refused connection, which would flood the output.
+    broker.process.wait_until("its port", lambda: port_open(broker.port), KAFKA_READY_TIMEOUT_S)
     broker.process.wait_until("metadata", serves, KAFKA_READY_TIMEOUT_S)
     # Metadata can answer before the controller accepts writes; a topic creation proves it does.
     broker.process.wait_until("a topic creation", lambda: _try_create(broker), KAFKA_READY_TIMEOUT_S)
@@ -143,7 +145,14 @@ def start_kafka(root: Path) -> KafkaBroker:
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     fmt = ServerProcess(
         "kafka-format",
-        [str(kafka_class), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+        [
+            str(kafka_class),
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={cluster_id}",
+            "-c",
+            str(config),
+        ],
         root,
     )
     if fmt.popen.wait(timeout=120) != 0:

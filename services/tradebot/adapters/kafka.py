@@ -38,6 +38,9 @@ _FENCED = frozenset(
     }
 )
 _TIMEOUT_S = 30.0
+# Each transaction call's own timeout: a healthy commit takes milliseconds, and a pipeline should
+# rather abort and retry a batch than stall for long.
+_TXN_TIMEOUT_S = 10.0
 
 
 def _kafka_error(exc: BaseException) -> KafkaError | None:
@@ -75,6 +78,32 @@ def _consume(consumer: _KafkaConsumer, max_messages: int, timeout: float) -> lis
     if first is None:
         return []
     return [first, *consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
+
+
+_RETRIABLE = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+)
+
+
+def _watermarks(consumer: _KafkaConsumer, partition: TopicPartition, deadline: float) -> tuple[int, int]:
+    """Low and high watermarks, retrying while a just-created topic's leadership settles."""
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                partition, timeout=max(1.0, deadline - time.monotonic())
+            )
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = _kafka_error(exc)
+            if error is None or error.code() not in _RETRIABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 class KafkaProducer:
@@ -138,9 +167,14 @@ class KafkaProducer:
             self._producer.close()
 
 
+class TransactionStuckError(BusError):
+    """A transaction call did not return in time; the producer must be replaced."""
+
+
 class KafkaTransactionalProducer(KafkaProducer):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
+        self.stuck = False
         try:
             self._producer.init_transactions(_TIMEOUT_S)
         except KafkaException as exc:
@@ -153,22 +187,44 @@ class KafkaTransactionalProducer(KafkaProducer):
             raise _bus_error("begin_transaction", exc) from exc
 
     def commit(self, consumer: Consumer | None = None) -> None:
-        try:
-            if consumer is not None:
-                if not isinstance(consumer, KafkaConsumer):
-                    raise BusError("commit(consumer) needs a KafkaConsumer")
-                positions = consumer._positions()
+        positions: list[TopicPartition] = []
+        metadata: Any = None
+        if consumer is not None:
+            if not isinstance(consumer, KafkaConsumer):
+                raise BusError("commit(consumer) needs a KafkaConsumer")
+            positions = consumer._positions()
+            metadata = consumer._consumer.consumer_group_metadata() if positions else None
+        outcome: dict[str, BaseException] = {}
+
+        def finish() -> None:
+            try:
                 if positions:
-                    self._producer.send_offsets_to_transaction(
-                        positions, consumer._consumer.consumer_group_metadata(), _TIMEOUT_S
-                    )
-            self._producer.commit_transaction(_TIMEOUT_S)
-        except KafkaException as exc:
-            raise _bus_error("commit_transaction", exc) from exc
+                    self._producer.send_offsets_to_transaction(positions, metadata, _TXN_TIMEOUT_S)
+                self._producer.commit_transaction(_TXN_TIMEOUT_S)
+            except BaseException as exc:  # handed to the caller's thread below
+                outcome["error"] = exc
+
+        # librdkafka can block in send_offsets_to_transaction past its timeout when the group
+        # coordinator went away (librdkafka issues 5456 and 5511, e.g. after a broker restart): the
+        # calls run in a daemon thread so the caller gets TransactionStuckError and can start over
+        # with a new producer (whose init_transactions fences this one) instead of hanging forever.
+        worker = threading.Thread(target=finish, name="kafka-txn-commit", daemon=True)
+        worker.start()
+        worker.join(2 * _TXN_TIMEOUT_S + 5.0)
+        if worker.is_alive():
+            self.stuck = True
+            raise TransactionStuckError("the transaction commit did not return; this producer is abandoned")
+        error = outcome.get("error")
+        if isinstance(error, KafkaException):
+            raise _bus_error("commit_transaction", error) from error
+        if error is not None:
+            raise error
         with self._lock:
             self._errors = []  # a committed transaction delivered everything
 
     def abort(self) -> None:
+        if self.stuck:
+            return  # its commit thread still holds librdkafka; the next producer fences it
         try:
             self._producer.abort_transaction(_TIMEOUT_S)
         except KafkaException as exc:
@@ -177,6 +233,8 @@ class KafkaTransactionalProducer(KafkaProducer):
             self._errors = []  # purged with the transaction
 
     def close(self) -> None:
+        if self.stuck:
+            return  # closing would wait for the stuck call; the process exit reclaims it
         # Records of an open transaction are dropped; the transaction is aborted (by librdkafka, the
         # coordinator's timeout or the next instance's init_transactions).
         self._release()
@@ -333,7 +391,7 @@ class KafkaBus:
             ends: dict[int, int] = {}
             starts: list[TopicPartition] = []
             for partition in sorted(described.partitions):
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+                low, high = _watermarks(consumer, TopicPartition(topic, partition), deadline)
                 if high > low:
                     ends[partition] = high
                     starts.append(TopicPartition(topic, partition, low))

@@ -258,6 +258,29 @@ class CrossoverStrategy:
             st.entry_price = 0.0
             st.best_price = 0.0
 
+    def on_rejected(self, order: OrderRequest) -> None:
+        """Undoes the fill this instance assumed for `order` when the broker refused it.
+
+        Undoing is additive (cash and quantity move back by what the assumed fill moved them), so a
+        refused entry followed by a refused exit of the same position cancel out whatever the order
+        in which they are undone."""
+        st = self.state(order.symbol)
+        executed = fill_price(order.side.sign, order.ref_price, self.costs.slippage_bps)
+        fee = commission(order.qty, executed, self.costs.commission_pct, self.costs.commission_fixed)
+        signed = order.side.sign * order.qty
+        self.cash += signed * executed + fee
+        st.qty -= signed
+        if abs(st.qty) < 1e-12:
+            st.qty = 0.0
+            st.entry_price = 0.0
+            st.best_price = 0.0
+        elif st.entry_price == 0.0:
+            # The position came back (a refused exit): its entry price is not known any more; the
+            # refused exit's price is the best estimate for the stops.
+            st.entry_price = executed
+            st.best_price = executed
+        self.counters.rejected_fills += 1
+
     # -- internals -------------------------------------------------------------------------------
     def _roll_day(self, ts: datetime) -> None:
         if self.params.risk.max_daily_loss_pct is None:

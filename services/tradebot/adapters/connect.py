@@ -1,0 +1,54 @@
+"""Settings shared by the pipeline services, and building the bus and store they name."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from tradebot.adapters.bus import Bus
+from tradebot.adapters.store import Store
+from tradebot.core.costs import Costs
+from tradebot.kit.health import ReadinessCheck, tcp_check
+from tradebot.kit.settings import ServiceSettings
+
+
+class PipelineSettings(ServiceSettings):
+    """Where Kafka and Redis are, and the cost model the strategy and the paper broker share."""
+
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092", min_length=3, description="Kafka bootstrap servers."
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://", description="Redis URL."
+    )
+    redis_prefix: str = Field(default="tradebot", pattern=r"^[A-Za-z0-9_.-]+$")
+    topic_partitions: int = Field(default=6, ge=1, le=1000)
+    commission_pct: float = Field(default=0.0, ge=0, le=10)
+    commission_fixed: float = Field(default=0.0, ge=0)
+    slippage_bps: float = Field(default=0.0, ge=0, le=1000)
+
+    def costs(self) -> Costs:
+        return Costs(
+            commission_pct=self.commission_pct,
+            commission_fixed=self.commission_fixed,
+            slippage_bps=self.slippage_bps,
+        )
+
+
+def kafka_bus(settings: PipelineSettings) -> Bus:
+    from tradebot.adapters.kafka import KafkaBus
+
+    return KafkaBus(settings.kafka_bootstrap)
+
+
+def redis_store(settings: PipelineSettings) -> Store:
+    from tradebot.adapters.redis_store import RedisStore
+
+    return RedisStore(settings.redis_url, prefix=settings.redis_prefix)
+
+
+def kafka_reachable(settings: PipelineSettings) -> ReadinessCheck:
+    """A readiness check: the first bootstrap server accepts TCP connections."""
+
+    first = settings.kafka_bootstrap.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    return tcp_check(host or "127.0.0.1", int(port or 9092))

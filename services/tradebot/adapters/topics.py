@@ -1,0 +1,70 @@
+"""The pipeline's topics and the JSON envelopes on them (documented in services/README.md).
+
+Every value is versioned JSON (`schema_version` inside each model). Keys are the symbol, so one
+symbol's messages stay in order on one partition; `strategy-state` is keyed by strategy id and
+compacted (the latest snapshot per strategy is what a restart needs).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from tradebot.adapters.bus import TopicSpec
+from tradebot.core.models import Fill, OrderRequest, Position
+
+TICKS = "ticks"
+TICKS_DLQ = "ticks.dlq"
+ORDERS = "orders"
+FILLS = "fills"
+SIGNALS = "signals"
+STRATEGY_STATE = "strategy-state"
+
+DAY_MS = 86_400_000
+
+
+def pipeline_topics(partitions: int = 6) -> list[TopicSpec]:
+    return [
+        TopicSpec(TICKS, partitions=partitions, retention_ms=DAY_MS),
+        TopicSpec(TICKS_DLQ, partitions=1, retention_ms=7 * DAY_MS),
+        TopicSpec(ORDERS, partitions=partitions, retention_ms=30 * DAY_MS),
+        # The fills topic is the executor's source of truth (the Redis view is rebuilt from it): one
+        # partition keeps a single order of fills, and nothing expires.
+        TopicSpec(FILLS, partitions=1, retention_ms=-1),
+        TopicSpec(SIGNALS, partitions=partitions, retention_ms=7 * DAY_MS),
+        TopicSpec(STRATEGY_STATE, partitions=1, compacted=True),
+    ]
+
+
+class FillRecord(BaseModel):
+    """A value on `fills`: the order, what happened to it, and the position after it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = 1
+    order: OrderRequest
+    fill: Fill
+    position: Position
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A value on `ticks.dlq`: the raw message and why it was refused."""
+
+    source: str
+    reason: str
+    raw: str
+    received_at: str
+
+    def to_json(self) -> bytes:
+        body: dict[str, Any] = {
+            "schema_version": 1,
+            "source": self.source,
+            "reason": self.reason,
+            "raw": self.raw,
+            "received_at": self.received_at,
+        }
+        return json.dumps(body).encode()

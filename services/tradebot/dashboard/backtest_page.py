@@ -1,0 +1,452 @@
+"""The Backtest page: pick or upload an OHLCV CSV, set the strategy's parameters, run one backtest
+(metrics, price with trades, equity and drawdown) or sweep short x long windows (ranked table, heatmap).
+
+Runs `tradebot.backtest` in-process; it never talks to the live pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+from pydantic import ValidationError
+
+from tradebot.backtest.data import DataError, load_ohlcv
+from tradebot.backtest.engine import FILL_MODELS, BacktestConfig
+from tradebot.backtest.result import BacktestResult, run_backtest
+from tradebot.backtest.sweep import RANK_METRICS, SweepResult, parse_range, run_sweep
+from tradebot.core.costs import Costs
+from tradebot.core.params import SIZING_KINDS, StrategyParams
+from tradebot.dashboard.common import load_dashboard_settings
+from tradebot.dashboard.settings import DashboardSettings
+
+RESULT_KEY = "bt_result"
+SWEEP_KEY = "bt_sweep"
+MAX_CHART_POINTS = 3000
+MAX_SWEEP_COMBOS = 20_000
+SOURCE_FOLDER = "a CSV in the data folder"
+SOURCE_UPLOAD = "upload a CSV"
+HEADLINE = (
+    ("total return %", "total_return_pct", "{:,.2f}"),
+    ("sharpe", "sharpe", "{:.2f}"),
+    ("max drawdown %", "max_drawdown_pct", "{:.2f}"),
+    ("trades", "n_trades", "{:d}"),
+    ("win rate %", "win_rate_pct", "{:.1f}"),
+)
+
+
+# -- data ---------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner="Loading the CSV…", max_entries=8)
+def _load_file(path: str, mtime_ns: int, size: int) -> tuple[pd.DataFrame | None, str | None]:
+    del mtime_ns, size  # part of the cache key only
+    try:
+        return load_ohlcv(path), None
+    except DataError as exc:
+        return None, str(exc)
+
+
+@st.cache_data(show_spinner="Loading the upload…", max_entries=4)
+def _load_upload(name: str, digest: str, content: bytes) -> tuple[pd.DataFrame | None, str | None]:
+    """Saves the upload to a temporary file, loads it, and names the upload (not the temp file) in errors."""
+    del digest  # the cache key; hashing the bytes is Streamlit's job too, but this keeps it cheap
+    safe_name = Path(name).name or "upload.csv"
+    with tempfile.TemporaryDirectory(prefix="tradebot-upload-") as folder:
+        path = Path(folder) / safe_name
+        path.write_bytes(content)
+        try:
+            return load_ohlcv(path), None
+        except DataError as exc:
+            return None, str(exc).replace(str(path), safe_name)
+
+
+def csv_files(data_dir: str) -> list[Path]:
+    folder = Path(data_dir)
+    return sorted(p for p in folder.glob("*.csv") if p.is_file()) if folder.is_dir() else []
+
+
+def choose_data(settings: DashboardSettings) -> tuple[pd.DataFrame | None, str]:
+    """The bars to test and what they are called; None (with the reason shown) when there are none."""
+    source = st.radio("Data", [SOURCE_FOLDER, SOURCE_UPLOAD], key="bt_source", horizontal=True)
+    if source == SOURCE_UPLOAD:
+        upload = st.file_uploader("OHLCV CSV", type=["csv"], key="bt_upload")
+        if upload is None:
+            st.info("Upload a CSV with timestamp, open, high, low, close (and volume) columns.")
+            return None, ""
+        content = upload.getvalue()
+        bars, error = _load_upload(upload.name, hashlib.sha256(content).hexdigest(), content)
+        label = upload.name
+    else:
+        files = csv_files(settings.data_dir)
+        if not files:
+            st.info(
+                f"No CSV files in {Path(settings.data_dir).resolve()} (TRADEBOT_DATA_DIR); upload one instead."
+            )
+            return None, ""
+        chosen = st.selectbox("CSV file", [str(p) for p in files], key="bt_file")
+        path = Path(str(chosen))
+        stat = path.stat()
+        bars, error = _load_file(str(path), stat.st_mtime_ns, stat.st_size)
+        label = path.name
+    if error is not None or bars is None:
+        st.error(f"Cannot use this data: {error}")
+        return None, label
+    st.caption(
+        f"{label}: {len(bars):,} bars from {bars.index[0]:%Y-%m-%d %H:%M} to {bars.index[-1]:%Y-%m-%d %H:%M} (UTC)"
+    )
+    return bars, label
+
+
+# -- parameters ---------------------------------------------------------------------------------------
+def _optional(value: float) -> float | None:
+    return float(value) if value and value > 0 else None
+
+
+def choose_config() -> BacktestConfig | None:
+    """The parameters from the widgets; None (with the validation error shown) when they do not fit."""
+    c1, c2, c3, c4 = st.columns(4)
+    ma_type = c1.selectbox("Moving average", ["sma", "ema"], key="bt_ma")
+    short_window = c2.number_input(
+        "Short window", min_value=1, max_value=100_000, value=10, step=1, key="bt_short"
+    )
+    long_window = c3.number_input(
+        "Long window", min_value=2, max_value=100_000, value=30, step=1, key="bt_long"
+    )
+    fill = c4.selectbox(
+        "Fill model",
+        list(FILL_MODELS),
+        key="bt_fill",
+        help="close: at the bar's close; next-open: at the next open",
+    )
+    c1, c2, c3, c4 = st.columns(4)
+    stop = c1.number_input(
+        "Stop-loss % (0 = off)", min_value=0.0, max_value=99.0, value=0.0, step=0.5, key="bt_stop"
+    )
+    take = c2.number_input(
+        "Take-profit % (0 = off)", min_value=0.0, max_value=10_000.0, value=0.0, step=0.5, key="bt_take"
+    )
+    trail = c3.number_input(
+        "Trailing stop % (0 = off)", min_value=0.0, max_value=99.0, value=0.0, step=0.5, key="bt_trail"
+    )
+    allow_short = c4.checkbox("Allow short", key="bt_short_selling")
+    c1, c2, c3, c4 = st.columns(4)
+    sizing_kind = c1.selectbox("Sizing", list(SIZING_KINDS), key="bt_sizing")
+    sizing_value = c2.number_input(
+        "Sizing value", min_value=0.0, value=10.0, step=1.0, key="bt_sizing_value", disabled=sizing_kind == "all-in",
+        help="quantity, currency amount or percent, by sizing kind",
+    )  # fmt: skip
+    qty_step = c3.number_input(
+        "Quantity step (0 = fractional)", min_value=0.0, value=1.0, step=1.0, key="bt_qty_step"
+    )
+    initial_cash = c4.number_input("Initial cash", min_value=1.0, value=10_000.0, step=1_000.0, key="bt_cash")
+    c1, c2, c3, _ = st.columns(4)
+    commission_pct = c1.number_input(
+        "Commission %", min_value=0.0, max_value=10.0, value=0.0, step=0.01, key="bt_commission"
+    )
+    commission_fixed = c2.number_input("Fixed fee per fill", min_value=0.0, value=0.0, step=0.5, key="bt_fee")
+    slippage_bps = c3.number_input(
+        "Slippage (bps)", min_value=0.0, max_value=1000.0, value=0.0, step=1.0, key="bt_slippage"
+    )
+    try:
+        params = StrategyParams(
+            ma_type=ma_type,
+            short_window=int(short_window),
+            long_window=int(long_window),
+            stop_loss_pct=_optional(stop),
+            take_profit_pct=_optional(take),
+            trailing_stop_pct=_optional(trail),
+            allow_short=bool(allow_short),
+            sizing={"kind": sizing_kind}
+            if sizing_kind == "all-in"
+            else {"kind": sizing_kind, "value": float(sizing_value)},
+            qty_step=float(qty_step),
+        )
+        costs = Costs(
+            commission_pct=commission_pct, commission_fixed=commission_fixed, slippage_bps=slippage_bps
+        )
+    except ValidationError as exc:
+        st.error("Invalid parameters: " + _validation_text(exc))
+        return None
+    return BacktestConfig(
+        params=params,
+        costs=costs,
+        initial_cash=float(initial_cash),
+        fill="next-open" if fill == "next-open" else "close",
+    )
+
+
+def _validation_text(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
+
+
+# -- charts -------------------------------------------------------------------------------------------
+def _step(n: int) -> int:
+    return max(1, -(-n // MAX_CHART_POINTS))
+
+
+def price_chart(result: BacktestResult) -> alt.LayerChart:
+    index = result.raw.index
+    step = _step(len(index))
+    params = result.config.params
+    short_label = f"{params.ma_type.upper()} {params.short_window}"
+    long_label = f"{params.ma_type.upper()} {params.long_window}"
+    lines = pd.DataFrame(
+        {
+            "ts": index[::step],
+            "close": result.close[::step],
+            short_label: result.raw.short_ma[::step],
+            long_label: result.raw.long_ma[::step],
+        }
+    ).melt(id_vars="ts", var_name="series", value_name="value")
+    lines = lines.dropna(subset=["value"])
+    line = (
+        alt.Chart(lines)
+        .mark_line()
+        .encode(
+            x=alt.X("ts:T", title=None),
+            y=alt.Y("value:Q", title="price", scale=alt.Scale(zero=False)),
+            color=alt.Color(
+                "series:N",
+                scale=alt.Scale(
+                    domain=["close", short_label, long_label], range=["#555555", "#1f77b4", "#ff7f0e"]
+                ),
+            ),
+            tooltip=[alt.Tooltip("ts:T"), "series:N", alt.Tooltip("value:Q", format=".4f")],
+        )
+    )
+    marks = trade_markers(result.trades)
+    points = (
+        alt.Chart(marks)
+        .mark_point(filled=True, size=70, opacity=0.9)
+        .encode(
+            x="ts:T",
+            y="price:Q",
+            shape=alt.Shape("kind:N", title="trades", scale=alt.Scale(
+                domain=["long entry", "short entry", "exit", "stop-out"], range=["triangle-up", "triangle-down", "cross", "diamond"]
+            )),
+            color=alt.Color("kind:N", title="trades", scale=alt.Scale(
+                domain=["long entry", "short entry", "exit", "stop-out"], range=["#2ca02c", "#d62728", "#111111", "#e377c2"]
+            )),
+            tooltip=[alt.Tooltip("ts:T"), "kind:N", alt.Tooltip("price:Q", format=".4f"), "reason:N"],
+        )
+    )  # fmt: skip
+    chart: alt.LayerChart = alt.layer(line, points).resolve_scale(color="independent", shape="independent")
+    return chart.properties(height=380)
+
+
+def trade_markers(trades: pd.DataFrame) -> pd.DataFrame:
+    if trades.empty:
+        return pd.DataFrame(columns=["ts", "price", "kind", "reason"])
+    entries = pd.DataFrame(
+        {
+            "ts": trades["entry_time"],
+            "price": trades["entry_price"],
+            "kind": np.where(trades["side"] == "long", "long entry", "short entry"),
+            "reason": trades["side"].astype(str),
+        }
+    )
+    reasons = trades["exit_reason"].astype(str)
+    exits = pd.DataFrame(
+        {
+            "ts": trades["exit_time"],
+            "price": trades["exit_price"],
+            "kind": np.where(reasons.str.contains("stop"), "stop-out", "exit"),
+            "reason": reasons,
+        }
+    )
+    return pd.concat([entries, exits], ignore_index=True)
+
+
+def equity_charts(result: BacktestResult) -> tuple[alt.Chart, alt.Chart]:
+    index = result.raw.index
+    equity = np.asarray(result.raw.equity, dtype=np.float64)
+    peak = np.maximum.accumulate(equity) if len(equity) else equity
+    with np.errstate(divide="ignore", invalid="ignore"):
+        drawdown = np.where(peak > 0, equity / peak - 1.0, 0.0) * 100.0
+    buy_hold = (
+        result.config.initial_cash * result.close / result.close[0] if len(result.close) else result.close
+    )
+    step = _step(len(index))
+    frame = pd.DataFrame({"ts": index[::step], "strategy": equity[::step], "buy & hold": buy_hold[::step]})
+    curves = (
+        alt.Chart(frame.melt(id_vars="ts", var_name="series", value_name="equity"))
+        .mark_line()
+        .encode(
+            x=alt.X("ts:T", title=None),
+            y=alt.Y("equity:Q", scale=alt.Scale(zero=False)),
+            color=alt.Color(
+                "series:N", scale=alt.Scale(domain=["strategy", "buy & hold"], range=["#1f77b4", "#999999"])
+            ),
+            tooltip=[alt.Tooltip("ts:T"), "series:N", alt.Tooltip("equity:Q", format=",.2f")],
+        )
+        .properties(height=280)
+    )
+    dd = pd.DataFrame({"ts": index[::step], "drawdown_pct": drawdown[::step]})
+    area = (
+        alt.Chart(dd)
+        .mark_area(color="#d62728", opacity=0.4, line={"color": "#d62728"})
+        .encode(
+            x=alt.X("ts:T", title=None),
+            y=alt.Y("drawdown_pct:Q", title="drawdown %"),
+            tooltip=[alt.Tooltip("ts:T"), alt.Tooltip("drawdown_pct:Q", format=".2f")],
+        )
+        .properties(height=150)
+    )
+    return curves, area
+
+
+def heatmap(table: pd.DataFrame, metric: str) -> alt.LayerChart | alt.FacetChart:
+    frame = table[["short_window", "long_window", metric]].copy()
+    frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
+    base = alt.Chart(frame).encode(
+        x=alt.X("short_window:O", title="short window"),
+        y=alt.Y("long_window:O", title="long window", sort="descending"),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color(f"{metric}:Q", title=metric, scale=alt.Scale(scheme="viridis")),
+        tooltip=["short_window:O", "long_window:O", alt.Tooltip(f"{metric}:Q", format=".3f")],
+    )
+    layers: list[alt.Chart] = [cells]
+    if len(frame) <= 400:
+        layers.append(
+            base.mark_text(fontSize=10, color="white").encode(text=alt.Text(f"{metric}:Q", format=".2f"))
+        )
+    return alt.layer(*layers).properties(height=max(220, 24 * frame["long_window"].nunique()))
+
+
+# -- results ------------------------------------------------------------------------------------------
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if not np.isfinite(number):
+            return "-"
+        return f"{number:,.4g}" if abs(number) < 1e6 else f"{number:,.0f}"
+    return str(value)
+
+
+def stats_table(stats: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame({"metric": list(stats), "value": [_fmt(v) for v in stats.values()]})
+
+
+def show_result(result: BacktestResult, label: str) -> None:
+    stats = result.stats
+    st.subheader(f"Result: {label}")
+    st.caption(" ".join(result.config.params.to_cli_args()) + f" --fill={result.config.fill}")
+    for col, (name, key, fmt) in zip(st.columns(len(HEADLINE)), HEADLINE, strict=True):
+        value = stats.get(key)
+        if key == "n_trades":
+            value = int(value or 0)
+        shown = fmt.format(value) if isinstance(value, int | float) and np.isfinite(value) else "-"
+        col.metric(name, shown)
+    left, right = st.columns([1, 3])
+    with left:
+        st.dataframe(stats_table(stats), hide_index=True, width="stretch", height=560)
+    with right:
+        st.altair_chart(price_chart(result), width="stretch")
+        curves, area = equity_charts(result)
+        st.altair_chart(curves, width="stretch")
+        st.altair_chart(area, width="stretch")
+    with st.expander(f"Trades ({len(result.trades)})"):
+        st.dataframe(result.trades, hide_index=True, width="stretch")
+
+
+def sweep_section(bars: pd.DataFrame | None, config: BacktestConfig | None) -> None:
+    st.header("Sweep")
+    st.caption(
+        "Every short x long window pair over the parameters above, ranked by a metric (higher is better)."
+    )
+    c1, c2, c3 = st.columns(3)
+    short_text = c1.text_input(
+        "Short windows",
+        value="5:30:5",
+        key="bt_sweep_short",
+        help="START:STOP:STEP (inclusive) or a comma list",
+    )
+    long_text = c2.text_input(
+        "Long windows",
+        value="20:100:10",
+        key="bt_sweep_long",
+        help="START:STOP:STEP (inclusive) or a comma list",
+    )
+    metric = c3.selectbox("Rank by", list(RANK_METRICS), key="bt_sweep_metric")
+    if st.button("Run sweep", key="bt_sweep_run", disabled=bars is None or config is None):
+        assert bars is not None
+        assert config is not None
+        try:
+            shorts = parse_range(short_text, int)
+            longs = parse_range(long_text, int)
+        except ValueError as exc:
+            st.error(str(exc))
+            shorts, longs = [], []
+        if shorts and longs:
+            if len(shorts) * len(longs) > MAX_SWEEP_COMBOS:
+                st.error(
+                    f"{len(shorts) * len(longs):,} combinations is too many here (at most {MAX_SWEEP_COMBOS:,}); use `tradebot sweep`."
+                )
+            else:
+                bar = st.progress(0.0, text="sweeping…")
+
+                def progress(done: int, total: int) -> None:
+                    bar.progress(done / total if total else 1.0, text=f"{done:,} / {total:,} combinations")
+
+                sweep = run_sweep(
+                    bars,
+                    config,
+                    {"short_window": shorts, "long_window": longs},
+                    metric=str(metric),
+                    progress=progress,
+                )
+                bar.progress(1.0, text=f"done: {len(sweep.table):,} combinations")
+                st.session_state[SWEEP_KEY] = sweep
+    sweep_result: SweepResult | None = st.session_state.get(SWEEP_KEY)
+    if sweep_result is None:
+        return
+    table = sweep_result.table
+    if table.empty:
+        st.warning("No valid combination: every short window must be below its long window.")
+        return
+    st.caption(
+        f"{len(table):,} combinations over {sweep_result.bars:,} bars, ranked by {sweep_result.metric}"
+        + (f"; {sweep_result.invalid} invalid pairs skipped (short >= long)" if sweep_result.invalid else "")
+    )
+    left, right = st.columns([3, 2])
+    with left:
+        st.dataframe(table.head(100), hide_index=True, width="stretch")
+    with right:
+        st.altair_chart(heatmap(table, sweep_result.metric), width="stretch")
+
+
+# -- page ---------------------------------------------------------------------------------------------
+def render() -> None:
+    st.title("Backtest")
+    settings = load_dashboard_settings()
+    if settings is None:
+        return
+    bars, label = choose_data(settings)
+    st.header("Parameters")
+    config = choose_config()
+    if st.button("Run backtest", key="bt_run", type="primary", disabled=bars is None or config is None):
+        assert bars is not None
+        assert config is not None
+        with st.spinner("Backtesting…"):
+            st.session_state[RESULT_KEY] = (run_backtest(bars, config), label)
+    stored = st.session_state.get(RESULT_KEY)
+    if stored is not None:
+        show_result(*stored)
+    sweep_section(bars, config)
+
+
+if __name__ == "__main__":
+    render()

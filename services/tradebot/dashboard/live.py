@@ -1,0 +1,478 @@
+"""The Live page: prices with the strategy's moving averages and its trades, orders, fills, positions,
+P&L, equity and drawdown, and each strategy's parameters with halt/resume.
+
+Everything comes from the tradebot HTTP API. The data parts are fragments that refresh every
+`refresh_seconds` on their own, so the page never reloads and the selectors (kept in
+`st.session_state`) survive every refresh. An unreachable or failing API shows an error banner in the
+part that needs it and is retried on the next refresh.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from tradebot.core.indicators import MovingAverage
+from tradebot.dashboard.client import ApiClient, ApiUnavailable
+from tradebot.dashboard.common import TOKEN_KEY, api_token, client, load_dashboard_settings, show_api_error
+from tradebot.dashboard.settings import DashboardSettings
+
+ALL = "__all__"
+STRATEGY_KEY = "live_strategy"
+SYMBOL_KEY = "live_symbol"
+FLASH_KEY = "live_flash"
+KNOWN_KEY = "live_known_strategies"
+TABLE_ROWS = 200
+PRICE_POINTS = 2000
+
+# Order reasons as chart markers.
+MARKER_KINDS: dict[str, str] = {
+    "entry_long": "entry long",
+    "entry_short": "entry short",
+    "exit_cross": "exit",
+    "take_profit": "exit",
+    "stop_loss": "stop-out",
+    "trailing_stop": "stop-out",
+}
+MARKER_DOMAIN = ["entry long", "entry short", "exit", "stop-out", "rejected"]
+MARKER_SHAPES = ["triangle-up", "triangle-down", "cross", "diamond", "square"]
+MARKER_COLOURS = ["#2ca02c", "#d62728", "#111111", "#e377c2", "#7f7f7f"]
+
+ORDER_COLUMNS = ["ts", "strategy_id", "symbol", "side", "qty", "reason", "ref_price", "id", "cause"]
+FILL_COLUMNS = [
+    "ts", "strategy_id", "symbol", "side", "qty", "price", "commission", "status", "reason",
+    "reject_reason", "order_id",
+]  # fmt: skip
+POSITION_COLUMNS = [
+    "strategy_id", "symbol", "qty", "avg_price", "last_price", "realized_pnl", "unrealized_pnl", "commissions",
+]  # fmt: skip
+
+
+# -- pure helpers (unit-testable) ---------------------------------------------------------------------
+def moving_averages(
+    prices: Sequence[float], kind: str, short_window: int, long_window: int
+) -> tuple[list[float], list[float]]:
+    """The strategy's short and long moving averages over `prices` (NaN until a window is full)."""
+    ma_kind: Literal["sma", "ema"] = "ema" if kind == "ema" else "sma"
+    short, long_ = MovingAverage(ma_kind, short_window), MovingAverage(ma_kind, long_window)
+    return [short.update(p) for p in prices], [long_.update(p) for p in prices]
+
+
+def table(items: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(items)
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    present = [c for c in columns if c in frame.columns]
+    frame = frame[present].copy()
+    if "ts" in frame.columns:
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601", errors="coerce")
+    return frame
+
+
+def markers(orders: list[dict[str, Any]], fills: list[dict[str, Any]]) -> pd.DataFrame:
+    """One marker per order at its time: entries, exits and stop-outs; at the fill price when filled."""
+    by_order = {f.get("order_id"): f for f in fills}
+    rows = []
+    for order in orders:
+        fill = by_order.get(order.get("id"))
+        status = fill.get("status", "pending") if fill else "pending"
+        kind = "rejected" if status == "rejected" else MARKER_KINDS.get(str(order.get("reason")), "exit")
+        price = fill.get("price") if fill and status == "filled" else order.get("ref_price")
+        rows.append(
+            {
+                "ts": order.get("ts"), "price": price, "kind": kind, "side": order.get("side"),
+                "qty": order.get("qty"), "reason": order.get("reason"), "status": status,
+            }
+        )  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["ts", "price", "kind", "side", "qty", "reason", "status"])
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601", errors="coerce")
+    frame["price"] = pd.to_numeric(frame["price"], errors="coerce")
+    return frame.dropna(subset=["ts", "price"])
+
+
+def equity_frame(points: list[dict[str, Any]], strategy_id: str) -> pd.DataFrame:
+    """Equity after each fill and its drawdown (percent below the running peak)."""
+    frame = pd.DataFrame(points, columns=["ts", "equity"])
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601", errors="coerce")
+    frame["equity"] = pd.to_numeric(frame["equity"], errors="coerce")
+    frame = frame.dropna().reset_index(drop=True)
+    peak = frame["equity"].cummax()
+    frame["drawdown_pct"] = (frame["equity"] / peak - 1.0).where(peak > 0, 0.0) * 100.0
+    frame["fill_no"] = range(1, len(frame) + 1)
+    frame["strategy"] = strategy_id
+    return frame
+
+
+def describe_params(params: dict[str, Any]) -> str:
+    parts = [
+        f"{str(params.get('ma_type', 'sma')).upper()} {params.get('short_window')}/{params.get('long_window')}"
+    ]
+    for key, label in (
+        ("stop_loss_pct", "stop"),
+        ("take_profit_pct", "take-profit"),
+        ("trailing_stop_pct", "trailing"),
+    ):
+        if params.get(key) is not None:
+            parts.append(f"{label} {params[key]:g}%")
+    if params.get("allow_short"):
+        parts.append("shorts")
+    sizing = params.get("sizing")
+    if isinstance(sizing, dict):
+        kind, value = sizing.get("kind", "all-in"), sizing.get("value")
+        parts.append(f"sizing {kind}" + (f":{value:g}" if isinstance(value, int | float) else ""))
+    return ", ".join(parts)
+
+
+# -- charts -------------------------------------------------------------------------------------------
+def price_chart(
+    prices: pd.DataFrame, marks: pd.DataFrame, short_label: str, long_label: str
+) -> alt.LayerChart:
+    lines = prices.rename(columns={"short_ma": short_label, "long_ma": long_label}).melt(
+        id_vars="ts", value_vars=["price", short_label, long_label], var_name="series", value_name="value"
+    )
+    lines = lines.dropna(subset=["value"])
+    line = (
+        alt.Chart(lines)
+        .mark_line(interpolate="linear", point=len(prices) < 3)
+        .encode(
+            x=alt.X("ts:T", title=None),
+            y=alt.Y("value:Q", title="price", scale=alt.Scale(zero=False)),
+            color=alt.Color(
+                "series:N",
+                title="series",
+                scale=alt.Scale(
+                    domain=["price", short_label, long_label], range=["#555555", "#1f77b4", "#ff7f0e"]
+                ),
+            ),
+            tooltip=[
+                alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M:%S"),
+                "series:N",
+                alt.Tooltip("value:Q", format=".4f"),
+            ],
+        )
+    )
+    points = (
+        alt.Chart(marks)
+        .mark_point(filled=True, size=90, opacity=0.9)
+        .encode(
+            x="ts:T",
+            y="price:Q",
+            shape=alt.Shape(
+                "kind:N", title="orders", scale=alt.Scale(domain=MARKER_DOMAIN, range=MARKER_SHAPES)
+            ),
+            color=alt.Color(
+                "kind:N", title="orders", scale=alt.Scale(domain=MARKER_DOMAIN, range=MARKER_COLOURS)
+            ),
+            tooltip=[
+                alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M:%S"),
+                "kind:N",
+                "side:N",
+                "qty:Q",
+                alt.Tooltip("price:Q", format=".4f"),
+                "reason:N",
+                "status:N",
+            ],
+        )
+    )
+    chart: alt.LayerChart = alt.layer(line, points).resolve_scale(color="independent", shape="independent")
+    return chart.properties(height=320)
+
+
+def equity_charts(frame: pd.DataFrame) -> tuple[alt.Chart, alt.Chart]:
+    # Equity points are stamped when each fill was booked; in a fast replay many share a time, so the
+    # x axis is the fill number unless every point has its own time.
+    by_time = frame["ts"].is_unique and len(frame) > 1
+    x = alt.X("ts:T", title=None) if by_time else alt.X("fill_no:Q", title="fill #")
+    tooltip = ["strategy:N", alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M:%S"), "fill_no:Q"]
+    equity = (
+        alt.Chart(frame)
+        .mark_line(point=len(frame) < 3)
+        .encode(
+            x=x,
+            y=alt.Y("equity:Q", title="equity", scale=alt.Scale(zero=False)),
+            color=alt.Color("strategy:N", title="strategy"),
+            tooltip=[*tooltip, alt.Tooltip("equity:Q", format=",.2f")],
+        )
+        .properties(height=240)
+    )
+    drawdown = (
+        alt.Chart(frame)
+        .mark_area(opacity=0.4, line=True)
+        .encode(
+            x=x,
+            y=alt.Y("drawdown_pct:Q", title="drawdown %"),
+            color=alt.Color("strategy:N", title="strategy"),
+            tooltip=[*tooltip, alt.Tooltip("drawdown_pct:Q", format=".2f")],
+        )
+        .properties(height=140)
+    )
+    return equity, drawdown
+
+
+# -- state --------------------------------------------------------------------------------------------
+def _selected(key: str) -> str | None:
+    value = st.session_state.get(key)
+    return None if value in (None, ALL) else str(value)
+
+
+def _flash(kind: str, text: str) -> None:
+    st.session_state[FLASH_KEY] = (kind, text)
+
+
+def _control(action: str, strategy_id: str, api_url: str, token: str, timeout: float) -> None:
+    """Halt/resume button callback: runs before the rerun, so the rerun shows the new state."""
+    try:
+        with ApiClient(api_url, token=token, timeout=timeout) as api:
+            if action == "halt":
+                api.halt(strategy_id)
+            else:
+                api.resume(strategy_id)
+    except ApiUnavailable as exc:
+        _flash("error", f"Could not {action} {strategy_id}: {exc.message}")
+        return
+    _flash("success", f"{strategy_id} {'halted: no new entries' if action == 'halt' else 'resumed'}")
+
+
+# -- fragments ----------------------------------------------------------------------------------------
+def strategies_panel(settings: DashboardSettings) -> None:
+    token = api_token(settings)
+    flash = st.session_state.pop(FLASH_KEY, None)
+    if flash is not None:
+        (st.success if flash[0] == "success" else st.error)(flash[1])
+    try:
+        with client(settings) as api:
+            strategies = api.strategies()
+    except ApiUnavailable as exc:
+        show_api_error(exc, settings)
+        return
+    ids = sorted(str(s.get("id")) for s in strategies)
+    if ids != st.session_state.get(KNOWN_KEY):
+        st.rerun()  # a strategy came or went: rebuild the selectors
+    if token is None:
+        st.caption(
+            "Halt and resume need the API token: set TRADEBOT_API_TOKEN or type it into the sidebar. "
+            "The buttons are disabled until then."
+        )
+    for strategy in sorted(strategies, key=lambda s: str(s.get("id"))):
+        sid = str(strategy.get("id"))
+        halted = bool(strategy.get("halted"))
+        params = strategy.get("params") if isinstance(strategy.get("params"), dict) else {}
+        with st.container(border=True):
+            name, info, halt, resume = st.columns([2, 6, 1, 1], vertical_alignment="center")
+            name.markdown(f"**{sid}**  \n{':red[halted]' if halted else ':green[running]'}")
+            symbols = ", ".join(str(s) for s in strategy.get("symbols", []))
+            costs = strategy.get("costs") or {}
+            info.markdown(
+                f"{describe_params(params or {})}  \n"
+                f"symbols {symbols or '-'}; initial cash {float(strategy.get('initial_cash') or 0):,.0f}; "
+                f"commission {float(costs.get('commission_pct') or 0):g}%, "
+                f"slippage {float(costs.get('slippage_bps') or 0):g} bps"
+            )
+            common = {
+                "timeout": settings.api_timeout_seconds,
+                "token": token or "",
+                "api_url": settings.api_url,
+            }
+            halt.button(
+                "Halt", key=f"halt-{sid}", disabled=token is None or halted, on_click=_control,
+                kwargs={"action": "halt", "strategy_id": sid, **common},
+                help="Stop new entries (exits and stops still run)" if token else "needs the API token",
+            )  # fmt: skip
+            resume.button(
+                "Resume", key=f"resume-{sid}", disabled=token is None or not halted, on_click=_control,
+                kwargs={"action": "resume", "strategy_id": sid, **common},
+                help="Allow entries again" if token else "needs the API token",
+            )  # fmt: skip
+
+
+def market_panel(
+    settings: DashboardSettings, strategies: dict[str, dict[str, Any]], symbols: list[str]
+) -> None:
+    strategy_id = _selected(STRATEGY_KEY)
+    symbol = _selected(SYMBOL_KEY)
+    strategy = strategies.get(strategy_id) if strategy_id else None
+    shown = [symbol] if symbol else (list(strategy.get("symbols", [])) if strategy else symbols)
+    params: dict[str, Any] = (strategy or {}).get("params") or {}
+    try:
+        with client(settings) as api:
+            data = [
+                (
+                    sym,
+                    api.price_history(sym, limit=PRICE_POINTS),
+                    api.orders(strategy_id, sym, limit=1000),
+                    api.fills(strategy_id, sym, limit=1000),
+                )
+                for sym in shown
+            ]
+    except ApiUnavailable as exc:
+        show_api_error(exc, settings)
+        return
+    if not data:
+        st.info("No symbol to chart.")
+    for sym, points, orders, fills in data:
+        prices = pd.DataFrame(points, columns=["ts", "price"])
+        prices["ts"] = pd.to_datetime(prices["ts"], utc=True, format="ISO8601", errors="coerce")
+        prices["price"] = pd.to_numeric(prices["price"], errors="coerce")
+        prices = prices.dropna().reset_index(drop=True)
+        if params:
+            short_w, long_w = int(params.get("short_window", 10)), int(params.get("long_window", 30))
+            kind = str(params.get("ma_type", "sma"))
+            short, long_ = moving_averages(prices["price"].tolist(), kind, short_w, long_w)
+            short_label, long_label = f"{kind.upper()} {short_w}", f"{kind.upper()} {long_w}"
+        else:
+            short = long_ = [math.nan] * len(prices)
+            short_label, long_label = "short MA", "long MA"
+        prices["short_ma"], prices["long_ma"] = short, long_
+        marks = markers(orders, fills)
+        st.markdown(
+            f"**{sym}** — {len(prices)} cached prices, {len(marks)} orders"
+            + (f" of {strategy_id}" if strategy_id else "")
+        )
+        if prices.empty and marks.empty:
+            st.info(f"No prices or orders for {sym} yet.")
+            continue
+        st.altair_chart(price_chart(prices, marks, short_label, long_label), width="stretch")
+        if params and len(prices) < int(params.get("long_window", 0)):
+            st.caption(
+                f"The API holds {len(prices)} recent prices of {sym}; the long MA needs "
+                f"{params.get('long_window')} before it shows."
+            )
+        elif not params:
+            st.caption("Choose one strategy to see its moving averages.")
+
+
+def activity_panel(settings: DashboardSettings, strategy_ids: list[str]) -> None:
+    strategy_id = _selected(STRATEGY_KEY)
+    symbol = _selected(SYMBOL_KEY)
+    chosen = [strategy_id] if strategy_id else strategy_ids
+    try:
+        with client(settings) as api:
+            orders = api.orders(strategy_id, symbol, limit=TABLE_ROWS)
+            fills = api.fills(strategy_id, symbol, limit=TABLE_ROWS)
+            positions = api.positions(strategy_id)
+            pnl = api.pnl()
+            curves = [(sid, api.equity(sid)) for sid in chosen]
+    except ApiUnavailable as exc:
+        show_api_error(exc, settings)
+        return
+
+    st.subheader("P&L and positions")
+    pnl_rows = [row for row in pnl if strategy_id is None or row.get("strategy_id") == strategy_id]
+    if strategy_id is not None:
+        row = pnl_rows[0] if pnl_rows else {}
+        cols = st.columns(4)
+        for col, (label, key) in zip(
+            cols,
+            (
+                ("total P&L", "total_pnl"),
+                ("realised", "realized_pnl"),
+                ("unrealised", "unrealized_pnl"),
+                ("commissions", "commissions"),
+            ),
+            strict=True,
+        ):
+            col.metric(label, f"{float(row.get(key) or 0.0):,.2f}")
+    else:
+        st.dataframe(
+            table(pnl_rows, ["strategy_id", "total_pnl", "realized_pnl", "unrealized_pnl", "commissions"]),
+            hide_index=True, width="stretch",
+        )  # fmt: skip
+    if symbol is not None:
+        positions = [p for p in positions if p.get("symbol") == symbol]
+    st.dataframe(table(positions, POSITION_COLUMNS), hide_index=True, width="stretch")
+
+    st.subheader("Equity and drawdown")
+    frames = [equity_frame(points, sid) for sid, points in curves if points]
+    if frames:
+        equity, drawdown = equity_charts(pd.concat(frames, ignore_index=True))
+        st.altair_chart(equity, width="stretch")
+        st.altair_chart(drawdown, width="stretch")
+    else:
+        st.info("No fills yet: the equity curve starts with the first one.")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Orders")
+        st.caption(f"newest {TABLE_ROWS} first" + _filter_text(strategy_id, symbol))
+        st.dataframe(table(orders, ORDER_COLUMNS), hide_index=True, width="stretch")
+    with right:
+        st.subheader("Fills")
+        st.caption(f"newest {TABLE_ROWS} first" + _filter_text(strategy_id, symbol))
+        st.dataframe(table(fills, FILL_COLUMNS), hide_index=True, width="stretch")
+
+
+def _filter_text(strategy_id: str | None, symbol: str | None) -> str:
+    parts = [p for p in (strategy_id, symbol) if p]
+    return f"; {' / '.join(parts)}" if parts else ""
+
+
+def wait_for_api(settings: DashboardSettings) -> None:
+    """While the API is down: poll it, and rerun the whole page once it answers."""
+    try:
+        with client(settings) as api:
+            api.strategies()
+    except ApiUnavailable:
+        return
+    st.rerun()
+
+
+def _fragment(run_every: float, body: Callable[..., None]) -> Callable[..., None]:
+    wrapped: Callable[..., None] = st.fragment(run_every=run_every)(body)
+    return wrapped
+
+
+# -- page ---------------------------------------------------------------------------------------------
+def render() -> None:
+    st.title("Live")
+    settings = load_dashboard_settings()
+    if settings is None:
+        return
+    every = settings.refresh_seconds
+    with st.sidebar:
+        st.caption(f"API {settings.api_url} · refresh every {every:g} s")
+        if settings.api_token is None:
+            st.text_input(
+                "API token", type="password", key=TOKEN_KEY,
+                help="Bearer token for halt/resume (or set TRADEBOT_API_TOKEN)",
+            )  # fmt: skip
+        else:
+            st.caption("API token: from TRADEBOT_API_TOKEN")
+
+    try:
+        with client(settings) as api:
+            strategies = {str(s.get("id")): s for s in api.strategies()}
+    except ApiUnavailable as exc:
+        show_api_error(exc, settings)
+        _fragment(every, wait_for_api)(settings)
+        return
+    ids = sorted(strategies)
+    st.session_state[KNOWN_KEY] = ids
+    symbols = sorted({str(sym) for s in strategies.values() for sym in s.get("symbols", [])})
+
+    left, right = st.columns(2)
+    left.selectbox(
+        "Strategy", [ALL, *ids], index=1 if ids else 0, key=STRATEGY_KEY,
+        format_func=lambda v: "All strategies" if v == ALL else v,
+    )  # fmt: skip
+    right.selectbox(
+        "Symbol",
+        [ALL, *symbols],
+        index=0,
+        key=SYMBOL_KEY,
+        format_func=lambda v: "All symbols" if v == ALL else v,
+    )
+
+    st.subheader("Strategies")
+    _fragment(every, strategies_panel)(settings)
+    st.subheader("Prices, moving averages and trades")
+    _fragment(every, market_panel)(settings, strategies, symbols)
+    _fragment(every, activity_panel)(settings, ids)
+
+
+if __name__ == "__main__":
+    render()

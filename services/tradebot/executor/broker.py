@@ -1,0 +1,154 @@
+"""The paper broker's decisions: pre-trade risk checks, fills under the shared cost model, positions.
+
+Pure (no I/O): the runner feeds it orders and the latest prices, and rebuilds it from the `fills`
+topic on start, so its book always equals what the topic says.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from tradebot.adapters.topics import FillRecord
+from tradebot.core.costs import Costs, commission, fill_price
+from tradebot.core.models import Fill, FillStatus, OrderReason, OrderRequest, Position
+
+ENTRY_REASONS = (OrderReason.ENTRY_LONG, OrderReason.ENTRY_SHORT)
+
+
+@dataclass(frozen=True)
+class RiskChecks:
+    max_order_qty: float | None = None
+    max_order_notional: float | None = None
+    # Reject an order whose reference price is further than this from the last traded price (None: off).
+    price_band_pct: float | None = None
+
+
+@dataclass
+class Book:
+    qty: float = 0.0
+    avg_price: float = 0.0
+    realized: float = 0.0
+    commissions: float = 0.0
+    last_price: float = 0.0
+
+    def apply(self, side_sign: int, qty: float, price: float, fee: float) -> None:
+        signed = side_sign * qty
+        self.commissions += fee
+        self.last_price = price
+        if self.qty == 0.0 or (self.qty > 0) == (signed > 0):
+            total = abs(self.qty) + qty
+            self.avg_price = (abs(self.qty) * self.avg_price + qty * price) / total
+            self.qty += signed
+            return
+        closing = min(abs(self.qty), qty)
+        self.realized += closing * (price - self.avg_price) * (1.0 if self.qty > 0 else -1.0)
+        self.qty += signed
+        if abs(self.qty) < 1e-12:
+            self.qty = 0.0
+            self.avg_price = 0.0
+        elif (self.qty > 0) == (signed > 0):
+            self.avg_price = price  # flipped through zero: the rest opened at this price
+
+    def position(self, strategy_id: str, symbol: str, ts: datetime, mark: float | None = None) -> Position:
+        price = self.last_price if mark is None else mark
+        unrealized = self.qty * (price - self.avg_price) if self.qty != 0.0 else 0.0
+        return Position(
+            strategy_id=strategy_id,
+            symbol=symbol,
+            qty=self.qty,
+            avg_price=self.avg_price,
+            realized_pnl=self.realized,
+            unrealized_pnl=unrealized,
+            commissions=self.commissions,
+            last_price=price,
+            ts=ts,
+        )
+
+
+@dataclass
+class PaperBroker:
+    costs: Costs
+    checks: RiskChecks = field(default_factory=RiskChecks)
+    books: dict[tuple[str, str], Book] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+
+    def book(self, strategy_id: str, symbol: str) -> Book:
+        return self.books.setdefault((strategy_id, symbol), Book())
+
+    def replay(self, record: FillRecord) -> None:
+        """Re-applies a fill read back from the `fills` topic (start-up rebuild)."""
+        self.seen.add(record.order.id)
+        if record.fill.status is FillStatus.FILLED:
+            self.book(record.order.strategy_id, record.order.symbol).apply(
+                record.fill.side.sign, record.fill.qty, record.fill.price, record.fill.commission
+            )
+
+    def execute(
+        self, order: OrderRequest, *, now: datetime, halted: bool, last_price: float | None
+    ) -> FillRecord | None:
+        """The fill (or refusal) for `order`; None when this order id was already handled."""
+        if order.id in self.seen:
+            return None
+        self.seen.add(order.id)
+        book = self.book(order.strategy_id, order.symbol)
+        reason = self._refusal(order, book, halted, last_price)
+        if reason is not None:
+            fill = Fill(
+                order_id=order.id,
+                strategy_id=order.strategy_id,
+                symbol=order.symbol,
+                side=order.side,
+                qty=0.0,
+                price=0.0,
+                ts=now,
+                status=FillStatus.REJECTED,
+                reason=order.reason,
+                reject_reason=reason,
+            )
+            return FillRecord(
+                order=order, fill=fill, position=book.position(order.strategy_id, order.symbol, now)
+            )
+        executed = fill_price(order.side.sign, order.ref_price, self.costs.slippage_bps)
+        fee = commission(order.qty, executed, self.costs.commission_pct, self.costs.commission_fixed)
+        book.apply(order.side.sign, order.qty, executed, fee)
+        fill = Fill(
+            order_id=order.id,
+            strategy_id=order.strategy_id,
+            symbol=order.symbol,
+            side=order.side,
+            qty=order.qty,
+            price=executed,
+            commission=fee,
+            ts=now,
+            reason=order.reason,
+        )
+        return FillRecord(
+            order=order, fill=fill, position=book.position(order.strategy_id, order.symbol, now)
+        )
+
+    def _refusal(self, order: OrderRequest, book: Book, halted: bool, last_price: float | None) -> str | None:
+        entry = order.reason in ENTRY_REASONS
+        if halted and entry:
+            return "strategy halted"
+        if self.checks.max_order_qty is not None and order.qty > self.checks.max_order_qty:
+            return f"qty {order.qty:g} exceeds max order qty {self.checks.max_order_qty:g}"
+        notional = order.qty * order.ref_price
+        if self.checks.max_order_notional is not None and notional > self.checks.max_order_notional:
+            return f"notional {notional:.2f} exceeds max order notional {self.checks.max_order_notional:.2f}"
+        band = self.checks.price_band_pct
+        if band is not None and last_price is not None and last_price > 0:
+            off = abs(order.ref_price - last_price) / last_price * 100.0
+            if off > band:
+                return f"price {order.ref_price:g} is {off:.2f}% from the last price {last_price:g} (band {band:g}%)"
+        if entry:
+            if book.qty != 0.0:
+                return "already in a position"
+        else:
+            closes = (book.qty > 0 and order.side.sign < 0) or (book.qty < 0 and order.side.sign > 0)
+            if not closes or order.qty > abs(book.qty) + 1e-9:
+                return "no position to close"
+        if not math.isfinite(notional):
+            return "notional is not finite"
+        return None

@@ -1,0 +1,85 @@
+"""`tradebot executor`: the paper broker."""
+
+from __future__ import annotations
+
+import argparse
+
+from fastapi import FastAPI
+from pydantic import Field
+
+from tradebot.adapters.bus import Bus
+from tradebot.adapters.connect import PipelineSettings, kafka_bus, kafka_reachable, redis_store
+from tradebot.adapters.store import Store
+from tradebot.adapters.topics import pipeline_topics
+from tradebot.kit.app import create_service_app, readiness_of
+from tradebot.kit.lifecycle import ShutdownEvent, run_service
+from tradebot.kit.settings import load_settings_or_exit
+
+
+class ExecutorSettings(PipelineSettings):
+    service_name: str = "executor"
+    executor_max_order_qty: float | None = Field(default=None, gt=0)
+    executor_max_order_notional: float | None = Field(default=None, gt=0)
+    executor_price_band_pct: float | None = Field(
+        default=None,
+        gt=0,
+        description="Refuse orders this far (percent) from the last price; unset: off (replays run ahead of event time).",
+    )
+    executor_initial_cash: float = Field(
+        default=10_000.0, gt=0, description="Per strategy, for its equity curve."
+    )
+
+
+def build_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Fills orders from Kafka as a paper broker; order log, positions and P&L in Redis."
+
+
+async def run_executor(
+    settings: ExecutorSettings, bus: Bus, store: Store, shutdown: ShutdownEvent, app: FastAPI
+) -> None:
+    import asyncio
+
+    from tradebot.executor.broker import PaperBroker, RiskChecks
+    from tradebot.executor.runner import ExecutorMetrics, ExecutorRunner
+
+    await asyncio.to_thread(bus.ensure_topics, pipeline_topics(settings.topic_partitions))
+    broker = PaperBroker(
+        costs=settings.costs(),
+        checks=RiskChecks(
+            max_order_qty=settings.executor_max_order_qty,
+            max_order_notional=settings.executor_max_order_notional,
+            price_band_pct=settings.executor_price_band_pct,
+        ),
+    )
+    runner = ExecutorRunner(
+        bus=bus,
+        store=store,
+        broker=broker,
+        metrics=ExecutorMetrics(app.state.registry),
+        initial_cash=settings.executor_initial_cash,
+    )
+
+    async def running() -> bool:
+        return runner.ready
+
+    readiness_of(app).add_check("executor", running)
+    await runner.run(shutdown)
+
+
+def run(args: argparse.Namespace) -> int:
+    del args
+    settings = load_settings_or_exit(ExecutorSettings)
+    store = redis_store(settings)
+    app = create_service_app(
+        settings, readiness_checks={"redis": store.ping, "kafka": kafka_reachable(settings)}
+    )
+
+    async def main(shutdown: ShutdownEvent) -> None:
+        bus = kafka_bus(settings)
+        try:
+            await run_executor(settings, bus, store, shutdown, app)
+        finally:
+            bus.close()
+            await store.close()
+
+    return run_service(main, settings, app=app)

@@ -1,0 +1,244 @@
+"""Consume orders, fill them, produce fills: exactly once; keep the Redis view in step with `fills`.
+
+Orders are consumed with `read_committed` (only orders of committed strategy transactions exist), and
+each batch of fills is produced in one transaction with the consumed offsets, so every order gets
+exactly one fill record on the topic whatever crashes. The broker's book is rebuilt from `fills` on
+start. Redis is a projection of `fills`: `apply_fill` is idempotent per order id, the projection
+catches up from the topic on start, and when Redis comes back empty it is rebuilt from the topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import ValidationError
+
+from tradebot.adapters.bus import Bus, BusError, Consumer, FencedError, Record, TransactionalProducer
+from tradebot.adapters.store import Store
+from tradebot.adapters.topics import FILLS, ORDERS, FillRecord
+from tradebot.core.models import FillStatus, OrderRequest
+from tradebot.executor.broker import PaperBroker
+from tradebot.kit.lifecycle import ShutdownEvent
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ExecutorMetrics:
+    registry: CollectorRegistry
+    fills: Counter = field(init=False)
+    duplicates: Counter = field(init=False)
+    invalid: Counter = field(init=False)
+    latency: Histogram = field(init=False)
+    realized: Gauge = field(init=False)
+    unrealized: Gauge = field(init=False)
+    projected: Counter = field(init=False)
+    rebuilds: Counter = field(init=False)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.fills = Counter("tradebot_fills_total", "Orders handled.", ["strategy", "status"], registry=r)
+        self.duplicates = Counter(
+            "tradebot_orders_duplicate_total", "Orders seen again (ignored).", registry=r
+        )
+        self.invalid = Counter("tradebot_orders_invalid_total", "Unreadable order messages.", registry=r)
+        self.latency = Histogram(
+            "tradebot_tick_to_fill_seconds",
+            "From the tick's timestamp to its order's fill.",
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.realized = Gauge(
+            "tradebot_pnl_realized", "Realised P&L net of commissions.", ["strategy"], registry=r
+        )
+        self.unrealized = Gauge(
+            "tradebot_pnl_unrealized", "Unrealised P&L at the last fill prices.", ["strategy"], registry=r
+        )
+        self.projected = Counter(
+            "tradebot_store_fills_applied_total", "Fills applied to the store.", registry=r
+        )
+        self.rebuilds = Counter(
+            "tradebot_store_rebuilds_total", "Store rebuilds from the fills topic.", registry=r
+        )
+
+
+class ExecutorRunner:
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        store: Store,
+        broker: PaperBroker,
+        metrics: ExecutorMetrics,
+        initial_cash: float = 10_000.0,
+        group_id: str = "executor",
+        batch_max: int = 2000,
+        poll_timeout_s: float = 0.02,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.broker = broker
+        self.metrics = metrics
+        self.initial_cash = initial_cash
+        self.group_id = group_id
+        self.batch_max = batch_max
+        self.poll_timeout_s = poll_timeout_s
+        self.ready = False
+        self._last_prices: dict[str, float] = {}
+        self._halted: dict[str, bool] = {}
+        self._applied_offset = -1
+
+    # -- start-up --------------------------------------------------------------------------------
+    def rebuild_from_topic(self) -> list[Record]:
+        records = self.bus.read_all(FILLS, read_committed=True, timeout=60.0)
+        for record in records:
+            try:
+                self.broker.replay(FillRecord.model_validate_json(record.value))
+            except ValidationError:
+                logger.error("unreadable record on fills", extra={"offset": record.offset})
+        return records
+
+    async def run(self, shutdown: ShutdownEvent) -> None:
+        history = await asyncio.to_thread(self.rebuild_from_topic)
+        producer = await asyncio.to_thread(self.bus.transactional_producer, self.group_id)
+        orders = self.bus.consumer(self.group_id, [ORDERS], read_committed=True)
+        # The projection reads `fills` from the start under a fresh group (nothing committed): fills the
+        # store already has are skipped by order id, missing ones (a crash between commit and store
+        # write, or a store that lost its data) are applied.
+        tail = self.bus.consumer(f"{self.group_id}-projection-{time.time_ns()}", [FILLS], read_committed=True)
+        self.ready = True
+        logger.info("executor running", extra={"fills_replayed": len(history)})
+        watcher = asyncio.create_task(self._watch_store(shutdown))
+        projector = asyncio.create_task(self._project_tail(tail, shutdown))
+        try:
+            while not shutdown.is_set():
+                records = await asyncio.to_thread(orders.poll, self.poll_timeout_s, self.batch_max)
+                if not records:
+                    continue
+                try:
+                    await asyncio.to_thread(self.process, records, producer, orders)
+                except FencedError:
+                    logger.error("another executor took over; stopping")
+                    shutdown.set("fenced")
+                except BusError as exc:
+                    logger.warning(
+                        "transaction aborted; re-reading from the last commit", extra={"error": str(exc)}
+                    )
+                    await asyncio.to_thread(self._abort, producer, orders)
+                    producer = await asyncio.to_thread(self.bus.transactional_producer, self.group_id)
+                    # The book may hold fills of the aborted batch: rebuild it from what was committed.
+                    self.broker.books.clear()
+                    self.broker.seen.clear()
+                    await asyncio.to_thread(self.rebuild_from_topic)
+                    orders = self.bus.consumer(self.group_id, [ORDERS], read_committed=True)
+        finally:
+            self.ready = False
+            watcher.cancel()
+            await asyncio.gather(projector, return_exceptions=True)
+            await asyncio.to_thread(orders.close)
+            await asyncio.to_thread(producer.close)
+            await asyncio.to_thread(tail.close)
+
+    @staticmethod
+    def _abort(producer: TransactionalProducer, consumer: Consumer) -> None:
+        with contextlib.suppress(BusError):
+            producer.abort()
+        producer.close()
+        consumer.close()
+
+    # -- orders -> fills -------------------------------------------------------------------------
+    def process(self, records: list[Record], producer: TransactionalProducer, consumer: Consumer) -> None:
+        producer.begin()
+        now = datetime.now(UTC)
+        wall = time.time()
+        for record in records:
+            try:
+                order = OrderRequest.model_validate_json(record.value)
+            except ValidationError as exc:
+                self.metrics.invalid.inc()
+                logger.error(
+                    "unreadable order", extra={"offset": record.offset, "error": str(exc.errors()[0])}
+                )
+                continue
+            result = self.broker.execute(
+                order,
+                now=now,
+                halted=self._halted.get(order.strategy_id, False),
+                last_price=self._last_prices.get(order.symbol),
+            )
+            if result is None:
+                self.metrics.duplicates.inc()
+                continue
+            producer.produce(FILLS, result.model_dump_json().encode(), key=order.symbol.encode())
+            self.metrics.fills.labels(strategy=order.strategy_id, status=result.fill.status.value).inc()
+            lag = wall - order.ts.timestamp()
+            if 0.0 <= lag < 60.0:  # a live tick's age; replays of old data are not latency
+                self.metrics.latency.observe(lag)
+        producer.commit(consumer)
+
+    # -- the Redis view ---------------------------------------------------------------------------
+    async def _project(self, records: list[Record]) -> None:
+        for record in records:
+            try:
+                fill_record = FillRecord.model_validate_json(record.value)
+            except ValidationError:
+                continue
+            applied = await self.store.apply_fill(
+                fill_record.order, fill_record.fill, fill_record.position, record.offset
+            )
+            self._applied_offset = max(self._applied_offset, record.offset)
+            if applied:
+                self.metrics.projected.inc()
+                if fill_record.fill.status is FillStatus.FILLED:
+                    await self._equity_point(fill_record)
+
+    async def _equity_point(self, record: FillRecord) -> None:
+        sid = record.order.strategy_id
+        realized = 0.0
+        unrealized = 0.0
+        for (strategy_id, symbol), book in self.broker.books.items():
+            if strategy_id != sid:
+                continue
+            mark = self._last_prices.get(symbol, book.last_price)
+            realized += book.realized - book.commissions
+            unrealized += book.qty * (mark - book.avg_price) if book.qty != 0.0 else 0.0
+        self.metrics.realized.labels(strategy=sid).set(realized)
+        self.metrics.unrealized.labels(strategy=sid).set(unrealized)
+        await self.store.append_equity(sid, record.fill.ts, self.initial_cash + realized + unrealized)
+
+    async def _project_tail(self, tail: Consumer, shutdown: ShutdownEvent) -> None:
+        while not shutdown.is_set():
+            records = await asyncio.to_thread(tail.poll, 0.1, 1000)
+            if records:
+                try:
+                    await self._project(records)
+                except Exception as exc:  # Redis down: the watcher rebuilds once it is back
+                    logger.warning("store update failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+                    self._applied_offset = -2  # force a catch-up from the topic
+
+    async def _watch_store(self, shutdown: ShutdownEvent) -> None:
+        """Refreshes last prices and halt flags; rebuilds the store when it lost what it held."""
+        while not await shutdown.sleep(0.25):
+            try:
+                self._last_prices = {
+                    symbol: price for symbol, (price, _) in (await self.store.last_prices()).items()
+                }
+                self._halted = {s["id"]: bool(s.get("halted")) for s in await self.store.strategies()}
+                stored = await self.store.applied_offset()
+                if stored < self._applied_offset or self._applied_offset == -2:
+                    logger.warning(
+                        "the store is behind the fills topic; rebuilding it", extra={"store_offset": stored}
+                    )
+                    self.metrics.rebuilds.inc()
+                    self._applied_offset = -1
+                    await self._project(
+                        await asyncio.to_thread(self.bus.read_all, FILLS, read_committed=True, timeout=60.0)
+                    )
+            except Exception as exc:
+                logger.warning("store not reachable", extra={"error": f"{type(exc).__name__}: {exc}"})

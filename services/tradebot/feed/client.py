@@ -1,0 +1,210 @@
+"""The feed loop: connect, subscribe, validate every message, publish ticks, cache last prices.
+
+Reconnects with exponential backoff and full jitter, resubscribes from the last sequence number
+(a replaying source resumes there; a live one cannot, and the gap is counted and logged), and drops
+duplicates after a reconnect. A bad message never stops the feed: it goes to `ticks.dlq` with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from tradebot.adapters.bus import Producer
+from tradebot.adapters.store import Store
+from tradebot.adapters.topics import TICKS, TICKS_DLQ, DeadLetter
+from tradebot.feed.codecs import Codec, Rejected
+from tradebot.kit.lifecycle import ShutdownEvent
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FeedMetrics:
+    registry: CollectorRegistry
+    ticks: Counter = field(init=False)
+    invalid: Counter = field(init=False)
+    duplicates: Counter = field(init=False)
+    gaps: Counter = field(init=False)
+    reconnects: Counter = field(init=False)
+    connected: Gauge = field(init=False)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.ticks = Counter("tradebot_ticks_total", "Valid ticks published.", ["symbol"], registry=r)
+        self.invalid = Counter(
+            "tradebot_ticks_invalid_total", "Messages sent to the dead-letter topic.", ["reason"], registry=r
+        )
+        self.duplicates = Counter(
+            "tradebot_ticks_duplicate_total", "Ticks dropped as already seen.", registry=r
+        )
+        self.gaps = Counter(
+            "tradebot_feed_gap_ticks_total", "Ticks missed between reconnects (by sequence).", registry=r
+        )
+        self.reconnects = Counter(
+            "tradebot_feed_reconnects_total", "Reconnections to the source.", registry=r
+        )
+        self.connected = Gauge("tradebot_feed_connected", "1 while connected to the source.", registry=r)
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(maximum, initial * 2**attempt)]."""
+    return rng.uniform(0.0, min(maximum, initial * (2.0**attempt)))
+
+
+class Feed:
+    def __init__(
+        self,
+        *,
+        codec: Codec,
+        url: str,
+        symbols: list[str],
+        producer: Producer,
+        store: Store | None,
+        metrics: FeedMetrics,
+        backoff_initial_s: float = 0.2,
+        backoff_max_s: float = 30.0,
+        price_flush_s: float = 0.25,
+        seed: int | None = None,
+    ) -> None:
+        self.codec = codec
+        self.url = url
+        self.symbols = symbols
+        self.producer = producer
+        self.store = store
+        self.metrics = metrics
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.price_flush_s = price_flush_s
+        self.connected = False
+        self.last_seq: dict[str, int] = {}
+        self._latest: dict[str, tuple[float, datetime]] = {}
+        self._rng = random.Random(seed)
+        self._attempt = 0
+
+    # -- one message -------------------------------------------------------------------------
+    def handle(self, raw: str | bytes) -> int:
+        """Validates one message and publishes what it holds; returns the ticks published."""
+        decoded = self.codec.decode(raw)
+        if isinstance(decoded, Rejected):
+            self._dead_letter(raw, decoded.reason)
+            return 0
+        published = 0
+        for tick in decoded:
+            if self.symbols and tick.symbol not in self.symbols:
+                continue
+            if tick.seq is not None:
+                last = self.last_seq.get(tick.symbol)
+                if last is not None and tick.seq <= last:
+                    self.metrics.duplicates.inc()
+                    continue
+                if last is not None and tick.seq > last + 1:
+                    missing = tick.seq - last - 1
+                    self.metrics.gaps.inc(missing)
+                    logger.warning(
+                        "gap in the feed",
+                        extra={"symbol": tick.symbol, "missing": missing, "after_seq": last},
+                    )
+                self.last_seq[tick.symbol] = tick.seq
+            self.producer.produce(TICKS, tick.model_dump_json().encode(), key=tick.symbol.encode())
+            self.metrics.ticks.labels(symbol=tick.symbol).inc()
+            self._latest[tick.symbol] = (tick.price, tick.ts)
+            published += 1
+        return published
+
+    def _dead_letter(self, raw: str | bytes, reason: str) -> None:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        letter = DeadLetter(
+            source=self.codec.name,
+            reason=reason,
+            raw=text[:10_000],
+            received_at=datetime.now(UTC).isoformat(),
+        )
+        self.producer.produce(TICKS_DLQ, letter.to_json())
+        self.metrics.invalid.labels(reason=reason.split(":", 1)[0][:40]).inc()
+        logger.info("message to the dead-letter topic", extra={"reason": reason})
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def run(self, shutdown: ShutdownEvent) -> None:
+        flusher = asyncio.create_task(self._flush_prices(shutdown))
+        self._attempt = 0
+        try:
+            while not shutdown.is_set():
+                try:
+                    await self._session(shutdown)
+                except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, InvalidURI) as exc:
+                    self._set_connected(False)
+                    if shutdown.is_set():
+                        break
+                    delay = backoff_delay(
+                        self._attempt, self.backoff_initial_s, self.backoff_max_s, self._rng
+                    )
+                    self._attempt += 1
+                    self.metrics.reconnects.inc()
+                    logger.warning(
+                        "source connection lost; reconnecting",
+                        extra={
+                            "url": self.url,
+                            "error": f"{type(exc).__name__}: {exc}",
+                            "delay_s": round(delay, 3),
+                        },
+                    )
+                    await shutdown.sleep(delay)
+        finally:
+            self._set_connected(False)
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self._write_prices()
+            await asyncio.to_thread(self.producer.flush, 30.0)
+
+    async def _session(self, shutdown: ShutdownEvent) -> None:
+        async with connect(
+            self.url, ping_interval=20, ping_timeout=20, open_timeout=10, max_size=2**22
+        ) as ws:
+            from_seq = max(self.last_seq.values(), default=0)
+            await ws.send(self.codec.subscribe_message(self.symbols, from_seq))
+            self._set_connected(True)
+            self._attempt = 0  # a successful connection resets the backoff
+            logger.info("connected to the source", extra={"url": self.url, "from_seq": from_seq})
+            closer = asyncio.create_task(self._close_on_shutdown(ws, shutdown))
+            try:
+                async for raw in ws:
+                    self.handle(raw)
+            finally:
+                closer.cancel()
+            if not shutdown.is_set():
+                # The source closed the connection cleanly (e.g. it is restarting): still a disconnect.
+                raise ConnectionError("the source closed the connection")
+
+    @staticmethod
+    async def _close_on_shutdown(ws: ClientConnection, shutdown: ShutdownEvent) -> None:
+        await shutdown.wait()
+        await ws.close()
+
+    def _set_connected(self, value: bool) -> None:
+        self.connected = value
+        self.metrics.connected.set(1 if value else 0)
+
+    async def _flush_prices(self, shutdown: ShutdownEvent) -> None:
+        while not await shutdown.sleep(self.price_flush_s):
+            try:
+                await self._write_prices()
+            except Exception as exc:  # the cache is best effort; ticks still flow to Kafka
+                logger.warning("price cache write failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+    async def _write_prices(self) -> None:
+        if self.store is None or not self._latest:
+            return
+        latest, self._latest = self._latest, {}
+        for symbol, (price, ts) in latest.items():
+            await self.store.set_last_price(symbol, price, ts)
+            await self.store.append_price(symbol, price, ts)

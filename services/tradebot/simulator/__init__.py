@@ -1,0 +1,1 @@
+"""The market simulator: a WebSocket server streaming JSON ticks (random walks or a CSV replay)."""

@@ -1,0 +1,1 @@
+"""The strategy service: one `CrossoverStrategy` over the `ticks` topic, exactly once."""

@@ -1,0 +1,69 @@
+"""The Backtest page under `AppTest`: one run, a sweep, and a bad upload."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.dashboard.conftest import APP_PATH
+
+TIMEOUT_S = 90.0
+
+
+@pytest.fixture
+def backtest(dashboard_env: pytest.MonkeyPatch) -> AppTest:
+    dashboard_env.setenv("TRADEBOT_API_URL", "http://127.0.0.1:9")  # the page never needs the API
+    at = AppTest.from_file(str(APP_PATH), default_timeout=TIMEOUT_S).run()
+    at.switch_page("backtest_page.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["Backtest"]
+    return at
+
+
+def test_a_backtest_shows_metrics_and_trades(backtest: AppTest) -> None:
+    at = backtest
+    assert str(at.selectbox(key="bt_file").value).endswith("historical_data.csv")
+    at.number_input(key="bt_short").set_value(10)
+    at.number_input(key="bt_long").set_value(30)
+    at.button(key="bt_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["trades"]) > 0
+    stats = next(d.value for d in at.dataframe if "metric" in d.value.columns)
+    n_trades = stats.loc[stats["metric"] == "n_trades", "value"].iloc[0]
+    assert int(n_trades) == int(metrics["trades"])
+
+
+def test_invalid_windows_are_an_error_not_a_traceback(backtest: AppTest) -> None:
+    at = backtest
+    at.number_input(key="bt_short").set_value(50)
+    at.number_input(key="bt_long").set_value(20).run()
+    assert not at.exception
+    assert any("short_window (50) must be less than long_window (20)" in e.value for e in at.error)
+    assert at.button(key="bt_run").disabled
+
+
+def test_a_sweep_shows_a_ranked_table(backtest: AppTest) -> None:
+    at = backtest
+    at.text_input(key="bt_sweep_short").set_value("5:15:5")
+    at.text_input(key="bt_sweep_long").set_value("20,40")
+    at.selectbox(key="bt_sweep_metric").set_value("total_return_pct")
+    at.button(key="bt_sweep_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = next(d.value for d in at.dataframe if "short_window" in d.value.columns)
+    assert len(table) == 6
+    returns = table["total_return_pct"].tolist()
+    assert returns == sorted(returns, reverse=True)
+    assert at.get("progress")
+
+
+def test_a_bad_upload_shows_the_data_error(backtest: AppTest) -> None:
+    at = backtest
+    at.radio(key="bt_source").set_value("upload a CSV").run()
+    bad = b"timestamp,open,high,low,close\n2020-01-01,1,2,0.5,1.5\n2020-01-02,1,2,0.5,abc\n"
+    at.file_uploader(key="bt_upload").set_value(("bad.csv", bad, "text/csv")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any("bad.csv line 3: close is not a number ('abc')" in e for e in errors), errors
+    assert at.button(key="bt_run").disabled

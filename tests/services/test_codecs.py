@@ -1,0 +1,94 @@
+"""Feed codecs: every message is ticks, a control message, or a refusal with a reason; never a crash."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tradebot.feed.codecs import BinanceCodec, Rejected, SimulatorCodec
+
+GOOD = {"type": "tick", "symbol": "AAPL", "price": 101.5, "size": 3.0, "ts": "2024-01-02T15:04:05Z", "seq": 7}
+
+
+def test_simulator_tick_decodes() -> None:
+    ticks = SimulatorCodec().decode(json.dumps(GOOD))
+    assert not isinstance(ticks, Rejected)
+    assert [(t.symbol, t.price, t.seq) for t in ticks] == [("AAPL", 101.5, 7)]
+    assert SimulatorCodec().decode('{"type": "subscribed", "symbols": []}') == []
+
+
+def test_simulator_refusals_name_the_problem() -> None:
+    codec = SimulatorCodec()
+    cases = {
+        "{not json": "not JSON",
+        "[1, 2]": "not a JSON object",
+        json.dumps({**GOOD, "type": "trade"}): "type",
+        json.dumps({**GOOD, "price": -1}): "price",
+        json.dumps({**GOOD, "price": "NaN"}): "price",
+        json.dumps({**GOOD, "ts": "2024-01-02T15:04:05"}): "ts",
+        json.dumps({**GOOD, "colour": "red"}): "colour",
+        json.dumps({k: v for k, v in GOOD.items() if k != "symbol"}): "symbol",
+    }
+    for raw, expected in cases.items():
+        result = codec.decode(raw)
+        assert isinstance(result, Rejected), raw
+        assert expected in result.reason, (raw, result.reason)
+
+
+def test_binance_trade_stream() -> None:
+    codec = BinanceCodec()
+    trade = {
+        "e": "trade",
+        "E": 1700000000100,
+        "s": "BTCUSDT",
+        "t": 12345,
+        "p": "37000.50",
+        "q": "0.002",
+        "T": 1700000000000,
+        "m": True,
+    }
+    for raw in (json.dumps(trade), json.dumps({"stream": "btcusdt@trade", "data": trade})):
+        ticks = codec.decode(raw)
+        assert not isinstance(ticks, Rejected)
+        assert [(t.symbol, t.price, t.size, t.seq, t.ts.year) for t in ticks] == [
+            ("BTCUSDT", 37000.5, 0.002, 12345, 2023)
+        ]
+    assert codec.decode('{"result": null, "id": 1}') == []
+    assert "p" in codec.decode(json.dumps({k: v for k, v in trade.items() if k != "p"})).reason  # type: ignore[union-attr]
+    assert isinstance(codec.decode(json.dumps({**trade, "p": "-5"})), Rejected)
+    assert json.loads(codec.subscribe_message(["BTCUSDT"], 0))["params"] == ["btcusdt@trade"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=6)
+    ),
+    max_leaves=20,
+)
+
+
+@given(raw=st.text(max_size=200) | st.binary(max_size=200))
+def test_arbitrary_bytes_never_crash(raw: str | bytes) -> None:
+    for codec in (SimulatorCodec(), BinanceCodec()):
+        result = codec.decode(raw)
+        assert isinstance(result, list | Rejected)
+        if isinstance(result, Rejected):
+            assert result.reason
+
+
+@given(
+    message=st.dictionaries(
+        st.sampled_from([*list(GOOD), "e", "p", "q", "T", "t", "s"]), json_values, max_size=8
+    )
+)
+def test_malformed_messages_are_refused_with_a_reason(message: dict[str, object]) -> None:
+    for codec in (SimulatorCodec(), BinanceCodec()):
+        result = codec.decode(json.dumps(message, allow_nan=True))
+        if isinstance(result, Rejected):
+            assert result.reason
+        else:
+            for tick in result:
+                assert tick.price > 0
