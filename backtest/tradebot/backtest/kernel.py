@@ -117,18 +117,7 @@ def _entry_size(  # pragma: no cover - compiled
 # a separate (not inlined) function: that keeps the per-bar loop small enough for LLVM to keep its
 # state in registers, which doubled its speed.
 _CASH, _QTY, _ENTRY, _BEST, _OBAR, _OSIDE, _OQTY, _OPRICE, _OFEE, _NTR, _WINS, _GWIN, _GLOSS = range(13)
-# Columns of the recorded trade table.
-TRADE_FIELDS = (
-    "entry_bar",
-    "exit_bar",
-    "side",
-    "qty",
-    "entry_price",
-    "exit_price",
-    "pnl",
-    "exit_reason",
-    "commission",
-)
+# The recorded trade table's columns are trades.TRADE_COLUMNS minus the times, in their order.
 
 
 @numba.njit(cache=True, nogil=True)

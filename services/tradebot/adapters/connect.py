@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from fastapi import FastAPI
 from pydantic import Field
 
 from tradebot.adapters.bus import Bus
 from tradebot.adapters.store import Store
 from tradebot.core.costs import Costs
+from tradebot.kit.app import create_service_app
 from tradebot.kit.health import ReadinessCheck, tcp_check
-from tradebot.kit.settings import ServiceSettings
+from tradebot.kit.lifecycle import ShutdownEvent, run_service
+from tradebot.kit.settings import ServiceSettings, load_settings_or_exit
 
 
 class PipelineSettings(ServiceSettings):
@@ -52,3 +58,27 @@ def kafka_reachable(settings: PipelineSettings) -> ReadinessCheck:
     first = settings.kafka_bootstrap.split(",")[0].strip()
     host, _, port = first.rpartition(":")
     return tcp_check(host or "127.0.0.1", int(port or 9092))
+
+
+S = TypeVar("S", bound=PipelineSettings)
+PipelineMain = Callable[[S, Bus, Store, ShutdownEvent, FastAPI], Awaitable[None]]
+
+
+def run_pipeline_service(settings_class: type[S], main: PipelineMain[S]) -> int:
+    """What `tradebot feed|strategy|executor` do: read settings (exit 2 naming a bad variable), connect to
+    Kafka and Redis, serve /livez /readyz /metrics beside `main`, close the clients on the way out."""
+    settings = load_settings_or_exit(settings_class)
+    store = redis_store(settings)
+    app = create_service_app(
+        settings, readiness_checks={"redis": store.ping, "kafka": kafka_reachable(settings)}
+    )
+
+    async def service(shutdown: ShutdownEvent) -> None:
+        bus = kafka_bus(settings)
+        try:
+            await main(settings, bus, store, shutdown, app)
+        finally:
+            bus.close()
+            await store.close()
+
+    return run_service(service, settings, app=app)

@@ -9,12 +9,11 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from tradebot.adapters.bus import Bus
-from tradebot.adapters.connect import PipelineSettings, kafka_bus, kafka_reachable, redis_store
+from tradebot.adapters.connect import PipelineSettings, run_pipeline_service
 from tradebot.adapters.store import Store
 from tradebot.adapters.topics import pipeline_topics
-from tradebot.kit.app import create_service_app, readiness_of
-from tradebot.kit.lifecycle import ShutdownEvent, run_service
-from tradebot.kit.settings import load_settings_or_exit
+from tradebot.kit.app import readiness_of
+from tradebot.kit.lifecycle import ShutdownEvent
 
 
 class FeedSettings(PipelineSettings):
@@ -78,18 +77,4 @@ async def _ensure_topics(bus: Bus, settings: PipelineSettings) -> None:
 
 def run(args: argparse.Namespace) -> int:
     del args
-    settings = load_settings_or_exit(FeedSettings)
-    store = redis_store(settings)
-    app = create_service_app(
-        settings, readiness_checks={"redis": store.ping, "kafka": kafka_reachable(settings)}
-    )
-
-    async def main(shutdown: ShutdownEvent) -> None:
-        bus = kafka_bus(settings)
-        try:
-            await run_feed(settings, bus, store, shutdown, app)
-        finally:
-            bus.close()
-            await store.close()
-
-    return run_service(main, settings, app=app)
+    return run_pipeline_service(FeedSettings, run_feed)
