@@ -255,7 +255,7 @@ def trades_from_fills(fills: list[dict[str, Any]]) -> list[tuple[str, str, str, 
 
 
 def backtest_trades(
-    extra: list[str] | None = None, data: Path = SAMPLE
+    extra: list[str] | None = None, data: Path = SAMPLE, base: list[str] | None = None
 ) -> tuple[list[tuple[str, str, str, float, float, float]], dict[str, Any]]:
     out = subprocess.run(
         [
@@ -265,7 +265,7 @@ def backtest_trades(
             "backtest",
             "--data",
             str(data),
-            *BACKTEST_FLAGS,
+            *(base or BACKTEST_FLAGS),
             "--fill",
             "close",
             "--json",
