@@ -231,6 +231,14 @@ async def test_price_history_is_trimmed_to_maxlen(store: Store) -> None:
     assert await store.prices("NOPE") == []
 
 
+async def test_price_batches_equal_single_appends(store: Store) -> None:
+    points = [(T0 + timedelta(seconds=i), 50.0 + i / 4) for i in range(25)]
+    await store.append_prices("AAPL", [(price, ts) for ts, price in points[:20]], maxlen=12)
+    await store.append_prices("AAPL", [(price, ts) for ts, price in points[20:]], maxlen=12)
+    await store.append_prices("AAPL", [], maxlen=12)
+    assert await store.prices("AAPL") == points[-12:]
+
+
 async def test_signals(store: Store) -> None:
     signals = [signal(i, STRATEGIES[i % 2], SYMBOLS[i % 3]) for i in range(12)]
     for s in signals:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -118,6 +119,14 @@ class MemoryStore:
     async def append_price(self, symbol: str, price: float, ts: datetime, maxlen: int = 5000) -> None:
         async with self._lock:
             _append_trimmed(self._prices.setdefault(symbol, []), (ts, float(price)), maxlen)
+
+    async def append_prices(
+        self, symbol: str, points: Sequence[tuple[float, datetime]], maxlen: int = 5000
+    ) -> None:
+        async with self._lock:
+            history = self._prices.setdefault(symbol, [])
+            for price, ts in points:
+                _append_trimmed(history, (ts, float(price)), maxlen)
 
     async def prices(self, symbol: str, limit: int = 1000) -> list[tuple[datetime, float]]:
         async with self._lock:

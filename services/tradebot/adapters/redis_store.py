@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -108,6 +109,20 @@ class RedisStore:
             maxlen=maxlen,
             approximate=False,
         )
+
+    async def append_prices(
+        self, symbol: str, points: Sequence[tuple[float, datetime]], maxlen: int = 5000
+    ) -> None:
+        """Many points in one round trip (a pipeline, not a transaction: the history is best effort)."""
+        if not points:
+            return
+        key = self._key("prices", symbol)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for price, ts in points[-maxlen:]:
+                pipe.xadd(
+                    key, {"price": repr(float(price)), "ts": ts.isoformat()}, maxlen=maxlen, approximate=False
+                )
+            await pipe.execute()
 
     async def prices(self, symbol: str, limit: int = 1000) -> list[tuple[datetime, float]]:
         entries = await self._redis.xrevrange(self._key("prices", symbol), count=limit)

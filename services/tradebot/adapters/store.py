@@ -39,6 +39,11 @@ class Store(Protocol):
     async def set_last_price(self, symbol: str, price: float, ts: datetime) -> None: ...
     async def last_prices(self) -> dict[str, tuple[float, datetime]]: ...
     async def append_price(self, symbol: str, price: float, ts: datetime, maxlen: int = 5000) -> None: ...
+    async def append_prices(
+        self, symbol: str, points: Sequence[tuple[float, datetime]], maxlen: int = 5000
+    ) -> None:
+        """`append_price` for many points, oldest first, in one round trip."""
+
     async def prices(self, symbol: str, limit: int = 1000) -> list[tuple[datetime, float]]:
         """Oldest first, the newest `limit` points."""
 

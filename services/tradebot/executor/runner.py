@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from tradebot.adapters.bus import Bus, BusError, Consumer, FencedError, Record, TransactionalProducer
 from tradebot.adapters.store import Store
 from tradebot.adapters.topics import FILLS, ORDERS, FillRecord
-from tradebot.core.models import FillStatus, OrderRequest
+from tradebot.core.models import FillStatus, OrderRequest, Position
 from tradebot.executor.broker import PaperBroker
 from tradebot.kit.lifecycle import ShutdownEvent
 
@@ -93,6 +93,8 @@ class ExecutorRunner:
         self._last_prices: dict[str, float] = {}
         self._halted: dict[str, bool] = {}
         self._applied_offset = -1
+        # The latest position per (strategy, symbol) as the projection has read it from `fills`.
+        self._projected: dict[tuple[str, str], Position] = {}
 
     # -- start-up --------------------------------------------------------------------------------
     def rebuild_from_topic(self) -> list[Record]:
@@ -189,6 +191,7 @@ class ExecutorRunner:
                 fill_record = FillRecord.model_validate_json(record.value)
             except ValidationError:
                 continue
+            self._projected[(fill_record.order.strategy_id, fill_record.order.symbol)] = fill_record.position
             applied = await self.store.apply_fill(
                 fill_record.order, fill_record.fill, fill_record.position, record.offset
             )
@@ -199,18 +202,19 @@ class ExecutorRunner:
                     await self._equity_point(fill_record)
 
     async def _equity_point(self, record: FillRecord) -> None:
+        """The strategy's equity right after this fill, from the positions the fills topic recorded up
+        to it (each marked at its own last fill price), so the curve follows event time."""
         sid = record.order.strategy_id
         realized = 0.0
         unrealized = 0.0
-        for (strategy_id, symbol), book in self.broker.books.items():
-            if strategy_id != sid:
-                continue
-            mark = self._last_prices.get(symbol, book.last_price)
-            realized += book.realized - book.commissions
-            unrealized += book.qty * (mark - book.avg_price) if book.qty != 0.0 else 0.0
+        for (strategy_id, _), position in self._projected.items():
+            if strategy_id == sid:
+                realized += position.realized_pnl - position.commissions
+                if position.qty != 0.0:
+                    unrealized += position.qty * (position.last_price - position.avg_price)
         self.metrics.realized.labels(strategy=sid).set(realized)
         self.metrics.unrealized.labels(strategy=sid).set(unrealized)
-        await self.store.append_equity(sid, record.fill.ts, self.initial_cash + realized + unrealized)
+        await self.store.append_equity(sid, record.order.ts, self.initial_cash + realized + unrealized)
 
     async def _project_tail(self, tail: Consumer, shutdown: ShutdownEvent) -> None:
         while not shutdown.is_set():

@@ -73,6 +73,7 @@ class Feed:
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 30.0,
         price_flush_s: float = 0.25,
+        history_per_flush: int = 5000,
         seed: int | None = None,
     ) -> None:
         self.codec = codec
@@ -87,6 +88,10 @@ class Feed:
         self.connected = False
         self.last_seq: dict[str, int] = {}
         self._latest: dict[str, tuple[float, datetime]] = {}
+        # Price history for charts: every tick, up to `history_per_flush` per symbol between two
+        # writes (a bound on Redis traffic at high rates; replays keep nearly every point).
+        self._history: dict[str, list[tuple[float, datetime]]] = {}
+        self.history_per_flush = history_per_flush
         self._rng = random.Random(seed)
         self._attempt = 0
 
@@ -117,6 +122,9 @@ class Feed:
             self.producer.produce(TICKS, tick.model_dump_json().encode(), key=tick.symbol.encode())
             self.metrics.ticks.labels(symbol=tick.symbol).inc()
             self._latest[tick.symbol] = (tick.price, tick.ts)
+            recent = self._history.setdefault(tick.symbol, [])
+            if len(recent) < self.history_per_flush:
+                recent.append((tick.price, tick.ts))
             published += 1
         return published
 
@@ -205,6 +213,10 @@ class Feed:
         if self.store is None or not self._latest:
             return
         latest, self._latest = self._latest, {}
+        history, self._history = self._history, {}
         for symbol, (price, ts) in latest.items():
             await self.store.set_last_price(symbol, price, ts)
-            await self.store.append_price(symbol, price, ts)
+            points = history.get(symbol, [])
+            if not points or points[-1] != (price, ts):
+                points.append((price, ts))  # the history always ends at the last price
+            await self.store.append_prices(symbol, points)
