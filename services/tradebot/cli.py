@@ -8,6 +8,7 @@ backtester's numerical stack (or the other way round).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import importlib
 import signal
@@ -67,8 +68,10 @@ def _top_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # `kill -USR1 <pid>` prints every thread's stack to stderr: how to see where a service is stuck.
-    if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if hasattr(signal, "SIGUSR1") and sys.__stderr__ is not None:
+        # The process's real stderr (sys.stderr may be a capture without a file descriptor).
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     args = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
     if not args or args[0] in ("-h", "--help"):
