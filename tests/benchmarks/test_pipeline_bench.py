@@ -86,6 +86,52 @@ def raw_rates(kafka: KafkaBroker, messages: list[bytes]) -> tuple[float, float]:
     return produce_rate, consume_rate
 
 
+def raw_transaction_ms(kafka: KafkaBroker) -> tuple[float, float]:
+    """p50/p99 of one consume-transform-produce transaction with confluent-kafka alone (the floor of
+    each exactly-once hop), with the same retry back-off as our transactional producers."""
+    source = kafka.create_topic("txn-bench-in")
+    sink = kafka.create_topic("txn-bench-out")
+    feeder = Producer({"bootstrap.servers": kafka.bootstrap})
+    for _ in range(200):
+        feeder.produce(source, b"x")
+    feeder.flush(30)
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka.bootstrap,
+            "transactional.id": "txn-bench",
+            "linger.ms": 1,
+            "retry.backoff.ms": 5,
+            "retry.backoff.max.ms": 50,
+        }
+    )
+    producer.init_transactions(30)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka.bootstrap,
+            "group.id": "txn-bench",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": 5,
+        }
+    )
+    consumer.subscribe([source])
+    times: list[float] = []
+    while len(times) < 100:
+        if not consumer.consume(2, 1.0):
+            continue
+        start = time.perf_counter()
+        producer.begin_transaction()
+        producer.produce(sink, b"y")
+        producer.send_offsets_to_transaction(
+            consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 10
+        )
+        producer.commit_transaction(10)
+        times.append((time.perf_counter() - start) * 1000)
+    consumer.close()
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
 def metric(port: int, name: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     total = 0.0
@@ -93,6 +139,23 @@ def metric(port: int, name: str) -> float:
         if line.startswith((name + "{", name + " ")):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def fresh_topics(kafka: KafkaBroker) -> None:
+    """Deletes the pipeline's topics (the services recreate them), so a phase starts from nothing."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    existing = set(admin.list_topics(timeout=10).topics)
+    names = [
+        t for t in ("ticks", "orders", "fills", "signals", "strategy-state", "ticks.dlq") if t in existing
+    ]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result(60)
+    deadline = time.monotonic() + 60
+    while set(names) & set(admin.list_topics(timeout=10).topics) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def flowing(port: int) -> Callable[[], bool]:
@@ -110,6 +173,10 @@ def test_pipeline_throughput_and_latency(
         f"raw confluent-kafka produce   {produce_rate:12,.0f} msgs/s",
         f"raw confluent-kafka consume   {consume_rate:12,.0f} msgs/s",
     ]
+    txn_p50, txn_p99 = raw_transaction_ms(own_kafka)
+    lines.append(
+        f"raw confluent-kafka transaction (consume, produce, commit): p50 {txn_p50:.1f} ms  p99 {txn_p99:.1f} ms"
+    )
 
     # One strategy process over preloaded ticks.
     own_kafka.create_topic("ticks", partitions=6)
@@ -153,6 +220,7 @@ def test_pipeline_throughput_and_latency(
 
         # Feed + strategy + executor at fixed rates: tick-to-fill latency from the fills themselves.
         for per_second in (1_000, 5_000):
+            fresh_topics(own_kafka)
             sim_port = free_port()
             interval = len(SYMBOLS) / per_second
             tag = f"r{per_second}"
