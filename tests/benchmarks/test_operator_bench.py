@@ -17,6 +17,19 @@ N = 200
 IDLE_S = 60
 
 
+def writes_by_kind(operator: Operator) -> dict[str, float]:  # noqa: F811
+    import urllib.request
+
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read().decode()
+    )
+    return {
+        line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("tradebot_operator_api_writes_total{")
+    }
+
+
 def test_200_resources_then_idle(kube_apiserver: KubeCluster, operator: Operator) -> None:  # noqa: F811
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     kubectl_ok(kube_apiserver, "create", "namespace", namespace)
@@ -41,16 +54,26 @@ def test_200_resources_then_idle(kube_apiserver: KubeCluster, operator: Operator
         time.sleep(0.5)
     all_deployed = time.perf_counter() - start
     settled_writes = operator.api_writes()
-    # Let the status updates that follow creation settle, then count what an idle operator writes.
-    time.sleep(10)
-    idle_start = operator.api_writes()
+    # The controller manager keeps creating ReplicaSets and pods for a while, and the operator mirrors
+    # each Deployment's availability into the status: wait until its writes stop for 15 s, then count
+    # what the idle operator writes.
+    settle_start, last_count, quiet_since = time.perf_counter(), operator.api_writes(), time.perf_counter()
+    while time.perf_counter() - quiet_since < 15 and time.perf_counter() - settle_start < 240:
+        time.sleep(1)
+        count = operator.api_writes()
+        if count != last_count:
+            last_count, quiet_since = count, time.perf_counter()
+    settled_after = time.perf_counter() - start
+    idle_start, by_kind_start = operator.api_writes(), writes_by_kind(operator)
     time.sleep(IDLE_S)
     idle_writes = operator.api_writes() - idle_start
+    by_kind = {k: v - by_kind_start.get(k, 0.0) for k, v in writes_by_kind(operator).items()}
     print(
         f"\n== operator: {N} TradingStrategy resources ==\n"
         f"kubectl apply took {applied:.1f} s; every Deployment existed after {all_deployed:.1f} s "
         f"({N / all_deployed:.1f} resources/s); {settled_writes - writes_before:.0f} API writes to get there\n"
-        f"writes during {IDLE_S} s idle: {idle_writes:.0f} (target 0)"
+        f"settled (no writes for 15 s) {settled_after:.0f} s after the apply\n"
+        f"writes during {IDLE_S} s idle: {idle_writes:.0f} (target 0) { ({k: v for k, v in by_kind.items() if v}) }"
     )
     assert idle_writes == 0
     kube_apiserver.kubectl("delete", "namespace", namespace, "--wait=false")
