@@ -125,3 +125,25 @@ def test_broker_metadata_lists_the_created_topic(kafka: KafkaBroker) -> None:
     metadata = AdminClient({"bootstrap.servers": kafka.bootstrap}).list_topics(timeout=10)
     assert len(metadata.topics[topic].partitions) == 4
     assert [broker.id for broker in metadata.brokers.values()] == [1]
+
+
+def test_kafka_cli_tools_work_against_the_fixture_broker(kafka: KafkaBroker) -> None:
+    """The Kafka CLI classes from .tools/bin stay usable for debugging a test broker."""
+    topic = kafka.unique_topic("cli", partitions=2)
+    result = subprocess.run(
+        [
+            str(require_tool("kafka-topics")),
+            "--bootstrap-server",
+            kafka.bootstrap,
+            "--describe",
+            "--topic",
+            topic,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"Topic: {topic}" in result.stdout
+    assert "PartitionCount: 2" in result.stdout

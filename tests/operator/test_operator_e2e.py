@@ -303,6 +303,22 @@ def test_strategy_lifecycle_params_rollout_suspend_and_readiness(
     configmap = eventually(
         "the strategy ConfigMap", lambda: get_json(cluster, "configmap", "ema-risk-strategy", "-n", namespace)
     )
+
+    def applied_events() -> set[str]:
+        events = get_json(
+            cluster, "events", "-n", namespace, "--field-selector", "involvedObject.name=ema-risk"
+        )
+        assert events is not None
+        return {e["message"] for e in events["items"] if e["reason"] == "Applied"}
+
+    # Every action is a Kubernetes Event on the resource.
+    eventually(
+        "Applied events for the ConfigMap and the Deployment",
+        lambda: (
+            {"ConfigMap ema-risk-strategy applied", "Deployment ema-risk-strategy applied"}
+            <= applied_events()
+        ),
+    )
     for owned in (deployment, configmap):
         (reference,) = owned["metadata"]["ownerReferences"]
         assert (reference["kind"], reference["name"], reference["uid"], reference["controller"]) == (
