@@ -284,18 +284,29 @@ def _is_current_backtest(owner: Mapping[str, Any], labels: Mapping[str, str]) ->
     return labels.get(render.BACKTEST_HASH_LABEL) == render.backtest_hash(spec)
 
 
-@kopf.on.event("", "v1", "pods", labels={**MANAGED_LABELS, "app.kubernetes.io/component": "backtest"})
-async def backtest_pod_changed(body: kopf.Body, namespace: str | None, type: str | None, **_: Any) -> None:
-    if type == "DELETED" or namespace is None:
-        return
-    terminated = status.terminated_state(dict(body))
-    if terminated is None:
-        return
+async def _backtest_owner(
+    body: kopf.Body, namespace: str | None, event_type: str | None
+) -> tuple[Kube, dict[str, Any], int] | None:
+    """The client, the owning TradingStrategy and its generation, for an event about its current
+    backtest; None when the event is a deletion or about an outdated or foreign backtest."""
+    if event_type == "DELETED" or namespace is None:
+        return None
     kube = _kube()
     owner = await _owner(kube, body.metadata.labels, namespace)
     if owner is None or not _is_current_backtest(owner, body.metadata.labels):
+        return None
+    return kube, owner, int(owner["metadata"].get("generation") or 0)
+
+
+@kopf.on.event("", "v1", "pods", labels={**MANAGED_LABELS, "app.kubernetes.io/component": "backtest"})
+async def backtest_pod_changed(body: kopf.Body, namespace: str | None, type: str | None, **_: Any) -> None:
+    terminated = status.terminated_state(dict(body))
+    if terminated is None:
         return
-    generation = int(owner["metadata"].get("generation") or 0)
+    found = await _backtest_owner(body, namespace, type)
+    if found is None:
+        return
+    kube, owner, generation = found
     job = body.metadata.labels.get("job-name") or body.metadata.name
     if int(terminated.get("exitCode") or 0) != 0:
         message = str(
@@ -333,16 +344,13 @@ async def backtest_pod_changed(body: kopf.Body, namespace: str | None, type: str
 
 @kopf.on.event("batch", "v1", "jobs", labels={**MANAGED_LABELS, "app.kubernetes.io/component": "backtest"})
 async def backtest_job_changed(body: kopf.Body, namespace: str | None, type: str | None, **_: Any) -> None:
-    if type == "DELETED" or namespace is None:
-        return
     failure = status.job_failure(dict(body))
     if failure is None:
         return
-    kube = _kube()
-    owner = await _owner(kube, body.metadata.labels, namespace)
-    if owner is None or not _is_current_backtest(owner, body.metadata.labels):
+    found = await _backtest_owner(body, namespace, type)
+    if found is None:
         return
-    generation = int(owner["metadata"].get("generation") or 0)
+    kube, owner, generation = found
     current = [
         c
         for c in (owner.get("status") or {}).get("conditions") or []
