@@ -244,11 +244,10 @@ def run_processes(args: argparse.Namespace, strategies: list[tuple[str, Strategy
         env = {
             **base_env,
             **extra,
-            "TRADEBOT_SERVICE_NAME": name if name != "api" else "api",
+            "TRADEBOT_SERVICE_NAME": name.split("-")[0] if name.startswith("strategy-") else name,
             "TRADEBOT_HTTP_PORT": str(port),
             "TRADEBOT_HTTP_HOST": args.host,
         }
-        env["TRADEBOT_SERVICE_NAME"] = name.split("-")[0] if name.startswith("strategy-") else name
         processes.append((name, port, subprocess.Popen([*tradebot, *argv], env=env)))
     dashboard = None if args.no_dashboard else start_dashboard(args, f"http://{args.host}:{args.api_port}")
     print_endpoints(

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tradebot.backtest.trades import TradeLog, trades_frame
-from tradebot.core.costs import Costs, commission, fill_price
+from tradebot.core.costs import Costs
 from tradebot.core.models import OrderRequest, Side
 from tradebot.core.params import StrategyParams
 from tradebot.core.strategy import CrossoverStrategy
@@ -62,8 +62,7 @@ def run_reference(bars: pd.DataFrame, config: BacktestConfig) -> RawResult:
     timestamps = index.to_pydatetime()
 
     def fill(bar: int, order: OrderRequest, price: float) -> None:
-        executed = fill_price(order.side.sign, price, costs.slippage_bps)
-        fee = commission(order.qty, executed, costs.commission_pct, costs.commission_fixed)
+        executed, fee = costs.execute(order.side.sign, order.qty, price)
         strategy.on_fill(order.side, order.qty, executed, fee, symbol)
         log.record(bar, order.side.sign, order.qty, executed, fee, order.reason.value)
 
@@ -92,8 +91,7 @@ def run_reference(bars: pd.DataFrame, config: BacktestConfig) -> RawResult:
     if n and state is not None and state.qty != 0.0:
         side = Side.SELL if state.qty > 0 else Side.BUY
         qty = abs(state.qty)
-        executed = fill_price(side.sign, float(closes[-1]), costs.slippage_bps)
-        fee = commission(qty, executed, costs.commission_pct, costs.commission_fixed)
+        executed, fee = costs.execute(side.sign, qty, float(closes[-1]))
         strategy.on_fill(side, qty, executed, fee, symbol)
         log.record(n - 1, side.sign, qty, executed, fee, "end_of_data")
         equity[-1] = strategy.equity()

@@ -22,7 +22,8 @@ import pandas as pd
 from pydantic import ValidationError
 
 from tradebot.backtest.engine import BacktestConfig
-from tradebot.backtest.kernel import SIMULATE, Arrays, KernelArgs, moving_average
+from tradebot.backtest.kernel import SIMULATE, Arrays, KernelArgs, moving_average, run_kernel
+from tradebot.backtest.metrics import compute_stats, infer_bars_per_year
 from tradebot.core.params import StrategyParams
 
 # Metrics a sweep can rank by; for every one of them, higher is better.
@@ -136,7 +137,7 @@ def run_sweep(
     combos, invalid = expand_grid(base.params, grid)
     n = len(arrays.close)
     index = arrays.index
-    bars_per_year = _bars_per_year(index)
+    bars_per_year = float(infer_bars_per_year(index))
     years = (index[-1] - index[0]).total_seconds() / 86_400.0 / 365.25 if n > 1 else 0.0
 
     ma_cache: dict[tuple[bool, int], np.ndarray] = {}
@@ -210,12 +211,6 @@ def _chunks(items: Sequence[StrategyParams], size: int) -> Iterable[Sequence[Str
         yield items[start : start + size]
 
 
-def _bars_per_year(index: pd.DatetimeIndex) -> float:
-    from tradebot.backtest.metrics import infer_bars_per_year
-
-    return float(infer_bars_per_year(index))
-
-
 def walk_forward(
     bars: pd.DataFrame,
     base: BacktestConfig,
@@ -234,9 +229,6 @@ def walk_forward(
     is overfitting made visible. Each window is simulated on its own (its MAs warm up inside it),
     so nothing from the test window leaks into training and nothing from training into the test.
     """
-    from tradebot.backtest.kernel import run_kernel
-    from tradebot.backtest.metrics import compute_stats as stats_of
-
     if folds < 1 or train_ratio <= 0:
         raise ValueError("walk-forward needs folds >= 1 and train_ratio > 0")
     n = len(bars)
@@ -265,7 +257,9 @@ def walk_forward(
             params=params, costs=base.costs, initial_cash=base.initial_cash, fill=base.fill
         )
         raw = run_kernel(test, config)
-        test_stats = stats_of(raw.equity, raw.index, raw.trades, test["close"].to_numpy(), base.initial_cash)
+        test_stats = compute_stats(
+            raw.equity, raw.index, raw.trades, test["close"].to_numpy(), base.initial_cash
+        )
         rows.append(
             {
                 "fold": k + 1,

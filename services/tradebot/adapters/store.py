@@ -82,7 +82,3 @@ class Store(Protocol):
         """Forgets everything (tests, and the rebuild path)."""
 
     async def close(self) -> None: ...
-
-
-def symbols_of(positions: Sequence[Position]) -> list[str]:
-    return sorted({p.symbol for p in positions})

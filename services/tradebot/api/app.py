@@ -9,7 +9,6 @@ from __future__ import annotations
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
@@ -244,7 +243,3 @@ def create_api(settings: ApiSettings, store: Store, *, close_store: bool = True)
         )
     app.include_router(router)
     return app
-
-
-def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value)

@@ -22,12 +22,10 @@ class Costs(BaseModel):
         default=0.0, ge=0, le=1000, description="Slippage in basis points, always against the trader."
     )
 
-    def fill_price(self, side_sign: int, price: float) -> float:
-        """The price actually paid (buy, side_sign=+1) or received (sell, -1)."""
-        return fill_price(side_sign, price, self.slippage_bps)
-
-    def commission(self, qty: float, price: float) -> float:
-        return commission(qty, price, self.commission_pct, self.commission_fixed)
+    def execute(self, side_sign: int, qty: float, price: float) -> tuple[float, float]:
+        """(price actually paid (buy, +1) or received (sell, -1), commission) for `qty` at `price`."""
+        executed = fill_price(side_sign, price, self.slippage_bps)
+        return executed, commission(qty, executed, self.commission_pct, self.commission_fixed)
 
 
 # Plain functions so the numba kernel can mirror the exact same arithmetic.

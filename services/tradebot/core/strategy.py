@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tradebot.core.costs import Costs, commission, fill_price, floor_to_step
+from tradebot.core.costs import Costs, fill_price, floor_to_step
 from tradebot.core.indicators import MovingAverage
 from tradebot.core.models import OrderReason, OrderRequest, Side, Signal, order_id
 from tradebot.core.params import StrategyParams
@@ -258,6 +258,12 @@ class CrossoverStrategy:
             st.entry_price = 0.0
             st.best_price = 0.0
 
+    def assume_filled(self, order: OrderRequest) -> None:
+        """Applies the fill the paper broker will make for `order`: its reference price under the
+        same cost model (the live service trades on this; a refusal is undone by `on_rejected`)."""
+        executed, fee = self.costs.execute(order.side.sign, order.qty, order.ref_price)
+        self.on_fill(order.side, order.qty, executed, fee, order.symbol)
+
     def on_rejected(self, order: OrderRequest) -> None:
         """Undoes the fill this instance assumed for `order` when the broker refused it.
 
@@ -265,8 +271,7 @@ class CrossoverStrategy:
         refused entry followed by a refused exit of the same position cancel out whatever the order
         in which they are undone."""
         st = self.state(order.symbol)
-        executed = fill_price(order.side.sign, order.ref_price, self.costs.slippage_bps)
-        fee = commission(order.qty, executed, self.costs.commission_pct, self.costs.commission_fixed)
+        executed, fee = self.costs.execute(order.side.sign, order.qty, order.ref_price)
         signed = order.side.sign * order.qty
         self.cash += signed * executed + fee
         st.qty -= signed
@@ -292,8 +297,7 @@ class CrossoverStrategy:
 
     def _cash_after_exit(self, position: float, price: float) -> float:
         """Cash once `position` is closed at `price` under the cost model (for sizing the next entry)."""
-        exit_price = fill_price(-1 if position > 0.0 else 1, price, self.costs.slippage_bps)
-        fee = commission(abs(position), exit_price, self.costs.commission_pct, self.costs.commission_fixed)
+        exit_price, fee = self.costs.execute(-1 if position > 0.0 else 1, abs(position), price)
         return self.cash + position * exit_price - fee
 
     @staticmethod

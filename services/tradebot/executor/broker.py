@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from tradebot.adapters.topics import FillRecord
-from tradebot.core.costs import Costs, commission, fill_price
+from tradebot.core.costs import Costs
 from tradebot.core.models import Fill, FillStatus, OrderReason, OrderRequest, Position
 
 ENTRY_REASONS = (OrderReason.ENTRY_LONG, OrderReason.ENTRY_SHORT)
@@ -110,8 +110,7 @@ class PaperBroker:
             return FillRecord(
                 order=order, fill=fill, position=book.position(order.strategy_id, order.symbol, now)
             )
-        executed = fill_price(order.side.sign, order.ref_price, self.costs.slippage_bps)
-        fee = commission(order.qty, executed, self.costs.commission_pct, self.costs.commission_fixed)
+        executed, fee = self.costs.execute(order.side.sign, order.qty, order.ref_price)
         book.apply(order.side.sign, order.qty, executed, fee)
         fill = Fill(
             order_id=order.id,

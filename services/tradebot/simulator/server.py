@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -190,7 +189,3 @@ class PriceSimulator:
 
 async def start_server(simulator: PriceSimulator, host: str, port: int) -> Server:
     return await serve(simulator.handler, host, port, ping_interval=20, ping_timeout=20, max_size=2**20)
-
-
-def describe(simulator: PriceSimulator) -> dict[str, Any]:
-    return {"mode": simulator.mode, "symbols": simulator.symbols()}

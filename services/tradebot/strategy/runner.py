@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from tradebot.adapters.bus import Bus, BusError, Consumer, FencedError, TransactionalProducer
 from tradebot.adapters.store import Store
 from tradebot.adapters.topics import FILLS, ORDERS, SIGNALS, STRATEGY_STATE, TICKS, FillRecord
-from tradebot.core.costs import Costs, commission, fill_price
+from tradebot.core.costs import Costs
 from tradebot.core.models import FillStatus, Tick
 from tradebot.core.params import StrategyParams
 from tradebot.core.strategy import CrossoverStrategy
@@ -201,12 +201,8 @@ class StrategyRunner:
                 step = strategy.on_price(tick.symbol, tick.price, tick.ts, cause)
                 for order in step.orders:
                     producer.produce(ORDERS, order.model_dump_json().encode(), key=order.symbol.encode())
-                    # Assume the paper broker's fill (same price, same costs); a refusal comes back on `fills`.
-                    executed = fill_price(order.side.sign, order.ref_price, self.costs.slippage_bps)
-                    fee = commission(
-                        order.qty, executed, self.costs.commission_pct, self.costs.commission_fixed
-                    )
-                    strategy.on_fill(order.side, order.qty, executed, fee, order.symbol)
+                    # Assume the paper broker's fill; a refusal comes back on `fills`.
+                    strategy.assume_filled(order)
                     self.metrics.orders.labels(
                         strategy=sid, side=order.side.value, reason=order.reason.value
                     ).inc()
