@@ -157,6 +157,33 @@ def test_group_resumes_after_the_committed_offset(bus: Bus, names: Names) -> Non
     assert values(done) + values(rest) == [f"m{i}".encode() for i in range(10)]
 
 
+def test_lag_counts_what_is_left_and_reaches_zero_after_a_transaction(bus: Bus, names: Names) -> None:
+    topic, group = names("lag"), names("group")
+    bus.ensure_topics([TopicSpec(topic)])
+    producer = bus.transactional_producer(names("txn"))
+    producer.begin()
+    for i in range(500):
+        producer.produce(topic, f"m{i}".encode())
+    producer.commit()
+    consumer = bus.consumer(group, [topic], read_committed=True)
+    try:
+        consumed = 0
+        deadline = time.monotonic() + 20.0
+        while (topic, 0) not in consumer.lag():  # Kafka reports lag in its periodic statistics
+            assert time.monotonic() < deadline, "no lag reported"
+            consumed += len(consumer.poll(0.2, max_records=1))
+            time.sleep(0.05)
+        # As of the last statistics (Kafka: up to one interval old), never beyond what was produced.
+        assert 0 < consumer.lag()[(topic, 0)] <= 500
+        drain(consumer, 500 - consumed)
+        # Caught up, the commit marker after the last record is not lag.
+        while consumer.lag().get((topic, 0)) != 0:
+            assert time.monotonic() < deadline + 10.0, consumer.lag()
+            assert consumer.poll(0.2) == []
+    finally:
+        consumer.close()
+
+
 def test_uncommitted_progress_is_redelivered(bus: Bus, names: Names) -> None:
     topic, group = names("redeliver"), names("group")
     bus.ensure_topics([TopicSpec(topic)])

@@ -108,6 +108,7 @@ def operator(
         "HOME": str(workdir),
         "TRADEBOT_OPERATOR_LIVENESS_PORT": str(liveness_port),
         "TRADEBOT_OPERATOR_METRICS_PORT": str(metrics_port),
+        "TRADEBOT_OPERATOR_HOST": "127.0.0.1",
         "TRADEBOT_OPERATOR_STRATEGY_IMAGE": "ghcr.io/tradebot/tradebot:0.1.0",
     }
     process = ServerProcess(

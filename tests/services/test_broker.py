@@ -58,45 +58,53 @@ def test_same_order_id_is_filled_once() -> None:
 @pytest.mark.parametrize(
     ("checks", "halted", "last", "made", "reason"),
     [
-        (RiskChecks(), True, None, order(Side.BUY, 1, 10.0, OrderReason.ENTRY_LONG, 1), "strategy halted"),
+        (
+            RiskChecks(),
+            True,
+            None,
+            order(Side.BUY, 1, 10.0, OrderReason.ENTRY_LONG, 1),
+            ("halted", "strategy halted"),
+        ),
         (
             RiskChecks(max_order_qty=5),
             False,
             None,
             order(Side.BUY, 6, 10.0, OrderReason.ENTRY_LONG, 1),
-            "max order qty",
+            ("max_qty", "max order qty"),
         ),
         (
             RiskChecks(max_order_notional=50),
             False,
             None,
             order(Side.BUY, 6, 10.0, OrderReason.ENTRY_LONG, 1),
-            "max order notional",
+            ("max_notional", "max order notional"),
         ),
         (
             RiskChecks(price_band_pct=5),
             False,
             9.0,
             order(Side.BUY, 1, 10.0, OrderReason.ENTRY_LONG, 1),
-            "from the last price",
+            ("price_band", "from the last price"),
         ),
         (
             RiskChecks(),
             False,
             None,
             order(Side.SELL, 1, 10.0, OrderReason.EXIT_CROSS, 1),
-            "no position to close",
+            ("no_position", "no position to close"),
         ),
     ],
 )
 def test_refusals_are_recorded_with_their_reason(
-    checks: RiskChecks, halted: bool, last: float | None, made: OrderRequest, reason: str
+    checks: RiskChecks, halted: bool, last: float | None, made: OrderRequest, reason: tuple[str, str]
 ) -> None:
     broker = PaperBroker(Costs(), checks)
     result = broker.execute(made, now=NOW, halted=halted, last_price=last)
     assert result is not None
     assert result.fill.status is FillStatus.REJECTED
-    assert reason in (result.fill.reject_reason or "")
+    code, text = reason
+    assert result.fill.reject_code == code
+    assert text in (result.fill.reject_reason or "")
     assert broker.book("s1", "AAA").qty == 0.0
 
 

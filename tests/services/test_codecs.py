@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tradebot.feed.codecs import BinanceCodec, Rejected, SimulatorCodec
+from tradebot.feed.codecs import REJECT_CODES, BinanceCodec, Rejected, SimulatorCodec
 
 GOOD = {"type": "tick", "symbol": "AAPL", "price": 101.5, "size": 3.0, "ts": "2024-01-02T15:04:05Z", "seq": 7}
 
@@ -22,19 +22,19 @@ def test_simulator_tick_decodes() -> None:
 def test_simulator_refusals_name_the_problem() -> None:
     codec = SimulatorCodec()
     cases = {
-        "{not json": "not JSON",
-        "[1, 2]": "not a JSON object",
-        json.dumps({**GOOD, "type": "trade"}): "type",
-        json.dumps({**GOOD, "price": -1}): "price",
-        json.dumps({**GOOD, "price": "NaN"}): "price",
-        json.dumps({**GOOD, "ts": "2024-01-02T15:04:05"}): "ts",
-        json.dumps({**GOOD, "colour": "red"}): "colour",
-        json.dumps({k: v for k, v in GOOD.items() if k != "symbol"}): "symbol",
+        "{not json": ("not_json", "not JSON"),
+        "[1, 2]": ("not_object", "not a JSON object"),
+        json.dumps({**GOOD, "type": "trade"}): ("unknown_type", "type"),
+        json.dumps({**GOOD, "price": -1}): ("invalid_field", "price"),
+        json.dumps({**GOOD, "price": "NaN"}): ("invalid_field", "price"),
+        json.dumps({**GOOD, "ts": "2024-01-02T15:04:05"}): ("invalid_field", "ts"),
+        json.dumps({**GOOD, "colour": "red"}): ("invalid_field", "colour"),
+        json.dumps({k: v for k, v in GOOD.items() if k != "symbol"}): ("missing_field", "symbol"),
     }
-    for raw, expected in cases.items():
+    for raw, (code, text) in cases.items():
         result = codec.decode(raw)
         assert isinstance(result, Rejected), raw
-        assert expected in result.reason, (raw, result.reason)
+        assert (result.code, text in result.reason) == (code, True), (raw, result)
 
 
 def test_binance_trade_stream() -> None:
@@ -56,8 +56,15 @@ def test_binance_trade_stream() -> None:
             ("BTCUSDT", 37000.5, 0.002, 12345, 2023)
         ]
     assert codec.decode('{"result": null, "id": 1}') == []
-    assert "p" in codec.decode(json.dumps({k: v for k, v in trade.items() if k != "p"})).reason  # type: ignore[union-attr]
-    assert isinstance(codec.decode(json.dumps({**trade, "p": "-5"})), Rejected)
+    assert codec.decode(json.dumps({k: v for k, v in trade.items() if k != "p"})) == Rejected(
+        "missing_field", "p: missing"
+    )
+    negative = codec.decode(json.dumps({**trade, "p": "-5"}))
+    assert isinstance(negative, Rejected)
+    assert negative.code == "invalid_field"
+    assert codec.decode(json.dumps({**trade, "e": "kline"})) == Rejected(
+        "unsupported_event", "e: unsupported event 'kline'"
+    )
     assert json.loads(codec.subscribe_message(["BTCUSDT"], 0))["params"] == ["btcusdt@trade"]
 
 
@@ -77,6 +84,7 @@ def test_arbitrary_bytes_never_crash(raw: str | bytes) -> None:
         assert isinstance(result, list | Rejected)
         if isinstance(result, Rejected):
             assert result.reason
+            assert result.code in REJECT_CODES
 
 
 @given(

@@ -6,7 +6,7 @@ import argparse
 import logging
 
 import kopf
-from prometheus_client import start_http_server
+from prometheus_client import disable_created_metrics, start_http_server
 
 from tradebot.operator.settings import OperatorSettings
 
@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     # One line per API request is noise at INFO; kopf reports what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("tradebot.operator").info("starting", extra={"namespaces": namespaces or "*"})
-    start_http_server(settings.metrics_port, addr="0.0.0.0")
+    disable_created_metrics()  # as the services do: `*_created` series only double the count
+    start_http_server(settings.metrics_port, addr=settings.host)
     # Importing the module registers the handlers with kopf's default registry.
     import tradebot.operator.handlers  # noqa: F401
 
@@ -36,6 +37,6 @@ def run(args: argparse.Namespace) -> int:
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,
-        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
+        liveness_endpoint=f"http://{settings.host}:{settings.liveness_port}/healthz",
     )
     return 0

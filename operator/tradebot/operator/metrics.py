@@ -23,3 +23,11 @@ API_WRITES = Counter(
     "Writes the operator made to the API server, by verb and kind.",
     ["verb", "kind"],
 )
+
+# Known label values start at 0, so rates and alerts see a 0 rather than nothing.
+for _result in ("ok", "invalid", "error"):
+    RECONCILES.labels(result=_result)
+for _kind in ("temporary", "permanent"):
+    ERRORS.labels(kind=_kind)
+for _result in ("started", "succeeded", "failed"):
+    BACKTESTS.labels(result=_result)

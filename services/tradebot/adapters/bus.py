@@ -49,6 +49,10 @@ class Consumer(Protocol):
     def assignment(self) -> list[tuple[str, int]]:
         """(topic, partition) pairs currently assigned to this consumer."""
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet consumed, per assigned (topic, partition), as last known; a partition whose
+        end is not known yet is absent. Cheap: no broker round trip."""
+
     def close(self) -> None: ...
 
 

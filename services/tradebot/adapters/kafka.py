@@ -13,6 +13,7 @@ is unusable and must be closed (and the service stop or start a new one). An err
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 import uuid
@@ -38,6 +39,8 @@ _FENCED = frozenset(
     }
 )
 _TIMEOUT_S = 30.0
+# How often librdkafka reports consumer lag (see KafkaConsumer.lag).
+_STATS_INTERVAL_MS = 2000
 # Each transaction call's own timeout: a healthy commit takes milliseconds, and a pipeline should
 # rather abort and retry a batch than stall for long.
 _TXN_TIMEOUT_S = 10.0
@@ -242,8 +245,13 @@ class KafkaTransactionalProducer(KafkaProducer):
 
 class KafkaConsumer:
     def __init__(self, config: dict[str, Any], topics: Sequence[str]) -> None:
+        self._lag: dict[tuple[str, int], int] = {}
         try:
-            self._consumer = _KafkaConsumer(config)
+            # librdkafka's statistics carry each partition's lag against the end a read_committed
+            # reader can reach (the last stable offset): no extra broker requests, served from poll.
+            self._consumer = _KafkaConsumer(
+                {**config, "statistics.interval.ms": _STATS_INTERVAL_MS, "stats_cb": self._on_stats}
+            )
             self._consumer.subscribe(list(topics))
         except KafkaException as exc:
             raise _bus_error("creating the consumer", exc) from exc
@@ -285,6 +293,28 @@ class KafkaConsumer:
 
     def assignment(self) -> list[tuple[str, int]]:
         return [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
+
+    def _on_stats(self, raw: str) -> None:
+        try:
+            topics = json.loads(raw).get("topics", {})
+        except ValueError:
+            return
+        lag: dict[tuple[str, int], int] = {}
+        for topic, info in topics.items():
+            for key, partition in info.get("partitions", {}).items():
+                # `consumer_lag_stored`: from what the application has consumed (`consumer_lag` counts
+                # from the last commit). Partition -1 is librdkafka's internal one; -1 is "not known".
+                value = partition.get("consumer_lag_stored", -1)
+                if key != "-1" and isinstance(value, int) and value >= 0:
+                    lag[(topic, int(key))] = value
+        self._lag = lag
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        try:
+            assigned = set(self.assignment())
+        except (KafkaException, RuntimeError):  # closed
+            return {}
+        return {tp: value for tp, value in self._lag.items() if tp in assigned}
 
     def close(self) -> None:
         with contextlib.suppress(RuntimeError):  # already closed

@@ -291,6 +291,10 @@ class MemoryConsumer:
         with self._bus._cond:
             return list(self._positions)
 
+    def lag(self) -> dict[TP, int]:
+        with self._bus._cond:
+            return {tp: self._bus._end_offset(tp) - position for tp, position in self._positions.items()}
+
     def positions(self) -> dict[TP, int]:
         """The position (next offset to read) of each assigned partition."""
         with self._bus._cond:

@@ -135,6 +135,18 @@ class FillStatus(StrEnum):
     REJECTED = "rejected"
 
 
+class RejectCode(StrEnum):
+    """Why the broker refused an order, as a fixed code (`reject_reason` says it in words)."""
+
+    HALTED = "halted"
+    MAX_QTY = "max_qty"
+    MAX_NOTIONAL = "max_notional"
+    PRICE_BAND = "price_band"
+    IN_POSITION = "in_position"
+    NO_POSITION = "no_position"
+    NOT_FINITE = "not_finite"
+
+
 class Fill(Message):
     order_id: str = Field(min_length=1, max_length=128)
     strategy_id: Identifier
@@ -147,6 +159,7 @@ class Fill(Message):
     status: FillStatus = FillStatus.FILLED
     reason: OrderReason
     reject_reason: str | None = None
+    reject_code: RejectCode | None = None  # absent on records written before codes existed
 
     @model_validator(mode="after")
     def _filled_has_price(self) -> Fill:

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from tradebot.adapters.topics import FillRecord
 from tradebot.core.costs import Costs
-from tradebot.core.models import Fill, FillStatus, OrderReason, OrderRequest, Position
+from tradebot.core.models import Fill, FillStatus, OrderReason, OrderRequest, Position, RejectCode
 
 ENTRY_REASONS = (OrderReason.ENTRY_LONG, OrderReason.ENTRY_SHORT)
 
@@ -93,8 +93,8 @@ class PaperBroker:
             return None
         self.seen.add(order.id)
         book = self.book(order.strategy_id, order.symbol)
-        reason = self._refusal(order, book, halted, last_price)
-        if reason is not None:
+        refusal = self._refusal(order, book, halted, last_price)
+        if refusal is not None:
             fill = Fill(
                 order_id=order.id,
                 strategy_id=order.strategy_id,
@@ -105,7 +105,8 @@ class PaperBroker:
                 ts=now,
                 status=FillStatus.REJECTED,
                 reason=order.reason,
-                reject_reason=reason,
+                reject_code=refusal[0],
+                reject_reason=refusal[1],
             )
             return FillRecord(
                 order=order, fill=fill, position=book.position(order.strategy_id, order.symbol, now)
@@ -127,27 +128,38 @@ class PaperBroker:
             order=order, fill=fill, position=book.position(order.strategy_id, order.symbol, now)
         )
 
-    def _refusal(self, order: OrderRequest, book: Book, halted: bool, last_price: float | None) -> str | None:
+    def _refusal(
+        self, order: OrderRequest, book: Book, halted: bool, last_price: float | None
+    ) -> tuple[RejectCode, str] | None:
         entry = order.reason in ENTRY_REASONS
         if halted and entry:
-            return "strategy halted"
+            return RejectCode.HALTED, "strategy halted"
         if self.checks.max_order_qty is not None and order.qty > self.checks.max_order_qty:
-            return f"qty {order.qty:g} exceeds max order qty {self.checks.max_order_qty:g}"
+            return (
+                RejectCode.MAX_QTY,
+                f"qty {order.qty:g} exceeds max order qty {self.checks.max_order_qty:g}",
+            )
         notional = order.qty * order.ref_price
         if self.checks.max_order_notional is not None and notional > self.checks.max_order_notional:
-            return f"notional {notional:.2f} exceeds max order notional {self.checks.max_order_notional:.2f}"
+            return (
+                RejectCode.MAX_NOTIONAL,
+                f"notional {notional:.2f} exceeds max order notional {self.checks.max_order_notional:.2f}",
+            )
         band = self.checks.price_band_pct
         if band is not None and last_price is not None and last_price > 0:
             off = abs(order.ref_price - last_price) / last_price * 100.0
             if off > band:
-                return f"price {order.ref_price:g} is {off:.2f}% from the last price {last_price:g} (band {band:g}%)"
+                return (
+                    RejectCode.PRICE_BAND,
+                    f"price {order.ref_price:g} is {off:.2f}% from the last price {last_price:g} (band {band:g}%)",
+                )
         if entry:
             if book.qty != 0.0:
-                return "already in a position"
+                return RejectCode.IN_POSITION, "already in a position"
         else:
             closes = (book.qty > 0 and order.side.sign < 0) or (book.qty < 0 and order.side.sign > 0)
             if not closes or order.qty > abs(book.qty) + 1e-9:
-                return "no position to close"
+                return RejectCode.NO_POSITION, "no position to close"
         if not math.isfinite(notional):
-            return "notional is not finite"
+            return RejectCode.NOT_FINITE, "notional is not finite"
         return None

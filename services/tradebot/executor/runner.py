@@ -22,50 +22,110 @@ from pydantic import ValidationError
 from tradebot.adapters.bus import Bus, BusError, Consumer, FencedError, Record, TransactionalProducer
 from tradebot.adapters.store import Store
 from tradebot.adapters.topics import FILLS, ORDERS, FillRecord
-from tradebot.core.models import FillStatus, OrderRequest, Position
+from tradebot.core.models import FillStatus, OrderRequest, Position, RejectCode
 from tradebot.executor.broker import PaperBroker
 from tradebot.kit.lifecycle import ShutdownEvent
+from tradebot.kit.metrics import ConsumerLagGauge
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class ExecutorMetrics:
+    """The executor's metrics (catalogued in services/README.md)."""
+
     registry: CollectorRegistry
-    fills: Counter = field(init=False)
+    received: Counter = field(init=False)
+    filled: Counter = field(init=False)
+    rejected: Counter = field(init=False)
     duplicates: Counter = field(init=False)
     invalid: Counter = field(init=False)
     latency: Histogram = field(init=False)
     realized: Gauge = field(init=False)
     unrealized: Gauge = field(init=False)
+    equity: Gauge = field(init=False)
+    exposure: Gauge = field(init=False)
+    drawdown: Gauge = field(init=False)
+    halted: Gauge = field(init=False)
     projected: Counter = field(init=False)
     rebuilds: Counter = field(init=False)
+    lag: ConsumerLagGauge = field(init=False)
+    _known: set[str] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.fills = Counter("tradebot_fills_total", "Orders handled.", ["strategy", "status"], registry=r)
-        self.duplicates = Counter(
-            "tradebot_orders_duplicate_total", "Orders seen again (ignored).", registry=r
+        per_strategy = ["strategy"]
+        self.received = Counter(
+            "tradebot_executor_orders_received", "Orders read from `orders`.", per_strategy, registry=r
         )
-        self.invalid = Counter("tradebot_orders_invalid_total", "Unreadable order messages.", registry=r)
+        self.filled = Counter("tradebot_executor_orders_filled", "Orders filled.", per_strategy, registry=r)
+        self.rejected = Counter(
+            "tradebot_executor_orders_rejected",
+            "Orders refused, by reason code.",
+            ["strategy", "reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "tradebot_executor_orders_duplicate", "Orders seen again (ignored).", registry=r
+        )
+        self.invalid = Counter(
+            "tradebot_executor_orders_invalid", "Unreadable messages on `orders`.", registry=r
+        )
         self.latency = Histogram(
-            "tradebot_tick_to_fill_seconds",
-            "From the tick's timestamp to its order's fill.",
+            "tradebot_executor_tick_to_fill_seconds",
+            "From the causing tick's timestamp to its order's fill.",
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
         self.realized = Gauge(
-            "tradebot_pnl_realized", "Realised P&L net of commissions.", ["strategy"], registry=r
+            "tradebot_executor_realized_pnl", "Realised P&L net of commissions.", per_strategy, registry=r
         )
         self.unrealized = Gauge(
-            "tradebot_pnl_unrealized", "Unrealised P&L at the last fill prices.", ["strategy"], registry=r
+            "tradebot_executor_unrealized_pnl",
+            "Unrealised P&L of open positions at the last prices.",
+            per_strategy,
+            registry=r,
+        )
+        self.equity = Gauge(
+            "tradebot_executor_equity",
+            "Initial cash plus realised and unrealised P&L.",
+            per_strategy,
+            registry=r,
+        )
+        self.exposure = Gauge(
+            "tradebot_executor_gross_exposure",
+            "Sum of the absolute notional of open positions at the last prices.",
+            per_strategy,
+            registry=r,
+        )
+        self.drawdown = Gauge(
+            "tradebot_executor_drawdown_ratio",
+            "Fall of equity from its peak over the fills history, 0 to 1.",
+            per_strategy,
+            registry=r,
+        )
+        self.halted = Gauge(
+            "tradebot_executor_strategy_halted", "1 while the strategy is halted.", per_strategy, registry=r
         )
         self.projected = Counter(
-            "tradebot_store_fills_applied_total", "Fills applied to the store.", registry=r
+            "tradebot_executor_store_fills_applied", "Fills applied to the Redis view.", registry=r
         )
         self.rebuilds = Counter(
-            "tradebot_store_rebuilds_total", "Store rebuilds from the fills topic.", registry=r
+            "tradebot_executor_store_rebuilds", "Rebuilds of the Redis view from `fills`.", registry=r
         )
+        self.lag = ConsumerLagGauge.of(r)
+
+    def know(self, strategy_id: str) -> None:
+        """A strategy's series start at 0 once it is known, so rates and alerts see a 0, not nothing."""
+        if strategy_id in self._known:
+            return
+        self._known.add(strategy_id)
+        self.received.labels(strategy=strategy_id)
+        self.filled.labels(strategy=strategy_id)
+        for code in RejectCode:
+            self.rejected.labels(strategy=strategy_id, reason=code.value)
+        self.halted.labels(strategy=strategy_id)
+        self.drawdown.labels(strategy=strategy_id)
 
 
 class ExecutorRunner:
@@ -95,6 +155,8 @@ class ExecutorRunner:
         self._applied_offset = -1
         # The latest position per (strategy, symbol) as the projection has read it from `fills`.
         self._projected: dict[tuple[str, str], Position] = {}
+        # Each strategy's highest equity over the fills history and the live marks since (drawdown).
+        self._peak_equity: dict[str, float] = {}
 
     # -- start-up --------------------------------------------------------------------------------
     def rebuild_from_topic(self) -> list[Record]:
@@ -121,6 +183,7 @@ class ExecutorRunner:
         try:
             while not shutdown.is_set():
                 records = await asyncio.to_thread(orders.poll, self.poll_timeout_s, self.batch_max)
+                self.metrics.lag.update(self.group_id, orders)
                 if not records:
                     continue
                 try:
@@ -178,7 +241,13 @@ class ExecutorRunner:
                 self.metrics.duplicates.inc()
                 continue
             producer.produce(FILLS, result.model_dump_json().encode(), key=order.symbol.encode())
-            self.metrics.fills.labels(strategy=order.strategy_id, status=result.fill.status.value).inc()
+            self.metrics.know(order.strategy_id)
+            self.metrics.received.labels(strategy=order.strategy_id).inc()
+            if result.fill.status is FillStatus.FILLED:
+                self.metrics.filled.labels(strategy=order.strategy_id).inc()
+            else:
+                code = result.fill.reject_code.value if result.fill.reject_code else "unknown"
+                self.metrics.rejected.labels(strategy=order.strategy_id, reason=code).inc()
             lag = wall - order.ts.timestamp()
             if 0.0 <= lag < 60.0:  # a live tick's age; replays of old data are not latency
                 self.metrics.latency.observe(lag)
@@ -212,9 +281,34 @@ class ExecutorRunner:
                 realized += position.realized_pnl - position.commissions
                 if position.qty != 0.0:
                     unrealized += position.qty * (position.last_price - position.avg_price)
-        self.metrics.realized.labels(strategy=sid).set(realized)
-        self.metrics.unrealized.labels(strategy=sid).set(unrealized)
-        await self.store.append_equity(sid, record.order.ts, self.initial_cash + realized + unrealized)
+        equity = self.initial_cash + realized + unrealized
+        self._peak_equity[sid] = max(self._peak_equity.get(sid, self.initial_cash), equity)
+        await self.store.append_equity(sid, record.order.ts, equity)
+
+    def update_risk_metrics(self) -> None:
+        """P&L, equity, exposure and drawdown per strategy, marked at the latest prices the feed saw
+        (a position's own last fill price until then)."""
+        books: dict[str, list[Position]] = {sid: [] for sid in self._halted}
+        for (sid, _), position in self._projected.items():
+            books.setdefault(sid, []).append(position)
+        for sid, positions in books.items():
+            realized = unrealized = exposure = 0.0
+            for position in positions:
+                realized += position.realized_pnl - position.commissions
+                if position.qty != 0.0:
+                    mark = self._last_prices.get(position.symbol, position.last_price)
+                    unrealized += position.qty * (mark - position.avg_price)
+                    exposure += abs(position.qty) * mark
+            equity = self.initial_cash + realized + unrealized
+            peak = max(self._peak_equity.get(sid, self.initial_cash), equity)
+            self._peak_equity[sid] = peak
+            self.metrics.know(sid)
+            self.metrics.realized.labels(strategy=sid).set(realized)
+            self.metrics.unrealized.labels(strategy=sid).set(unrealized)
+            self.metrics.equity.labels(strategy=sid).set(equity)
+            self.metrics.exposure.labels(strategy=sid).set(exposure)
+            self.metrics.drawdown.labels(strategy=sid).set((peak - equity) / peak if peak > 0 else 0.0)
+            self.metrics.halted.labels(strategy=sid).set(1.0 if self._halted.get(sid) else 0.0)
 
     async def _project_tail(self, tail: Consumer, shutdown: ShutdownEvent) -> None:
         while not shutdown.is_set():
@@ -234,6 +328,7 @@ class ExecutorRunner:
                     symbol: price for symbol, (price, _) in (await self.store.last_prices()).items()
                 }
                 self._halted = {s["id"]: bool(s.get("halted")) for s in await self.store.strategies()}
+                self.update_risk_metrics()
                 stored = await self.store.applied_offset()
                 if stored < self._applied_offset or self._applied_offset == -2:
                     logger.warning(

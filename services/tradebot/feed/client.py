@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -21,7 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from tradebot.adapters.bus import Producer
 from tradebot.adapters.store import Store
 from tradebot.adapters.topics import TICKS, TICKS_DLQ, DeadLetter
-from tradebot.feed.codecs import Codec, Rejected
+from tradebot.feed.codecs import REJECT_CODES, Codec, Rejected
 from tradebot.kit.lifecycle import ShutdownEvent
 
 logger = logging.getLogger(__name__)
@@ -29,30 +30,53 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FeedMetrics:
+    """The feed's metrics (catalogued in services/README.md)."""
+
     registry: CollectorRegistry
+    received: Counter = field(init=False)
     ticks: Counter = field(init=False)
-    invalid: Counter = field(init=False)
+    rejected: Counter = field(init=False)
     duplicates: Counter = field(init=False)
     gaps: Counter = field(init=False)
     reconnects: Counter = field(init=False)
     connected: Gauge = field(init=False)
+    since_last_tick: Gauge = field(init=False)
+    last_tick_monotonic: float = field(init=False, default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.ticks = Counter("tradebot_ticks_total", "Valid ticks published.", ["symbol"], registry=r)
-        self.invalid = Counter(
-            "tradebot_ticks_invalid_total", "Messages sent to the dead-letter topic.", ["reason"], registry=r
+        self.received = Counter(
+            "tradebot_feed_messages_received", "WebSocket messages received from the source.", registry=r
         )
+        self.ticks = Counter(
+            "tradebot_feed_ticks_published", "Valid ticks published to `ticks`.", ["symbol"], registry=r
+        )
+        self.rejected = Counter(
+            "tradebot_feed_messages_rejected",
+            "Messages sent to the dead-letter topic, by reason code.",
+            ["reason"],
+            registry=r,
+        )
+        for code in REJECT_CODES:
+            self.rejected.labels(reason=code)
         self.duplicates = Counter(
-            "tradebot_ticks_duplicate_total", "Ticks dropped as already seen.", registry=r
+            "tradebot_feed_duplicate_ticks", "Ticks dropped as already seen.", registry=r
         )
         self.gaps = Counter(
-            "tradebot_feed_gap_ticks_total", "Ticks missed between reconnects (by sequence).", registry=r
+            "tradebot_feed_gap_ticks", "Ticks missed between reconnects (by sequence).", registry=r
         )
-        self.reconnects = Counter(
-            "tradebot_feed_reconnects_total", "Reconnections to the source.", registry=r
-        )
+        self.reconnects = Counter("tradebot_feed_reconnects", "Reconnections to the source.", registry=r)
         self.connected = Gauge("tradebot_feed_connected", "1 while connected to the source.", registry=r)
+        self.since_last_tick = Gauge(
+            "tradebot_feed_seconds_since_last_tick",
+            "Seconds since the last valid tick arrived (since start-up before the first).",
+            registry=r,
+        )
+        # Computed at scrape time: a stalled feed has nobody to update a gauge.
+        self.since_last_tick.set_function(lambda: time.monotonic() - self.last_tick_monotonic)
+
+    def tick_arrived(self) -> None:
+        self.last_tick_monotonic = time.monotonic()
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
@@ -98,9 +122,10 @@ class Feed:
     # -- one message -------------------------------------------------------------------------
     def handle(self, raw: str | bytes) -> int:
         """Validates one message and publishes what it holds; returns the ticks published."""
+        self.metrics.received.inc()
         decoded = self.codec.decode(raw)
         if isinstance(decoded, Rejected):
-            self._dead_letter(raw, decoded.reason)
+            self._dead_letter(raw, decoded)
             return 0
         published = 0
         for tick in decoded:
@@ -121,6 +146,7 @@ class Feed:
                 self.last_seq[tick.symbol] = tick.seq
             self.producer.produce(TICKS, tick.model_dump_json().encode(), key=tick.symbol.encode())
             self.metrics.ticks.labels(symbol=tick.symbol).inc()
+            self.metrics.tick_arrived()
             self._latest[tick.symbol] = (tick.price, tick.ts)
             recent = self._history.setdefault(tick.symbol, [])
             if len(recent) < self.history_per_flush:
@@ -128,17 +154,17 @@ class Feed:
             published += 1
         return published
 
-    def _dead_letter(self, raw: str | bytes, reason: str) -> None:
+    def _dead_letter(self, raw: str | bytes, rejected: Rejected) -> None:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         letter = DeadLetter(
             source=self.codec.name,
-            reason=reason,
+            reason=rejected.reason,
             raw=text[:10_000],
             received_at=datetime.now(UTC).isoformat(),
         )
         self.producer.produce(TICKS_DLQ, letter.to_json())
-        self.metrics.invalid.labels(reason=reason.split(":", 1)[0][:40]).inc()
-        logger.info("message to the dead-letter topic", extra={"reason": reason})
+        self.metrics.rejected.labels(reason=rejected.code).inc()
+        logger.info("message to the dead-letter topic", extra={"reason": rejected.reason})
 
     # -- the loop ------------------------------------------------------------------------------
     async def run(self, shutdown: ShutdownEvent) -> None:

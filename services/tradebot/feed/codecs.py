@@ -18,8 +18,20 @@ from tradebot.core.models import Tick
 Source = Literal["simulator", "binance"]
 
 
+RejectCode = Literal[
+    "not_json", "not_object", "unknown_type", "unsupported_event", "missing_field", "invalid_field"
+]
+REJECT_CODES: tuple[RejectCode, ...] = (
+    "not_json", "not_object", "unknown_type", "unsupported_event", "missing_field", "invalid_field"
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Rejected:
+    """Why a message is not a tick: `code` is one of a fixed set (a metric label), `reason` says exactly
+    what is wrong (the dead letter's text)."""
+
+    code: RejectCode
     reason: str
 
 
@@ -34,17 +46,19 @@ class Codec(Protocol):
     def decode(self, raw: str | bytes) -> Decoded: ...
 
 
-def _validation_reason(exc: ValidationError) -> str:
+def _invalid(exc: ValidationError) -> Rejected:
     error = exc.errors()[0]
     loc = ".".join(str(part) for part in error["loc"]) or "message"
-    return f"{loc}: {error['msg']}"
+    return Rejected(
+        "missing_field" if error["type"] == "missing" else "invalid_field", f"{loc}: {error['msg']}"
+    )
 
 
 def _load(raw: str | bytes) -> Any | Rejected:
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        return Rejected(f"not JSON: {exc}")
+        return Rejected("not_json", f"not JSON: {exc}")
 
 
 class SimulatorCodec:
@@ -60,17 +74,17 @@ class SimulatorCodec:
         if isinstance(message, Rejected):
             return message
         if not isinstance(message, dict):
-            return Rejected("message is not a JSON object")
+            return Rejected("not_object", "message is not a JSON object")
         kind = message.get("type")
         if kind in ("subscribed", "end"):
             return []
         if kind != "tick":
-            return Rejected(f"type: unknown message type {kind!r}")
+            return Rejected("unknown_type", f"type: unknown message type {kind!r}")
         body = {key: value for key, value in message.items() if key != "type"}
         try:
             return [Tick.model_validate_json(json.dumps(body))]
         except ValidationError as exc:
-            return Rejected(_validation_reason(exc))
+            return _invalid(exc)
 
 
 class BinanceCodec:
@@ -93,22 +107,22 @@ class BinanceCodec:
         if isinstance(message, dict) and "data" in message and "stream" in message:
             message = message["data"]
         if not isinstance(message, dict):
-            return Rejected("message is not a JSON object")
+            return Rejected("not_object", "message is not a JSON object")
         if "result" in message and "id" in message:
             return []  # the answer to SUBSCRIBE
         if message.get("e") != "trade":
-            return Rejected(f"e: unsupported event {message.get('e')!r}")
+            return Rejected("unsupported_event", f"e: unsupported event {message.get('e')!r}")
         try:
             price = float(message["p"])
             qty = float(message["q"])
             ts = datetime.fromtimestamp(int(message["T"]) / 1000.0, tz=UTC)
             tick = Tick(symbol=str(message["s"]), price=price, size=qty, ts=ts, seq=int(message["t"]))
         except KeyError as exc:
-            return Rejected(f"{exc.args[0]}: missing")
+            return Rejected("missing_field", f"{exc.args[0]}: missing")
         except (TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, ValidationError):
-                return Rejected(_validation_reason(exc))
-            return Rejected(f"bad value: {exc}")
+                return _invalid(exc)
+            return Rejected("invalid_field", f"bad value: {exc}")
         return [tick]
 
 

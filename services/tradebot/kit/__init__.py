@@ -43,7 +43,7 @@ What you get:
   check passes; else 503 with `"status": "not_ready"` and the `failing` names, or `"shutting_down"`;
   checks run concurrently, each with a timeout; a check that raises or times out fails)
   and `/metrics` (process/platform/GC collectors, `tradebot_build_info{service,version}`,
-  `tradebot_http_requests_total{route,method,status_class}`,
+  `tradebot_http_requests_total{route,method,status}`,
   `tradebot_http_request_duration_seconds{route,method}`). Define the service's own metrics on a
   `CollectorRegistry()` and pass it as `registry`. `readiness_of(app).add_check(name, check)` adds a
   check later (e.g. once a consumer exists).

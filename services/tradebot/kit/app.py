@@ -18,6 +18,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
 )
 from prometheus_client.exposition import choose_encoder
 from starlette.routing import BaseRoute
@@ -62,6 +63,9 @@ def create_service_app(
     `registry`: where the service's own metrics live; a fresh one if omitted. Process, platform and GC
     collectors are added to it unless it already has them, so the global `REGISTRY` works too.
     """
+    # `*_created` samples double the series of every counter and histogram for what Prometheus
+    # already knows from resets; nothing here reads them.
+    disable_created_metrics()
     registry = registry if registry is not None else CollectorRegistry()
     _register_default_collectors(registry)
     version = service_version()
@@ -103,14 +107,14 @@ def _register_default_collectors(registry: CollectorRegistry) -> None:
 
 
 class _HttpMetricsMiddleware:
-    """Request count and latency with bounded labels: route template, method, status class."""
+    """Request count and latency with bounded labels: route template, method, status code."""
 
     def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
         self.app = app
         self.requests = Counter(
             "tradebot_http_requests",
             "HTTP requests answered.",
-            ["route", "method", "status_class"],
+            ["route", "method", "status"],
             registry=registry,
         )
         self.duration = Histogram(
@@ -138,7 +142,7 @@ class _HttpMetricsMiddleware:
         finally:
             route = _route_template(scope.get("route"))
             method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
-            self.requests.labels(route, method, f"{status // 100}xx").inc()
+            self.requests.labels(route, method, str(status)).inc()
             self.duration.labels(route, method).observe(time.perf_counter() - started)
 
 

@@ -30,46 +30,65 @@ from tradebot.core.models import FillStatus, Tick
 from tradebot.core.params import StrategyParams
 from tradebot.core.strategy import CrossoverStrategy
 from tradebot.kit.lifecycle import ShutdownEvent
+from tradebot.kit.metrics import ConsumerLagGauge
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class StrategyMetrics:
+    """The strategy's metrics (catalogued in services/README.md)."""
+
     registry: CollectorRegistry
     ticks: Counter = field(init=False)
     orders: Counter = field(init=False)
     signals: Counter = field(init=False)
-    batches: Counter = field(init=False)
-    aborted: Counter = field(init=False)
+    transactions: Counter = field(init=False)
+    position: Gauge = field(init=False)
     equity: Gauge = field(init=False)
     batch_seconds: Histogram = field(init=False)
+    lag: ConsumerLagGauge = field(init=False)
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.ticks = Counter("tradebot_strategy_ticks_total", "Ticks processed.", ["strategy"], registry=r)
+        self.ticks = Counter("tradebot_strategy_ticks", "Ticks processed.", ["strategy"], registry=r)
         self.orders = Counter(
-            "tradebot_orders_total", "Orders produced.", ["strategy", "side", "reason"], registry=r
+            "tradebot_strategy_orders", "Orders emitted.", ["strategy", "side", "reason"], registry=r
         )
         self.signals = Counter(
-            "tradebot_signals_total", "Crosses seen.", ["strategy", "direction"], registry=r
+            "tradebot_strategy_signals", "Moving-average crosses seen.", ["strategy", "direction"], registry=r
         )
-        self.batches = Counter(
-            "tradebot_strategy_transactions_total", "Committed transactions.", ["strategy"], registry=r
+        self.transactions = Counter(
+            "tradebot_strategy_transactions",
+            "Transactions, committed or aborted.",
+            ["strategy", "result"],
+            registry=r,
         )
-        self.aborted = Counter(
-            "tradebot_strategy_aborted_total", "Aborted transactions.", ["strategy"], registry=r
+        self.position = Gauge(
+            "tradebot_strategy_position",
+            "The position the strategy holds (quantity, negative when short).",
+            ["strategy", "symbol"],
+            registry=r,
         )
         self.equity = Gauge(
             "tradebot_strategy_equity", "The strategy's own mark-to-market equity.", ["strategy"], registry=r
         )
         self.batch_seconds = Histogram(
             "tradebot_strategy_batch_seconds",
-            "Time to process and commit one batch.",
+            "Time to process one poll batch of ticks and commit its transaction.",
             ["strategy"],
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
         )
+        self.lag = ConsumerLagGauge.of(r)
+
+    def start(self, strategy_id: str, symbols: list[str]) -> None:
+        """Series known up front start at 0, so rates and alerts see a 0 rather than nothing."""
+        self.ticks.labels(strategy=strategy_id)
+        for result in ("committed", "aborted"):
+            self.transactions.labels(strategy=strategy_id, result=result)
+        for symbol in symbols:
+            self.position.labels(strategy=strategy_id, symbol=symbol).set(0.0)
 
 
 class StrategyRunner:
@@ -138,11 +157,13 @@ class StrategyRunner:
                     "initial_cash": self.initial_cash,
                 },
             )
+        self.metrics.start(self.strategy_id, sorted(self.symbols))
         logger.info("strategy running", extra={"strategy": self.strategy_id, "restored": restored})
         self.ready = True
         try:
             while not shutdown.is_set():
                 records = await asyncio.to_thread(consumer.poll, self.poll_timeout_s, self.batch_max)
+                self.metrics.lag.update(self._group, consumer)
                 if not records:
                     continue
                 try:
@@ -157,7 +178,7 @@ class StrategyRunner:
                     logger.warning(
                         "transaction aborted; resuming from the last commit", extra={"error": str(exc)}
                     )
-                    self.metrics.aborted.labels(strategy=self.strategy_id).inc()
+                    self.metrics.transactions.labels(strategy=self.strategy_id, result="aborted").inc()
                     await asyncio.to_thread(self._abort_and_rewind, producer, consumer)
                     # A new producer with the same transactional id fences the old one and aborts
                     # whatever it left open; a new consumer resumes from the committed offsets.
@@ -168,11 +189,15 @@ class StrategyRunner:
             await asyncio.to_thread(consumer.close)
             await asyncio.to_thread(producer.close)
 
+    @property
+    def _group(self) -> str:
+        return f"strategy-{self.strategy_id}"
+
     def _producer(self) -> TransactionalProducer:
-        return self.bus.transactional_producer(f"strategy-{self.strategy_id}")
+        return self.bus.transactional_producer(self._group)
 
     def _consumer(self) -> Consumer:
-        return self.bus.consumer(f"strategy-{self.strategy_id}", [TICKS, FILLS], read_committed=True)
+        return self.bus.consumer(self._group, [TICKS, FILLS], read_committed=True)
 
     def _abort_and_rewind(self, producer: TransactionalProducer, consumer: Consumer) -> None:
         with contextlib.suppress(BusError):
@@ -223,6 +248,9 @@ class StrategyRunner:
         producer.commit(consumer)
         self._committed_snapshot = snapshot
         self.metrics.ticks.labels(strategy=sid).inc(ticks)
-        self.metrics.batches.labels(strategy=sid).inc()
+        self.metrics.transactions.labels(strategy=sid, result="committed").inc()
         self.metrics.equity.labels(strategy=sid).set(strategy.equity())
+        for symbol, state in strategy.symbols.items():
+            if symbol in self.symbols:
+                self.metrics.position.labels(strategy=sid, symbol=symbol).set(state.qty)
         self.metrics.batch_seconds.labels(strategy=sid).observe(time.perf_counter() - started)
