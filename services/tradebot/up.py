@@ -3,6 +3,10 @@
 - `--embedded`: simulator, feed, strategies, executor and API in one process over the in-memory bus
   and store (what `make demo` runs); the dashboard is a Streamlit subprocess.
 - otherwise: each service as its own process (`tradebot <service>`), against `--kafka` and `--redis`.
+- `--source URL`: the feed reads this price source (an exchange, or a simulator run elsewhere) instead of
+  a simulator started here.
+- `--prometheus`: also a local Prometheus scraping every service and evaluating the alerting and
+  recording rules of `manifests/monitoring/`.
 Ctrl-C (or SIGTERM) stops everything cleanly.
 """
 
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tradebot.core.params import StrategyParams
+from tradebot.kit.prometheus import LocalPrometheus, default_rules_file
 
 DEFAULT_SYMBOLS = "AAPL,MSFT,GOOG,AMZN,TSLA"
 
@@ -43,6 +48,33 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         metavar="ID=JSON",
         default=[],
         help='a strategy: id and parameters, e.g. fast={"shortWindow":5,"longWindow":20}; repeatable',
+    )
+    parser.add_argument(
+        "--source",
+        metavar="URL",
+        help="WebSocket price source for the feed instead of a simulator started here",
+    )
+    parser.add_argument(
+        "--source-codec",
+        choices=["simulator", "binance"],
+        default="simulator",
+        help="message format of --source",
+    )
+    parser.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also run a Prometheus scraping every service (with our rules)",
+    )
+    parser.add_argument("--prometheus-port", type=int, default=9090)
+    parser.add_argument(
+        "--prometheus-interval", type=float, default=5.0, help="scrape and rule evaluation interval, seconds"
+    )
+    parser.add_argument(
+        "--scrape",
+        action="append",
+        metavar="JOB=HOST:PORT",
+        default=[],
+        help="another target for --prometheus, e.g. operator=127.0.0.1:9091; repeatable",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--api-port", type=int, default=8000)
@@ -84,6 +116,14 @@ def run(args: argparse.Namespace) -> int:
     if args.replay and not Path(args.replay).is_file():
         print(f"tradebot up: error: --replay {args.replay}: no such file", file=sys.stderr)
         return 2
+    if args.replay and args.source:
+        print("tradebot up: error: --replay and --source exclude each other", file=sys.stderr)
+        return 2
+    for spec in args.scrape:
+        job, sep, target = spec.partition("=")
+        if not sep or not job or ":" not in target:
+            print(f"tradebot up: error: --scrape {spec!r}: use JOB=HOST:PORT", file=sys.stderr)
+            return 2
     if args.embedded:
         return run_embedded(args, strategies)
     return run_processes(args, strategies)
@@ -130,7 +170,7 @@ async def run_pipeline_embedded(
     from tradebot.executor.broker import PaperBroker, RiskChecks
     from tradebot.executor.runner import ExecutorMetrics, ExecutorRunner
     from tradebot.feed.client import Feed, FeedMetrics
-    from tradebot.feed.codecs import SimulatorCodec
+    from tradebot.feed.codecs import codec_for
     from tradebot.simulator.command import parse_speed
     from tradebot.simulator.server import GbmConfig, Metrics, PriceSimulator, ReplayConfig, start_server
     from tradebot.strategy.runner import StrategyMetrics, StrategyRunner
@@ -142,12 +182,14 @@ async def run_pipeline_embedded(
         source = ReplayConfig(path=Path(args.replay), symbol=args.symbol, speed=parse_speed(args.speed))
     else:
         source = GbmConfig(symbols=symbols, interval_s=args.interval)
-    simulator = PriceSimulator(source, Metrics(registry))
-    server = await start_server(simulator, args.host, args.simulator_port)
     stop_walks = asyncio.Event()
     tasks = []
-    if simulator.mode == "gbm":
-        tasks.append(asyncio.create_task(simulator.broadcast_walks(stop_walks)))
+    server = None
+    if not args.source:
+        simulator = PriceSimulator(source, Metrics(registry))
+        server = await start_server(simulator, args.host, args.simulator_port)
+        if simulator.mode == "gbm":
+            tasks.append(asyncio.create_task(simulator.broadcast_walks(stop_walks)))
 
     strategy_metrics = StrategyMetrics(registry)
     costs = settings.costs()
@@ -171,8 +213,8 @@ async def run_pipeline_embedded(
         metrics=ExecutorMetrics(registry),
     )
     feed = Feed(
-        codec=SimulatorCodec(),
-        url=f"ws://{args.host}:{args.simulator_port}",
+        codec=codec_for(args.source_codec),
+        url=args.source or f"ws://{args.host}:{args.simulator_port}",
         symbols=symbols,
         producer=bus.producer("feed"),
         store=store,
@@ -182,16 +224,22 @@ async def run_pipeline_embedded(
     tasks.append(asyncio.create_task(executor.run(shutdown)))
     tasks.append(asyncio.create_task(feed.run(shutdown)))
     dashboard = None if args.no_dashboard else start_dashboard(args, f"http://{args.host}:{args.api_port}")
-    print_endpoints(args, [sid for sid, _ in strategies], embedded=True)
+    targets = {"up": args.api_port, **({"dashboard": dashboard[1]} if dashboard else {})}
+    prometheus = await asyncio.to_thread(start_prometheus, args, targets)
+    print_endpoints(args, [sid for sid, _ in strategies], embedded=True, prometheus=prometheus)
     try:
         await shutdown.wait()
     finally:
         stop_walks.set()
-        server.close()
+        if server is not None:
+            server.close()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
+        if server is not None:
+            await server.wait_closed()
         if dashboard is not None:
-            stop_process(dashboard)
+            stop_process(dashboard[0])
+        if prometheus is not None:
+            await asyncio.to_thread(prometheus.stop)
 
 
 # -- separate processes ----------------------------------------------------------------------------
@@ -207,16 +255,17 @@ def run_processes(args: argparse.Namespace, strategies: list[tuple[str, Strategy
     symbols = args.symbol if args.replay else args.symbols
     tradebot = [sys.executable, "-m", "tradebot.cli"]
     specs: list[tuple[str, list[str], dict[str, str]]] = []
-    simulator_args = ["simulator", "--port", str(args.simulator_port)]
-    if args.replay:
-        simulator_args += ["--replay", args.replay, "--speed", args.speed, "--symbol", args.symbol]
-    specs.append(
-        (
-            "simulator",
-            simulator_args,
-            {"TRADEBOT_SYMBOLS": args.symbols, "TRADEBOT_SIMULATOR_INTERVAL_S": str(args.interval)},
+    if not args.source:
+        simulator_args = ["simulator", "--port", str(args.simulator_port)]
+        if args.replay:
+            simulator_args += ["--replay", args.replay, "--speed", args.speed, "--symbol", args.symbol]
+        specs.append(
+            (
+                "simulator",
+                simulator_args,
+                {"TRADEBOT_SYMBOLS": args.symbols, "TRADEBOT_SIMULATOR_INTERVAL_S": str(args.interval)},
+            )
         )
-    )
     specs.append(("executor", ["executor"], {}))
     for sid, params in strategies:
         specs.append(
@@ -234,7 +283,11 @@ def run_processes(args: argparse.Namespace, strategies: list[tuple[str, Strategy
         (
             "feed",
             ["feed"],
-            {"TRADEBOT_FEED_URL": f"ws://127.0.0.1:{args.simulator_port}", "TRADEBOT_SYMBOLS": symbols},
+            {
+                "TRADEBOT_FEED_URL": args.source or f"ws://127.0.0.1:{args.simulator_port}",
+                "TRADEBOT_FEED_SOURCE": args.source_codec,
+                "TRADEBOT_SYMBOLS": symbols,
+            },
         )
     )
     specs.append(("api", ["api"], {"TRADEBOT_API_TOKEN": args.api_token, "TRADEBOT_CORS_ORIGINS": "*"}))
@@ -250,8 +303,18 @@ def run_processes(args: argparse.Namespace, strategies: list[tuple[str, Strategy
         }
         processes.append((name, port, subprocess.Popen([*tradebot, *argv], env=env)))
     dashboard = None if args.no_dashboard else start_dashboard(args, f"http://{args.host}:{args.api_port}")
+    health = {name: port for name, port, _ in processes}
+    prometheus = None
+    try:
+        prometheus = start_prometheus(args, {**health, **({"dashboard": dashboard[1]} if dashboard else {})})
+    except Exception:
+        for _, _, process in reversed(processes):
+            stop_process(process)
+        if dashboard is not None:
+            stop_process(dashboard[0])
+        raise
     print_endpoints(
-        args, [sid for sid, _ in strategies], embedded=False, health={n: p for n, p, _ in processes}
+        args, [sid for sid, _ in strategies], embedded=False, health=health, prometheus=prometheus
     )
     stopping = False
 
@@ -277,19 +340,23 @@ def run_processes(args: argparse.Namespace, strategies: list[tuple[str, Strategy
         for _, _, process in reversed(processes):
             stop_process(process)
         if dashboard is not None:
-            stop_process(dashboard)
+            stop_process(dashboard[0])
+        if prometheus is not None:
+            prometheus.stop()
     return code
 
 
 # -- shared -----------------------------------------------------------------------------------------
-def start_dashboard(args: argparse.Namespace, api_url: str) -> subprocess.Popen[bytes]:
+def start_dashboard(args: argparse.Namespace, api_url: str) -> tuple[subprocess.Popen[bytes], int]:
+    """The Streamlit dashboard and the port of its health server (`/livez`, `/metrics`)."""
+    health_port = free_port()
     env = {
         **os.environ,
         "TRADEBOT_API_URL": api_url,
-        "TRADEBOT_HTTP_PORT": str(free_port()),
+        "TRADEBOT_HTTP_PORT": str(health_port),
         "TRADEBOT_HTTP_HOST": args.host,
     }
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -302,6 +369,34 @@ def start_dashboard(args: argparse.Namespace, api_url: str) -> subprocess.Popen[
         ],
         env=env,
     )
+    return process, health_port
+
+
+def start_prometheus(args: argparse.Namespace, ports: dict[str, int]) -> LocalPrometheus | None:
+    """With `--prometheus`: a Prometheus scraping `ports` (process name -> its HTTP port) and `--scrape`
+    targets, one job per service (`tradebot-<service>`; every strategy process is one `tradebot-strategy`)."""
+    if not args.prometheus:
+        return None
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
+    jobs: dict[str, list[str]] = {}
+    for name, port in ports.items():
+        service = "strategy" if name.startswith("strategy-") else name
+        jobs.setdefault(f"tradebot-{service}", []).append(f"{host}:{port}")
+    for spec in args.scrape:
+        job, _, target = spec.partition("=")
+        jobs.setdefault(job if job.startswith("tradebot") else f"tradebot-{job}", []).append(target)
+    rules = default_rules_file()
+    if rules is None:
+        print("tradebot up: no rules file found; Prometheus runs without alerts", file=sys.stderr)
+    prometheus = LocalPrometheus(
+        jobs,
+        host=host,
+        port=args.prometheus_port,
+        interval_s=args.prometheus_interval,
+        rule_files=[rules] if rules else [],
+    )
+    prometheus.start()
+    return prometheus
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -322,7 +417,12 @@ def free_port() -> int:
 
 
 def print_endpoints(
-    args: argparse.Namespace, strategy_ids: list[str], *, embedded: bool, health: dict[str, int] | None = None
+    args: argparse.Namespace,
+    strategy_ids: list[str],
+    *,
+    embedded: bool,
+    health: dict[str, int] | None = None,
+    prometheus: LocalPrometheus | None = None,
 ) -> None:
     lines = [
         "tradebot is up"
@@ -331,8 +431,12 @@ def print_endpoints(
             if embedded
             else f" (Kafka {args.kafka}, Redis {args.redis})"
         ),
-        f"  simulator  ws://{args.host}:{args.simulator_port}"
-        + (f"  replaying {args.replay}" if args.replay else ""),
+        (
+            f"  source     {args.source} ({args.source_codec})"
+            if args.source
+            else f"  simulator  ws://{args.host}:{args.simulator_port}"
+            + (f"  replaying {args.replay}" if args.replay else "")
+        ),
         f"  api        http://{args.host}:{args.api_port}  (docs: /docs, token for halt/resume: {'set' if args.api_token else 'none'})",
         f"  strategies {', '.join(strategy_ids)}",
     ]
@@ -340,5 +444,7 @@ def print_endpoints(
         lines.append(f"  dashboard  http://{args.host}:{args.dashboard_port}")
     if health:
         lines.append("  health     " + ", ".join(f"{name} :{port}" for name, port in health.items()))
+    if prometheus is not None:
+        lines.append(f"  prometheus {prometheus.url}  (alerts: {prometheus.url}/alerts)")
     lines.append("Ctrl-C stops everything.")
     print("\n".join(lines), flush=True)
