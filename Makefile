@@ -42,7 +42,8 @@ test: venv tools
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy services backtest operator tests
+	$(VENV)/bin/mypy services backtest operator tests manifests/monitoring/dashboard.py
+	$(PY) manifests/monitoring/dashboard.py --check
 	$(VENV)/bin/lint-imports
 
 bench: $(VENV)/.installed-bench tools
