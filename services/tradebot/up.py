@@ -39,6 +39,11 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         "--replay", metavar="FILE", help="replay this CSV through the simulator instead of random walks"
     )
     parser.add_argument("--speed", default="max", help="replay speed: multiple of real time, or 'max'")
+    parser.add_argument(
+        "--live-timestamps",
+        action="store_true",
+        help="stamp replayed ticks with the time they are sent (the file sets prices and pace)",
+    )
     parser.add_argument("--symbol", default="ASSET", help="symbol of the replayed series")
     parser.add_argument("--symbols", default=DEFAULT_SYMBOLS, help="symbols of the random walks")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between random-walk rounds")
@@ -179,7 +184,12 @@ async def run_pipeline_embedded(
     symbols = [args.symbol] if args.replay else [s.strip() for s in args.symbols.split(",") if s.strip()]
     source: GbmConfig | ReplayConfig
     if args.replay:
-        source = ReplayConfig(path=Path(args.replay), symbol=args.symbol, speed=parse_speed(args.speed))
+        source = ReplayConfig(
+            path=Path(args.replay),
+            symbol=args.symbol,
+            speed=parse_speed(args.speed),
+            live_timestamps=args.live_timestamps,
+        )
     else:
         source = GbmConfig(symbols=symbols, interval_s=args.interval)
     stop_walks = asyncio.Event()
@@ -259,6 +269,8 @@ def run_processes(args: argparse.Namespace, strategies: list[tuple[str, Strategy
         simulator_args = ["simulator", "--port", str(args.simulator_port)]
         if args.replay:
             simulator_args += ["--replay", args.replay, "--speed", args.speed, "--symbol", args.symbol]
+            if args.live_timestamps:
+                simulator_args.append("--live-timestamps")
         specs.append(
             (
                 "simulator",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,53 @@ async def test_bad_messages_go_to_the_dead_letter_topic_and_the_feed_keeps_going
     assert reasons[2].startswith("ts")
     assert reasons[3].startswith("type")
     assert letters[0]["raw"] == "garbage"
+    metrics = feed.metrics
+    assert metrics.received._value.get() == 6
+    rejected = {
+        code: metrics.rejected.labels(reason=code)._value.get()
+        for code in ("not_json", "invalid_field", "unknown_type", "missing_field")
+    }
+    assert rejected == {"not_json": 1, "invalid_field": 2, "unknown_type": 1, "missing_field": 0}
+    assert [metrics.ticks.labels(symbol="AAA")._value.get()] == [2]
+
+
+async def test_a_replay_with_live_timestamps_is_stamped_when_sent(tmp_path: Path) -> None:
+    csv = tmp_path / "bars.csv"
+    write_ohlcv_csv(synthetic_ohlcv(200, seed=2, freq="1D"), csv)  # daily bars from 2020
+    bus = MemoryBus()
+    bus.ensure_topics(pipeline_topics(1))
+    port = free_port()
+    replay = ReplayConfig(csv, "SYM", speed=None, live_timestamps=True)
+    server = await start_server(PriceSimulator(replay, Metrics(CollectorRegistry())), "127.0.0.1", port)
+    started = datetime.now(UTC)
+    feed = make_feed(bus, port)
+    shutdown = ShutdownEvent()
+    task = asyncio.create_task(feed.run(shutdown))
+    for _ in range(200):
+        if len(topic_values(bus, TICKS)) >= 200:
+            break
+        await asyncio.sleep(0.05)
+    shutdown.set()
+    await task
+    server.close()
+    ended = datetime.now(UTC)
+    ticks = topic_values(bus, TICKS)
+    stamps = [datetime.fromisoformat(str(t["ts"])) for t in ticks]
+    assert [t["seq"] for t in ticks] == list(range(1, 201))
+    assert all(started <= ts <= ended for ts in stamps)
+    assert stamps == sorted(stamps)
+    # The prices are the file's.
+    closes = synthetic_ohlcv(200, seed=2, freq="1D")["close"].tolist()
+    assert [t["price"] for t in ticks] == pytest.approx(closes)
+    # Computed at scrape time: it grows while nothing arrives.
+    registry = feed.metrics.registry
+    first = registry.get_sample_value("tradebot_feed_seconds_since_last_tick")
+    await asyncio.sleep(0.3)
+    later = registry.get_sample_value("tradebot_feed_seconds_since_last_tick")
+    assert first is not None
+    assert later is not None
+    assert 0.0 <= first < (ended - started).total_seconds() + 1
+    assert later >= first + 0.25
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

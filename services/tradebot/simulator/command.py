@@ -36,6 +36,11 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--speed", default="max", help="replay speed: a multiple of real time, or 'max'")
     parser.add_argument("--symbol", default="ASSET", help="symbol name for the replayed series")
+    parser.add_argument(
+        "--live-timestamps",
+        action="store_true",
+        help="stamp replayed ticks with the time they are sent (the file sets prices and pace)",
+    )
     parser.add_argument("--port", type=int, help="WebSocket port (default TRADEBOT_SIMULATOR_PORT or 6789)")
 
 
@@ -63,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.replay)
         if not path.is_file():
             raise SystemExit(f"tradebot simulator: error: --replay {path}: no such file")
-        source = ReplayConfig(path=path, symbol=args.symbol, speed=parse_speed(args.speed))
+        source = ReplayConfig(
+            path=path, symbol=args.symbol, speed=parse_speed(args.speed), live_timestamps=args.live_timestamps
+        )
     else:
         source = GbmConfig(
             symbols=[s.strip() for s in settings.symbols.split(",") if s.strip()],

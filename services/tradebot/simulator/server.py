@@ -53,6 +53,9 @@ class ReplayConfig:
     path: Path
     symbol: str
     speed: float | None  # None = as fast as possible; else a multiple of real time
+    # Stamp each tick with the time it is sent rather than the file's: the file's prices as a live market
+    # (what live latency measurements and demos need); the file's timestamps still set the pace.
+    live_timestamps: bool = False
 
 
 @dataclass
@@ -144,7 +147,7 @@ class PriceSimulator:
                 "symbol": config.symbol,
                 "price": float(closes[seq]),
                 "size": float(volumes[seq]),
-                "ts": ts_text,
+                "ts": iso(datetime.now(UTC)) if config.live_timestamps else ts_text,
                 "seq": seq + 1,
             }
             await connection.send(json.dumps(message))
