@@ -20,6 +20,6 @@ class OperatorSettings(BaseSettings):
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch; empty: cluster-wide"
     )
-    host: str = Field("0.0.0.0", description="Interface of the liveness and metrics endpoints")  # noqa: S104 (in a pod)
+    host: str = Field("0.0.0.0", description="Interface of the liveness and metrics endpoints")
     liveness_port: int = Field(8080, ge=1, le=65535, description="kopf's liveness endpoint /healthz")
     metrics_port: int = Field(9090, ge=1, le=65535, description="Prometheus /metrics")

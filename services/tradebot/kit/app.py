@@ -65,7 +65,7 @@ def create_service_app(
     """
     # `*_created` samples double the series of every counter and histogram for what Prometheus
     # already knows from resets; nothing here reads them.
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = registry if registry is not None else CollectorRegistry()
     _register_default_collectors(registry)
     version = service_version()

@@ -78,7 +78,7 @@ class StrategyMetrics:
             "Time to process one poll batch of ticks and commit its transaction.",
             ["strategy"],
             registry=r,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
         self.lag = ConsumerLagGauge.of(r)
 
