@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.plugins._proc import REPO_ROOT, require_tool
-from tradebot.kit.prometheus import PrometheusNotFoundError, default_rules_file, find_prometheus, scrape_config
+from tradebot.kit.prometheus import (
+    PrometheusNotFoundError,
+    default_rules_file,
+    find_prometheus,
+    scrape_config,
+)
 
 RULES = REPO_ROOT / "manifests" / "monitoring" / "prometheus-rules.yaml"
 
