@@ -1,0 +1,87 @@
+"""The executor's risk metrics, from a running executor over the memory bus and store: P&L, equity,
+exposure and drawdown marked at the feed's latest price, halts, and refusals counted by reason code."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry
+
+from tests.services.test_broker import order
+from tradebot.adapters.memory_bus import MemoryBus
+from tradebot.adapters.memory_store import MemoryStore
+from tradebot.adapters.topics import ORDERS, pipeline_topics
+from tradebot.core.costs import Costs
+from tradebot.core.models import OrderReason, OrderRequest, Side
+from tradebot.executor.broker import PaperBroker, RiskChecks
+from tradebot.executor.runner import ExecutorMetrics, ExecutorRunner
+from tradebot.kit.lifecycle import ShutdownEvent
+
+
+async def until(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+async def test_risk_gauges_follow_fills_prices_and_halts() -> None:
+    bus = MemoryBus()
+    bus.ensure_topics(pipeline_topics(1))
+    store = MemoryStore()
+    registry = CollectorRegistry()
+    runner = ExecutorRunner(
+        bus=bus,
+        store=store,
+        broker=PaperBroker(Costs(), RiskChecks()),
+        metrics=ExecutorMetrics(registry),
+        initial_cash=10_000.0,
+    )
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"strategy": "s1", **labels})
+
+    def send(made: OrderRequest) -> None:
+        producer = bus.producer("test")
+        producer.produce(ORDERS, made.model_dump_json().encode(), key=made.symbol.encode())
+        producer.flush()
+
+    await store.register_strategy("s1", {})
+    shutdown = ShutdownEvent()
+    task = asyncio.create_task(runner.run(shutdown))
+    try:
+        await until("s1 known", lambda: value("tradebot_executor_strategy_halted") == 0.0)
+        # Known series start at 0, every refusal reason included.
+        assert value("tradebot_executor_orders_rejected_total", reason="max_notional") == 0.0
+        assert value("tradebot_executor_drawdown_ratio") == 0.0
+
+        send(order(Side.BUY, 10, 100.0, OrderReason.ENTRY_LONG, 1))
+        await until("the entry filled", lambda: value("tradebot_executor_orders_filled_total") == 1.0)
+        await store.set_last_price("AAA", 90.0, datetime.now(UTC))
+        await until("marked at 90", lambda: value("tradebot_executor_unrealized_pnl") == -100.0)
+        assert value("tradebot_executor_equity") == 9_900.0
+        assert value("tradebot_executor_gross_exposure") == 900.0
+        assert value("tradebot_executor_drawdown_ratio") == 0.01
+        await store.set_last_price("AAA", 120.0, datetime.now(UTC))
+        await until("marked at 120", lambda: value("tradebot_executor_equity") == 10_200.0)
+        await store.set_last_price("AAA", 102.0, datetime.now(UTC))
+        await until("marked at 102", lambda: value("tradebot_executor_equity") == 10_020.0)
+        drawdown = value("tradebot_executor_drawdown_ratio")
+        assert drawdown is not None
+        assert abs(drawdown - 180.0 / 10_200.0) < 1e-12  # from the peak at 120, not from the start
+
+        await store.set_halted("s1", True)
+        await until("halted", lambda: value("tradebot_executor_strategy_halted") == 1.0)
+        send(order(Side.BUY, 1, 102.0, OrderReason.ENTRY_LONG, 2))
+        send(order(Side.SELL, 10, 102.0, OrderReason.EXIT_CROSS, 3))  # exits still fill while halted
+        await until("both handled", lambda: value("tradebot_executor_orders_received_total") == 3.0)
+        assert value("tradebot_executor_orders_rejected_total", reason="halted") == 1.0
+        assert value("tradebot_executor_orders_filled_total") == 2.0
+        await until("flat", lambda: value("tradebot_executor_gross_exposure") == 0.0)
+        assert value("tradebot_executor_realized_pnl") == 20.0
+        assert value("tradebot_executor_unrealized_pnl") == 0.0
+    finally:
+        shutdown.set()
+        await task
