@@ -20,11 +20,13 @@ from tradebot.executor.runner import ExecutorMetrics, ExecutorRunner
 from tradebot.kit.lifecycle import ShutdownEvent
 
 
-async def until(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, what
+async def until(what: str, check: Callable[[], bool]) -> None:
+    """Waits up to 10 s for `check` (the executor's watcher refreshes prices and halts every 0.25 s)."""
+    for _ in range(200):
+        if check():
+            return
         await asyncio.sleep(0.05)
+    raise AssertionError(f"{what}: not within 10 s")
 
 
 async def test_risk_gauges_follow_fills_prices_and_halts() -> None:
