@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from typing import ClassVar, Protocol
 
@@ -43,8 +44,15 @@ class ConsumerLagGauge:
             registry=registry,
         )
         self._reported: dict[str, set[tuple[str, int]]] = {}
+        self._updated: dict[str, float] = {}
 
-    def update(self, group: str, consumer: LagSource) -> None:
+    def update(self, group: str, consumer: LagSource, *, every_s: float = 1.0) -> None:
+        """Called after every poll; reads the consumer at most every `every_s` seconds per group (Kafka
+        reports lag every 2 s anyway), so the hot loop does not pay for it."""
+        now = time.monotonic()
+        if now - self._updated.get(group, -every_s) < every_s:
+            return
+        self._updated[group] = now
         lag = consumer.lag()
         for topic, partition in self._reported.get(group, set()) - set(lag):
             self._gauge.remove(group, topic, str(partition))

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,13 +84,16 @@ class StrategyMetrics:
         )
         self.lag = ConsumerLagGauge.of(r)
 
-    def start(self, strategy_id: str, symbols: list[str]) -> None:
-        """Series known up front start at 0, so rates and alerts see a 0 rather than nothing."""
+    def start(self, strategy_id: str, symbols: list[str], position_of: Callable[[str], float]) -> None:
+        """Series known up front start at 0, so rates and alerts see a 0 rather than nothing. Positions
+        are read when scraped: the hot loop does not set one gauge per symbol per batch."""
         self.ticks.labels(strategy=strategy_id)
         for result in ("committed", "aborted"):
             self.transactions.labels(strategy=strategy_id, result=result)
         for symbol in symbols:
-            self.position.labels(strategy=strategy_id, symbol=symbol).set(0.0)
+            self.position.labels(strategy=strategy_id, symbol=symbol).set_function(
+                functools.partial(position_of, symbol)
+            )
 
 
 class StrategyRunner:
@@ -157,7 +162,7 @@ class StrategyRunner:
                     "initial_cash": self.initial_cash,
                 },
             )
-        self.metrics.start(self.strategy_id, sorted(self.symbols))
+        self.metrics.start(self.strategy_id, sorted(self.symbols), self.position_of)
         logger.info("strategy running", extra={"strategy": self.strategy_id, "restored": restored})
         self.ready = True
         try:
@@ -188,6 +193,11 @@ class StrategyRunner:
             self.ready = False
             await asyncio.to_thread(consumer.close)
             await asyncio.to_thread(producer.close)
+
+    def position_of(self, symbol: str) -> float:
+        """The quantity held in `symbol` (negative when short); safe to call from another thread."""
+        state = self.strategy.symbols.get(symbol)
+        return state.qty if state is not None else 0.0
 
     @property
     def _group(self) -> str:
@@ -250,7 +260,4 @@ class StrategyRunner:
         self.metrics.ticks.labels(strategy=sid).inc(ticks)
         self.metrics.transactions.labels(strategy=sid, result="committed").inc()
         self.metrics.equity.labels(strategy=sid).set(strategy.equity())
-        for symbol, state in strategy.symbols.items():
-            if symbol in self.symbols:
-                self.metrics.position.labels(strategy=sid, symbol=symbol).set(state.qty)
         self.metrics.batch_seconds.labels(strategy=sid).observe(time.perf_counter() - started)
