@@ -24,6 +24,7 @@ CHART_DASHBOARD = REPO_ROOT / "charts" / "tradebot" / "files" / "grafana-dashboa
 EXTERNAL_METRICS = {
     "up",
     "kube_pod_status_ready",
+    "kube_pod_status_phase",
     "kube_deployment_status_replicas_available",
     "kube_deployment_spec_replicas",
 }

@@ -34,6 +34,25 @@ REQUIRED_ALERTS = {
     "TradebotDrawdownHigh",
     "TradebotStrategyHalted",
     "TradebotBacktestFailed",
+    "TradebotFeedRejectionsHigh",
+    "TradebotTickToFillLatencyHigh",
+    "TradebotOperatorPermanentErrors",
+    "TradebotApiErrors",
+}
+# The recordings the dashboard and the alerts build on: rates, ratios and quantiles over the catalogue.
+REQUIRED_RECORDS = {
+    "tradebot:feed_ticks_published:rate1m",
+    "tradebot:feed_messages_rejected:rate5m",
+    "tradebot:strategy_ticks:rate1m",
+    "tradebot:strategy_orders:rate5m",
+    "tradebot:executor_orders_rejected:rate5m",
+    "tradebot:executor_rejection_ratio:rate5m",
+    "tradebot:executor_tick_to_fill_seconds:p50",
+    "tradebot:executor_tick_to_fill_seconds:p99",
+    "tradebot:strategy_batch_seconds:p99",
+    "tradebot:consumer_lag:max",
+    "tradebot:executor_pnl:total",
+    "tradebot:http_5xx_ratio:rate5m",
 }
 
 
@@ -111,6 +130,33 @@ def test_rules_select_only_catalogued_metrics_and_use_the_global_interval() -> N
         assert names, rule
         for name in names:
             assert name in recorded or known_metric(name), (rule.get("alert") or rule.get("record"), name)
+
+
+def test_recording_rules_are_named_by_convention_over_tradebot_metrics() -> None:
+    groups = {group["name"]: group["rules"] for group in _groups()}
+    records = {rule["record"]: rule["expr"] for rule in groups["tradebot.recording"]}
+    assert REQUIRED_RECORDS - set(records) == set(), "required recording rules are missing"
+    assert all("alert" in rule for rule in groups["tradebot.alerts"]), (
+        "a recording rule outside tradebot.recording"
+    )
+    for record, expr in records.items():
+        assert re.fullmatch(r"tradebot:[a-z0-9_]+:[a-z0-9_]+", record), (
+            f"{record}: not tradebot:<metric>:<ops>"
+        )
+        # Only our own metrics: the recordings must have data wherever the services run, kube-state-metrics or not.
+        for name in metric_names(expr):
+            assert name.startswith("tradebot_"), (record, name)
+            assert known_metric(name), (record, name)
+
+
+def test_every_fired_alert_checks_its_summary() -> None:
+    alerts = _alerts()
+    for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]:
+        for case in test.get("alert_rule_test", []):
+            for expected in case.get("exp_alerts") or []:
+                name = case["alertname"]
+                assert expected["exp_labels"]["severity"] == alerts[name]["labels"]["severity"], name
+                assert expected["exp_annotations"].get("summary"), f"{test['name']}: {name} without a summary"
 
 
 @pytest.mark.parametrize(
