@@ -27,6 +27,7 @@ from tradebot.core.params import StrategyParams
 from tradebot.kit.prometheus import LocalPrometheus, default_rules_file
 
 DEFAULT_SYMBOLS = "AAPL,MSFT,GOOG,AMZN,TSLA"
+_TAKEN_PORTS: set[int] = set()  # see free_port
 
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +119,7 @@ def parse_strategies(specs: list[str]) -> list[tuple[str, StrategyParams]]:
 
 def run(args: argparse.Namespace) -> int:
     strategies = parse_strategies(args.strategy)
+    _TAKEN_PORTS.update({args.api_port, args.simulator_port, args.dashboard_port, args.prometheus_port})
     if args.replay and not Path(args.replay).is_file():
         print(f"tradebot up: error: --replay {args.replay}: no such file", file=sys.stderr)
         return 2
@@ -422,10 +424,15 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> Non
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free port, never one handed out before by this process nor one given on the command line: the
+    kernel may offer a port again before the service it was meant for has bound it."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _TAKEN_PORTS:
+            _TAKEN_PORTS.add(port)
+            return port
 
 
 def print_endpoints(
