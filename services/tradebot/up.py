@@ -318,18 +318,7 @@ def run_processes(args: argparse.Namespace, strategies: list[tuple[str, Strategy
         processes.append((name, port, subprocess.Popen([*tradebot, *argv], env=env)))
     dashboard = None if args.no_dashboard else start_dashboard(args, f"http://{args.host}:{args.api_port}")
     health = {name: port for name, port, _ in processes}
-    prometheus = None
-    try:
-        prometheus = start_prometheus(args, {**health, **({"dashboard": dashboard[1]} if dashboard else {})})
-    except Exception:
-        for _, _, process in reversed(processes):
-            stop_process(process)
-        if dashboard is not None:
-            stop_process(dashboard[0])
-        raise
-    print_endpoints(
-        args, [sid for sid, _ in strategies], embedded=False, health=health, prometheus=prometheus
-    )
+    prometheus: LocalPrometheus | None = None
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -340,6 +329,10 @@ def run_processes(args: argparse.Namespace, strategies: list[tuple[str, Strategy
     signal.signal(signal.SIGINT, on_signal)
     code = 0
     try:
+        prometheus = start_prometheus(args, {**health, **({"dashboard": dashboard[1]} if dashboard else {})})
+        print_endpoints(
+            args, [sid for sid, _ in strategies], embedded=False, health=health, prometheus=prometheus
+        )
         while not stopping:
             for name, _, process in processes:
                 if process.poll() is not None:

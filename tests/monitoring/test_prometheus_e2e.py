@@ -15,7 +15,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -30,9 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.monitoring.catalogue import EVERY_SERVICE, RULES, catalogue
 from tests.monitoring.test_dashboard import panel_queries
-from tests.operator.conftest import kubectl_ok, tradingstrategy_crd  # noqa: F401 - fixture
+from tests.operator.conftest import eventually, kubectl_ok, tradingstrategy_crd  # noqa: F401 - fixture
 from tests.operator.test_operator_e2e import Operator, operator  # noqa: F401 - fixture
-from tests.plugins._proc import REPO_ROOT, ServerProcess, free_port, port_open, require_tool
+from tests.plugins._proc import REPO_ROOT, ServerProcess, free_port, http_ok, port_open, require_tool
 from tests.plugins.kube import KubeCluster
 from tests.plugins.servers import KafkaBroker, RedisServer, start_kafka, start_redis
 
@@ -84,25 +83,6 @@ def write_replay(path: Path, rows: int = ROWS) -> None:
         price = 100.0 + 3.0 * math.sin(2 * math.pi * i / 150) + 0.002 * i
         lines.append(f"{ts.isoformat(timespec='milliseconds')},{price:.4f}")
     path.write_text("\n".join(lines) + "\n")
-
-
-def eventually(what: str, probe: Callable[[], Any], timeout: float = 90.0, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"{what} did not happen within {timeout:.0f}s (last: {last!r})")
-
-
-def _ready(prometheus: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{prometheus}/-/ready", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +138,9 @@ def monitored(
             argv += ["--strategy", f"{sid}={json.dumps(params)}"]
         up = ServerProcess("tradebot-up", argv, root, env=env, cwd=REPO_ROOT)
         processes.append(up)
-        up.wait_until("Prometheus ready", lambda: _ready(f"http://127.0.0.1:{prometheus_port}"), timeout=120)
+        up.wait_until(
+            "Prometheus ready", lambda: http_ok(f"http://127.0.0.1:{prometheus_port}/-/ready"), timeout=120
+        )
         yield Monitored(f"http://127.0.0.1:{prometheus_port}", up, simulator, simulator_metrics_port)
     finally:
         for process in reversed(processes):
@@ -180,7 +162,9 @@ def replayed(monitored: Monitored) -> Monitored:
         return bool(result) and float(result[0]["value"][1]) == expected
 
     eventually(f"{expected:.0f} ticks processed by the strategies", all_ticks_processed, timeout=180)
-    eventually("fills scraped", lambda: monitored.query("sum(tradebot_executor_orders_filled_total) > 0"))
+    eventually(
+        "fills scraped", lambda: monitored.query("sum(tradebot_executor_orders_filled_total) > 0"), timeout=90
+    )
     return monitored
 
 
@@ -203,7 +187,7 @@ def test_every_target_is_up_and_exposes_exactly_the_catalogue(replayed: Monitore
         active: list[dict[str, Any]] = replayed.api("targets")["activeTargets"]
         return active if active and all(t["health"] == "up" for t in active) else None
 
-    targets = eventually("every target up", targets_up)
+    targets = eventually("every target up", targets_up, timeout=90)
     jobs = {target["labels"]["job"] for target in targets}
     services = {"simulator", "feed", "strategy", "executor", "api", "dashboard", "operator"}
     # The simulator here is the test's own source, not one of `up`'s services.
@@ -260,7 +244,7 @@ def test_stopping_the_source_makes_the_feed_alert_pending(replayed: Monitored) -
         alerts: list[dict[str, Any]] = replayed.api("alerts")["alerts"]
         return [a for a in alerts if a["labels"]["alertname"] == "TradebotFeedDisconnected"]
 
-    eventually("the feed connected", lambda: replayed.query("tradebot_feed_connected == 1"))
+    eventually("the feed connected", lambda: replayed.query("tradebot_feed_connected == 1"), timeout=90)
     assert feed_alerts() == [], "the feed alert is active before any fault"
     replayed.simulator.stop()
     pending = eventually("TradebotFeedDisconnected pending", feed_alerts, timeout=60)

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.operator.conftest import MANIFESTS, eventually, get_json, kubectl_ok
-from tests.plugins._proc import REPO_ROOT, ServerProcess, free_port
+from tests.plugins._proc import REPO_ROOT, ServerProcess, free_port, http_ok
 from tests.plugins.kube import KubeCluster
 from tradebot.operator import render
 
@@ -58,14 +58,6 @@ class Operator:
             for line in text.splitlines()
             if line.startswith("tradebot_operator_api_writes_total{")
         )
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _service_account_kubeconfig(cluster: KubeCluster, path: Path) -> None:
@@ -119,7 +111,9 @@ def operator(
         cwd=REPO_ROOT,
     )
     try:
-        process.wait_until("/healthz", lambda: _healthy(liveness_port), timeout=60)
+        process.wait_until(
+            "/healthz", lambda: http_ok(f"http://127.0.0.1:{liveness_port}/healthz"), timeout=60
+        )
         yield Operator(process, metrics_port)
     finally:
         process.stop()

@@ -10,8 +10,11 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -64,6 +67,20 @@ def free_port() -> int:
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
+
+
+def http_ok(url: str, *, token: str | None = None, ca_file: Path | None = None) -> bool:
+    """True when `url` answers 200 (with a bearer token and CA file where given)."""
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else None
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            status: int = response.status
+            return status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

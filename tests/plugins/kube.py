@@ -12,11 +12,8 @@ import os
 import re
 import secrets
 import shutil
-import ssl
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.plugins._proc import REPO_ROOT, ServerProcess, find_tool, free_port, require_tool
+from tests.plugins._proc import REPO_ROOT, ServerProcess, find_tool, free_port, http_ok, require_tool
 
 K8S_SCRIPT = REPO_ROOT / ".ci" / "tools" / "k8s.sh"
 
@@ -127,19 +124,6 @@ def _write_kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> Non
     path.chmod(0o600)
 
 
-def _http_ok(url: str, *, token: str | None = None, ca_file: Path | None = None) -> bool:
-    request = urllib.request.Request(url)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else None
-    try:
-        with urllib.request.urlopen(request, timeout=5, context=context) as response:
-            status: int = response.status
-            return status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _etcd_argv(etcd: Path, data_dir: Path, client_port: int, peer_port: int) -> list[str]:
     client_url = f"http://127.0.0.1:{client_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
@@ -182,7 +166,7 @@ def kube_apiserver() -> Iterator[KubeCluster]:
         client_port, peer_port = free_port(), free_port()
         etcd_process = ServerProcess("etcd", _etcd_argv(etcd, root / "etcd", client_port, peer_port), root)
         processes.append(etcd_process)
-        etcd_process.wait_until("etcd health", lambda: _http_ok(f"http://127.0.0.1:{client_port}/health"))
+        etcd_process.wait_until("etcd health", lambda: http_ok(f"http://127.0.0.1:{client_port}/health"))
 
         secure_port = free_port()
         server = f"https://127.0.0.1:{secure_port}"
@@ -212,7 +196,7 @@ def kube_apiserver() -> Iterator[KubeCluster]:
         processes.append(apiserver_process)
         ca_file = pki / "ca.crt"
         apiserver_process.wait_until(
-            "/readyz ok", lambda: _http_ok(f"{server}/readyz", token=token, ca_file=ca_file)
+            "/readyz ok", lambda: http_ok(f"{server}/readyz", token=token, ca_file=ca_file)
         )
 
         kubeconfig = root / "kubeconfig"

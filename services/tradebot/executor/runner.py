@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
@@ -126,6 +127,13 @@ class ExecutorMetrics:
             self.rejected.labels(strategy=strategy_id, reason=code.value)
         self.halted.labels(strategy=strategy_id)
         self.drawdown.labels(strategy=strategy_id)
+
+
+class _BookValue(NamedTuple):
+    realized: float
+    unrealized: float
+    exposure: float
+    equity: float
 
 
 class ExecutorRunner:
@@ -274,40 +282,36 @@ class ExecutorRunner:
         """The strategy's equity right after this fill, from the positions the fills topic recorded up
         to it (each marked at its own last fill price), so the curve follows event time."""
         sid = record.order.strategy_id
-        realized = 0.0
-        unrealized = 0.0
-        for (strategy_id, _), position in self._projected.items():
-            if strategy_id == sid:
-                realized += position.realized_pnl - position.commissions
-                if position.qty != 0.0:
-                    unrealized += position.qty * (position.last_price - position.avg_price)
-        equity = self.initial_cash + realized + unrealized
-        self._peak_equity[sid] = max(self._peak_equity.get(sid, self.initial_cash), equity)
-        await self.store.append_equity(sid, record.order.ts, equity)
+        value = self._value(sid, {})
+        self._peak_equity[sid] = max(self._peak_equity.get(sid, self.initial_cash), value.equity)
+        await self.store.append_equity(sid, record.order.ts, value.equity)
+
+    def _value(self, strategy_id: str, marks: dict[str, float]) -> _BookValue:
+        """The strategy's positions valued at `marks` (a position's own last fill price where absent)."""
+        realized = unrealized = exposure = 0.0
+        for (sid, symbol), position in self._projected.items():
+            if sid != strategy_id:
+                continue
+            realized += position.realized_pnl - position.commissions
+            if position.qty != 0.0:
+                mark = marks.get(symbol, position.last_price)
+                unrealized += position.qty * (mark - position.avg_price)
+                exposure += abs(position.qty) * mark
+        return _BookValue(realized, unrealized, exposure, self.initial_cash + realized + unrealized)
 
     def update_risk_metrics(self) -> None:
         """P&L, equity, exposure and drawdown per strategy, marked at the latest prices the feed saw
         (a position's own last fill price until then)."""
-        books: dict[str, list[Position]] = {sid: [] for sid in self._halted}
-        for (sid, _), position in self._projected.items():
-            books.setdefault(sid, []).append(position)
-        for sid, positions in books.items():
-            realized = unrealized = exposure = 0.0
-            for position in positions:
-                realized += position.realized_pnl - position.commissions
-                if position.qty != 0.0:
-                    mark = self._last_prices.get(position.symbol, position.last_price)
-                    unrealized += position.qty * (mark - position.avg_price)
-                    exposure += abs(position.qty) * mark
-            equity = self.initial_cash + realized + unrealized
-            peak = max(self._peak_equity.get(sid, self.initial_cash), equity)
+        for sid in set(self._halted) | {sid for sid, _ in self._projected}:
+            value = self._value(sid, self._last_prices)
+            peak = max(self._peak_equity.get(sid, self.initial_cash), value.equity)
             self._peak_equity[sid] = peak
             self.metrics.know(sid)
-            self.metrics.realized.labels(strategy=sid).set(realized)
-            self.metrics.unrealized.labels(strategy=sid).set(unrealized)
-            self.metrics.equity.labels(strategy=sid).set(equity)
-            self.metrics.exposure.labels(strategy=sid).set(exposure)
-            self.metrics.drawdown.labels(strategy=sid).set((peak - equity) / peak if peak > 0 else 0.0)
+            self.metrics.realized.labels(strategy=sid).set(value.realized)
+            self.metrics.unrealized.labels(strategy=sid).set(value.unrealized)
+            self.metrics.equity.labels(strategy=sid).set(value.equity)
+            self.metrics.exposure.labels(strategy=sid).set(value.exposure)
+            self.metrics.drawdown.labels(strategy=sid).set((peak - value.equity) / peak if peak > 0 else 0.0)
             self.metrics.halted.labels(strategy=sid).set(1.0 if self._halted.get(sid) else 0.0)
 
     async def _project_tail(self, tail: Consumer, shutdown: ShutdownEvent) -> None:
