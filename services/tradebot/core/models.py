@@ -147,6 +147,22 @@ class RejectCode(StrEnum):
     NOT_FINITE = "not_finite"
 
 
+ENTRY_REASONS = frozenset({OrderReason.ENTRY_LONG, OrderReason.ENTRY_SHORT})
+
+
+def position_refusal(reason: OrderReason, side: Side, qty: float, position: float) -> RejectCode | None:
+    """The broker's position rule: an entry needs a flat position, an exit must close (part of) it.
+
+    Shared by the paper broker, which applies it, and the live strategy, which predicts with it
+    which of its orders in flight the broker will refuse."""
+    if reason in ENTRY_REASONS:
+        return RejectCode.IN_POSITION if position != 0.0 else None
+    closes = (position > 0 and side.sign < 0) or (position < 0 and side.sign > 0)
+    if not closes or qty > abs(position) + 1e-9:
+        return RejectCode.NO_POSITION
+    return None
+
+
 class Fill(Message):
     order_id: str = Field(min_length=1, max_length=128)
     strategy_id: Identifier

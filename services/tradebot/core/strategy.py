@@ -22,13 +22,13 @@ through.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from tradebot.core.costs import Costs, fill_price, floor_to_step
 from tradebot.core.indicators import MovingAverage
-from tradebot.core.models import OrderReason, OrderRequest, Side, Signal, order_id
+from tradebot.core.models import OrderReason, OrderRequest, Side, Signal, order_id, position_refusal
 from tradebot.core.params import StrategyParams
 
 SNAPSHOT_VERSION = 1
@@ -38,6 +38,29 @@ _STOP_REASONS = (OrderReason.STOP_LOSS, OrderReason.TRAILING_STOP)
 def day_of(ts: datetime) -> int:
     """The UTC day number (days since the epoch) of an aware timestamp."""
     return math.floor(ts.timestamp() / 86_400.0)
+
+
+@dataclass
+class InFlight:
+    """An order sent and assumed filled whose answer from the broker has not been read yet."""
+
+    order_id: str
+    reason: OrderReason
+    side: Side
+    qty: float
+    ref_price: float
+    # The entry and best price before an exit was assumed: restored if the exit is refused.
+    entry_price: float = 0.0
+    best_price: float = 0.0
+    # Predicted to be refused (it closes a position whose entry was refused): already undone.
+    doomed: bool = False
+
+    def snapshot(self) -> dict[str, Any]:
+        return asdict(self)  # the enums are strings: JSON keeps their values
+
+    @classmethod
+    def restore(cls, state: dict[str, Any]) -> InFlight:
+        return cls(**{**state, "reason": OrderReason(state["reason"]), "side": Side(state["side"])})
 
 
 @dataclass
@@ -52,6 +75,7 @@ class SymbolState:
     prev_long: float = math.nan
     bar_index: int = -1
     cooldown_until: int = -1
+    in_flight: list[InFlight] = field(default_factory=list)  # in the order they were sent
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -65,6 +89,7 @@ class SymbolState:
             "prev_long": self.prev_long,
             "bar_index": self.bar_index,
             "cooldown_until": self.cooldown_until,
+            "in_flight": [order.snapshot() for order in self.in_flight],
         }
 
     @classmethod
@@ -80,6 +105,8 @@ class SymbolState:
             prev_long=float(state["prev_long"]),
             bar_index=int(state["bar_index"]),
             cooldown_until=int(state["cooldown_until"]),
+            # Absent from snapshots written before orders in flight were tracked.
+            in_flight=[InFlight.restore(order) for order in state.get("in_flight", [])],
         )
 
 
@@ -260,17 +287,56 @@ class CrossoverStrategy:
 
     def assume_filled(self, order: OrderRequest) -> None:
         """Applies the fill the paper broker will make for `order`: its reference price under the
-        same cost model (the live service trades on this; a refusal is undone by `on_rejected`)."""
-        executed, fee = self.costs.execute(order.side.sign, order.qty, order.ref_price)
-        self.on_fill(order.side, order.qty, executed, fee, order.symbol)
-
-    def on_rejected(self, order: OrderRequest) -> None:
-        """Undoes the fill this instance assumed for `order` when the broker refused it.
-
-        Undoing is additive (cash and quantity move back by what the assumed fill moved them), so a
-        refused entry followed by a refused exit of the same position cancel out whatever the order
-        in which they are undone."""
+        same cost model. The live service trades on this and keeps the order in flight until the
+        broker's answer is read back (`on_broker_answer`)."""
         st = self.state(order.symbol)
+        st.in_flight.append(
+            InFlight(
+                order_id=order.id,
+                reason=order.reason,
+                side=order.side,
+                qty=order.qty,
+                ref_price=order.ref_price,
+                entry_price=st.entry_price,
+                best_price=st.best_price,
+            )
+        )
+        self._apply_assumed(st.in_flight[-1], order.symbol)
+
+    def on_broker_answer(self, order: OrderRequest, *, filled: bool) -> None:
+        """The broker filled or refused `order`, which this instance assumed filled.
+
+        A refusal is undone, and the orders still in flight behind it are checked against the
+        broker's position rule: an exit of an entry that was refused will be refused too, so it is
+        undone now rather than leaving a phantom position for the stops to trade on meanwhile."""
+        st = self.state(order.symbol)
+        if not filled:
+            self.counters.rejected_fills += 1
+        index = next((i for i, f in enumerate(st.in_flight) if f.order_id == order.id), None)
+        if index is None:
+            # Sent by an instance whose snapshot predates in-flight tracking: undo a refusal as is.
+            if not filled:
+                self._undo_assumed(
+                    st, InFlight(order.id, order.reason, order.side, order.qty, order.ref_price)
+                )
+            return
+        answered = st.in_flight.pop(index)
+        if answered.doomed == (not filled):
+            return  # as assumed, or refused as predicted (and undone then)
+        if filled:
+            self._apply_assumed(answered, order.symbol)  # predicted refused, but it filled
+        else:
+            self._undo_assumed(st, answered)
+        self._predict_in_flight(st, order.symbol)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _apply_assumed(self, order: InFlight, symbol: str) -> None:
+        executed, fee = self.costs.execute(order.side.sign, order.qty, order.ref_price)
+        self.on_fill(order.side, order.qty, executed, fee, symbol)
+
+    def _undo_assumed(self, st: SymbolState, order: InFlight) -> None:
+        """Moves cash and quantity back by what the assumed fill moved them (additive, so undoing
+        several orders gives the same book whatever the order they are undone in)."""
         executed, fee = self.costs.execute(order.side.sign, order.qty, order.ref_price)
         signed = order.side.sign * order.qty
         self.cash += signed * executed + fee
@@ -280,13 +346,25 @@ class CrossoverStrategy:
             st.entry_price = 0.0
             st.best_price = 0.0
         elif st.entry_price == 0.0:
-            # The position came back (a refused exit): its entry price is not known any more; the
-            # refused exit's price is the best estimate for the stops.
-            st.entry_price = executed
-            st.best_price = executed
-        self.counters.rejected_fills += 1
+            # A refused exit: the position is back, with the entry and best price it had.
+            st.entry_price = order.entry_price or executed
+            st.best_price = order.best_price or executed
 
-    # -- internals -------------------------------------------------------------------------------
+    def _predict_in_flight(self, st: SymbolState, symbol: str) -> None:
+        """Re-decides which orders in flight the broker will refuse by its position rule, starting
+        from the broker's position (this instance's, less every order in flight it assumed)."""
+        position = st.qty - sum(f.side.sign * f.qty for f in st.in_flight if not f.doomed)
+        for flight in st.in_flight:
+            refused = position_refusal(flight.reason, flight.side, flight.qty, position) is not None
+            if refused and not flight.doomed:
+                flight.doomed = True
+                self._undo_assumed(st, flight)
+            elif not refused and flight.doomed:
+                flight.doomed = False
+                self._apply_assumed(flight, symbol)
+            if not refused:
+                position += flight.side.sign * flight.qty
+
     def _roll_day(self, ts: datetime) -> None:
         if self.params.risk.max_daily_loss_pct is None:
             return

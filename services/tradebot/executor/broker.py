@@ -12,9 +12,20 @@ from datetime import datetime
 
 from tradebot.adapters.topics import FillRecord
 from tradebot.core.costs import Costs
-from tradebot.core.models import Fill, FillStatus, OrderReason, OrderRequest, Position, RejectCode
+from tradebot.core.models import (
+    ENTRY_REASONS,
+    Fill,
+    FillStatus,
+    OrderRequest,
+    Position,
+    RejectCode,
+    position_refusal,
+)
 
-ENTRY_REASONS = (OrderReason.ENTRY_LONG, OrderReason.ENTRY_SHORT)
+POSITION_REFUSALS = {
+    RejectCode.IN_POSITION: "already in a position",
+    RejectCode.NO_POSITION: "no position to close",
+}
 
 
 @dataclass(frozen=True)
@@ -153,13 +164,9 @@ class PaperBroker:
                     RejectCode.PRICE_BAND,
                     f"price {order.ref_price:g} is {off:.2f}% from the last price {last_price:g} (band {band:g}%)",
                 )
-        if entry:
-            if book.qty != 0.0:
-                return RejectCode.IN_POSITION, "already in a position"
-        else:
-            closes = (book.qty > 0 and order.side.sign < 0) or (book.qty < 0 and order.side.sign > 0)
-            if not closes or order.qty > abs(book.qty) + 1e-9:
-                return RejectCode.NO_POSITION, "no position to close"
+        code = position_refusal(order.reason, order.side, order.qty, book.qty)
+        if code is not None:
+            return code, POSITION_REFUSALS[code]
         if not math.isfinite(notional):
             return RejectCode.NOT_FINITE, "notional is not finite"
         return None

@@ -251,8 +251,10 @@ class StrategyRunner:
                     fill_record = FillRecord.model_validate_json(record.value)
                 except ValidationError:
                     continue
-                if fill_record.order.strategy_id == sid and fill_record.fill.status is FillStatus.REJECTED:
-                    strategy.on_rejected(fill_record.order)
+                if fill_record.order.strategy_id == sid:
+                    strategy.on_broker_answer(
+                        fill_record.order, filled=fill_record.fill.status is FillStatus.FILLED
+                    )
         snapshot = strategy.snapshot()
         producer.produce(STRATEGY_STATE, json.dumps(snapshot).encode(), key=sid.encode())
         producer.commit(consumer)
