@@ -8,7 +8,7 @@ TOOLS := .tools
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export TRADEBOT_TOOLS_DIR := $(CURDIR)/$(TOOLS)
 
-.PHONY: help venv tools demo test lint bench clean
+.PHONY: help venv tools demo test lint bench lock clean
 
 help:
 	@echo "make demo   run the live pipeline and the dashboard on this machine (no servers needed)"
@@ -16,17 +16,29 @@ help:
 	@echo "make tools  install Kafka, Redis, Prometheus, Chromium, kcat, etcd, kube-apiserver, helm into .tools/"
 	@echo "make lint   ruff, mypy (strict), import-linter"
 	@echo "make bench  benchmarks against peers (backtesting.py, vectorbt, raw Kafka); never part of make test"
+	@echo "make lock   re-resolve the dependencies within pyproject.toml's ranges and pin them in .ci/constraints.txt"
 
-# The venv is rebuilt only when pyproject.toml changes.
-$(VENV)/.installed-dev: pyproject.toml
+# The venv is rebuilt only when pyproject.toml or the pinned versions change.
+CONSTRAINTS := .ci/constraints.txt
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	@touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed-dev
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,bench]'
 	@touch $@
+
+# Re-resolves every dependency within pyproject.toml's ranges, in a throwaway venv, and pins the result.
+lock:
+	rm -rf .tools/lock-venv
+	$(PYTHON) -m venv .tools/lock-venv
+	.tools/lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.tools/lock-venv/bin/python -m pip install --quiet -e '.[dev,bench]'
+	{ sed -n '/^#/p' $(CONSTRAINTS); .tools/lock-venv/bin/python -m pip freeze --exclude-editable; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf .tools/lock-venv
 
 venv: $(VENV)/.installed-dev
 
