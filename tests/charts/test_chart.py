@@ -28,6 +28,8 @@ from tests.charts._helm import (
     workloads,
 )
 from tests.plugins._proc import REPO_ROOT
+from tradebot.kit.settings import ENV_PREFIX
+from tradebot.strategy.command import StrategySettings
 
 VALUES_FILES = sorted(p.name for p in VALUES_DIR.glob("*.yaml"))
 # Every values set the chart is rendered with: the defaults, then each file under tests/charts/values/.
@@ -390,6 +392,16 @@ def test_redis_auth(helm_bin: Path) -> None:
     feed = env_of(pod_spec(find(manifests, "Deployment", "feed"))["containers"][0])
     assert feed["TRADEBOT_FEED_SOURCE"] == "binance"
     assert feed["TRADEBOT_FEED_URL"].startswith("wss://")
+
+
+def test_the_env_handed_to_strategy_pods_is_read_by_the_strategy(helm_bin: Path) -> None:
+    """Every key of the Secret the operator mounts into strategy pods names a strategy setting."""
+    shared = next(
+        s for s in by_kind(render(helm_bin), "Secret") if s["metadata"]["name"].endswith("-shared-env")
+    )
+    read = {f"{ENV_PREFIX}{name.upper()}" for name in StrategySettings.model_fields}
+    assert "TRADEBOT_KAFKA_BOOTSTRAP" in shared["stringData"]
+    assert set(shared["stringData"]) <= read, set(shared["stringData"]) - read
 
 
 def test_default_strategy(helm_bin: Path) -> None:

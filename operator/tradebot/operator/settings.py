@@ -15,7 +15,7 @@ class OperatorSettings(BaseSettings):
     )
     shared_env_secret: str | None = Field(
         "tradebot-shared-env",
-        description="Secret with the bus/store endpoints (TRADEBOT_KAFKA_BOOTSTRAP_SERVERS, TRADEBOT_REDIS_URL)",
+        description="Secret with the bus/store endpoints (TRADEBOT_KAFKA_BOOTSTRAP, TRADEBOT_REDIS_URL)",
     )
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch; empty: cluster-wide"
