@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.services.test_broker import order
 from tradebot.adapters.topics import FillRecord
+from tradebot.core import strategy as strategy_module
 from tradebot.core.costs import Costs
 from tradebot.core.models import (
     ENTRY_REASONS,
@@ -109,78 +113,130 @@ def test_orders_in_flight_survive_a_snapshot() -> None:
     assert restored.state("AAA").in_flight[0].doomed
 
 
+@dataclass
+class Run:
+    """A strategy trading against the real paper broker, with orders and answers delayed in queues."""
+
+    strategy: CrossoverStrategy
+    broker: PaperBroker = field(default_factory=lambda: PaperBroker(COSTS))
+    sent: list[OrderRequest] = field(default_factory=list)
+    handled: list[FillRecord] = field(default_factory=list)
+    # After each answer read: (strategy's qty, answers read, orders then sent).
+    views: list[tuple[float, int, int]] = field(default_factory=list)
+    to_broker: deque[OrderRequest] = field(default_factory=deque)
+    to_strategy: deque[FillRecord] = field(default_factory=deque)
+
+    @classmethod
+    def of(cls, case: dict[str, Any]) -> Run:
+        return cls(make(allow_short=case["allow_short"], stop_loss_pct=case["stop_loss"], sizing="qty:10"))
+
+    def broker_handles(self, count: int, halted: bool) -> None:
+        for _ in range(min(count, len(self.to_broker))):
+            result = self.broker.execute(self.to_broker.popleft(), now=T0, halted=halted, last_price=None)
+            assert result is not None
+            self.handled.append(result)
+            self.to_strategy.append(result)
+
+    def strategy_reads(self, count: int) -> None:
+        for _ in range(min(count, len(self.to_strategy))):
+            answer = self.to_strategy.popleft()
+            flight = next(
+                (f for f in self.strategy.state("AAA").in_flight if f.order_id == answer.order.id), None
+            )
+            # Foreseen unless orders went untracked (the limit test): their refusals come unannounced.
+            if (
+                answer.fill.reject_code is RejectCode.NO_POSITION
+                and not self.strategy.counters.untracked_orders
+            ):
+                assert flight is not None
+                assert flight.doomed, "an exit refused for want of a position was not foreseen"
+            self.strategy.on_broker_answer(answer.order, filled=answer.fill.status is FillStatus.FILLED)
+            self.views.append(
+                (self.strategy.state("AAA").qty, len(self.handled) - len(self.to_strategy), len(self.sent))
+            )
+
+    def play(
+        self, moves: list[float], halted: list[bool], broker_steps: list[int], answer_steps: list[int]
+    ) -> None:
+        price = 100.0
+        for step, move in enumerate(moves):
+            price *= 1.0 + move
+            ts = T0 + timedelta(minutes=step)
+            for request in self.strategy.on_price("AAA", price, ts, f"tick:{step}").orders:
+                self.strategy.assume_filled(request)
+                self.sent.append(request)
+                self.to_broker.append(request)
+            self.broker_handles(broker_steps[step], halted[step])
+            self.strategy_reads(answer_steps[step])
+        self.broker_handles(len(self.to_broker), halted[len(moves) - 1])
+        self.strategy_reads(len(self.to_strategy))
+
+    def filled(self) -> dict[str, FillRecord]:
+        return {r.order.id: r for r in self.handled if r.fill.status is FillStatus.FILLED}
+
+    def assert_books_agree(self) -> None:
+        """Once everything is answered the strategy's book is the broker's, cash included."""
+        assert self.strategy.state("AAA").in_flight == []
+        book = self.broker.book("s1", "AAA")
+        assert math.isclose(self.strategy.state("AAA").qty, book.qty, abs_tol=1e-9)
+        cash = 10_000.0 - sum(
+            r.fill.side.sign * r.fill.qty * r.fill.price + r.fill.commission for r in self.filled().values()
+        )
+        assert math.isclose(self.strategy.cash, cash, rel_tol=1e-12, abs_tol=1e-6)
+
+
+DELAYS: dict[str, st.SearchStrategy[Any]] = {
+    "moves": st.lists(st.floats(-0.04, 0.04), min_size=20, max_size=160),
+    "halted": st.lists(st.booleans(), min_size=160, max_size=160),
+    "broker_steps": st.lists(st.integers(0, 3), min_size=160, max_size=160),
+    "answer_steps": st.lists(st.integers(0, 3), min_size=160, max_size=160),
+    "allow_short": st.booleans(),
+    "stop_loss": st.sampled_from([None, 1.0, 3.0]),
+}
+
+
 @settings(max_examples=150, deadline=None)
-@given(
-    moves=st.lists(st.floats(-0.04, 0.04), min_size=20, max_size=160),
-    halted=st.lists(st.booleans(), min_size=160, max_size=160),
-    broker_steps=st.lists(st.integers(0, 3), min_size=160, max_size=160),
-    answer_steps=st.lists(st.integers(0, 3), min_size=160, max_size=160),
-    allow_short=st.booleans(),
-    stop_loss=st.sampled_from([None, 1.0, 3.0]),
-)
-def test_the_strategy_books_what_the_broker_will_do_whatever_the_delays(
-    moves: list[float],
-    halted: list[bool],
-    broker_steps: list[int],
-    answer_steps: list[int],
-    allow_short: bool,
-    stop_loss: float | None,
-) -> None:
+@given(case=st.fixed_dictionaries(DELAYS))
+def test_the_strategy_books_what_the_broker_will_do_whatever_the_delays(case: dict[str, Any]) -> None:
     """While answers are late, the strategy's position is the broker's as of the last answer read
     plus the orders in flight the broker's position rule lets through; an exit refused for want of a
     position is always foreseen; once all are answered the two books agree, cash included."""
-    strategy = make(allow_short=allow_short, stop_loss_pct=stop_loss, sizing="qty:10")
-    broker = PaperBroker(COSTS)
-    to_broker: deque[OrderRequest] = deque()
-    to_strategy: deque[FillRecord] = deque()
-    sent: list[OrderRequest] = []
-    # After each answer read: (strategy's qty, answers read, orders then sent).
-    views: list[tuple[float, int, int]] = []
-    handled: list[FillRecord] = []
-
-    def broker_handles(count: int, step: int) -> None:
-        for _ in range(min(count, len(to_broker))):
-            request = to_broker.popleft()
-            result = broker.execute(request, now=T0, halted=halted[step], last_price=None)
-            assert result is not None
-            handled.append(result)
-            to_strategy.append(result)
-
-    def strategy_reads(count: int) -> None:
-        for _ in range(min(count, len(to_strategy))):
-            answer = to_strategy.popleft()
-            flight = next(f for f in strategy.state("AAA").in_flight if f.order_id == answer.order.id)
-            if answer.fill.reject_code is RejectCode.NO_POSITION:
-                assert flight.doomed, "an exit refused for want of a position was not foreseen"
-            strategy.on_broker_answer(answer.order, filled=answer.fill.status is FillStatus.FILLED)
-            views.append((strategy.state("AAA").qty, len(handled) - len(to_strategy), len(sent)))
-
-    price = 100.0
-    for step, move in enumerate(moves):
-        price *= 1.0 + move
-        for request in strategy.on_price("AAA", price, T0 + timedelta(minutes=step), f"tick:{step}").orders:
-            strategy.assume_filled(request)
-            sent.append(request)
-            to_broker.append(request)
-        broker_handles(broker_steps[step], step)
-        strategy_reads(answer_steps[step])
-    broker_handles(len(to_broker), len(moves) - 1)
-    strategy_reads(len(to_strategy))
-
-    filled = {r.order.id: r for r in handled if r.fill.status is FillStatus.FILLED}
-    for qty, read, sent_then in views:
-        expected = sum(r.fill.side.sign * r.fill.qty for r in handled[:read] if r.order.id in filled)
-        for request in sent[read:sent_then]:
+    run = Run.of(case)
+    run.play(case["moves"], case["halted"], case["broker_steps"], case["answer_steps"])
+    assert run.strategy.counters.untracked_orders == 0
+    filled = run.filled()
+    for qty, read, sent_then in run.views:
+        expected = sum(r.fill.side.sign * r.fill.qty for r in run.handled[:read] if r.order.id in filled)
+        for request in run.sent[read:sent_then]:
             if position_refusal(request.reason, request.side, request.qty, expected) is None:
                 expected += request.side.sign * request.qty
         assert math.isclose(qty, expected, abs_tol=1e-9)
-    refused = [r.order.reason for r in handled if r.fill.status is FillStatus.REJECTED]
+    refused = [r.order.reason for r in run.handled if r.fill.status is FillStatus.REJECTED]
     refused_entries = sum(reason in ENTRY_REASONS for reason in refused)
     assert len(refused) - refused_entries <= refused_entries
-    assert strategy.state("AAA").in_flight == []
-    book = broker.book("s1", "AAA")
-    assert math.isclose(strategy.state("AAA").qty, book.qty, abs_tol=1e-9)
-    cash = 10_000.0 - sum(
-        r.fill.side.sign * r.fill.qty * r.fill.price + r.fill.commission for r in filled.values()
-    )
-    assert math.isclose(strategy.cash, cash, rel_tol=1e-12, abs_tol=1e-6)
+    run.assert_books_agree()
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=st.fixed_dictionaries(DELAYS))
+def test_past_the_tracking_limit_the_books_still_agree_in_the_end(case: dict[str, Any]) -> None:
+    """An executor that stops answering must not grow the snapshot without bound: past the limit
+    the oldest orders are no longer tracked, and their answers still leave the books equal."""
+    with patch.object(strategy_module, "MAX_TRACKED_IN_FLIGHT", 1):
+        run = Run.of(case)
+        run.play(case["moves"], case["halted"], case["broker_steps"], [0] * 160)  # nothing read until the end
+    if len(run.sent) > 1:
+        assert run.strategy.counters.untracked_orders == len(run.sent) - 1
+    run.assert_books_agree()
+
+
+def test_the_snapshot_stays_small_when_no_answer_comes() -> None:
+    strategy = make()
+    for n in range(0, 2 * strategy_module.MAX_TRACKED_IN_FLIGHT, 2):
+        sent(
+            strategy,
+            order(Side.BUY, 1.0, 100.0, OrderReason.ENTRY_LONG, n),
+            order(Side.SELL, 1.0, 100.0, OrderReason.EXIT_CROSS, n + 1),
+        )
+    assert len(strategy.state("AAA").in_flight) == strategy_module.MAX_TRACKED_IN_FLIGHT
+    assert strategy.counters.untracked_orders == strategy_module.MAX_TRACKED_IN_FLIGHT

@@ -32,6 +32,11 @@ from tradebot.core.models import OrderReason, OrderRequest, Side, Signal, order_
 from tradebot.core.params import StrategyParams
 
 SNAPSHOT_VERSION = 1
+# Orders in flight tracked per strategy. A live executor answers within a few hundred ms, so a
+# handful are in flight; more means it is not answering, and the snapshot (one Kafka record per
+# transaction) must stay small. Past this the oldest is no longer tracked: its answer is applied
+# as it comes, without re-checking the orders behind it.
+MAX_TRACKED_IN_FLIGHT = 100
 _STOP_REASONS = (OrderReason.STOP_LOSS, OrderReason.TRAILING_STOP)
 
 
@@ -129,6 +134,7 @@ class Counters:
     blocked_daily_loss: int = 0
     blocked_size: int = 0
     rejected_fills: int = 0
+    untracked_orders: int = 0  # orders in flight dropped from tracking past MAX_TRACKED_IN_FLIGHT
 
 
 @dataclass
@@ -302,6 +308,8 @@ class CrossoverStrategy:
             )
         )
         self._apply_assumed(st.in_flight[-1], order.symbol)
+        if sum(len(state.in_flight) for state in self.symbols.values()) > MAX_TRACKED_IN_FLIGHT:
+            self._untrack_oldest()
 
     def on_broker_answer(self, order: OrderRequest, *, filled: bool) -> None:
         """The broker filled or refused `order`, which this instance assumed filled.
@@ -314,7 +322,8 @@ class CrossoverStrategy:
             self.counters.rejected_fills += 1
         index = next((i for i, f in enumerate(st.in_flight) if f.order_id == order.id), None)
         if index is None:
-            # Sent by an instance whose snapshot predates in-flight tracking: undo a refusal as is.
+            # Untracked (past MAX_TRACKED_IN_FLIGHT, or sent by an instance whose snapshot predates
+            # in-flight tracking): a refusal is undone as is.
             if not filled:
                 self._undo_assumed(
                     st, InFlight(order.id, order.reason, order.side, order.qty, order.ref_price)
@@ -349,6 +358,15 @@ class CrossoverStrategy:
             # A refused exit: the position is back, with the entry and best price it had.
             st.entry_price = order.entry_price or executed
             st.best_price = order.best_price or executed
+
+    def _untrack_oldest(self) -> None:
+        """Stops tracking the oldest order in flight of the symbol with the most: assumed filled
+        again if it was predicted refused, so that its answer applies as is whenever it comes."""
+        symbol, st = max(self.symbols.items(), key=lambda item: len(item[1].in_flight))
+        oldest = st.in_flight.pop(0)
+        if oldest.doomed:
+            self._apply_assumed(oldest, symbol)
+        self.counters.untracked_orders += 1
 
     def _predict_in_flight(self, st: SymbolState, symbol: str) -> None:
         """Re-decides which orders in flight the broker will refuse by its position rule, starting

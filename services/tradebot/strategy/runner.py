@@ -16,6 +16,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,6 +124,7 @@ class StrategyRunner:
         self.poll_timeout_s = poll_timeout_s
         self.strategy = CrossoverStrategy(strategy_id, params, costs, initial_cash)
         self._committed_snapshot: dict[str, Any] = self.strategy.snapshot()
+        self._untracked_warned_at = -math.inf
         self.ready = False
 
     # -- start-up --------------------------------------------------------------------------------
@@ -223,6 +225,7 @@ class StrategyRunner:
         sid = self.strategy_id
         producer.begin()
         ticks = 0
+        untracked = strategy.counters.untracked_orders
         for record in records:
             if record.topic == TICKS:
                 try:
@@ -255,6 +258,12 @@ class StrategyRunner:
                     strategy.on_broker_answer(
                         fill_record.order, filled=fill_record.fill.status is FillStatus.FILLED
                     )
+        if strategy.counters.untracked_orders > untracked and started - self._untracked_warned_at > 60.0:
+            self._untracked_warned_at = started
+            logger.warning(
+                "too many orders in flight: the oldest are no longer tracked (is the executor running?)",
+                extra={"strategy": sid, "untracked_orders": strategy.counters.untracked_orders},
+            )
         snapshot = strategy.snapshot()
         producer.produce(STRATEGY_STATE, json.dumps(snapshot).encode(), key=sid.encode())
         producer.commit(consumer)
