@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.plugins.servers", "tests.plugins.kube"]
+pytest_plugins = ["tests.plugins.servers", "tests.plugins.kube", "tests.plugins.tradebot_operator"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -9,15 +9,14 @@ import uuid
 
 import yaml
 
-from tests.operator.conftest import MANIFESTS, kubectl_ok, tradingstrategy_crd  # noqa: F401 - fixtures
-from tests.operator.test_operator_e2e import Operator, operator  # noqa: F401 - fixture
 from tests.plugins.kube import KubeCluster
+from tests.plugins.tradebot_operator import MANIFESTS, Operator, kubectl_ok
 
 N = 200
 IDLE_S = 60
 
 
-def writes_by_kind(operator: Operator) -> dict[str, float]:  # noqa: F811
+def writes_by_kind(operator: Operator) -> dict[str, float]:
     import urllib.request
 
     text = (
@@ -30,7 +29,7 @@ def writes_by_kind(operator: Operator) -> dict[str, float]:  # noqa: F811
     }
 
 
-def test_200_resources_then_idle(kube_apiserver: KubeCluster, operator: Operator) -> None:  # noqa: F811
+def test_200_resources_then_idle(kube_apiserver: KubeCluster, operator: Operator) -> None:
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     kubectl_ok(kube_apiserver, "create", "namespace", namespace)
     example = yaml.safe_load((MANIFESTS / "examples" / "sma-basic.yaml").read_text())

@@ -29,11 +29,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.monitoring.catalogue import EVERY_SERVICE, RULES, catalogue
 from tests.monitoring.test_dashboard import panel_queries
-from tests.operator.conftest import eventually, kubectl_ok, tradingstrategy_crd  # noqa: F401 - fixture
-from tests.operator.test_operator_e2e import Operator, operator  # noqa: F401 - fixture
-from tests.plugins._proc import REPO_ROOT, ServerProcess, free_port, http_ok, port_open, require_tool
+from tests.plugins._proc import (
+    REPO_ROOT,
+    ServerProcess,
+    eventually,
+    free_port,
+    http_ok,
+    port_open,
+    require_tool,
+)
 from tests.plugins.kube import KubeCluster
 from tests.plugins.servers import KafkaBroker, RedisServer, start_kafka, start_redis
+from tests.plugins.tradebot_operator import Operator, kubectl_ok
 
 pytestmark = pytest.mark.slow
 
@@ -88,8 +95,8 @@ def write_replay(path: Path, rows: int = ROWS) -> None:
 @pytest.fixture(scope="module")
 def monitored(
     kube_apiserver: KubeCluster,
-    tradingstrategy_crd: Path,  # noqa: F811
-    operator: Operator,  # noqa: F811
+    tradingstrategy_crd: Path,
+    operator: Operator,
 ) -> Iterator[Monitored]:
     require_tool("prometheus")
     root = Path(tempfile.mkdtemp(prefix="tradebot-monitoring-"))

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.operator.conftest import CRD_FILE, MANIFESTS, get_json, kubectl_ok
 from tests.plugins._proc import REPO_ROOT
 from tests.plugins.kube import KubeCluster
+from tests.plugins.tradebot_operator import CRD_FILE, MANIFESTS, get_json, kubectl_ok
 from tradebot.operator import crd
 
 CHART_CRD = REPO_ROOT / "charts" / "tradebot" / "crds" / CRD_FILE.name

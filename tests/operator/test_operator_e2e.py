@@ -1,27 +1,21 @@
 """The operator end to end: `tradebot operator` as a subprocess, authenticated as the ServiceAccount of
-manifests/operator/rbac.yaml (a real token, so every call it makes passes through that RBAC), against a real
+manifests/operator/rbac.yaml (the `operator` fixture of tests/plugins/tradebot_operator.py), against a real
 API server with the controllers but no kubelet: the tests play the kubelet by patching pod status.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.operator.conftest import MANIFESTS, eventually, get_json, kubectl_ok
-from tests.plugins._proc import REPO_ROOT, ServerProcess, free_port, http_ok
+from tests.plugins._proc import eventually
 from tests.plugins.kube import KubeCluster
+from tests.plugins.tradebot_operator import MANIFESTS, Operator, get_json, kubectl_ok
 from tradebot.operator import render
 
 pytestmark = pytest.mark.slow
@@ -43,83 +37,6 @@ RESULT = {
     "trades": [],
     "params": {},
 }
-
-
-@dataclass(frozen=True)
-class Operator:
-    process: ServerProcess
-    metrics_port: int
-
-    def api_writes(self) -> float:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("tradebot_operator_api_writes_total{")
-        )
-
-
-def _service_account_kubeconfig(cluster: KubeCluster, path: Path) -> None:
-    token = kubectl_ok(
-        cluster, "create", "token", "tradebot-operator", "-n", "tradebot-system", "--duration=2h"
-    ).strip()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "test",
-                "cluster": {
-                    "server": cluster.server,
-                    "certificate-authority-data": base64.b64encode(cluster.ca_file.read_bytes()).decode(),
-                },
-            }
-        ],
-        "users": [{"name": "tradebot-operator", "user": {"token": token}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "tradebot-operator"}}],
-        "current-context": "test",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-
-
-@pytest.fixture(scope="module")
-def operator(
-    kube_apiserver: KubeCluster, tradingstrategy_crd: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Operator]:
-    for manifest in ("namespace.yaml", "rbac.yaml"):
-        kubectl_ok(kube_apiserver, "apply", "-f", str(MANIFESTS / "operator" / manifest))
-    workdir = tmp_path_factory.mktemp("operator")
-    kubeconfig = workdir / "kubeconfig"
-    _service_account_kubeconfig(kube_apiserver, kubeconfig)
-    liveness_port, metrics_port = free_port(), free_port()
-    env = {
-        **{key: value for key, value in os.environ.items() if not key.startswith("TRADEBOT_OPERATOR_")},
-        "KUBECONFIG": str(kubeconfig),
-        "HOME": str(workdir),
-        "TRADEBOT_OPERATOR_LIVENESS_PORT": str(liveness_port),
-        "TRADEBOT_OPERATOR_METRICS_PORT": str(metrics_port),
-        "TRADEBOT_OPERATOR_HOST": "127.0.0.1",
-        "TRADEBOT_OPERATOR_STRATEGY_IMAGE": "ghcr.io/tradebot/tradebot:0.1.0",
-    }
-    process = ServerProcess(
-        "tradebot-operator",
-        [sys.executable, "-m", "tradebot.cli", "operator"],
-        workdir,
-        env=env,
-        cwd=REPO_ROOT,
-    )
-    try:
-        process.wait_until(
-            "/healthz", lambda: http_ok(f"http://127.0.0.1:{liveness_port}/healthz"), timeout=60
-        )
-        yield Operator(process, metrics_port)
-    finally:
-        process.stop()
-        log = process.log_path.read_text(errors="replace")
-        # The operator never hit a permission it lacks (a namespace being deleted is another kind of forbidden).
-        assert "forbidden: User" not in log, process.log_tail(60)
 
 
 def _apply(cluster: KubeCluster, namespace: str, document: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,3 +161,15 @@ class ServerProcess:
     def restart(self) -> None:
         self.stop()
         self.popen = self._spawn()
+
+
+def eventually(what: str, probe: Callable[[], Any], timeout: float = 30.0, interval: float = 0.25) -> Any:
+    """Polls until `probe` returns something truthy and returns it; the timeout only bounds a hang."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout:.0f}s (last: {value!r})")
+        time.sleep(interval)

@@ -103,7 +103,8 @@ def _write_pki(pki: Path) -> None:
         _openssl(*command.split(), cwd=pki)
 
 
-def _write_kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> None:
+def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str, user: str = "admin") -> None:
+    """A kubeconfig for `server` that authenticates as `user` with a bearer token."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -116,8 +117,8 @@ def _write_kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> Non
                 },
             }
         ],
-        "users": [{"name": "admin", "user": {"token": token}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": user}}],
         "current-context": "test",
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -200,7 +201,7 @@ def kube_apiserver() -> Iterator[KubeCluster]:
         )
 
         kubeconfig = root / "kubeconfig"
-        _write_kubeconfig(kubeconfig, server, ca_file, token)
+        write_kubeconfig(kubeconfig, server, ca_file, token)
         cache_dir = root / "kubectl-cache"
         cluster = KubeCluster(
             kubeconfig=kubeconfig,
