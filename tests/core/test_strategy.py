@@ -59,7 +59,7 @@ def test_enters_on_upward_cross_and_exits_on_downward_cross() -> None:
     assert entry.cause == "tick:AAA:6"
     assert exit_.cause == "tick:AAA:10"
     assert entry.qty == 10_000.0 // 11.0  # all-in, whole units
-    assert strategy.symbols["AAA"].qty == 0.0
+    assert strategy.book.position("AAA") == 0.0
 
 
 def test_shorts_reverse_when_allowed() -> None:

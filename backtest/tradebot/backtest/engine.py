@@ -17,7 +17,7 @@ import pandas as pd
 
 from tradebot.backtest.trades import TradeLog, trades_frame
 from tradebot.core.costs import Costs
-from tradebot.core.models import OrderRequest, Side
+from tradebot.core.models import OrderReason, OrderRequest, Side
 from tradebot.core.params import StrategyParams
 from tradebot.core.strategy import CrossoverStrategy
 
@@ -64,7 +64,7 @@ def run_reference(bars: pd.DataFrame, config: BacktestConfig) -> RawResult:
     def fill(bar: int, order: OrderRequest, price: float) -> None:
         executed, fee = costs.execute(order.side.sign, order.qty, price)
         strategy.on_fill(order.side, order.qty, executed, fee, symbol)
-        log.record(bar, order.side.sign, order.qty, executed, fee, order.reason.value)
+        log.record(bar, order.side.sign, order.qty, executed, fee, order.reason)
 
     pending: list[OrderRequest] = []
     for i in range(n):
@@ -87,13 +87,13 @@ def run_reference(bars: pd.DataFrame, config: BacktestConfig) -> RawResult:
         long_ma[i] = step.long_ma
         equity[i] = strategy.equity()
 
-    state = strategy.symbols.get(symbol)
-    if n and state is not None and state.qty != 0.0:
-        side = Side.SELL if state.qty > 0 else Side.BUY
-        qty = abs(state.qty)
+    position = strategy.book.position(symbol)
+    if n and position != 0.0:
+        side = Side.SELL if position > 0 else Side.BUY
+        qty = abs(position)
         executed, fee = costs.execute(side.sign, qty, float(closes[-1]))
         strategy.on_fill(side, qty, executed, fee, symbol)
-        log.record(n - 1, side.sign, qty, executed, fee, "end_of_data")
+        log.record(n - 1, side.sign, qty, executed, fee, OrderReason.END_OF_DATA)
         equity[-1] = strategy.equity()
 
     trades = trades_frame(

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from tradebot.core.models import OrderReason
+from tradebot.core.rules import ExitCode, exit_reason
+
 TRADE_COLUMNS = (
     "entry_time",
     "exit_time",
@@ -23,8 +26,8 @@ TRADE_COLUMNS = (
     "commission",
 )
 
-# Exit reasons by code, as the kernel stores them; the strings are `OrderReason` values.
-EXIT_REASONS = ("exit_cross", "stop_loss", "take_profit", "trailing_stop", "end_of_data")
+# Exit reasons by `ExitCode`, as the kernel stores them; the strings are `OrderReason` values.
+EXIT_REASONS: tuple[str, ...] = tuple(exit_reason(code).value for code in ExitCode)
 
 
 @dataclass
@@ -42,7 +45,8 @@ class TradeLog:
     commission: list[float] = field(default_factory=list)
     _open: tuple[int, int, float, float, float] | None = None  # bar, side, qty, price, fee
 
-    def record(self, bar: int, side: int, qty: float, price: float, fee: float, reason: str) -> None:
+    def record(self, bar: int, side: int, qty: float, price: float, fee: float, reason: OrderReason) -> None:
+        """A fill: it opens the trade, or closes it (then `reason` says why)."""
         if self._open is None:
             self._open = (bar, side, qty, price, fee)
             return
@@ -57,7 +61,7 @@ class TradeLog:
         self.entry_price.append(entry_price)
         self.exit_price.append(price)
         self.pnl.append(entry_side * (price - entry_price) * entry_qty - entry_fee - fee)
-        self.exit_reason.append(EXIT_REASONS.index(reason))
+        self.exit_reason.append(ExitCode[reason.name])
         self.commission.append(entry_fee + fee)
 
 

@@ -1,1 +1,1 @@
-"""The strategy service: one `CrossoverStrategy` over the `ticks` topic, exactly once."""
+"""The strategy service: one `LiveStrategy` over the `ticks` topic, exactly once."""

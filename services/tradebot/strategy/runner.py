@@ -29,9 +29,9 @@ from tradebot.adapters.bus import Bus, BusError, Consumer, FencedError, Transact
 from tradebot.adapters.store import Store
 from tradebot.adapters.topics import FILLS, ORDERS, SIGNALS, STRATEGY_STATE, TICKS, FillRecord
 from tradebot.core.costs import Costs
+from tradebot.core.live import LiveStrategy
 from tradebot.core.models import FillStatus, Tick
 from tradebot.core.params import StrategyParams
-from tradebot.core.strategy import CrossoverStrategy
 from tradebot.kit.lifecycle import ShutdownEvent
 from tradebot.kit.metrics import ConsumerLagGauge
 
@@ -122,7 +122,7 @@ class StrategyRunner:
         self.metrics = metrics
         self.batch_max = batch_max
         self.poll_timeout_s = poll_timeout_s
-        self.strategy = CrossoverStrategy(strategy_id, params, costs, initial_cash)
+        self.strategy = LiveStrategy(strategy_id, params, costs, initial_cash)
         self._committed_snapshot: dict[str, Any] = self.strategy.snapshot()
         self._untracked_warned_at = -math.inf
         self.ready = False
@@ -137,7 +137,7 @@ class StrategyRunner:
         if latest is None:
             return False
         snapshot = json.loads(latest)
-        restored = CrossoverStrategy.restore(snapshot)
+        restored = LiveStrategy.restore(snapshot)
         if restored.params != self.params or restored.costs != self.costs:
             # New parameters mean a new strategy: its history does not apply (the operator rolls pods
             # with a new config hash when the spec changes).
@@ -198,8 +198,7 @@ class StrategyRunner:
 
     def position_of(self, symbol: str) -> float:
         """The quantity held in `symbol` (negative when short); safe to call from another thread."""
-        state = self.strategy.symbols.get(symbol)
-        return state.qty if state is not None else 0.0
+        return self.strategy.book.position(symbol)
 
     @property
     def _group(self) -> str:
@@ -216,7 +215,7 @@ class StrategyRunner:
             producer.abort()
         producer.close()
         consumer.close()
-        self.strategy = CrossoverStrategy.restore(self._committed_snapshot)
+        self.strategy = LiveStrategy.restore(self._committed_snapshot)
 
     def process(self, records: list[Any], producer: TransactionalProducer, consumer: Consumer) -> None:
         """One transaction: everything `records` cause, the state snapshot, and the offsets."""

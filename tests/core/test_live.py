@@ -1,4 +1,5 @@
-"""The live strategy's orders in flight: assumed filled when sent, settled by the broker's answers.
+"""The live strategy: orders in flight, assumed filled when sent, settled by the broker's answers;
+and its snapshot, which services keep in Kafka across releases.
 
 The broker here is the executor's real `PaperBroker`; orders reach it and its answers come back
 late, in batches, as they do through Kafka, while prices keep arriving.
@@ -11,6 +12,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
@@ -19,8 +21,9 @@ from hypothesis import strategies as st
 
 from tests.services.test_broker import order
 from tradebot.adapters.topics import FillRecord
-from tradebot.core import strategy as strategy_module
+from tradebot.core import live as live_module
 from tradebot.core.costs import Costs
+from tradebot.core.live import LiveStrategy
 from tradebot.core.models import (
     ENTRY_REASONS,
     FillStatus,
@@ -31,20 +34,19 @@ from tradebot.core.models import (
     position_refusal,
 )
 from tradebot.core.params import StrategyParams
-from tradebot.core.strategy import CrossoverStrategy
 from tradebot.executor.broker import PaperBroker
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 COSTS = Costs(commission_pct=0.1, slippage_bps=5.0)
 
 
-def make(**params: object) -> CrossoverStrategy:
+def make(**params: object) -> LiveStrategy:
     base: dict[str, object] = {"short_window": 2, "long_window": 4}
     base.update(params)
-    return CrossoverStrategy("s1", StrategyParams.model_validate(base), COSTS, 10_000.0)
+    return LiveStrategy("s1", StrategyParams.model_validate(base), COSTS, 10_000.0)
 
 
-def sent(strategy: CrossoverStrategy, *orders: OrderRequest) -> tuple[OrderRequest, ...]:
+def sent(strategy: LiveStrategy, *orders: OrderRequest) -> tuple[OrderRequest, ...]:
     """Orders the strategy sent and assumed filled, unanswered yet."""
     for request in orders:
         strategy.assume_filled(request)
@@ -52,7 +54,7 @@ def sent(strategy: CrossoverStrategy, *orders: OrderRequest) -> tuple[OrderReque
 
 
 def entry_and_exit(
-    strategy: CrossoverStrategy, exit_reason: OrderReason = OrderReason.EXIT_CROSS
+    strategy: LiveStrategy, exit_reason: OrderReason = OrderReason.EXIT_CROSS
 ) -> tuple[OrderRequest, ...]:
     return sent(
         strategy,
@@ -64,19 +66,18 @@ def entry_and_exit(
 def test_an_exit_behind_a_refused_entry_is_undone_with_it() -> None:
     strategy = make()
     entry, exit_ = entry_and_exit(strategy, OrderReason.STOP_LOSS)
-    assert strategy.state("AAA").qty == 0.0
+    assert strategy.book.position("AAA") == 0.0
 
     strategy.on_broker_answer(entry, filled=False)
     # Not short 10 while the exit's refusal is on its way: the broker is flat, and will refuse it.
-    state = strategy.state("AAA")
-    assert state.qty == 0.0
-    assert math.isclose(strategy.cash, 10_000.0)
-    assert [(f.order_id, f.doomed) for f in state.in_flight] == [(exit_.id, True)]
+    assert strategy.book.position("AAA") == 0.0
+    assert math.isclose(strategy.book.cash, 10_000.0)
+    assert [(f.order_id, f.doomed) for f in strategy.orders_in_flight("AAA")] == [(exit_.id, True)]
 
     strategy.on_broker_answer(exit_, filled=False)
-    assert state.qty == 0.0
-    assert math.isclose(strategy.cash, 10_000.0)
-    assert state.in_flight == []
+    assert strategy.book.position("AAA") == 0.0
+    assert math.isclose(strategy.book.cash, 10_000.0)
+    assert strategy.orders_in_flight("AAA") == []
     assert strategy.counters.rejected_fills == 2
 
 
@@ -84,12 +85,12 @@ def test_a_refused_exit_restores_the_position_with_its_entry_and_best_price() ->
     strategy = make(stop_loss_pct=5.0)
     (entry,) = sent(strategy, order(Side.BUY, 10.0, 100.0, OrderReason.ENTRY_LONG, 1))
     strategy.on_broker_answer(entry, filled=True)
-    state = strategy.state("AAA")
-    entry_price = state.entry_price
-    state.best_price = 104.0
+    held = strategy.book.holding("AAA")
+    entry_price = held.entry_price
+    held.best_price = 104.0
     (exit_,) = sent(strategy, order(Side.SELL, 10.0, 103.0, OrderReason.EXIT_CROSS, 2))
     strategy.on_broker_answer(exit_, filled=False)
-    assert (state.qty, state.entry_price, state.best_price) == (10.0, entry_price, 104.0)
+    assert (held.qty, held.entry_price, held.best_price) == (10.0, entry_price, 104.0)
 
 
 def test_a_predicted_refusal_that_fills_after_all_is_applied() -> None:
@@ -99,25 +100,25 @@ def test_a_predicted_refusal_that_fills_after_all_is_applied() -> None:
     # A broker that held a position this instance did not know of fills the exit anyway.
     strategy.on_broker_answer(exit_, filled=True)
     sold, fee = COSTS.execute(-1, 10.0, 101.0)
-    assert strategy.state("AAA").qty == -10.0
-    assert math.isclose(strategy.cash, 10_000.0 + 10.0 * sold - fee)
+    assert strategy.book.position("AAA") == -10.0
+    assert math.isclose(strategy.book.cash, 10_000.0 + 10.0 * sold - fee)
 
 
 def test_orders_in_flight_survive_a_snapshot() -> None:
     strategy = make()
     entry, _ = entry_and_exit(strategy)
-    restored = CrossoverStrategy.restore(json.loads(json.dumps(strategy.snapshot())))
+    restored = LiveStrategy.restore(json.loads(json.dumps(strategy.snapshot())))
     for instance in (strategy, restored):
         instance.on_broker_answer(entry, filled=False)
     assert json.dumps(restored.snapshot()) == json.dumps(strategy.snapshot())  # NaN-safe
-    assert restored.state("AAA").in_flight[0].doomed
+    assert restored.orders_in_flight("AAA")[0].doomed
 
 
 @dataclass
 class Run:
     """A strategy trading against the real paper broker, with orders and answers delayed in queues."""
 
-    strategy: CrossoverStrategy
+    strategy: LiveStrategy
     broker: PaperBroker = field(default_factory=lambda: PaperBroker(COSTS))
     sent: list[OrderRequest] = field(default_factory=list)
     handled: list[FillRecord] = field(default_factory=list)
@@ -141,7 +142,7 @@ class Run:
         for _ in range(min(count, len(self.to_strategy))):
             answer = self.to_strategy.popleft()
             flight = next(
-                (f for f in self.strategy.state("AAA").in_flight if f.order_id == answer.order.id), None
+                (f for f in self.strategy.orders_in_flight("AAA") if f.order_id == answer.order.id), None
             )
             # Foreseen unless orders went untracked (the limit test): their refusals come unannounced.
             if (
@@ -152,7 +153,11 @@ class Run:
                 assert flight.doomed, "an exit refused for want of a position was not foreseen"
             self.strategy.on_broker_answer(answer.order, filled=answer.fill.status is FillStatus.FILLED)
             self.views.append(
-                (self.strategy.state("AAA").qty, len(self.handled) - len(self.to_strategy), len(self.sent))
+                (
+                    self.strategy.book.position("AAA"),
+                    len(self.handled) - len(self.to_strategy),
+                    len(self.sent),
+                )
             )
 
     def play(
@@ -176,13 +181,13 @@ class Run:
 
     def assert_books_agree(self) -> None:
         """Once everything is answered the strategy's book is the broker's, cash included."""
-        assert self.strategy.state("AAA").in_flight == []
+        assert self.strategy.orders_in_flight("AAA") == []
         book = self.broker.book("s1", "AAA")
-        assert math.isclose(self.strategy.state("AAA").qty, book.qty, abs_tol=1e-9)
+        assert math.isclose(self.strategy.book.position("AAA"), book.qty, abs_tol=1e-9)
         cash = 10_000.0 - sum(
             r.fill.side.sign * r.fill.qty * r.fill.price + r.fill.commission for r in self.filled().values()
         )
-        assert math.isclose(self.strategy.cash, cash, rel_tol=1e-12, abs_tol=1e-6)
+        assert math.isclose(self.strategy.book.cash, cash, rel_tol=1e-12, abs_tol=1e-6)
 
 
 DELAYS: dict[str, st.SearchStrategy[Any]] = {
@@ -222,7 +227,7 @@ def test_the_strategy_books_what_the_broker_will_do_whatever_the_delays(case: di
 def test_past_the_tracking_limit_the_books_still_agree_in_the_end(case: dict[str, Any]) -> None:
     """An executor that stops answering must not grow the snapshot without bound: past the limit
     the oldest orders are no longer tracked, and their answers still leave the books equal."""
-    with patch.object(strategy_module, "MAX_TRACKED_IN_FLIGHT", 1):
+    with patch.object(live_module, "MAX_TRACKED_IN_FLIGHT", 1):
         run = Run.of(case)
         run.play(case["moves"], case["halted"], case["broker_steps"], [0] * 160)  # nothing read until the end
     if len(run.sent) > 1:
@@ -232,11 +237,66 @@ def test_past_the_tracking_limit_the_books_still_agree_in_the_end(case: dict[str
 
 def test_the_snapshot_stays_small_when_no_answer_comes() -> None:
     strategy = make()
-    for n in range(0, 2 * strategy_module.MAX_TRACKED_IN_FLIGHT, 2):
+    for n in range(0, 2 * live_module.MAX_TRACKED_IN_FLIGHT, 2):
         sent(
             strategy,
             order(Side.BUY, 1.0, 100.0, OrderReason.ENTRY_LONG, n),
             order(Side.SELL, 1.0, 100.0, OrderReason.EXIT_CROSS, n + 1),
         )
-    assert len(strategy.state("AAA").in_flight) == strategy_module.MAX_TRACKED_IN_FLIGHT
-    assert strategy.counters.untracked_orders == strategy_module.MAX_TRACKED_IN_FLIGHT
+    assert len(strategy.orders_in_flight("AAA")) == live_module.MAX_TRACKED_IN_FLIGHT
+    assert strategy.counters.untracked_orders == live_module.MAX_TRACKED_IN_FLIGHT
+
+
+# Written by the strategy before it was split into parts (commit 7e17393) from `golden_run()`.
+GOLDEN_SNAPSHOT = Path(__file__).with_name("live_snapshot_v1.json")
+
+
+def golden_run() -> LiveStrategy:
+    """Two symbols with every stop and limit, answers late, the last dozen never answered, and the
+    oldest unanswered entry refused (which dooms the exit sent behind it)."""
+    params = {
+        "short_window": 2,
+        "long_window": 5,
+        "stop_loss_pct": 1.5,
+        "trailing_stop_pct": 2.5,
+        "take_profit_pct": 12,
+        "allow_short": True,
+        "sizing": "equity-pct:30",
+        "qty_step": 0.5,
+        "risk": {"cooldown_bars": 2, "max_daily_loss_pct": 2},
+    }
+    strategy = LiveStrategy(
+        "golden",
+        StrategyParams.model_validate(params),
+        Costs(commission_pct=0.1, commission_fixed=1.0, slippage_bps=5.0),
+        25_000.0,
+    )
+    pending: list[OrderRequest] = []
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    for i in range(120):
+        for symbol, base, speed in (("AAA", 100.0, 0.31), ("BBB", 40.0, 0.17)):
+            price = round(base * (1.0 + 0.08 * math.sin(i * speed) + 0.01 * math.sin(i * 1.7)), 4)
+            step = strategy.on_price(symbol, price, start + i * timedelta(hours=5), f"tick:{symbol}:{i}")
+            for request in step.orders:
+                strategy.assume_filled(request)
+                pending.append(request)
+        if i % 3 == 2 and i < 80 and pending:
+            strategy.on_broker_answer(pending.pop(0), filled=True)
+    entry = next(o for o in pending if o.reason in ENTRY_REASONS)
+    strategy.on_broker_answer(entry, filled=False)
+    return strategy
+
+
+def test_snapshots_keep_the_format_services_already_wrote() -> None:
+    """A snapshot written before the strategy was split restores exactly, and the same trading
+    writes it again key for key and value for value (parameters as the model has them now)."""
+    text = GOLDEN_SNAPSHOT.read_text()
+    golden = json.loads(text)
+    golden["params"] = StrategyParams.model_validate(golden["params"]).model_dump(mode="json")
+    expected = json.dumps(golden, indent=1)
+    assert json.dumps(LiveStrategy.restore(json.loads(text)).snapshot(), indent=1) == expected
+    played = golden_run()
+    assert json.dumps(played.snapshot(), indent=1) == expected
+    # Every part is covered: a stop-out's cooldown, and an exit doomed by its refused entry.
+    assert played.symbols["AAA"].cooldown_until > 0
+    assert any(f.doomed for f in played.orders_in_flight("BBB"))
