@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
@@ -89,24 +91,29 @@ def test_kernel_matches_reference(
     np.testing.assert_array_equal(fast.long_ma, reference.long_ma)
 
 
+# Parameters under which every exit rule and risk limit comes into play on `random_walk` bars.
+EVERY_RULE: dict[str, Any] = {
+    "short_window": 5,
+    "long_window": 20,
+    "stop_loss_pct": 1.5,
+    "take_profit_pct": 4,
+    "trailing_stop_pct": 2,
+    "allow_short": True,
+    "risk": {"cooldown_bars": 2, "max_daily_loss_pct": 2},
+}
+
+
+def random_walk(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return frame(rng.normal(0, 0.01, n), rng.normal(0, 0.004, n), np.abs(rng.normal(0, 0.004, n)), "1h")
+
+
 def test_parity_on_a_long_synthetic_series_with_every_rule() -> None:
     """One big case the random search may not reach: thousands of trades of every exit kind."""
-    rng = np.random.default_rng(7)
-    n = 20_000
-    bars = frame(rng.normal(0, 0.01, n), rng.normal(0, 0.004, n), np.abs(rng.normal(0, 0.004, n)), "1h")
+    bars = random_walk(20_000, seed=7)
     for fill in ("close", "next-open"):
         config = BacktestConfig(
-            params=StrategyParams.model_validate(
-                {
-                    "short_window": 5,
-                    "long_window": 20,
-                    "stop_loss_pct": 1.5,
-                    "take_profit_pct": 4,
-                    "trailing_stop_pct": 2,
-                    "allow_short": True,
-                    "risk": {"cooldown_bars": 2, "max_daily_loss_pct": 2},
-                }
-            ),
+            params=StrategyParams.model_validate(EVERY_RULE),
             costs=Costs(commission_pct=0.05, slippage_bps=2),
             fill=fill,
         )

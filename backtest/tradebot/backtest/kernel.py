@@ -1,28 +1,111 @@
-"""The fast kernel: the reference strategy's rules compiled with numba, over arrays.
+"""The fast kernel: the strategy's rules compiled with numba, over arrays.
 
-It repeats `CrossoverStrategy` + `run_reference` operation for operation (same float arithmetic in
-the same order), so its trades are identical; `tests/backtest/test_kernel_parity.py` proves it with
-property tests. Keep the two in step: any rule changed in one must change in the other.
+It does not copy the strategy's rules: numba compiles the very rule functions `CrossoverStrategy`
+calls (`RULE_FUNCTIONS`: the cross in `signals`, stops and limits in `risk`, `sizing`, the fill
+arithmetic of `book`), and the loop here calls them in the order `CrossoverStrategy` and
+`run_reference` do, so its trades are identical; `tests/backtest/test_kernel_parity.py` proves it
+with property tests. What is written here alone is the driving loop (one symbol, fills by the fill
+model), the moving averages over whole arrays, the trade table and the running statistics: a change
+to `run_reference` or `CrossoverStrategy.on_price`'s order of steps must change the loop in step.
+
+Its arguments and answer are typed records (NamedTuples; numba reads their fields by name, so no
+argument order can be confused): `KernelBars`, `KernelSetup` (which holds the strategy's `Rules`),
+and `KernelRun` (a `Summary`, the equity curve, the trade table).
+
+numba caches the compiled kernel on disk, keyed by the content of this file; it does not notice a
+change in another file compiled into it. So the source of the rule modules is hashed into the
+cache key as well (`_cached`): edit `risk.py` and the kernel is compiled afresh, never stale.
+Give `SIMULATE` only these records: the cache's index names the types it was compiled for, and
+every process that loads the index must be able to import them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from types import ModuleType
+from typing import Any, NamedTuple, cast
 
 import numba
 import numpy as np
 import pandas as pd
+from numba.extending import register_jitable
 
 from tradebot.backtest.engine import BacktestConfig, RawResult
 from tradebot.backtest.trades import trades_frame
+from tradebot.core import book, costs, risk, rules, signals, sizing
+from tradebot.core.book import after_fill, cash_after_exit, execute
+from tradebot.core.risk import EntryBlock, cooldown_until, entry_block, stop_exit, tracks_daily_loss, trail
+from tradebot.core.rules import NO_EXIT, ExitCode, Rules
+from tradebot.core.signals import NO_CROSS, UP, cross
+from tradebot.core.sizing import entry_size
 
-SIZING_CODES = {"all-in": 0, "qty": 1, "notional": 2, "equity-pct": 3, "risk-pct": 4}
-# Exit reason codes (the order of trades.EXIT_REASONS).
-_CROSS, _STOP, _TAKE, _TRAIL, _END = 0, 1, 2, 3, 4
-NO_LIMIT = math.inf
+RULE_MODULES: tuple[ModuleType, ...] = (costs, rules, signals, risk, sizing, book)
+RULE_FUNCTIONS: tuple[Callable[..., Any], ...] = (
+    costs.fill_price,
+    costs.commission,
+    costs.floor_to_step,
+    cross,
+    stop_exit,
+    trail,
+    cooldown_until,
+    tracks_daily_loss,
+    entry_block,
+    entry_size,
+    execute,
+    after_fill,
+    cash_after_exit,
+)
+for _rule in RULE_FUNCTIONS:
+    # Compiled wherever jitted code calls it; Python callers keep the plain function.
+    register_jitable(_rule)
+
+
+class KernelBars(NamedTuple):
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    day: np.ndarray  # UTC day number of each bar (the daily-loss limit's day)
+
+
+class KernelSetup(NamedTuple):
+    rules: Rules
+    next_open: bool  # fill model: decisions at the close fill at the next open (else at the close)
+    initial_cash: float
+
+    @classmethod
+    def of(cls, config: BacktestConfig) -> KernelSetup:
+        return cls(
+            rules=Rules.of(config.params, config.costs),
+            next_open=config.fill == "next-open",
+            initial_cash=config.initial_cash,
+        )
+
+
+class Summary(NamedTuple):
+    """What a sweep ranks by, accumulated inside the kernel (see `sweep.summary_stats`). Returns are
+    against the previous bar's equity, the first against the initial cash, as `metrics.compute_stats`."""
+
+    final_equity: float
+    max_drawdown: float  # <= 0, a fraction
+    return_sum: float
+    return_sq_sum: float
+    downside_sq_sum: float
+    n_trades: float
+    wins: float
+    gross_win: float
+    gross_loss: float
+    exposure_bars: float
+
+
+class KernelRun(NamedTuple):
+    summary: Summary
+    equity: np.ndarray  # per bar; empty unless recorded
+    trades: np.ndarray  # one row per trade, columns `_T_*`; empty unless recorded
 
 
 @numba.njit(cache=True, nogil=True)
@@ -54,73 +137,17 @@ def moving_average(close: np.ndarray, ema: bool, window: int) -> np.ndarray:  # 
     return out
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _fill_price(side: int, price: float, slippage_bps: float) -> float:  # pragma: no cover - compiled
-    return price * (1.0 + side * slippage_bps / 10_000.0)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _commission(qty: float, price: float, pct: float, fixed: float) -> float:  # pragma: no cover - compiled
-    if qty <= 0.0:
-        return 0.0
-    return abs(qty * price) * pct / 100.0 + fixed
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _floor_to_step(qty: float, step: float) -> float:  # pragma: no cover - compiled
-    if step <= 0.0:
-        return qty
-    return math.floor(qty / step + 1e-9) * step
-
-
-@numba.njit(cache=True, nogil=True)
-def _entry_size(  # pragma: no cover - compiled
-    want: int,
-    price: float,
-    cash: float,
-    equity: float,
-    sizing: int,
-    sizing_value: float,
-    stop_loss_pct: float,
-    max_gross: float,
-    max_qty: float,
-    max_notional: float,
-    qty_step: float,
-    commission_pct: float,
-    commission_fixed: float,
-    slippage_bps: float,
-) -> float:
-    entry_price = _fill_price(want, price, slippage_bps)
-    if sizing == 0:
-        budget = cash if cash < equity else equity
-        qty = (budget - commission_fixed) / (entry_price * (1.0 + commission_pct / 100.0))
-    elif sizing == 1:
-        qty = sizing_value
-    elif sizing == 2:
-        qty = sizing_value / entry_price
-    elif sizing == 3:
-        qty = equity * sizing_value / 100.0 / entry_price
-    else:
-        stop_pct = 1.0 if math.isnan(stop_loss_pct) else stop_loss_pct
-        qty = equity * sizing_value / 100.0 / (entry_price * stop_pct / 100.0)
-    cap = (max_gross * equity - 0.0) / entry_price
-    if qty > cap:
-        qty = cap
-    if qty > max_qty:
-        qty = max_qty
-    if qty > max_notional / entry_price:
-        qty = max_notional / entry_price
-    return _floor_to_step(qty, qty_step)
-
-
 # The account and the open trade live in one small float array, so the rarely taken fill path can be
 # a separate (not inlined) function: that keeps the per-bar loop small enough for LLVM to keep its
 # state in registers, which doubled its speed.
 _CASH, _QTY, _ENTRY, _BEST, _OBAR, _OSIDE, _OQTY, _OPRICE, _OFEE, _NTR, _WINS, _GWIN, _GLOSS = range(13)
-# The recorded trade table's columns are trades.TRADE_COLUMNS minus the times, in their order.
+# The columns of the trade table: trades.TRADE_COLUMNS less the times and the return.
+_T_ENTRY_BAR, _T_EXIT_BAR, _T_SIDE, _T_QTY, _T_ENTRY_PRICE, _T_EXIT_PRICE, _T_PNL, _T_REASON, _T_FEE = range(
+    9
+)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(nogil=True)
 def _apply_fill(  # pragma: no cover - compiled
     state: np.ndarray,
     trades: np.ndarray,
@@ -129,29 +156,16 @@ def _apply_fill(  # pragma: no cover - compiled
     fill_qty: float,
     price: float,
     reason: int,
-    slippage_bps: float,
-    commission_pct: float,
-    commission_fixed: float,
+    rules: Rules,
     record: bool,
 ) -> np.ndarray:
     """`CrossoverStrategy.on_fill` plus `TradeLog.record`; returns the (maybe grown) trade table."""
-    executed = _fill_price(side, price, slippage_bps)
-    fee = _commission(fill_qty, executed, commission_pct, commission_fixed)
+    executed, fee = execute(rules, side, fill_qty, price)
     signed = side * fill_qty
     state[_CASH] -= signed * executed + fee
-    qty = state[_QTY]
-    if qty == 0.0:
-        state[_QTY] = signed
-        state[_ENTRY] = executed
-        state[_BEST] = executed
-    else:
-        qty += signed
-        if abs(qty) < 1e-12:
-            state[_QTY] = 0.0
-            state[_ENTRY] = 0.0
-            state[_BEST] = 0.0
-        else:
-            state[_QTY] = qty
+    state[_QTY], state[_ENTRY], state[_BEST] = after_fill(
+        state[_QTY], state[_ENTRY], state[_BEST], signed, executed
+    )
     if state[_OSIDE] == 0.0:
         state[_OBAR] = bar
         state[_OSIDE] = side
@@ -172,104 +186,33 @@ def _apply_fill(  # pragma: no cover - compiled
             grown = np.empty((2 * k, trades.shape[1]))
             grown[:k] = trades
             trades = grown
-        trades[k, 0] = state[_OBAR]
-        trades[k, 1] = bar
-        trades[k, 2] = open_side
-        trades[k, 3] = state[_OQTY]
-        trades[k, 4] = state[_OPRICE]
-        trades[k, 5] = executed
-        trades[k, 6] = pnl
-        trades[k, 7] = reason
-        trades[k, 8] = state[_OFEE] + fee
+        trades[k, _T_ENTRY_BAR] = state[_OBAR]
+        trades[k, _T_EXIT_BAR] = bar
+        trades[k, _T_SIDE] = open_side
+        trades[k, _T_QTY] = state[_OQTY]
+        trades[k, _T_ENTRY_PRICE] = state[_OPRICE]
+        trades[k, _T_EXIT_PRICE] = executed
+        trades[k, _T_PNL] = pnl
+        trades[k, _T_REASON] = reason
+        trades[k, _T_FEE] = state[_OFEE] + fee
     state[_NTR] += 1.0
     state[_OSIDE] = 0.0
     return trades
 
 
-@numba.njit(cache=True, nogil=True)
-def _stop_check(  # pragma: no cover - compiled
-    qty: float,
-    entry_price: float,
-    best: float,
-    open_: float,
-    high: float,
-    low: float,
-    stop_loss_pct: float,
-    take_profit_pct: float,
-    trailing_stop_pct: float,
-) -> tuple[int, float]:
-    """`CrossoverStrategy._stop_order`: (exit reason code or -1, exit price)."""
-    long = qty > 0.0
-    stop = math.nan
-    reason = _STOP
-    if not math.isnan(stop_loss_pct):
-        stop = (
-            entry_price * (1.0 - stop_loss_pct / 100.0)
-            if long
-            else entry_price * (1.0 + stop_loss_pct / 100.0)
-        )
-    if not math.isnan(trailing_stop_pct):
-        trail = best * (1.0 - trailing_stop_pct / 100.0) if long else best * (1.0 + trailing_stop_pct / 100.0)
-        if math.isnan(stop) or (trail > stop if long else trail < stop):
-            stop = trail
-            reason = _TRAIL
-    target = math.nan
-    if not math.isnan(take_profit_pct):
-        target = (
-            entry_price * (1.0 + take_profit_pct / 100.0)
-            if long
-            else entry_price * (1.0 - take_profit_pct / 100.0)
-        )
-    if long:
-        if open_ <= stop:
-            return reason, open_
-        if open_ >= target:
-            return _TAKE, open_
-        if low <= stop:
-            return reason, stop
-        if high >= target:
-            return _TAKE, target
-    else:
-        if open_ >= stop:
-            return reason, open_
-        if open_ <= target:
-            return _TAKE, open_
-        if high >= stop:
-            return reason, stop
-        if low <= target:
-            return _TAKE, target
-    return -1, math.nan
-
-
-@numba.njit(cache=True, nogil=True)
-def simulate(  # type: ignore[no-untyped-def]
-    opens: np.ndarray,
-    highs: np.ndarray,
-    lows: np.ndarray,
-    closes: np.ndarray,
-    days: np.ndarray,
-    short_ma: np.ndarray,
-    long_ma: np.ndarray,
-    next_open: bool,
-    allow_short: bool,
-    stop_loss_pct: float,  # NaN = none (all percentages)
-    take_profit_pct: float,
-    trailing_stop_pct: float,
-    sizing: int,
-    sizing_value: float,
-    qty_step: float,
-    max_gross: float,
-    max_qty: float,  # inf = none
-    max_notional: float,
-    max_daily_loss_pct: float,
-    cooldown_bars: int,
-    commission_pct: float,
-    commission_fixed: float,
-    slippage_bps: float,
-    initial_cash: float,
-    record: bool,
+@numba.njit(nogil=True)
+def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    bars: KernelBars, short_ma: np.ndarray, long_ma: np.ndarray, setup: KernelSetup, record: bool
 ):
-    """Returns (summary, equity curve, trade table); see `run_kernel` and `sweep.summary_stats`."""
+    """`run_reference` over arrays; see `KernelRun`. Not cached itself: compiled into `SIMULATE`."""
+    rules = setup.rules
+    opens = bars.open
+    highs = bars.high
+    lows = bars.low
+    closes = bars.close
+    days = bars.day
+    next_open = setup.next_open
+    initial_cash = setup.initial_cash
     n = closes.shape[0]
     state = np.zeros(13)
     state[_CASH] = initial_cash
@@ -280,8 +223,8 @@ def simulate(  # type: ignore[no-untyped-def]
     prev_s = math.nan
     prev_l = math.nan
     bar_index = -1
-    cooldown_until = -1
-    use_day = not math.isnan(max_daily_loss_pct)
+    cooldown_end = -1
+    use_day = tracks_daily_loss(rules)
     day = -(2**62)
     day_start_equity = math.nan
     # Orders decided at a close, filled at the next open (next-open fills): an exit and an entry at most.
@@ -314,17 +257,7 @@ def simulate(  # type: ignore[no-untyped-def]
             # The open: fill what the previous close decided (on_fill).
             for k in range(p_count):
                 trades = _apply_fill(
-                    state,
-                    trades,
-                    i,
-                    p_side[k],
-                    p_qty[k],
-                    opens[i],
-                    p_reason[k],
-                    slippage_bps,
-                    commission_pct,
-                    commission_fixed,
-                    record,
+                    state, trades, i, p_side[k], p_qty[k], opens[i], p_reason[k], rules, record
                 )
             p_count = 0
             # on_intrabar: roll the day, stops against the bar's range, move the best price, fill.
@@ -334,36 +267,13 @@ def simulate(  # type: ignore[no-untyped-def]
                 day_start_equity = state[_CASH] + (q * last_price if q != 0.0 else 0.0)
             q = state[_QTY]
             if q != 0.0:
-                reason, exit_at = _stop_check(
-                    q,
-                    state[_ENTRY],
-                    state[_BEST],
-                    opens[i],
-                    highs[i],
-                    lows[i],
-                    stop_loss_pct,
-                    take_profit_pct,
-                    trailing_stop_pct,
-                )
-                if reason >= 0 and (reason in (_STOP, _TRAIL)) and cooldown_bars > 0:
-                    cooldown_until = bar_index + 1 + cooldown_bars
-                if q > 0.0 and highs[i] > state[_BEST]:
-                    state[_BEST] = highs[i]
-                elif q < 0.0 and lows[i] < state[_BEST]:
-                    state[_BEST] = lows[i]
-                if reason >= 0:
+                code, exit_at = stop_exit(rules, q, state[_ENTRY], state[_BEST], opens[i], highs[i], lows[i])
+                # Seen before the bar's close event moves the bar index on.
+                cooldown_end = cooldown_until(rules, code, bar_index + 1, cooldown_end)
+                state[_BEST] = trail(q, state[_BEST], highs[i], lows[i])
+                if code != NO_EXIT:
                     trades = _apply_fill(
-                        state,
-                        trades,
-                        i,
-                        -1 if q > 0.0 else 1,
-                        abs(q),
-                        exit_at,
-                        reason,
-                        slippage_bps,
-                        commission_pct,
-                        commission_fixed,
-                        record,
+                        state, trades, i, -1 if q > 0.0 else 1, abs(q), exit_at, code, rules, record
                     )
 
         # The close (or tick): on_price.
@@ -380,78 +290,44 @@ def simulate(  # type: ignore[no-untyped-def]
         cash_after = cash
         fills = 0
         if not next_open and qty != 0.0:
-            reason, exit_at = _stop_check(
-                qty,
-                state[_ENTRY],
-                state[_BEST],
-                price,
-                price,
-                price,
-                stop_loss_pct,
-                take_profit_pct,
-                trailing_stop_pct,
-            )
-            if reason >= 0:
-                if (reason in (_STOP, _TRAIL)) and cooldown_bars > 0:
-                    cooldown_until = bar_index + cooldown_bars
-                xp = _fill_price(-1 if position > 0.0 else 1, exit_at, slippage_bps)
-                cash_after = (
-                    cash + position * xp - _commission(abs(position), xp, commission_pct, commission_fixed)
-                )
+            code, exit_at = stop_exit(rules, qty, state[_ENTRY], state[_BEST], price, price, price)
+            if code != NO_EXIT:
+                cooldown_end = cooldown_until(rules, code, bar_index, cooldown_end)
+                cash_after = cash_after_exit(rules, cash, position, exit_at)
                 f_side[0] = -1 if qty > 0.0 else 1
                 f_qty[0] = abs(qty)
                 f_price[0] = exit_at
-                f_reason[0] = reason
+                f_reason[0] = code
                 fills = 1
                 position = 0.0
-        if (qty > 0.0 and price > state[_BEST]) or (qty < 0.0 and price < state[_BEST]):
-            state[_BEST] = price
+        state[_BEST] = trail(qty, state[_BEST], price, price)
         s = short_ma[i]
         lma = long_ma[i]
-        cross_up = prev_s < prev_l and s > lma
-        cross_down = prev_s > prev_l and s < lma
+        direction = cross(prev_s, prev_l, s, lma)
         prev_s = s
         prev_l = lma
-        if cross_up or cross_down:
-            want = 1 if cross_up else -1
-            if position * want < 0.0:
-                xp = _fill_price(-1 if position > 0.0 else 1, price, slippage_bps)
-                cash_after = (
-                    cash + position * xp - _commission(abs(position), xp, commission_pct, commission_fixed)
-                )
-                f_side[fills] = want
+        if direction != NO_CROSS:
+            if position * direction < 0.0:
+                cash_after = cash_after_exit(rules, cash, position, price)
+                f_side[fills] = direction
                 f_qty[fills] = abs(position)
                 f_price[fills] = price
-                f_reason[fills] = _CROSS
+                f_reason[fills] = ExitCode.EXIT_CROSS.value
                 fills += 1
                 position = 0.0
+            # One symbol: the equity an entry starts from is the cash after any exit.
             if (
                 position == 0.0
-                and (want > 0 or allow_short)
-                and bar_index > cooldown_until
-                and not (use_day and cash_after < day_start_equity * (1.0 - max_daily_loss_pct / 100.0))
+                and (direction == UP or rules.allow_short)
+                and entry_block(rules, bar_index, cooldown_end, cash_after, day_start_equity)
+                == EntryBlock.NONE
             ):
-                size = _entry_size(
-                    want,
-                    price,
-                    cash_after,
-                    cash_after,
-                    sizing,
-                    sizing_value,
-                    stop_loss_pct,
-                    max_gross,
-                    max_qty,
-                    max_notional,
-                    qty_step,
-                    commission_pct,
-                    commission_fixed,
-                    slippage_bps,
-                )
+                size = entry_size(rules, direction, price, cash_after, cash_after, 0.0)
                 if size > 0.0:
-                    f_side[fills] = want
+                    f_side[fills] = direction
                     f_qty[fills] = size
                     f_price[fills] = price
-                    f_reason[fills] = _CROSS
+                    f_reason[fills] = ExitCode.EXIT_CROSS.value  # unused: an entry has no exit reason
                     fills += 1
         if next_open:
             for k in range(fills):
@@ -462,17 +338,7 @@ def simulate(  # type: ignore[no-untyped-def]
         else:
             for k in range(fills):
                 trades = _apply_fill(
-                    state,
-                    trades,
-                    i,
-                    f_side[k],
-                    f_qty[k],
-                    f_price[k],
-                    f_reason[k],
-                    slippage_bps,
-                    commission_pct,
-                    commission_fixed,
-                    record,
+                    state, trades, i, f_side[k], f_qty[k], f_price[k], f_reason[k], rules, record
                 )
         qty = state[_QTY]
         equity = state[_CASH] + (qty * price if qty != 0.0 else 0.0)
@@ -506,10 +372,8 @@ def simulate(  # type: ignore[no-untyped-def]
             -1 if q > 0.0 else 1,
             abs(q),
             closes[n - 1],
-            _END,
-            slippage_bps,
-            commission_pct,
-            commission_fixed,
+            ExitCode.END_OF_DATA.value,
+            rules,
             record,
         )
         cash = state[_CASH]
@@ -528,60 +392,44 @@ def simulate(  # type: ignore[no-untyped-def]
         dd = cash / peak - 1.0
         max_dd = last_max_dd if last_max_dd < dd else dd
 
-    n_trades = int(state[_NTR])
-    summary = np.array(
-        [
-            state[_CASH],
-            max_dd,
-            ret_sum,
-            ret_sq,
-            down_sq,
-            state[_NTR],
-            state[_WINS],
-            state[_GWIN],
-            state[_GLOSS],
-            float(exposure),
-        ]
+    summary = Summary(
+        final_equity=state[_CASH],
+        max_drawdown=max_dd,
+        return_sum=ret_sum,
+        return_sq_sum=ret_sq,
+        downside_sq_sum=down_sq,
+        n_trades=state[_NTR],
+        wins=state[_WINS],
+        gross_win=state[_GWIN],
+        gross_loss=state[_GLOSS],
+        exposure_bars=float(exposure),
     )
-    return summary, equity_curve, trades[: n_trades if record else 0]
+    return KernelRun(summary, equity_curve, trades[: int(state[_NTR]) if record else 0])
 
 
-# The compiled function, typed loosely for callers (numba's dispatcher has no useful signature).
-SIMULATE = cast(Callable[..., tuple[Any, ...]], simulate)
+def _source_hash(modules: tuple[ModuleType, ...]) -> str:
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()
 
 
-@dataclass(frozen=True)
-class KernelArgs:
-    """The strategy parameters and costs as the kernel's scalar arguments."""
+def _cached(rules_source_hash: str) -> Callable[..., KernelRun]:
+    """`_simulate`, cached on disk under a key that includes `rules_source_hash` (numba keys a cached
+    function by its file's content, its bytecode and the values it closes over)."""
 
-    values: tuple[float | int | bool, ...]
+    @numba.njit(cache=True, nogil=True)
+    def simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+        bars: KernelBars, short_ma: np.ndarray, long_ma: np.ndarray, setup: KernelSetup, record: bool
+    ):
+        rules_source_hash  # noqa: B018 - closed over only to be in the cache key
+        return _simulate(bars, short_ma, long_ma, setup, record)
 
-    @classmethod
-    def from_config(cls, config: BacktestConfig) -> KernelArgs:
-        p = config.params
-        c = config.costs
-        nan = math.nan
-        return cls(
-            (
-                config.fill == "next-open",
-                p.allow_short,
-                nan if p.stop_loss_pct is None else p.stop_loss_pct,
-                nan if p.take_profit_pct is None else p.take_profit_pct,
-                nan if p.trailing_stop_pct is None else p.trailing_stop_pct,
-                SIZING_CODES[p.sizing.kind],
-                0.0 if p.sizing.value is None else p.sizing.value,
-                p.qty_step,
-                p.risk.max_gross_exposure,
-                NO_LIMIT if p.risk.max_position_qty is None else p.risk.max_position_qty,
-                NO_LIMIT if p.risk.max_position_notional is None else p.risk.max_position_notional,
-                nan if p.risk.max_daily_loss_pct is None else p.risk.max_daily_loss_pct,
-                p.risk.cooldown_bars,
-                c.commission_pct,
-                c.commission_fixed,
-                c.slippage_bps,
-                config.initial_cash,
-            )
-        )
+    return cast(Callable[..., KernelRun], simulate)
+
+
+# The compiled kernel: SIMULATE(KernelBars, short MA, long MA, KernelSetup, record) -> KernelRun.
+SIMULATE = _cached(_source_hash(RULE_MODULES))
 
 
 @dataclass(frozen=True)
@@ -608,6 +456,9 @@ class Arrays:
             day=np.floor_divide(nanos, 86_400 * 10**9),
         )
 
+    def kernel_bars(self) -> KernelBars:
+        return KernelBars(open=self.open, high=self.high, low=self.low, close=self.close, day=self.day)
+
 
 def moving_averages(arrays: Arrays, config: BacktestConfig) -> tuple[np.ndarray, np.ndarray]:
     ema = config.params.ma_type == "ema"
@@ -617,33 +468,30 @@ def moving_averages(arrays: Arrays, config: BacktestConfig) -> tuple[np.ndarray,
     )
 
 
+def simulate(
+    arrays: Arrays, short_ma: np.ndarray, long_ma: np.ndarray, config: BacktestConfig, *, record: bool
+) -> KernelRun:
+    """One run of the kernel (what `run_kernel` and every sweep combination do); `record` keeps the
+    equity curve and the trade table, not only the summary."""
+    return SIMULATE(arrays.kernel_bars(), short_ma, long_ma, KernelSetup.of(config), record)
+
+
 def run_kernel(bars: pd.DataFrame | Arrays, config: BacktestConfig) -> RawResult:
     """The fast path: same trades as `run_reference`, orders of magnitude quicker."""
     arrays = bars if isinstance(bars, Arrays) else Arrays.from_frame(bars)
     short_ma, long_ma = moving_averages(arrays, config)
-    out = SIMULATE(
-        arrays.open,
-        arrays.high,
-        arrays.low,
-        arrays.close,
-        arrays.day,
-        short_ma,
-        long_ma,
-        *KernelArgs.from_config(config).values,
-        True,
-    )
-    _, equity, table = out
-    as_int = table[:, [0, 1, 2, 7]].astype(np.int64)
+    run = simulate(arrays, short_ma, long_ma, config, record=True)
+    table = run.trades
     trades = trades_frame(
         arrays.index,
-        as_int[:, 0],
-        as_int[:, 1],
-        as_int[:, 2],
-        table[:, 3],
-        table[:, 4],
-        table[:, 5],
-        table[:, 6],
-        as_int[:, 3],
-        table[:, 8],
+        table[:, _T_ENTRY_BAR].astype(np.int64),
+        table[:, _T_EXIT_BAR].astype(np.int64),
+        table[:, _T_SIDE].astype(np.int64),
+        table[:, _T_QTY],
+        table[:, _T_ENTRY_PRICE],
+        table[:, _T_EXIT_PRICE],
+        table[:, _T_PNL],
+        table[:, _T_REASON].astype(np.int64),
+        table[:, _T_FEE],
     )
-    return RawResult(index=arrays.index, equity=equity, short_ma=short_ma, long_ma=long_ma, trades=trades)
+    return RawResult(index=arrays.index, equity=run.equity, short_ma=short_ma, long_ma=long_ma, trades=trades)

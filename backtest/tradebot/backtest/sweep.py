@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from tradebot.backtest.engine import BacktestConfig
-from tradebot.backtest.kernel import SIMULATE, Arrays, KernelArgs, moving_average, run_kernel
+from tradebot.backtest.kernel import Arrays, Summary, moving_average, run_kernel, simulate
 from tradebot.backtest.metrics import compute_stats, infer_bars_per_year
 from tradebot.core.params import StrategyParams
 
@@ -96,14 +96,19 @@ class SweepResult:
 
 
 def summary_stats(
-    summary: np.ndarray, bars: int, initial_cash: float, bars_per_year: float, years: float
+    summary: Summary, bars: int, initial_cash: float, bars_per_year: float, years: float
 ) -> dict[str, float]:
-    final_equity, max_dd, ret_sum, ret_sq, down_sq, n_trades, wins, gross_win, gross_loss, exposure = summary
+    final_equity = summary.final_equity
+    max_dd = summary.max_drawdown
+    ret_sum = summary.return_sum
+    n_trades = summary.n_trades
+    gross_loss = summary.gross_loss
     n_ret = bars
     nan = math.nan
     mean = ret_sum / n_ret if n_ret > 0 else nan
-    var = (ret_sq - ret_sum * ret_sum / n_ret) / (n_ret - 1) if n_ret > 1 else nan
+    var = (summary.return_sq_sum - ret_sum * ret_sum / n_ret) / (n_ret - 1) if n_ret > 1 else nan
     std = math.sqrt(var) if var > 0 else nan
+    down_sq = summary.downside_sq_sum
     downside = math.sqrt(down_sq / n_ret) if n_ret > 0 and down_sq > 0 else nan
     total_return = final_equity / initial_cash - 1.0
     cagr = (final_equity / initial_cash) ** (1.0 / years) - 1.0 if years > 0 and final_equity > 0 else nan
@@ -115,9 +120,9 @@ def summary_stats(
         "max_drawdown_pct": max_dd * 100.0,
         "calmar": cagr / abs(max_dd) if max_dd < 0 and cagr == cagr else nan,
         "n_trades": n_trades,
-        "win_rate_pct": wins / n_trades * 100.0 if n_trades else nan,
-        "profit_factor": gross_win / gross_loss if gross_loss > 0 else nan,
-        "exposure_pct": exposure / bars * 100.0 if bars else nan,
+        "win_rate_pct": summary.wins / n_trades * 100.0 if n_trades else nan,
+        "profit_factor": summary.gross_win / gross_loss if gross_loss > 0 else nan,
+        "exposure_pct": summary.exposure_bars / bars * 100.0 if bars else nan,
         "equity_final": final_equity,
     }
 
@@ -155,22 +160,10 @@ def run_sweep(
 
     def one(params: StrategyParams) -> dict[str, Any]:
         ema = params.ma_type == "ema"
-        config = BacktestConfig(
-            params=params, costs=base.costs, initial_cash=base.initial_cash, fill=base.fill
-        )
-        out = SIMULATE(
-            arrays.open,
-            arrays.high,
-            arrays.low,
-            arrays.close,
-            arrays.day,
-            ma(ema, params.short_window),
-            ma(ema, params.long_window),
-            *KernelArgs.from_config(config).values,
-            False,
-        )
+        short_ma, long_ma = ma(ema, params.short_window), ma(ema, params.long_window)
+        run = simulate(arrays, short_ma, long_ma, replace(base, params=params), record=False)
         row: dict[str, Any] = {name: _lookup(params, name) for name in grid}
-        row.update(summary_stats(out[0], n, base.initial_cash, bars_per_year, years))
+        row.update(summary_stats(run.summary, n, base.initial_cash, bars_per_year, years))
         return row
 
     done = 0
@@ -252,11 +245,7 @@ def walk_forward(
                 data[head][tail] = best[name]
             else:
                 data[head] = best[name]
-        params = StrategyParams.model_validate(data)
-        config = BacktestConfig(
-            params=params, costs=base.costs, initial_cash=base.initial_cash, fill=base.fill
-        )
-        raw = run_kernel(test, config)
+        raw = run_kernel(test, replace(base, params=StrategyParams.model_validate(data)))
         test_stats = compute_stats(
             raw.equity, raw.index, raw.trades, test["close"].to_numpy(), base.initial_cash
         )

@@ -28,7 +28,7 @@ class Costs(BaseModel):
         return executed, commission(qty, executed, self.commission_pct, self.commission_fixed)
 
 
-# Plain functions so the numba kernel can mirror the exact same arithmetic.
+# Plain functions on numbers: the backtest kernel compiles them as they are (see tradebot.core.rules).
 def fill_price(side_sign: int, price: float, slippage_bps: float) -> float:
     return price * (1.0 + side_sign * slippage_bps / 10_000.0)
 
