@@ -89,7 +89,7 @@ class ExecutorMetrics:
         )
         self.equity = Gauge(
             "tradebot_executor_equity",
-            "Initial cash plus realised and unrealised P&L.",
+            "The strategy's own initial cash plus realised and unrealised P&L.",
             per_strategy,
             registry=r,
         )
@@ -160,6 +160,9 @@ class ExecutorRunner:
         self.ready = False
         self._last_prices: dict[str, float] = {}
         self._halted: dict[str, bool] = {}
+        # Each strategy's own initial cash as it registered it; `initial_cash` for one that did not.
+        self._initial_cash: dict[str, float] = {}
+        self._registration_read: set[str] = set()
         self._applied_offset = -1
         # The latest position per (strategy, symbol) as the projection has read it from `fills`.
         self._projected: dict[tuple[str, str], Position] = {}
@@ -282,8 +285,13 @@ class ExecutorRunner:
         """The strategy's equity right after this fill, from the positions the fills topic recorded up
         to it (each marked at its own last fill price), so the curve follows event time."""
         sid = record.order.strategy_id
+        if sid not in self._registration_read:
+            # A strategy registers before it sends its first order: read its initial cash before
+            # the first point of its curve (the watcher may not have seen the registration yet).
+            self._registration_read.add(sid)
+            await self._read_registrations()
         value = self._value(sid, {})
-        self._peak_equity[sid] = max(self._peak_equity.get(sid, self.initial_cash), value.equity)
+        self._peak_equity[sid] = max(self._peak_equity.get(sid, self._cash_of(sid)), value.equity)
         await self.store.append_equity(sid, record.order.ts, value.equity)
 
     def _value(self, strategy_id: str, marks: dict[str, float]) -> _BookValue:
@@ -297,14 +305,25 @@ class ExecutorRunner:
                 mark = marks.get(symbol, position.last_price)
                 unrealized += position.qty * (mark - position.avg_price)
                 exposure += abs(position.qty) * mark
-        return _BookValue(realized, unrealized, exposure, self.initial_cash + realized + unrealized)
+        return _BookValue(realized, unrealized, exposure, self._cash_of(strategy_id) + realized + unrealized)
+
+    def _cash_of(self, strategy_id: str) -> float:
+        return self._initial_cash.get(strategy_id, self.initial_cash)
+
+    async def _read_registrations(self) -> None:
+        """Halt flags and each strategy's own initial cash, from the strategies' registrations."""
+        registered = await self.store.strategies()
+        self._halted = {s["id"]: bool(s.get("halted")) for s in registered}
+        self._initial_cash.update(
+            {s["id"]: float(s["initial_cash"]) for s in registered if s.get("initial_cash") is not None}
+        )
 
     def update_risk_metrics(self) -> None:
         """P&L, equity, exposure and drawdown per strategy, marked at the latest prices the feed saw
         (a position's own last fill price until then)."""
         for sid in set(self._halted) | {sid for sid, _ in self._projected}:
             value = self._value(sid, self._last_prices)
-            peak = max(self._peak_equity.get(sid, self.initial_cash), value.equity)
+            peak = max(self._peak_equity.get(sid, self._cash_of(sid)), value.equity)
             self._peak_equity[sid] = peak
             self.metrics.know(sid)
             self.metrics.realized.labels(strategy=sid).set(value.realized)
@@ -331,7 +350,7 @@ class ExecutorRunner:
                 self._last_prices = {
                     symbol: price for symbol, (price, _) in (await self.store.last_prices()).items()
                 }
-                self._halted = {s["id"]: bool(s.get("halted")) for s in await self.store.strategies()}
+                await self._read_registrations()
                 self.update_risk_metrics()
                 stored = await self.store.applied_offset()
                 if stored < self._applied_offset or self._applied_offset == -2:
