@@ -4,6 +4,7 @@ exposure and drawdown marked at the feed's latest price, halts, and refusals cou
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -20,13 +21,13 @@ from tradebot.executor.runner import ExecutorMetrics, ExecutorRunner
 from tradebot.kit.lifecycle import ShutdownEvent
 
 
-async def until(what: str, check: Callable[[], bool]) -> None:
-    """Waits up to 10 s for `check` (the executor's watcher refreshes prices and halts every 0.25 s)."""
-    for _ in range(200):
-        if check():
-            return
+async def until(what: str, check: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Waits up to `within_s` for `check` (the executor's watcher refreshes prices and halts every 0.25 s)."""
+    deadline = time.monotonic() + within_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within_s:g} s")
         await asyncio.sleep(0.05)
-    raise AssertionError(f"{what}: not within 10 s")
 
 
 async def test_risk_gauges_follow_fills_prices_and_halts() -> None:
