@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from tradebot.adapters.bus import Bus, BusError, Consumer, Producer, Record
-from tradebot.adapters.store import Store
+from tradebot.adapters.store import Store, StoreError
 from tradebot.adapters.topics import FILLS, ORDERS, FillRecord
 from tradebot.adapters.transactional import TransactionalLoop
 from tradebot.core.models import FillStatus, OrderRequest, Position, RejectCode
@@ -185,13 +185,15 @@ class ExecutorRunner:
         # store already has are skipped by order id, missing ones (a crash between commit and store
         # write, or a store that lost its data) are applied.
         tail = self.bus.consumer(f"{self.group_id}-projection-{time.time_ns()}", [FILLS], read_committed=True)
-        watcher = asyncio.create_task(self._watch_store(shutdown))
-        projector = asyncio.create_task(self._project_tail(tail, shutdown))
         try:
-            await self.loop.run(shutdown)
+            # One task group: a bug in the projection or the watcher stops the executor (and the loop)
+            # instead of leaving it filling orders with a dead view behind it.
+            async with asyncio.TaskGroup() as tasks:
+                watcher = tasks.create_task(self._watch_store(shutdown), name="executor-store-watcher")
+                tasks.create_task(self._project_tail(tail, shutdown), name="executor-projection")
+                await self.loop.run(shutdown)
+                watcher.cancel()
         finally:
-            watcher.cancel()
-            await asyncio.gather(projector, return_exceptions=True)
             await asyncio.to_thread(tail.close)
 
     # -- the transactional loop's batch processor: orders -> fills ----------------------------------
@@ -317,12 +319,17 @@ class ExecutorRunner:
 
     async def _project_tail(self, tail: Consumer, shutdown: ShutdownEvent) -> None:
         while not shutdown.is_set():
-            records = await asyncio.to_thread(tail.poll, 0.1, 1000)
+            try:
+                records = await asyncio.to_thread(tail.poll, 0.1, 1000)
+            except BusError as exc:  # Kafka away: the tail resumes where it was once it is back
+                logger.warning("reading fills failed", extra={"error": str(exc), "code": exc.name})
+                await shutdown.sleep(1.0)
+                continue
             if records:
                 try:
                     await self._project(records)
-                except Exception as exc:  # Redis down: the watcher rebuilds once it is back
-                    logger.warning("store update failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+                except StoreError as exc:  # Redis down: the watcher rebuilds once it is back
+                    logger.warning("store update failed", extra={"error": str(exc)})
                     self._applied_offset = -2  # force a catch-up from the topic
 
     async def _watch_store(self, shutdown: ShutdownEvent) -> None:
@@ -344,5 +351,7 @@ class ExecutorRunner:
                     await self._project(
                         await asyncio.to_thread(self.bus.read_all, FILLS, read_committed=True, timeout=60.0)
                     )
-            except Exception as exc:
-                logger.warning("store not reachable", extra={"error": f"{type(exc).__name__}: {exc}"})
+            except StoreError as exc:
+                logger.warning("store not reachable", extra={"error": str(exc)})
+            except BusError as exc:  # the rebuild could not read `fills`: tried again next time round
+                logger.warning("rebuilding the store failed", extra={"error": str(exc), "code": exc.name})
