@@ -8,11 +8,13 @@ from typing import Any
 
 import confluent_kafka
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from tests.plugins.servers import KafkaBroker
 from tradebot.adapters.bus import (
     Bus,
     BusError,
+    ConsumedOffsets,
     Consumer,
     FencedError,
     Producer,
@@ -20,7 +22,7 @@ from tradebot.adapters.bus import (
     TopicSpec,
     TransactionalProducer,
 )
-from tradebot.adapters.kafka import KafkaBus
+from tradebot.adapters.kafka import KafkaBus, _bus_error
 from tradebot.adapters.memory_bus import MemoryBus, MemoryConsumer, murmur2, partition_for
 
 Names = Callable[[str], str]
@@ -274,7 +276,7 @@ def test_consume_transform_produce_with_an_aborted_batch(bus: Bus, names: Names)
     batch1 = poll_batch(first, max_records=4)
     producer.begin()
     transform(producer, batch1)
-    producer.commit(first)
+    producer.commit(ConsumedOffsets.after(first, batch1))
 
     batch2 = poll_batch(first, max_records=4)
     producer.begin()
@@ -290,7 +292,7 @@ def test_consume_transform_produce_with_an_aborted_batch(bus: Bus, names: Names)
     assert values(batch1) + values(rest) == inputs
     producer.begin()
     transform(producer, rest)
-    producer.commit(second)
+    producer.commit(ConsumedOffsets.after(second, rest))
     second.close()
     producer.close()
 
@@ -317,15 +319,47 @@ def test_a_new_transactional_producer_fences_the_old_one(bus: Bus, names: Names)
     zombie.flush()
 
     successor = bus.transactional_producer(transactional_id)
-    with pytest.raises(FencedError):
+    with pytest.raises(FencedError) as fenced:
         fenced_operation(zombie, topic)
     zombie.close()
+    assert not fenced.value.retriable
+    if isinstance(bus, KafkaBus):  # the broker's own error code and name come along
+        assert fenced.value.code in (
+            KafkaError.PRODUCER_FENCED,
+            KafkaError._FENCED,
+            KafkaError.INVALID_PRODUCER_EPOCH,
+        )
+        assert fenced.value.name is not None
+        assert fenced.value.name in str(fenced.value)
 
     successor.begin()
     successor.produce(topic, b"successor")
     successor.commit()
     successor.close()
     assert values(bus.read_all(topic)) == [b"successor"]
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "retriable", "requires_abort"),
+    [
+        (
+            KafkaError(KafkaError.NOT_COORDINATOR, "moved", retriable=True, txn_requires_abort=True),
+            BusError,
+            True,
+            True,
+        ),
+        (KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"), BusError, False, False),
+        (KafkaError(KafkaError.PRODUCER_FENCED, "fenced", fatal=True), FencedError, False, False),
+    ],
+)
+def test_kafka_errors_keep_their_code_and_whether_retrying_helps(
+    error: KafkaError, kind: type[BusError], retriable: bool, requires_abort: bool
+) -> None:
+    mapped = _bus_error("commit_transaction", KafkaException(error))
+    assert type(mapped) is kind
+    assert (mapped.code, mapped.name) == (error.code(), error.name())
+    assert (mapped.retriable, mapped.requires_abort) == (retriable, requires_abort)
+    assert str(mapped).startswith(f"commit_transaction: {error.str()} ({error.name()})")
 
 
 def test_ensure_topics_is_idempotent(bus: Bus, names: Names) -> None:

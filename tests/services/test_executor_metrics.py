@@ -4,6 +4,7 @@ exposure and drawdown marked at the feed's latest price, halts, and refusals cou
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -20,13 +21,13 @@ from tradebot.executor.runner import ExecutorMetrics, ExecutorRunner
 from tradebot.kit.lifecycle import ShutdownEvent
 
 
-async def until(what: str, check: Callable[[], bool]) -> None:
-    """Waits up to 10 s for `check` (the executor's watcher refreshes prices and halts every 0.25 s)."""
-    for _ in range(200):
-        if check():
-            return
+async def until(what: str, check: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Waits up to `within_s` for `check` (the executor's watcher refreshes prices and halts every 0.25 s)."""
+    deadline = time.monotonic() + within_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within_s:g} s")
         await asyncio.sleep(0.05)
-    raise AssertionError(f"{what}: not within 10 s")
 
 
 async def test_risk_gauges_follow_fills_prices_and_halts() -> None:
@@ -84,6 +85,54 @@ async def test_risk_gauges_follow_fills_prices_and_halts() -> None:
         await until("flat", lambda: value("tradebot_executor_gross_exposure") == 0.0)
         assert value("tradebot_executor_realized_pnl") == 20.0
         assert value("tradebot_executor_unrealized_pnl") == 0.0
+    finally:
+        shutdown.set()
+        await task
+
+
+async def test_each_strategy_is_valued_against_its_own_initial_cash() -> None:
+    """Equity, drawdown and the equity curve start from the cash each strategy registered (issue 12.4),
+    not from the executor's default; a strategy that registered none gets the default."""
+    bus = MemoryBus()
+    bus.ensure_topics(pipeline_topics(1))
+    store = MemoryStore()
+    registry = CollectorRegistry()
+    runner = ExecutorRunner(
+        bus=bus,
+        store=store,
+        broker=PaperBroker(Costs(), RiskChecks()),
+        metrics=ExecutorMetrics(registry),
+        initial_cash=10_000.0,
+    )
+
+    def value(name: str, strategy: str) -> float | None:
+        return registry.get_sample_value(name, {"strategy": strategy})
+
+    producer = bus.producer("test")
+    await store.register_strategy("big", {"initial_cash": 250_000.0})
+    await store.register_strategy("plain", {})
+    shutdown = ShutdownEvent()
+    task = asyncio.create_task(runner.run(shutdown))
+    try:
+        for n, sid in enumerate(("big", "plain"), start=1):
+            made = order(Side.BUY, 10, 100.0, OrderReason.ENTRY_LONG, n, strategy=sid)
+            producer.produce(ORDERS, made.model_dump_json().encode(), key=made.symbol.encode())
+        producer.flush()
+        await until("both filled", lambda: value("tradebot_executor_orders_filled_total", "plain") == 1.0)
+        await until("big filled", lambda: value("tradebot_executor_orders_filled_total", "big") == 1.0)
+        await store.set_last_price("AAA", 90.0, datetime.now(UTC))
+        await until("big marked at 90", lambda: value("tradebot_executor_unrealized_pnl", "big") == -100.0)
+        await until(
+            "plain marked at 90", lambda: value("tradebot_executor_unrealized_pnl", "plain") == -100.0
+        )
+        assert value("tradebot_executor_equity", "big") == 249_900.0
+        assert value("tradebot_executor_drawdown_ratio", "big") == 100.0 / 250_000.0
+        assert value("tradebot_executor_equity", "plain") == 9_900.0
+        assert value("tradebot_executor_drawdown_ratio", "plain") == 100.0 / 10_000.0
+        projected = "tradebot_executor_store_fills_applied_total"
+        await until("both in the store", lambda: registry.get_sample_value(projected) == 2.0)
+        assert [equity for _, equity in await store.equity_curve("big")] == [250_000.0]
+        assert [equity for _, equity in await store.equity_curve("plain")] == [10_000.0]
     finally:
         shutdown.set()
         await task

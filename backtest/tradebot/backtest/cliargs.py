@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from tradebot.backtest.engine import FILL_MODELS, BacktestConfig
 from tradebot.core.costs import Costs
+from tradebot.core.errors import TradebotError
 from tradebot.core.params import StrategyParams
 
 # StrategyParams field (dotted for nested) -> flag; used for flags and for naming errors.
@@ -46,7 +47,7 @@ RANGE_FLAGS: dict[str, type[int] | type[float]] = {
 }
 
 
-class UsageError(Exception):
+class UsageError(TradebotError):
     """A bad flag or file: the CLI prints it as one line and exits 2."""
 
 

@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from tradebot.core.errors import TradebotError
+
 __all__ = ["OHLCV_COLUMNS", "DataError", "load_ohlcv", "synthetic_ohlcv", "write_ohlcv_csv"]
 
 OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
@@ -43,7 +45,7 @@ BINANCE_COLUMNS: tuple[str, ...] = (
 )
 
 
-class DataError(ValueError):
+class DataError(TradebotError, ValueError):
     """Invalid market data; the message names the file and, where relevant, the line and column."""
 
     def __init__(self, path: str | Path, message: str, *, line: int | None = None, column: str | None = None):

@@ -8,13 +8,32 @@ gives the same semantics inside one process for `tradebot up --embedded` and fas
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from tradebot.core.errors import TradebotError
 
-class BusError(Exception):
-    """A bus operation failed; retrying may help (TemporaryError-like)."""
+
+class BusError(TradebotError):
+    """A bus operation failed. From Kafka it keeps the broker's error: `code` (a `KafkaError` code), `name`
+    (e.g. `NOT_COORDINATOR`), `retriable` (the same call may succeed later) and `requires_abort` (the open
+    transaction must be aborted; the batch can then be retried)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        name: str | None = None,
+        retriable: bool = False,
+        requires_abort: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.name = name
+        self.retriable = retriable
+        self.requires_abort = requires_abort
 
 
 class FencedError(BusError):
@@ -49,11 +68,35 @@ class Consumer(Protocol):
     def assignment(self) -> list[tuple[str, int]]:
         """(topic, partition) pairs currently assigned to this consumer."""
 
+    def group_metadata(self) -> object:
+        """This member of its group as a transaction needs it to commit offsets for the group (Kafka's
+        `ConsumerGroupMetadata`; opaque): see `ConsumedOffsets`."""
+
     def lag(self) -> dict[tuple[str, int], int]:
         """Records not yet consumed, per assigned (topic, partition), as last known; a partition whose
         end is not known yet is absent. Cheap: no broker round trip."""
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConsumedOffsets:
+    """The input side of a consume-transform-produce transaction: the consumer's group (its
+    `group_metadata()`) and the next offset to read per (topic, partition). Committed in the transaction,
+    the group resumes right after the records the transaction's output was made from, or, aborted, at
+    them again."""
+
+    group: object
+    offsets: Mapping[tuple[str, int], int]
+
+    @classmethod
+    def after(cls, consumer: Consumer, records: Sequence[Record]) -> ConsumedOffsets:
+        """The offsets that follow `records` (what `consumer` returned) in each of their partitions."""
+        offsets: dict[tuple[str, int], int] = {}
+        for record in records:
+            tp = (record.topic, record.partition)
+            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+        return cls(consumer.group_metadata(), offsets)
 
 
 class Producer(Protocol):
@@ -71,8 +114,8 @@ class Producer(Protocol):
 class TransactionalProducer(Producer, Protocol):
     def begin(self) -> None: ...
 
-    def commit(self, consumer: Consumer | None = None) -> None:
-        """Commits the transaction; with `consumer`, its current positions are committed in it
+    def commit(self, consumed: ConsumedOffsets | None = None) -> None:
+        """Commits the transaction; with `consumed`, those offsets are committed for their group in it
         (`send_offsets_to_transaction`), so output and input progress become visible together."""
 
     def abort(self) -> None: ...

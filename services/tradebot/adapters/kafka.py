@@ -27,7 +27,7 @@ from confluent_kafka import Producer as _KafkaProducer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from tradebot.adapters.bus import BusError, Consumer, FencedError, Record, TopicSpec
+from tradebot.adapters.bus import BusError, ConsumedOffsets, FencedError, Record, TopicSpec
 
 _FENCED = frozenset(
     {
@@ -53,14 +53,21 @@ def _kafka_error(exc: BaseException) -> KafkaError | None:
 
 
 def _bus_error(action: str, exc: BaseException) -> BusError:
-    """Maps a confluent-kafka exception to FencedError (this instance must stop) or BusError."""
+    """Maps a confluent-kafka exception to FencedError (this instance must stop) or BusError, keeping
+    Kafka's error code and name and whether it is retriable or requires an abort."""
     error = _kafka_error(exc)
     if error is None:
         return BusError(f"{action}: {exc}")
     if error.code() in _FENCED or error.fatal():
-        return FencedError(f"{action}: {error.str()} ({error.name()})")
+        return FencedError(f"{action}: {error.str()} ({error.name()})", code=error.code(), name=error.name())
     hint = " (abort the transaction)" if error.txn_requires_abort() else ""
-    return BusError(f"{action}: {error.str()} ({error.name()}){hint}")
+    return BusError(
+        f"{action}: {error.str()} ({error.name()}){hint}",
+        code=error.code(),
+        name=error.name(),
+        retriable=error.retriable(),
+        requires_abort=error.txn_requires_abort(),
+    )
 
 
 def _record(message: Message) -> Record:
@@ -171,7 +178,10 @@ class KafkaProducer:
 
 
 class TransactionStuckError(BusError):
-    """A transaction call did not return in time; the producer must be replaced."""
+    """A transaction call did not return in time; the producer must be replaced (then retried)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retriable=True, requires_abort=True)
 
 
 class KafkaTransactionalProducer(KafkaProducer):
@@ -189,14 +199,12 @@ class KafkaTransactionalProducer(KafkaProducer):
         except KafkaException as exc:
             raise _bus_error("begin_transaction", exc) from exc
 
-    def commit(self, consumer: Consumer | None = None) -> None:
-        positions: list[TopicPartition] = []
-        metadata: Any = None
-        if consumer is not None:
-            if not isinstance(consumer, KafkaConsumer):
-                raise BusError("commit(consumer) needs a KafkaConsumer")
-            positions = consumer._positions()
-            metadata = consumer._consumer.consumer_group_metadata() if positions else None
+    def commit(self, consumed: ConsumedOffsets | None = None) -> None:
+        positions = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in (consumed.offsets.items() if consumed is not None else ())
+        ]
+        metadata: Any = consumed.group if consumed is not None else None
         outcome: dict[str, BaseException] = {}
 
         def finish() -> None:
@@ -270,6 +278,12 @@ class KafkaConsumer:
                 raise _bus_error("consuming", KafkaException(error))
             records.append(_record(message))
         return records
+
+    def group_metadata(self) -> object:
+        try:
+            return self._consumer.consumer_group_metadata()
+        except (KafkaException, RuntimeError) as exc:  # RuntimeError: closed
+            raise _bus_error("reading the consumer group metadata", exc) from exc
 
     def _positions(self) -> list[TopicPartition]:
         assignment = self._consumer.assignment()

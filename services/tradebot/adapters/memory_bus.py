@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tradebot.adapters.bus import BusError, Consumer, FencedError, Record, TopicSpec
+from tradebot.adapters.bus import BusError, ConsumedOffsets, FencedError, Record, TopicSpec
 
 TP = tuple[str, int]
 
@@ -83,6 +83,16 @@ class _Entry:
         if not read_committed or self.txn is None or self.txn.state == "committed":
             return True
         return None if self.txn.state == "open" else False
+
+
+@dataclass(frozen=True, eq=False)
+class MemoryGroupMetadata:
+    """A consumer's `group_metadata()`: a transaction commits offsets for `group_id` only while `member`
+    is still in the group (Kafka fences a member that left, by its generation)."""
+
+    bus: MemoryBus
+    group_id: str
+    member: MemoryConsumer
 
 
 @dataclass
@@ -291,6 +301,9 @@ class MemoryConsumer:
         with self._bus._cond:
             return list(self._positions)
 
+    def group_metadata(self) -> MemoryGroupMetadata:
+        return MemoryGroupMetadata(self._bus, self.group_id, self)
+
     def lag(self) -> dict[TP, int]:
         with self._bus._cond:
             return {tp: self._bus._end_offset(tp) - position for tp, position in self._positions.items()}
@@ -372,15 +385,18 @@ class MemoryTransactionalProducer(MemoryProducer):
                 raise BusError("a transaction is already in progress")
             self._bus._open_txns[self.transactional_id] = _Txn()
 
-    def commit(self, consumer: Consumer | None = None) -> None:
+    def commit(self, consumed: ConsumedOffsets | None = None) -> None:
         with self._bus._cond:
             self._check()
             txn = self._txn()
-            if consumer is not None:
-                if not isinstance(consumer, MemoryConsumer) or consumer._bus is not self._bus:
-                    raise BusError("commit(consumer) needs a consumer of the same MemoryBus")
-                consumer._check()
-                txn.offsets.setdefault(consumer.group_id, {}).update(consumer._positions)
+            if consumed is not None:
+                group = consumed.group
+                if not isinstance(group, MemoryGroupMetadata) or group.bus is not self._bus:
+                    raise BusError(
+                        "commit(consumed) needs the group metadata of a consumer of this MemoryBus"
+                    )
+                group.member._check()  # a member that left its group cannot commit for it
+                txn.offsets.setdefault(group.group_id, {}).update(consumed.offsets)
             txn.state = "committed"
             del self._bus._open_txns[self.transactional_id]
             for group_id, offsets in txn.offsets.items():

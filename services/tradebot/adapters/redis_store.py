@@ -24,16 +24,20 @@ Streams are trimmed exactly (`MAXLEN n`, not `~`) so `maxlen` means the same her
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tradebot.adapters.store import Page, Query
+from tradebot.adapters.store import Page, Query, StoreError
 from tradebot.core.models import Fill, OrderRequest, Position, Signal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -72,6 +76,33 @@ def check_query(query: Query) -> None:
         raise ValueError("limit must be >= 1")
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+C = TypeVar("C", bound=type)
+
+
+def _as_store_error(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    @functools.wraps(method)
+    async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except (RedisError, OSError) as exc:
+            transient = isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError)
+            raise StoreError(f"redis {method.__name__}: {exc}", retriable=transient) from exc
+
+    return translated
+
+
+def _store_errors(cls: C) -> C:
+    """Every public coroutine of `cls` raises `StoreError` where redis-py raised a RedisError or OSError,
+    so callers handle the store's failures without knowing it is Redis."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(member):
+            setattr(cls, name, _as_store_error(member))
+    return cls
+
+
+@_store_errors
 class RedisStore:
     def __init__(self, url: str, *, prefix: str = "tradebot") -> None:
         if not prefix:

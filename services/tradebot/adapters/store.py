@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from tradebot.core.errors import TradebotError
 from tradebot.core.models import Fill, OrderRequest, Position, Signal
+
+
+class StoreError(TradebotError):
+    """The store could not do what was asked (Redis unreachable, out of memory, a refused command);
+    `retriable` when it may work later (a lost connection or a timeout). Bad arguments stay ValueErrors."""
+
+    def __init__(self, message: str, *, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.retriable = retriable
 
 
 @dataclass(frozen=True)

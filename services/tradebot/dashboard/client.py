@@ -12,18 +12,22 @@ from urllib.parse import quote
 
 import httpx
 
+from tradebot.core.errors import TradebotError
+
 __all__ = ["ApiClient", "ApiUnavailable"]
 
 Json = dict[str, Any]
 
 
-class ApiUnavailable(Exception):  # noqa: N818 - the name says what the dashboard shows
-    """The API could not answer; `message` says why in one line, `status` is the HTTP status if any."""
+class ApiUnavailable(TradebotError):  # noqa: N818 - the name says what the dashboard shows
+    """The API could not answer; `message` says why in one line, `status` is the HTTP status if any.
+    Retriable unless the API answered that the request itself is wrong (a 4xx)."""
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.retriable = status is None or status >= 500
 
 
 class ApiClient:

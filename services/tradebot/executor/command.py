@@ -25,7 +25,9 @@ class ExecutorSettings(PipelineSettings):
         description="Refuse orders this far (percent) from the last price; unset: off (replays run ahead of event time).",
     )
     executor_initial_cash: float = Field(
-        default=10_000.0, gt=0, description="Per strategy, for its equity curve."
+        default=10_000.0,
+        gt=0,
+        description="Initial cash of a strategy that registered none (each registers its own TRADEBOT_STRATEGY_INITIAL_CASH).",
     )
 
 

@@ -1,16 +1,16 @@
 """Consume orders, fill them, produce fills: exactly once; keep the Redis view in step with `fills`.
 
 Orders are consumed with `read_committed` (only orders of committed strategy transactions exist), and
-each batch of fills is produced in one transaction with the consumed offsets, so every order gets
-exactly one fill record on the topic whatever crashes. The broker's book is rebuilt from `fills` on
-start. Redis is a projection of `fills`: `apply_fill` is idempotent per order id, the projection
+each batch of fills is produced in one transaction with the consumed offsets (`adapters/transactional.py`),
+so every order gets exactly one fill record on the topic whatever crashes. The broker's book is rebuilt
+from `fills` on start and after an abort, always after fencing the previous instance, so it holds every
+fill that instance committed. Redis is a projection of `fills`: `apply_fill` is idempotent per order id, the projection
 catches up from the topic on start, and when Redis comes back empty it is rebuilt from the topic.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,9 +20,10 @@ from typing import NamedTuple
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from tradebot.adapters.bus import Bus, BusError, Consumer, FencedError, Record, TransactionalProducer
-from tradebot.adapters.store import Store
+from tradebot.adapters.bus import Bus, BusError, Consumer, Producer, Record
+from tradebot.adapters.store import Store, StoreError
 from tradebot.adapters.topics import FILLS, ORDERS, FillRecord
+from tradebot.adapters.transactional import TransactionalLoop
 from tradebot.core.models import FillStatus, OrderRequest, Position, RejectCode
 from tradebot.executor.broker import PaperBroker
 from tradebot.kit.lifecycle import ShutdownEvent
@@ -89,7 +90,7 @@ class ExecutorMetrics:
         )
         self.equity = Gauge(
             "tradebot_executor_equity",
-            "Initial cash plus realised and unrealised P&L.",
+            "The strategy's own initial cash plus realised and unrealised P&L.",
             per_strategy,
             registry=r,
         )
@@ -155,79 +156,60 @@ class ExecutorRunner:
         self.metrics = metrics
         self.initial_cash = initial_cash
         self.group_id = group_id
-        self.batch_max = batch_max
-        self.poll_timeout_s = poll_timeout_s
-        self.ready = False
+        self.loop = TransactionalLoop(
+            bus,
+            self,
+            group=group_id,
+            topics=[ORDERS],
+            batch_max=batch_max,
+            poll_timeout_s=poll_timeout_s,
+            lag=metrics.lag,
+        )
         self._last_prices: dict[str, float] = {}
         self._halted: dict[str, bool] = {}
+        # Each strategy's own initial cash as it registered it; `initial_cash` for one that did not.
+        self._initial_cash: dict[str, float] = {}
+        self._registration_read: set[str] = set()
         self._applied_offset = -1
         # The latest position per (strategy, symbol) as the projection has read it from `fills`.
         self._projected: dict[tuple[str, str], Position] = {}
         # Each strategy's highest equity over the fills history and the live marks since (drawdown).
         self._peak_equity: dict[str, float] = {}
 
-    # -- start-up --------------------------------------------------------------------------------
-    def rebuild_from_topic(self) -> list[Record]:
+    @property
+    def ready(self) -> bool:
+        return self.loop.ready
+
+    async def run(self, shutdown: ShutdownEvent) -> None:
+        # The projection reads `fills` from the start under a fresh group (nothing committed): fills the
+        # store already has are skipped by order id, missing ones (a crash between commit and store
+        # write, or a store that lost its data) are applied.
+        tail = self.bus.consumer(f"{self.group_id}-projection-{time.time_ns()}", [FILLS], read_committed=True)
+        try:
+            # One task group: a bug in the projection or the watcher stops the executor (and the loop)
+            # instead of leaving it filling orders with a dead view behind it.
+            async with asyncio.TaskGroup() as tasks:
+                watcher = tasks.create_task(self._watch_store(shutdown), name="executor-store-watcher")
+                tasks.create_task(self._project_tail(tail, shutdown), name="executor-projection")
+                await self.loop.run(shutdown)
+                watcher.cancel()
+        finally:
+            await asyncio.to_thread(tail.close)
+
+    # -- the transactional loop's batch processor: orders -> fills ----------------------------------
+    def rebuild(self) -> None:
+        """The book as the committed fills left it."""
+        self.broker.books.clear()
+        self.broker.seen.clear()
         records = self.bus.read_all(FILLS, read_committed=True, timeout=60.0)
         for record in records:
             try:
                 self.broker.replay(FillRecord.model_validate_json(record.value))
             except ValidationError:
                 logger.error("unreadable record on fills", extra={"offset": record.offset})
-        return records
+        logger.info("executor book rebuilt", extra={"fills_replayed": len(records)})
 
-    async def run(self, shutdown: ShutdownEvent) -> None:
-        history = await asyncio.to_thread(self.rebuild_from_topic)
-        producer = await asyncio.to_thread(self.bus.transactional_producer, self.group_id)
-        orders = self.bus.consumer(self.group_id, [ORDERS], read_committed=True)
-        # The projection reads `fills` from the start under a fresh group (nothing committed): fills the
-        # store already has are skipped by order id, missing ones (a crash between commit and store
-        # write, or a store that lost its data) are applied.
-        tail = self.bus.consumer(f"{self.group_id}-projection-{time.time_ns()}", [FILLS], read_committed=True)
-        self.ready = True
-        logger.info("executor running", extra={"fills_replayed": len(history)})
-        watcher = asyncio.create_task(self._watch_store(shutdown))
-        projector = asyncio.create_task(self._project_tail(tail, shutdown))
-        try:
-            while not shutdown.is_set():
-                records = await asyncio.to_thread(orders.poll, self.poll_timeout_s, self.batch_max)
-                self.metrics.lag.update(self.group_id, orders)
-                if not records:
-                    continue
-                try:
-                    await asyncio.to_thread(self.process, records, producer, orders)
-                except FencedError:
-                    logger.error("another executor took over; stopping")
-                    shutdown.set("fenced")
-                except BusError as exc:
-                    logger.warning(
-                        "transaction aborted; re-reading from the last commit", extra={"error": str(exc)}
-                    )
-                    await asyncio.to_thread(self._abort, producer, orders)
-                    producer = await asyncio.to_thread(self.bus.transactional_producer, self.group_id)
-                    # The book may hold fills of the aborted batch: rebuild it from what was committed.
-                    self.broker.books.clear()
-                    self.broker.seen.clear()
-                    await asyncio.to_thread(self.rebuild_from_topic)
-                    orders = self.bus.consumer(self.group_id, [ORDERS], read_committed=True)
-        finally:
-            self.ready = False
-            watcher.cancel()
-            await asyncio.gather(projector, return_exceptions=True)
-            await asyncio.to_thread(orders.close)
-            await asyncio.to_thread(producer.close)
-            await asyncio.to_thread(tail.close)
-
-    @staticmethod
-    def _abort(producer: TransactionalProducer, consumer: Consumer) -> None:
-        with contextlib.suppress(BusError):
-            producer.abort()
-        producer.close()
-        consumer.close()
-
-    # -- orders -> fills -------------------------------------------------------------------------
-    def process(self, records: list[Record], producer: TransactionalProducer, consumer: Consumer) -> None:
-        producer.begin()
+    def process_batch(self, records: list[Record], producer: Producer) -> None:
         now = datetime.now(UTC)
         wall = time.time()
         for record in records:
@@ -259,7 +241,12 @@ class ExecutorRunner:
             lag = wall - order.ts.timestamp()
             if 0.0 <= lag < 60.0:  # a live tick's age; replays of old data are not latency
                 self.metrics.latency.observe(lag)
-        producer.commit(consumer)
+
+    def committed(self) -> None:
+        pass  # the fills reach the Redis view through the projection, which reads them committed
+
+    def aborted(self, error: BusError) -> None:
+        pass  # rebuild() drops the aborted batch's fills from the book
 
     # -- the Redis view ---------------------------------------------------------------------------
     async def _project(self, records: list[Record]) -> None:
@@ -282,8 +269,13 @@ class ExecutorRunner:
         """The strategy's equity right after this fill, from the positions the fills topic recorded up
         to it (each marked at its own last fill price), so the curve follows event time."""
         sid = record.order.strategy_id
+        if sid not in self._registration_read:
+            # A strategy registers before it sends its first order: read its initial cash before
+            # the first point of its curve (the watcher may not have seen the registration yet).
+            self._registration_read.add(sid)
+            await self._read_registrations()
         value = self._value(sid, {})
-        self._peak_equity[sid] = max(self._peak_equity.get(sid, self.initial_cash), value.equity)
+        self._peak_equity[sid] = max(self._peak_equity.get(sid, self._cash_of(sid)), value.equity)
         await self.store.append_equity(sid, record.order.ts, value.equity)
 
     def _value(self, strategy_id: str, marks: dict[str, float]) -> _BookValue:
@@ -297,14 +289,25 @@ class ExecutorRunner:
                 mark = marks.get(symbol, position.last_price)
                 unrealized += position.qty * (mark - position.avg_price)
                 exposure += abs(position.qty) * mark
-        return _BookValue(realized, unrealized, exposure, self.initial_cash + realized + unrealized)
+        return _BookValue(realized, unrealized, exposure, self._cash_of(strategy_id) + realized + unrealized)
+
+    def _cash_of(self, strategy_id: str) -> float:
+        return self._initial_cash.get(strategy_id, self.initial_cash)
+
+    async def _read_registrations(self) -> None:
+        """Halt flags and each strategy's own initial cash, from the strategies' registrations."""
+        registered = await self.store.strategies()
+        self._halted = {s["id"]: bool(s.get("halted")) for s in registered}
+        self._initial_cash.update(
+            {s["id"]: float(s["initial_cash"]) for s in registered if s.get("initial_cash") is not None}
+        )
 
     def update_risk_metrics(self) -> None:
         """P&L, equity, exposure and drawdown per strategy, marked at the latest prices the feed saw
         (a position's own last fill price until then)."""
         for sid in set(self._halted) | {sid for sid, _ in self._projected}:
             value = self._value(sid, self._last_prices)
-            peak = max(self._peak_equity.get(sid, self.initial_cash), value.equity)
+            peak = max(self._peak_equity.get(sid, self._cash_of(sid)), value.equity)
             self._peak_equity[sid] = peak
             self.metrics.know(sid)
             self.metrics.realized.labels(strategy=sid).set(value.realized)
@@ -316,12 +319,17 @@ class ExecutorRunner:
 
     async def _project_tail(self, tail: Consumer, shutdown: ShutdownEvent) -> None:
         while not shutdown.is_set():
-            records = await asyncio.to_thread(tail.poll, 0.1, 1000)
+            try:
+                records = await asyncio.to_thread(tail.poll, 0.1, 1000)
+            except BusError as exc:  # Kafka away: the tail resumes where it was once it is back
+                logger.warning("reading fills failed", extra={"error": str(exc), "code": exc.name})
+                await shutdown.sleep(1.0)
+                continue
             if records:
                 try:
                     await self._project(records)
-                except Exception as exc:  # Redis down: the watcher rebuilds once it is back
-                    logger.warning("store update failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+                except StoreError as exc:  # Redis down: the watcher rebuilds once it is back
+                    logger.warning("store update failed", extra={"error": str(exc)})
                     self._applied_offset = -2  # force a catch-up from the topic
 
     async def _watch_store(self, shutdown: ShutdownEvent) -> None:
@@ -331,7 +339,7 @@ class ExecutorRunner:
                 self._last_prices = {
                     symbol: price for symbol, (price, _) in (await self.store.last_prices()).items()
                 }
-                self._halted = {s["id"]: bool(s.get("halted")) for s in await self.store.strategies()}
+                await self._read_registrations()
                 self.update_risk_metrics()
                 stored = await self.store.applied_offset()
                 if stored < self._applied_offset or self._applied_offset == -2:
@@ -343,5 +351,7 @@ class ExecutorRunner:
                     await self._project(
                         await asyncio.to_thread(self.bus.read_all, FILLS, read_committed=True, timeout=60.0)
                     )
-            except Exception as exc:
-                logger.warning("store not reachable", extra={"error": f"{type(exc).__name__}: {exc}"})
+            except StoreError as exc:
+                logger.warning("store not reachable", extra={"error": str(exc)})
+            except BusError as exc:  # the rebuild could not read `fills`: tried again next time round
+                logger.warning("rebuilding the store failed", extra={"error": str(exc), "code": exc.name})

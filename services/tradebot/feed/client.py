@@ -8,7 +8,6 @@ duplicates after a reconnect. A bad message never stops the feed: it goes to `ti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -20,7 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from tradebot.adapters.bus import Producer
-from tradebot.adapters.store import Store
+from tradebot.adapters.store import Store, StoreError
 from tradebot.adapters.topics import TICKS, TICKS_DLQ, DeadLetter
 from tradebot.feed.codecs import REJECT_CODES, Codec, Rejected
 from tradebot.kit.lifecycle import ShutdownEvent
@@ -168,37 +167,41 @@ class Feed:
 
     # -- the loop ------------------------------------------------------------------------------
     async def run(self, shutdown: ShutdownEvent) -> None:
-        flusher = asyncio.create_task(self._flush_prices(shutdown))
         self._attempt = 0
         try:
-            while not shutdown.is_set():
-                try:
-                    await self._session(shutdown)
-                except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, InvalidURI) as exc:
-                    self._set_connected(False)
-                    if shutdown.is_set():
-                        break
-                    delay = backoff_delay(
-                        self._attempt, self.backoff_initial_s, self.backoff_max_s, self._rng
-                    )
-                    self._attempt += 1
-                    self.metrics.reconnects.inc()
-                    logger.warning(
-                        "source connection lost; reconnecting",
-                        extra={
-                            "url": self.url,
-                            "error": f"{type(exc).__name__}: {exc}",
-                            "delay_s": round(delay, 3),
-                        },
-                    )
-                    await shutdown.sleep(delay)
+            # One task group: a bug in the price cache's flusher stops the feed rather than dying unseen.
+            async with asyncio.TaskGroup() as tasks:
+                flusher = tasks.create_task(self._flush_prices(shutdown), name="feed-price-cache")
+                await self._sessions(shutdown)
+                flusher.cancel()
         finally:
             self._set_connected(False)
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-            await self._write_prices()
+            try:
+                await self._write_prices()
+            except StoreError as exc:  # the ticks matter more: flush them to Kafka all the same
+                logger.warning("price cache write failed", extra={"error": str(exc)})
             await asyncio.to_thread(self.producer.flush, 30.0)
+
+    async def _sessions(self, shutdown: ShutdownEvent) -> None:
+        while not shutdown.is_set():
+            try:
+                await self._session(shutdown)
+            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, InvalidURI) as exc:
+                self._set_connected(False)
+                if shutdown.is_set():
+                    break
+                delay = backoff_delay(self._attempt, self.backoff_initial_s, self.backoff_max_s, self._rng)
+                self._attempt += 1
+                self.metrics.reconnects.inc()
+                logger.warning(
+                    "source connection lost; reconnecting",
+                    extra={
+                        "url": self.url,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "delay_s": round(delay, 3),
+                    },
+                )
+                await shutdown.sleep(delay)
 
     async def _session(self, shutdown: ShutdownEvent) -> None:
         async with connect(
@@ -232,8 +235,8 @@ class Feed:
         while not await shutdown.sleep(self.price_flush_s):
             try:
                 await self._write_prices()
-            except Exception as exc:  # the cache is best effort; ticks still flow to Kafka
-                logger.warning("price cache write failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            except StoreError as exc:  # the cache is best effort; ticks still flow to Kafka
+                logger.warning("price cache write failed", extra={"error": str(exc)})
 
     async def _write_prices(self) -> None:
         if self.store is None or not self._latest:

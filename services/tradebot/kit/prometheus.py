@@ -19,11 +19,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tradebot.core.errors import TradebotError
+
 # The repository's rules file, when running from a checkout (the chart carries its own copy).
 _REPO_RULES = Path(__file__).resolve().parents[3] / "manifests" / "monitoring" / "prometheus-rules.yaml"
 
 
-class PrometheusNotFoundError(RuntimeError):
+class PrometheusError(TradebotError):
+    """The local Prometheus of `tradebot up --prometheus` could not start or did not get ready."""
+
+
+class PrometheusNotFoundError(PrometheusError):
     """No `prometheus` binary: set TRADEBOT_PROMETHEUS_BIN, put it on PATH, or run `make tools`."""
 
 
@@ -105,10 +111,10 @@ class LocalPrometheus:
         deadline = time.monotonic() + timeout_s
         while not self._ready():
             if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.process.returncode}: {self.log_tail()}")
+                raise PrometheusError(f"prometheus exited with {self.process.returncode}: {self.log_tail()}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"prometheus not ready after {timeout_s:.0f}s: {self.log_tail()}")
+                raise PrometheusError(f"prometheus not ready after {timeout_s:.0f}s: {self.log_tail()}")
             time.sleep(0.2)
 
     def _ready(self) -> bool:

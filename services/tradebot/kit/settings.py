@@ -13,6 +13,8 @@ from pydantic import AliasChoices, AliasPath, Field, SecretBytes, SecretStr, Val
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tradebot.core.errors import TradebotError
+
 __all__ = [
     "SETTINGS_ERROR_EXIT_CODE",
     "LogLevel",
@@ -40,7 +42,7 @@ class LogLevel(StrEnum):
     CRITICAL = "CRITICAL"
 
 
-class SettingsError(Exception):
+class SettingsError(TradebotError):
     """Invalid configuration; the message is one line naming each offending environment variable."""
 
     exit_code = SETTINGS_ERROR_EXIT_CODE

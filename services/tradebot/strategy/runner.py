@@ -1,18 +1,16 @@
 """Consume ticks, run the strategy, produce orders, exactly once.
 
-Each poll batch is one Kafka transaction holding the orders and signals it caused, a snapshot of the
-strategy's state (to the compacted `strategy-state` topic) and the consumer's offsets. A crash at any
-moment therefore leaves either all of a batch or none of it: on restart the last committed snapshot
-and the committed offsets describe the same point, and the replayed ticks re-create the same orders
-with the same ids. The consumer also reads `fills`, to undo the fills it assumed for orders the paper
+Each poll batch is one Kafka transaction (`adapters/transactional.py`) holding the orders and signals it
+caused, a snapshot of the strategy's state (to the compacted `strategy-state` topic) and the consumer's
+offsets. A crash or an abort at any moment therefore leaves either all of a batch or none of it: once
+this instance has fenced its predecessor, the last committed snapshot and the committed offsets describe
+the same point, and the replayed ticks re-create the same orders with the same ids. The consumer also reads `fills`, to undo the fills it assumed for orders the paper
 broker refused. Halting is enforced by the executor alone (it refuses a halted strategy's entries,
 visibly, on `fills`), so there is one place that decides and one record of every refusal.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -20,14 +18,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from tradebot.adapters.bus import Bus, BusError, Consumer, FencedError, TransactionalProducer
+from tradebot.adapters.bus import Bus, BusError, Producer, Record
 from tradebot.adapters.store import Store
 from tradebot.adapters.topics import FILLS, ORDERS, SIGNALS, STRATEGY_STATE, TICKS, FillRecord
+from tradebot.adapters.transactional import TransactionalLoop
 from tradebot.core.costs import Costs
 from tradebot.core.live import LiveStrategy
 from tradebot.core.models import FillStatus, Tick
@@ -98,6 +96,9 @@ class StrategyMetrics:
 
 
 class StrategyRunner:
+    """One strategy as the transactional loop's batch processor: ticks in; orders, signals and a snapshot
+    of its state out; its own fills read back to settle the orders it assumed filled."""
+
     def __init__(
         self,
         *,
@@ -120,40 +121,25 @@ class StrategyRunner:
         self.bus = bus
         self.store = store
         self.metrics = metrics
-        self.batch_max = batch_max
-        self.poll_timeout_s = poll_timeout_s
-        self.strategy = LiveStrategy(strategy_id, params, costs, initial_cash)
-        self._committed_snapshot: dict[str, Any] = self.strategy.snapshot()
+        self.strategy = self._fresh()
+        self.loop = TransactionalLoop(
+            bus,
+            self,
+            group=f"strategy-{strategy_id}",
+            topics=[TICKS, FILLS],
+            batch_max=batch_max,
+            poll_timeout_s=poll_timeout_s,
+            lag=metrics.lag,
+        )
         self._untracked_warned_at = -math.inf
-        self.ready = False
+        self._batch_started = 0.0
+        self._batch_ticks = 0
 
-    # -- start-up --------------------------------------------------------------------------------
-    def restore(self) -> bool:
-        """Loads the last committed snapshot of this strategy, if any; True when one was found."""
-        latest: bytes | None = None
-        for record in self.bus.read_all(STRATEGY_STATE, read_committed=True, timeout=30.0):
-            if record.key == self.strategy_id.encode():
-                latest = record.value
-        if latest is None:
-            return False
-        snapshot = json.loads(latest)
-        restored = LiveStrategy.restore(snapshot)
-        if restored.params != self.params or restored.costs != self.costs:
-            # New parameters mean a new strategy: its history does not apply (the operator rolls pods
-            # with a new config hash when the spec changes).
-            logger.warning(
-                "stored state has other parameters; starting afresh", extra={"strategy": self.strategy_id}
-            )
-            return False
-        self.strategy = restored
-        self._committed_snapshot = snapshot
-        return True
+    @property
+    def ready(self) -> bool:
+        return self.loop.ready
 
-    # -- the loop --------------------------------------------------------------------------------
     async def run(self, shutdown: ShutdownEvent) -> None:
-        restored = await asyncio.to_thread(self.restore)
-        producer = await asyncio.to_thread(self._producer)
-        consumer = self._consumer()
         if self.store is not None:
             await self.store.register_strategy(
                 self.strategy_id,
@@ -165,64 +151,42 @@ class StrategyRunner:
                 },
             )
         self.metrics.start(self.strategy_id, sorted(self.symbols), self.position_of)
-        logger.info("strategy running", extra={"strategy": self.strategy_id, "restored": restored})
-        self.ready = True
-        try:
-            while not shutdown.is_set():
-                records = await asyncio.to_thread(consumer.poll, self.poll_timeout_s, self.batch_max)
-                self.metrics.lag.update(self._group, consumer)
-                if not records:
-                    continue
-                try:
-                    await asyncio.to_thread(self.process, records, producer, consumer)
-                except FencedError:
-                    logger.error(
-                        "another instance took over this strategy; stopping",
-                        extra={"strategy": self.strategy_id},
-                    )
-                    shutdown.set("fenced")
-                except BusError as exc:
-                    logger.warning(
-                        "transaction aborted; resuming from the last commit", extra={"error": str(exc)}
-                    )
-                    self.metrics.transactions.labels(strategy=self.strategy_id, result="aborted").inc()
-                    await asyncio.to_thread(self._abort_and_rewind, producer, consumer)
-                    # A new producer with the same transactional id fences the old one and aborts
-                    # whatever it left open; a new consumer resumes from the committed offsets.
-                    producer = await asyncio.to_thread(self._producer)
-                    consumer = self._consumer()
-        finally:
-            self.ready = False
-            await asyncio.to_thread(consumer.close)
-            await asyncio.to_thread(producer.close)
+        await self.loop.run(shutdown)
 
     def position_of(self, symbol: str) -> float:
         """The quantity held in `symbol` (negative when short); safe to call from another thread."""
         return self.strategy.book.position(symbol)
 
-    @property
-    def _group(self) -> str:
-        return f"strategy-{self.strategy_id}"
+    def _fresh(self) -> LiveStrategy:
+        return LiveStrategy(self.strategy_id, self.params, self.costs, self.initial_cash)
 
-    def _producer(self) -> TransactionalProducer:
-        return self.bus.transactional_producer(self._group)
+    # -- the transactional loop's batch processor -------------------------------------------------
+    def rebuild(self) -> None:
+        """The strategy as its last committed snapshot left it; a fresh one when there is none."""
+        latest: bytes | None = None
+        for record in self.bus.read_all(STRATEGY_STATE, read_committed=True, timeout=30.0):
+            if record.key == self.strategy_id.encode():
+                latest = record.value
+        self.strategy = self._fresh()
+        restored = latest is not None
+        if latest is not None:
+            snapshot = LiveStrategy.restore(json.loads(latest))
+            restored = snapshot.params == self.params and snapshot.costs == self.costs
+            if restored:
+                self.strategy = snapshot
+            else:
+                # New parameters mean a new strategy: its history does not apply (the operator rolls
+                # pods with a new config hash when the spec changes).
+                logger.warning(
+                    "stored state has other parameters; starting afresh", extra={"strategy": self.strategy_id}
+                )
+        logger.info("strategy state rebuilt", extra={"strategy": self.strategy_id, "restored": restored})
 
-    def _consumer(self) -> Consumer:
-        return self.bus.consumer(self._group, [TICKS, FILLS], read_committed=True)
-
-    def _abort_and_rewind(self, producer: TransactionalProducer, consumer: Consumer) -> None:
-        with contextlib.suppress(BusError):
-            producer.abort()
-        producer.close()
-        consumer.close()
-        self.strategy = LiveStrategy.restore(self._committed_snapshot)
-
-    def process(self, records: list[Any], producer: TransactionalProducer, consumer: Consumer) -> None:
-        """One transaction: everything `records` cause, the state snapshot, and the offsets."""
-        started = time.perf_counter()
+    def process_batch(self, records: list[Record], producer: Producer) -> None:
+        """Everything `records` cause, and the state snapshot after them."""
+        self._batch_started = started = time.perf_counter()
         strategy = self.strategy
         sid = self.strategy_id
-        producer.begin()
         ticks = 0
         untracked = strategy.counters.untracked_orders
         for record in records:
@@ -263,11 +227,15 @@ class StrategyRunner:
                 "too many orders in flight: the oldest are no longer tracked (is the executor running?)",
                 extra={"strategy": sid, "untracked_orders": strategy.counters.untracked_orders},
             )
-        snapshot = strategy.snapshot()
-        producer.produce(STRATEGY_STATE, json.dumps(snapshot).encode(), key=sid.encode())
-        producer.commit(consumer)
-        self._committed_snapshot = snapshot
-        self.metrics.ticks.labels(strategy=sid).inc(ticks)
+        producer.produce(STRATEGY_STATE, json.dumps(strategy.snapshot()).encode(), key=sid.encode())
+        self._batch_ticks = ticks
+
+    def committed(self) -> None:
+        sid = self.strategy_id
+        self.metrics.ticks.labels(strategy=sid).inc(self._batch_ticks)
         self.metrics.transactions.labels(strategy=sid, result="committed").inc()
-        self.metrics.equity.labels(strategy=sid).set(strategy.equity())
-        self.metrics.batch_seconds.labels(strategy=sid).observe(time.perf_counter() - started)
+        self.metrics.equity.labels(strategy=sid).set(self.strategy.equity())
+        self.metrics.batch_seconds.labels(strategy=sid).observe(time.perf_counter() - self._batch_started)
+
+    def aborted(self, error: BusError) -> None:
+        self.metrics.transactions.labels(strategy=self.strategy_id, result="aborted").inc()
