@@ -40,6 +40,8 @@ BACKTEST_OBJECT = {**MANAGED_LABELS, "app.kubernetes.io/component": render.COMPO
 # The kinds the operator owns and watches: only ours are sent by the API server.
 OWNED = (("apps", "v1", "deployments"), ("", "v1", "configmaps"), ("batch", "v1", "jobs"), ("", "v1", "pods"))
 API_RETRY_S = 5.0
+# A change comes as a burst of watch events (an object, its status, its owner's status): one look for all.
+COALESCE_S = 0.5
 
 
 @kopf.on.startup()
@@ -264,6 +266,7 @@ async def keep_in_sync(
                 raise kopf.TemporaryError(f"API server: {exc.status.message}", delay=API_RETRY_S) from exc
             with contextlib.suppress(TimeoutError):  # a periodic look, in case a watch event was missed
                 await asyncio.wait_for(wakeup.wait(), timeout=memo.settings.resync_seconds)
+            await asyncio.sleep(COALESCE_S)
     finally:
         memo.wakeups.unregister(key, wakeup)
 
