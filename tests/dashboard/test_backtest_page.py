@@ -6,6 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.dashboard.conftest import APP_PATH
+from tradebot.core.params import StrategyParams
 
 TIMEOUT_S = 90.0
 
@@ -67,3 +68,21 @@ def test_a_bad_upload_shows_the_data_error(backtest: AppTest) -> None:
     errors = [e.value for e in at.error]
     assert any("bad.csv line 3: close is not a number ('abc')" in e for e in errors), errors
     assert at.button(key="bt_run").disabled
+
+
+def test_the_parameters_start_at_the_models_defaults_and_bounds(backtest: AppTest) -> None:
+    at, defaults = backtest, StrategyParams()
+    short, long_ = at.number_input(key="bt_short"), at.number_input(key="bt_long")
+    assert (short.value, long_.value) == (defaults.short_window, defaults.long_window)
+    assert (short.min, short.max) == (1, 100_000)  # StrategyParams.short_window: ge=1, le=100_000
+    assert at.number_input(key="bt_qty_step").value == defaults.qty_step
+    assert at.number_input(key="bt_stop").value == 0.0  # None: off
+    assert at.number_input(key="bt_slippage").max == 1000.0  # Costs.slippage_bps: le=1000
+    assert at.selectbox(key="bt_ma").value == defaults.ma_type
+    assert at.selectbox(key="bt_sizing").value == defaults.sizing.kind
+    assert at.number_input(key="bt_sizing_value").value is None  # all-in takes no value
+
+    # A sizing kind that needs a value, without one: the model's own message, no traceback.
+    at.selectbox(key="bt_sizing").set_value("qty").run()
+    assert not at.exception
+    assert any("sizing qty needs a value" in e.value for e in at.error), [e.value for e in at.error]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import signal
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from tests.plugins._proc import free_port
+from tradebot.core.models import Fill, FillStatus, OrderReason, OrderRequest, Side
+from tradebot.core.views import EquityPoint
 from tradebot.dashboard import command
 from tradebot.dashboard.client import ApiClient, ApiUnavailable
 from tradebot.dashboard.live import equity_frame, markers, moving_averages
@@ -39,21 +42,66 @@ def test_an_http_error_carries_status_and_detail() -> None:
     assert "the token is not valid" in caught.value.message
 
 
-def test_reads_pass_the_filters_and_unwrap_items() -> None:
+ORDER = {
+    "id": "o1",
+    "strategy_id": "sma-fast",
+    "symbol": "GOOG",
+    "side": "buy",
+    "qty": 1.0,
+    "reason": "entry_long",
+    "ref_price": 10.0,
+    "ts": "2024-01-01T00:00:00Z",
+    "cause": "tick:GOOG:1",
+}
+
+
+def test_reads_pass_the_filters_and_parse_the_models() -> None:
     seen: list[httpx.URL] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request.url)
-        return httpx.Response(200, json={"items": [{"id": "a"}], "next_cursor": None})
+        return httpx.Response(200, json={"items": [ORDER], "next_cursor": None})
 
     with _client(httpx.MockTransport(handler)) as api:
-        assert api.orders("sma-fast", "GOOG", limit=5000) == [{"id": "a"}]
+        (order,) = api.orders("sma-fast", "GOOG", limit=5000)
+    assert isinstance(order, OrderRequest)
+    assert (order.id, order.side, order.ts) == ("o1", Side.BUY, datetime(2024, 1, 1, tzinfo=UTC))
     assert dict(seen[0].params) == {
         "strategy": "sma-fast",
         "symbol": "GOOG",
         "limit": "1000",
         "order": "desc",
     }
+
+
+def test_a_body_that_does_not_fit_the_model_is_an_api_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"items": [{**ORDER, "side": "sideways"}], "next_cursor": None})
+
+    with _client(httpx.MockTransport(handler)) as api, pytest.raises(ApiUnavailable) as caught:
+        api.orders()
+    assert "answered a body that is not a OrderPage" in caught.value.message
+    assert "items.0.side" in caught.value.message
+
+
+def test_market_asks_once_for_every_symbol() -> None:
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        symbols = request.url.params.get_list("symbol")
+        items = [{"symbol": s, "prices": [], "orders": [ORDER], "fills": []} for s in symbols]
+        return httpx.Response(200, json={"items": items})
+
+    with _client(httpx.MockTransport(handler)) as api:
+        activity = api.market(["GOOG", "AAPL", "MSFT"], "sma-fast", points=50, limit=20)
+        assert api.market([]) == []
+    assert [a.symbol for a in activity] == ["GOOG", "AAPL", "MSFT"]
+    assert activity[0].orders[0].id == "o1"
+    (url,) = seen
+    assert url.path == "/market"
+    assert url.params.get_list("symbol") == ["GOOG", "AAPL", "MSFT"]
+    assert (url.params["strategy"], url.params["points"], url.params["limit"]) == ("sma-fast", "50", "20")
 
 
 def test_halt_without_a_token_is_refused_locally() -> None:
@@ -68,42 +116,33 @@ def test_moving_averages_match_the_strategy_windows() -> None:
 
 
 def test_markers_and_equity_frames() -> None:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
     orders = [
-        {
-            "id": "o1",
-            "ts": "2024-01-01T00:00:00Z",
-            "reason": "entry_long",
-            "side": "buy",
-            "qty": 1,
-            "ref_price": 10.0,
-        },
-        {
-            "id": "o2",
-            "ts": "2024-01-02T00:00:00Z",
-            "reason": "stop_loss",
-            "side": "sell",
-            "qty": 1,
-            "ref_price": 9.0,
-        },
-        {
-            "id": "o3",
-            "ts": "2024-01-03T00:00:00Z",
-            "reason": "entry_long",
-            "side": "buy",
-            "qty": 1,
-            "ref_price": 9.5,
-        },
+        OrderRequest.model_validate({**ORDER, "id": "o1"}, strict=False),
+        OrderRequest.model_validate(
+            {**ORDER, "id": "o2", "reason": "stop_loss", "side": "sell", "ref_price": 9.0}, strict=False
+        ),
+        OrderRequest.model_validate({**ORDER, "id": "o3", "ref_price": 9.5}, strict=False),
     ]
+    orders = [o.model_copy(update={"ts": t0 + timedelta(days=i)}) for i, o in enumerate(orders)]
     fills = [
-        {"order_id": "o1", "status": "filled", "price": 10.1},
-        {"order_id": "o2", "status": "filled", "price": 8.9},
-        {"order_id": "o3", "status": "rejected", "price": 0.0},
-    ]
+        Fill(
+            order_id=order.id, strategy_id="sma-fast", symbol="GOOG", side=order.side, qty=1.0, price=price,
+            ts=order.ts, reason=order.reason,
+        )
+        for order, price in ((orders[0], 10.1), (orders[1], 8.9))
+    ]  # fmt: skip
+    fills.append(
+        Fill(
+            order_id="o3", strategy_id="sma-fast", symbol="GOOG", side=Side.BUY, qty=0.0, price=0.0, ts=t0,
+            reason=OrderReason.ENTRY_LONG, status=FillStatus.REJECTED, reject_reason="halted",
+        )
+    )  # fmt: skip
     frame = markers(orders, fills)
     assert frame["kind"].tolist() == ["entry long", "stop-out", "rejected"]
     assert frame["price"].tolist() == [10.1, 8.9, 9.5]
     equity = equity_frame(
-        [{"ts": "2024-01-01T00:00:00Z", "equity": 100.0}, {"ts": "2024-01-02T00:00:00Z", "equity": 90.0}], "s"
+        [EquityPoint(ts=t0, equity=100.0), EquityPoint(ts=t0 + timedelta(days=1), equity=90.0)], "s"
     )
     assert equity["drawdown_pct"].round(6).tolist() == [0.0, -10.0]
 

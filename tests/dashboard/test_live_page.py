@@ -129,3 +129,26 @@ def test_api_down_shows_an_error_banner_not_a_traceback(dashboard_env: pytest.Mo
     assert messages, "expected an error banner"
     assert url in messages[0]
     assert "retrying in 2 s" in messages[0]
+
+
+def _requests_by_route(url: str) -> dict[str, float]:
+    """The API's own request counter (`tradebot_http_requests_total`), summed per route template."""
+    counts: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith("tradebot_http_requests_total{"):
+            labels, value = line.split("{", 1)[1].rsplit("} ", 1)
+            route = labels.split('route="', 1)[1].split('"', 1)[0]
+            counts[route] = counts.get(route, 0.0) + float(value)
+    return counts
+
+
+def test_the_charts_take_one_request_per_refresh(api_url: str, dashboard_env: pytest.MonkeyPatch) -> None:
+    before = _requests_by_route(api_url)
+    at = _live(dashboard_env, api_url, API_TOKEN)  # one run of the page: every fragment once
+    assert not at.error, [e.value for e in at.error]
+    after = _requests_by_route(api_url)
+    made = {route: after[route] - before.get(route, 0.0) for route in after}
+    assert made.get("/market") == 1  # every symbol's prices, orders and fills
+    assert made.get("/prices/{symbol}", 0.0) == 0
+    assert made.get("/orders") == 1  # the orders table only
+    assert made.get("/fills") == 1

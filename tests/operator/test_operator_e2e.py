@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from tests.plugins._proc import eventually
 from tests.plugins.kube import KubeCluster
 from tests.plugins.tradebot_operator import MANIFESTS, Operator, get_json, kubectl_ok
 from tradebot.operator import render
+from tradebot.operator.spec import TradingStrategySpec
 
 pytestmark = pytest.mark.slow
 
@@ -159,6 +162,7 @@ def test_service_account_has_exactly_the_grants_it_needs(
         ("watch", "deployments.apps"),
         ("create", "configmaps"),
         ("patch", "configmaps"),
+        ("watch", "configmaps"),
         ("create", "jobs.batch"),
         ("watch", "jobs.batch"),
         ("create", "cronjobs.batch"),
@@ -472,3 +476,217 @@ def test_schedule_makes_a_cronjob(kube_apiserver: KubeCluster, operator: Operato
     jobs = get_json(cluster, "jobs", "-n", namespace)
     assert jobs is not None
     assert jobs["items"] == []
+
+
+def _valid_strategies(cluster: KubeCluster) -> int:
+    """TradingStrategies anywhere whose spec the operator accepts: what it manages."""
+    listed = get_json(cluster, "ts", "-A")
+    assert listed is not None
+    count = 0
+    for item in listed["items"]:
+        try:
+            TradingStrategySpec.model_validate(item["spec"])
+        except ValidationError:
+            continue
+        count += 1
+    return count
+
+
+def test_managed_strategies_gauge_falls_when_a_strategy_is_deleted(
+    kube_apiserver: KubeCluster, operator: Operator, namespace: str
+) -> None:
+    cluster = kube_apiserver
+    gauge = "tradebot_operator_managed_strategies"
+    for name in ("gauge-a", "gauge-b"):
+        strategy = _example("sma-basic.yaml")
+        strategy["metadata"] = {"name": name}
+        _apply(cluster, namespace, strategy)
+    for name in ("gauge-a", "gauge-b"):
+        eventually(
+            f"{name}'s Deployment",
+            partial(get_json, cluster, "deployment", f"{name}-strategy", "-n", namespace),
+        )
+    eventually("the gauge to count both", lambda: operator.metric(gauge) == _valid_strategies(cluster))
+    both = operator.metric(gauge)
+
+    kubectl_ok(cluster, "delete", "ts", "gauge-a", "-n", namespace, "--timeout=60s")
+    eventually(
+        "the gauge to fall by one",
+        lambda: operator.metric(gauge) == both - 1 == _valid_strategies(cluster),
+    )
+
+
+def test_owned_objects_edited_or_deleted_by_hand_are_applied_again(
+    kube_apiserver: KubeCluster, operator: Operator, namespace: str
+) -> None:
+    cluster = kube_apiserver
+    _apply(cluster, namespace, _example("sma-basic.yaml"))
+    deployment_name = configmap_name = "sma-basic-strategy"
+
+    def deployment() -> dict[str, Any] | None:
+        return get_json(cluster, "deployment", deployment_name, "-n", namespace)
+
+    def configmap() -> dict[str, Any] | None:
+        return get_json(cluster, "configmap", configmap_name, "-n", namespace)
+
+    original = eventually("the strategy Deployment", deployment)
+    eventually(
+        "the spec handled",
+        lambda: (
+            (r := get_json(cluster, "ts", "sma-basic", "-n", namespace))
+            and r.get("status", {}).get("observedGeneration") == r["metadata"]["generation"]
+        ),
+    )
+    image = original["spec"]["template"]["spec"]["containers"][0]["image"]
+    params = eventually("the strategy ConfigMap", configmap)["data"]["TRADEBOT_STRATEGY_PARAMS"]
+
+    # Edited by hand: scaled up, another image.
+    kubectl_ok(cluster, "scale", "deployment", deployment_name, "-n", namespace, "--replicas=3")
+    kubectl_ok(
+        cluster, "set", "image", f"deployment/{deployment_name}", "-n", namespace, "strategy=evil:latest"
+    )
+    eventually(
+        "the Deployment back to the spec",
+        lambda: (
+            (d := deployment())
+            and d["spec"]["replicas"] == 1
+            and d["spec"]["template"]["spec"]["containers"][0]["image"] == image
+        ),
+    )
+    # Deleted by hand.
+    kubectl_ok(cluster, "delete", "deployment", deployment_name, "-n", namespace, "--timeout=60s")
+    recreated = eventually(
+        "the Deployment again",
+        lambda: (d := deployment()) and d["metadata"]["uid"] != original["metadata"]["uid"] and d,
+    )
+    (reference,) = recreated["metadata"]["ownerReferences"]
+    assert (reference["kind"], reference["name"]) == ("TradingStrategy", "sma-basic")
+
+    # The ConfigMap, edited and deleted by hand.
+    kubectl_ok(
+        cluster, "patch", "configmap", configmap_name, "-n", namespace, "--type=merge",
+        "-p", json.dumps({"data": {"TRADEBOT_STRATEGY_PARAMS": "{}"}}),
+    )  # fmt: skip
+    eventually(
+        "the ConfigMap's parameters back",
+        lambda: (c := configmap()) and c["data"]["TRADEBOT_STRATEGY_PARAMS"] == params,
+    )
+    uid = (configmap() or {})["metadata"]["uid"]
+    kubectl_ok(cluster, "delete", "configmap", configmap_name, "-n", namespace)
+    eventually("the ConfigMap again", lambda: (c := configmap()) and c["metadata"]["uid"] != uid)
+
+    # Each repair is a Warning event on the resource.
+    def repairs() -> list[str]:
+        events = get_json(
+            cluster, "events", "-n", namespace, "--field-selector", "involvedObject.name=sma-basic"
+        )
+        return [e["message"] for e in (events or {}).get("items", []) if e["reason"] == "DriftRepaired"]
+
+    eventually(
+        "DriftRepaired events for both kinds",
+        lambda: {m.split(" ", 1)[0] for m in repairs()} == {"Deployment", "ConfigMap"},
+    )
+
+
+BLOCK_LABEL = "tradebot.test/block-status"
+BLOCKED = "status writes are blocked by the test"
+
+
+def _refusals(operator: Operator) -> int:
+    """How often the operator's log reports a write the test's admission policy refused."""
+    return operator.process.log_path.read_text(errors="replace").count(BLOCKED)
+
+
+def _status_writes_blocked(cluster: KubeCluster, namespace: str) -> str:
+    """A ValidatingAdmissionPolicy that refuses status writes of TradingStrategies in `namespace` labelled
+    BLOCK_LABEL: a stand-in for an API server that fails the operator's write."""
+    name = f"block-status-{namespace}"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [render.GROUP],
+                        "apiVersions": [render.VERSION],
+                        "operations": ["UPDATE"],
+                        "resources": [f"{render.PLURAL}/status"],
+                    }
+                ]
+            },
+            "validations": [
+                {
+                    "expression": f"!has(object.metadata.labels) || !('{BLOCK_LABEL}' in object.metadata.labels)",
+                    "message": BLOCKED,
+                }
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+            },
+        },
+    }
+    for document in (policy, binding):
+        kubectl_ok(cluster, "apply", "-f", "-", stdin=json.dumps(document))
+    return name
+
+
+def test_a_backtest_result_the_api_server_refused_is_written_once_it_accepts(
+    kube_apiserver: KubeCluster, operator: Operator, namespace: str
+) -> None:
+    """The result arrives with a pod's watch events; a status write that fails then is retried, not dropped
+    (kopf ignores an event handler's error: the old handler lost the result until the next pod event)."""
+    cluster = kube_apiserver
+    _, pod = _backtested(cluster, namespace)
+    policy = _status_writes_blocked(cluster, namespace)
+    try:
+        kubectl_ok(cluster, "label", "ts", "sma-backtested", "-n", namespace, f"{BLOCK_LABEL}=true")
+        # The policy is in force once a status write of ours is refused.
+        eventually(
+            "a refused status write",
+            lambda: BLOCKED in cluster.kubectl(
+                "patch", "ts", "sma-backtested", "-n", namespace, "--subresource=status", "--type=merge",
+                "-p", '{"status": {"observedGeneration": 1}}',
+            ).stderr,
+        )  # fmt: skip
+        refusals = _refusals(operator)
+        _terminate_pod(
+            cluster, namespace, pod, exit_code=0, message=json.dumps(RESULT, separators=(",", ":"))
+        )
+        eventually("the operator's status write to be refused", lambda: _refusals(operator) > refusals)
+        # No watch event will come again: the Job controller is done with the pod and the Job.
+        job = (get_json(cluster, "pod", pod, "-n", namespace) or {})["metadata"]["labels"]["job-name"]
+        eventually(
+            "the Job complete and its pod released",
+            lambda: (
+                (p := get_json(cluster, "pod", pod, "-n", namespace))
+                and not p["metadata"].get("finalizers")
+                and (j := get_json(cluster, "job", job, "-n", namespace))
+                and any(c["type"] == "Complete" for c in j.get("status", {}).get("conditions", []))
+            ),
+        )
+        kubectl_ok(cluster, "label", "ts", "sma-backtested", "-n", namespace, f"{BLOCK_LABEL}-")
+        done = eventually(
+            "BacktestSucceeded=True after the refusal",
+            lambda: (
+                (r := get_json(cluster, "ts", "sma-backtested", "-n", namespace))
+                and (c := _condition(r, "BacktestSucceeded"))
+                and c["status"] == "True"
+                and r
+            ),
+        )
+        assert done["status"]["backtest"]["totalReturnPct"] == 12.5
+    finally:
+        cluster.kubectl("delete", "validatingadmissionpolicybinding", policy)
+        cluster.kubectl("delete", "validatingadmissionpolicy", policy)

@@ -5,18 +5,17 @@ import json
 import pytest
 
 from tradebot.operator import status
+from tradebot.operator.status import BacktestJob, BacktestPod, Condition
 
 
 def test_condition_transition_time_moves_only_when_status_flips() -> None:
     first = status.set_condition(
-        None, type_="Ready", status=False, reason="Unavailable", message="0/1", generation=1, now="t1"
+        None, Condition("Ready", False, "Unavailable", "0/1"), generation=1, now="t1"
     )
     same = status.set_condition(
-        first, type_="Ready", status=False, reason="Unavailable", message="0/1 still", generation=2, now="t2"
+        first, Condition("Ready", False, "Unavailable", "0/1 still"), generation=2, now="t2"
     )
-    flipped = status.set_condition(
-        same, type_="Ready", status=True, reason="Available", message="1/1", generation=2, now="t3"
-    )
+    flipped = status.set_condition(same, Condition("Ready", True, "Available", "1/1"), generation=2, now="t3")
     assert first[0]["lastTransitionTime"] == "t1"
     assert same[0]["lastTransitionTime"] == "t1"
     assert same[0]["observedGeneration"] == 2
@@ -31,14 +30,12 @@ def test_condition_transition_time_moves_only_when_status_flips() -> None:
 
 
 def test_conditions_of_other_types_are_kept_and_unknown_is_expressible() -> None:
-    ready = status.set_condition(
-        None, type_="Ready", status=True, reason="A", message="", generation=1, now="t"
-    )
-    both = status.set_condition(
-        ready, type_="BacktestSucceeded", status=None, reason="Running", message="", generation=1, now="t"
-    )
+    ready = status.set_condition(None, Condition("Ready", True, "A", ""), generation=1, now="t")
+    both = status.set_condition(ready, status.backtest_running("job-1"), generation=1, now="t")
     assert [c["type"] for c in both] == ["Ready", "BacktestSucceeded"]
     assert both[1]["status"] == "Unknown"
+    assert status.condition_of({"status": {"conditions": both}}, "BacktestSucceeded") == both[1]
+    assert status.condition_of({}, "Ready") is None
 
 
 @pytest.mark.parametrize(
@@ -74,8 +71,9 @@ def test_conditions_of_other_types_are_kept_and_unknown_is_expressible() -> None
 def test_deployment_readiness(
     deployment: dict[str, object] | None, suspended: bool, expected: tuple[bool, str]
 ) -> None:
-    ready, reason, _ = status.deployment_readiness(deployment, suspended=suspended)
-    assert (ready, reason) == expected
+    condition = status.deployment_readiness(deployment, suspended=suspended)
+    assert condition.type == "Ready"
+    assert (condition.status, condition.reason) == expected
 
 
 def test_backtest_result_keeps_the_key_metrics_only() -> None:
@@ -97,7 +95,7 @@ def test_job_failure_reads_the_failed_condition() -> None:
             ]
         }
     }
-    assert status.job_failure(job) == ("BackoffLimitExceeded", "m")
+    assert status.job_failure(job) == Condition("BacktestSucceeded", False, "BackoffLimitExceeded", "m")
     assert status.job_failure({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}) is None
 
 
@@ -105,3 +103,59 @@ def test_terminated_state_of_the_backtest_container() -> None:
     pod = {"status": {"containerStatuses": [{"name": "backtest", "state": {"terminated": {"exitCode": 0}}}]}}
     assert status.terminated_state(pod) == {"exitCode": 0}
     assert status.terminated_state({"status": {}}) is None
+
+
+def _pod(name: str, digest: str, exit_code: int | None, message: str = "", finished: str = "") -> BacktestPod:
+    terminated = (
+        None if exit_code is None else {"exitCode": exit_code, "message": message, "finishedAt": finished}
+    )
+    return BacktestPod(name=name, job=f"job-{digest}", digest=digest, terminated=terminated)
+
+
+RESULT = json.dumps({"stats": {"total_return_pct": 12.5, "n_trades": 8, "bars": 2}})
+
+
+def test_backtest_outcome_of_a_success_is_the_result() -> None:
+    pods = [
+        _pod("a", "h1", 2, "first try failed", "2024-01-01T00:00:01Z"),
+        _pod("b", "h1", 0, RESULT, "2024-01-01T00:00:05Z"),
+        _pod("c", "h0", 2, "an older spec's run", "2024-01-01T00:00:09Z"),
+    ]
+    outcome = status.backtest_outcome("h1", pods, [BacktestJob("job-h1", "h1", None)])
+    assert outcome is not None
+    assert (outcome.condition.status, outcome.condition.reason) == (True, "Completed")
+    assert outcome.result == {
+        "jobName": "job-h1",
+        "hash": "h1",
+        "finishedAt": "2024-01-01T00:00:05Z",
+        "totalReturnPct": 12.5,
+        "nTrades": 8,
+    }
+
+
+def test_backtest_outcome_of_failures_says_why_and_ignores_other_specs() -> None:
+    failed_job = BacktestJob(
+        "job-h1", "h1", Condition("BacktestSucceeded", False, "DeadlineExceeded", "late")
+    )
+    assert status.backtest_outcome("h1", [_pod("a", "h1", None)], [BacktestJob("job-h1", "h1", None)]) is None
+    by_job = status.backtest_outcome("h1", [_pod("a", "h1", None)], [failed_job])
+    assert by_job is not None
+    assert by_job.condition == failed_job.failure
+    by_pod = status.backtest_outcome("h1", [_pod("a", "h1", 2, "holds 1 bar(s)")], [failed_job])
+    assert by_pod is not None
+    assert (by_pod.condition.status, by_pod.condition.reason) == (False, "BacktestFailed")
+    assert by_pod.condition.message == "holds 1 bar(s)"
+    invalid = status.backtest_outcome("h1", [_pod("a", "h1", 0, "not json")], [])
+    assert invalid is not None
+    assert (invalid.condition.reason, invalid.result) == ("InvalidResult", None)
+    assert status.backtest_outcome("h2", [_pod("a", "h1", 0, RESULT)], [failed_job]) is None
+
+
+def test_index_records_of_pods_and_jobs() -> None:
+    pod = {
+        "metadata": {"name": "p", "labels": {"job-name": "j", "tradebot.dev/backtest-hash": "h"}},
+        "status": {"containerStatuses": [{"name": "backtest", "state": {"terminated": {"exitCode": 0}}}]},
+    }
+    assert BacktestPod.of(pod, "tradebot.dev/backtest-hash") == BacktestPod("p", "j", "h", {"exitCode": 0})
+    job = {"metadata": {"name": "j", "labels": {"tradebot.dev/backtest-hash": "h"}}, "status": {}}
+    assert BacktestJob.of(job, "tradebot.dev/backtest-hash") == BacktestJob("j", "h", None)

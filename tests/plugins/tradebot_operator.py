@@ -63,14 +63,18 @@ class Operator:
     process: ServerProcess
     metrics_port: int
 
-    def api_writes(self) -> float:
+    def metric(self, name: str) -> float:
+        """The sum of every series of `name` (with its labels or without) on the operator's /metrics."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             text = response.read().decode()
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith("tradebot_operator_api_writes_total{")
+            if line.startswith((f"{name}{{", f"{name} "))
         )
+
+    def api_writes(self) -> float:
+        return self.metric("tradebot_operator_api_writes_total")
 
 
 def _service_account_kubeconfig(cluster: KubeCluster, path: Path) -> None:

@@ -8,13 +8,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from tests.plugins.servers import RedisServer
 from tradebot.adapters.redis_store import RedisStore
-from tradebot.api.app import ApiSettings, create_api
+from tradebot.api.app import MAX_MARKET_SYMBOLS, ApiSettings, create_api, router
 from tradebot.core.costs import Costs
 from tradebot.core.models import OrderReason, OrderRequest, Side, order_id
+from tradebot.core.params import StrategyParams
+from tradebot.core.views import FillPage, MarketActivity, OrderPage, PriceHistory, StrategyList
 from tradebot.executor.broker import PaperBroker
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -23,8 +26,17 @@ TOKEN = "s3cret-token"
 
 def seed(store: RedisStore) -> None:
     async def run() -> None:
-        await store.register_strategy("alpha", {"symbols": ["AAA", "BBB"], "params": {"short_window": 5}})
-        await store.register_strategy("beta", {"symbols": ["AAA"], "params": {"short_window": 9}})
+        # What the strategy service registers (tradebot.strategy.runner).
+        for sid, symbols, short in (("alpha", ["AAA", "BBB"], 5), ("beta", ["AAA"], 9)):
+            await store.register_strategy(
+                sid,
+                {
+                    "symbols": symbols,
+                    "params": StrategyParams(short_window=short).model_dump(mode="json"),
+                    "costs": Costs(commission_pct=0.1).model_dump(mode="json"),
+                    "initial_cash": 25_000.0,
+                },
+            )
         broker = PaperBroker(Costs(commission_pct=0.1))
         offset = 0
         for i in range(30):
@@ -69,6 +81,8 @@ def seed(store: RedisStore) -> None:
                 offset += 1
         await store.set_last_price("AAA", 150.0, T0 + timedelta(hours=1))
         await store.set_last_price("BBB", 90.0, T0 + timedelta(hours=1))
+        for symbol, base in (("AAA", 100.0), ("BBB", 80.0)):
+            await store.append_prices(symbol, [(base + i, T0 + timedelta(minutes=i)) for i in range(50)])
 
     asyncio.run(run())
 
@@ -156,3 +170,82 @@ def test_cors_allows_only_configured_origins(client: TestClient) -> None:
     assert allowed.headers.get("access-control-allow-origin") == "https://dash.example"
     denied = client.get("/health", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in denied.headers
+
+
+def test_every_route_answers_a_declared_model(client: TestClient) -> None:
+    """The OpenAPI document names a response model for every route of ours, and no schema in it is an
+    untyped object: what the API says it returns is what a client can parse."""
+    document = client.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    ours = {route.path for route in router.routes if isinstance(route, APIRoute)}
+    assert ours <= set(document["paths"])
+    answered: list[str] = []
+    for path in ours:
+        for method, operation in document["paths"][path].items():
+            schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+            assert "$ref" in schema, (method, path, schema)
+            answered.append(schema["$ref"].rsplit("/", 1)[1])
+
+    def untyped(node: object, where: str, seen: set[str]) -> list[str]:
+        """Places under `node`, following references, where the schema says "any object" or "anything"."""
+        found = []
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" not in node:
+                found.append(where)
+            if node.get("additionalProperties") is True or (where.endswith("/items") and node == {}):
+                found.append(where)
+            ref = node.get("$ref")
+            if isinstance(ref, str) and (name := ref.rsplit("/", 1)[1]) not in seen:
+                seen.add(name)
+                found += untyped(schemas[name], name, seen)
+            for key, value in node.items():
+                found += untyped(value, f"{where}/{key}", seen)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                found += untyped(value, f"{where}/{i}", seen)
+        return found
+
+    seen: set[str] = set()
+    assert [place for name in answered for place in untyped({"$ref": f"#/{name}"}, name, seen)] == []
+    assert {"OrderPage", "FillPage", "StrategyList", "MarketActivity", "OrderRequest", "Fill"} <= seen
+
+
+def test_answers_parse_into_their_models(client: TestClient) -> None:
+    strategies = StrategyList.model_validate_json(client.get("/strategies").content).items
+    assert [(s.id, s.params.short_window, s.initial_cash) for s in strategies] == [
+        ("alpha", 5, 25_000.0),
+        ("beta", 9, 25_000.0),
+    ]
+    assert strategies[0].costs.commission_pct == 0.1
+    orders = OrderPage.model_validate_json(client.get("/orders", params={"limit": 5}).content)
+    assert len(orders.items) == 5
+    assert orders.next_cursor is not None
+
+
+def test_market_serves_prices_orders_and_fills_of_each_symbol_in_one_request(client: TestClient) -> None:
+    response = client.get(
+        "/market", params={"symbol": ["BBB", "AAA"], "strategy": "alpha", "points": 20, "limit": 7}
+    )
+    assert response.status_code == 200
+    market = MarketActivity.model_validate_json(response.content).items
+    assert [m.symbol for m in market] == ["BBB", "AAA"]
+    for activity in market:
+        # The same as the three requests the live page used to make per symbol.
+        prices = PriceHistory.model_validate_json(
+            client.get(f"/prices/{activity.symbol}", params={"limit": 20}).content
+        )
+        filters = {"strategy": "alpha", "symbol": activity.symbol, "limit": 7}
+        orders = OrderPage.model_validate_json(client.get("/orders", params=filters).content)
+        fills = FillPage.model_validate_json(client.get("/fills", params=filters).content)
+        assert activity.prices == prices.points
+        assert len(activity.prices) == 20
+        assert activity.orders == orders.items
+        assert activity.fills == fills.items
+        assert activity.orders
+        assert {o.strategy_id for o in activity.orders} == {"alpha"}
+        assert {f.symbol for f in activity.fills} == {activity.symbol}
+    everyone = MarketActivity.model_validate_json(client.get("/market", params={"symbol": "AAA"}).content)
+    assert {o.strategy_id for o in everyone.items[0].orders} == {"alpha", "beta"}
+    assert client.get("/market").status_code == 422  # at least one symbol
+    too_many = [f"S{i}" for i in range(MAX_MARKET_SYMBOLS + 1)]
+    assert client.get("/market", params={"symbol": too_many}).status_code == 422

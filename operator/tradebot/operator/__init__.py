@@ -1,7 +1,10 @@
 """The kopf operator: `TradingStrategy` resources become strategy Deployments, ConfigMaps and backtest Jobs.
 
 Layers (imports point downwards only):
-- `handlers`: kopf registrations; thin, they call `reconcile` and talk to the API through `kube`.
-- `reconcile`: decisions (what to apply, which status to write), no I/O of its own.
+- `command`: `tradebot operator`, which runs kopf with the handlers and an `OperatorMemo`.
+- `handlers`: kopf registrations (handlers, a daemon per resource, indexes); thin, they call the renderers
+  and talk to the API only through `kube`.
+- `memo`: the in-memory state kopf hands every handler (settings, the API client, wake-ups, locks).
+- `kube`: the one door to the API server (reads, server-side apply when something differs, status patches).
 - `render`, `status`, `crd`, `spec`: pure functions and models.
 """

@@ -8,6 +8,7 @@ import logging
 import kopf
 from prometheus_client import disable_created_metrics, start_http_server
 
+from tradebot.operator.memo import OperatorMemo
 from tradebot.operator.settings import OperatorSettings
 
 
@@ -38,5 +39,6 @@ def run(args: argparse.Namespace) -> int:
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=f"http://{settings.host}:{settings.liveness_port}/healthz",
+        memo=OperatorMemo(settings=settings),
     )
     return 0

@@ -1,14 +1,24 @@
 """kopf registrations: thin, they parse, call the renderers, and let `Kube` write only what differs.
 
-Retry policy is explicit: a spec the API server accepted but our model rejects is a `PermanentError` (retrying
-cannot help; the Ready condition says why), while API hiccups are `TemporaryError`s retried with a delay.
+- `reconcile` (create, resume, spec update) applies a TradingStrategy's ConfigMap and Deployment and starts
+  its backtest. Retry policy is explicit: a spec the API server accepted but our model rejects is a
+  `PermanentError` (retrying cannot help; the Ready condition says why), while API hiccups are
+  `TemporaryError`s retried with a delay.
+- `keep_in_sync` is a daemon per TradingStrategy that sleeps until one of its objects changes (or
+  `resync_seconds` pass), then re-applies what was edited or deleted by hand and writes Ready and the
+  backtest's result into the status. Its errors are `TemporaryError`s too: kopf restarts it after the delay.
+- kopf ignores errors raised in `@kopf.on.event` handlers, so the watch-event handlers here only wake the
+  owner's daemon (which cannot fail); and the indexes keep what the daemon reads about backtest pods and
+  Jobs, and which strategies exist (`tradebot_operator_managed_strategies`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import kopf
 from lightkube import AsyncClient
@@ -17,52 +27,50 @@ from pydantic import ValidationError
 
 from tradebot.operator import render, status
 from tradebot.operator.kube import Kube
+from tradebot.operator.memo import OperatorMemo, StrategyKey
 from tradebot.operator.metrics import BACKTESTS, ERRORS, MANAGED, RECONCILES
 from tradebot.operator.settings import OperatorSettings
 from tradebot.operator.spec import TradingStrategySpec, describe_validation_error
+from tradebot.operator.status import BacktestJob, BacktestPod, Condition
 
-_STATE: dict[str, Any] = {}
-_MANAGED: set[tuple[str, str]] = set()
 RESOURCE = (render.GROUP, render.VERSION, render.PLURAL)
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": render.MANAGED_BY}
-
-
-def _kube() -> Kube:
-    kube = _STATE.get("kube")
-    if kube is None:
-        kube = Kube(AsyncClient(field_manager=render.MANAGED_BY))
-        _STATE["kube"] = kube
-    assert isinstance(kube, Kube)
-    return kube
-
-
-def _settings() -> OperatorSettings:
-    settings = _STATE.get("settings")
-    if settings is None:
-        settings = OperatorSettings()
-        _STATE["settings"] = settings
-    assert isinstance(settings, OperatorSettings)
-    return settings
+STRATEGY_OBJECT = {**MANAGED_LABELS, "app.kubernetes.io/component": render.COMPONENT_STRATEGY}
+BACKTEST_OBJECT = {**MANAGED_LABELS, "app.kubernetes.io/component": render.COMPONENT_BACKTEST}
+# The kinds the operator owns and watches: only ours are sent by the API server.
+OWNED = (("apps", "v1", "deployments"), ("", "v1", "configmaps"), ("batch", "v1", "jobs"), ("", "v1", "pods"))
+API_RETRY_S = 5.0
+# A change comes as a burst of watch events (an object, its status, its owner's status): one look for all.
+COALESCE_S = 0.5
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **kwargs: Any) -> None:
     # Keep kopf's bookkeeping in annotations: our status schema is strict and would prune `status.kopf`.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=render.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=render.GROUP, key="last-handled-configuration"
     )
+    # The daemons hold a finalizer while they run (kopf stops them before the resource goes): name it ours.
+    settings.persistence.finalizer = f"{render.GROUP}/finalizer"
+    for selector in OWNED:
+        settings.watching.label_selectors[selector] = f"app.kubernetes.io/managed-by={render.MANAGED_BY}"
     settings.posting.level = logging.INFO
     settings.peering.standalone = True
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10]
+    memo.kube = Kube(AsyncClient(field_manager=render.MANAGED_BY))
+    # kopf passes each index as the kwarg of its name (its handler protocols cannot name ours).
+    managed: kopf.Index[StrategyKey, None] = kwargs["managed_strategies"]
+    # Read at every scrape: kopf drops an index entry when its resource is deleted or stops matching.
+    MANAGED.set_function(lambda: len(managed))
 
 
 @kopf.on.cleanup()
-async def close_client(**_: Any) -> None:
-    kube = _STATE.pop("kube", None)
-    if isinstance(kube, Kube):
-        await kube.close()
+async def close_client(memo: OperatorMemo, **_: Any) -> None:
+    if memo.kube is not None:
+        await memo.kube.close()
+        memo.kube = None
 
 
 def parse_spec(spec: Mapping[str, Any]) -> TradingStrategySpec:
@@ -72,6 +80,62 @@ def parse_spec(spec: Mapping[str, Any]) -> TradingStrategySpec:
         raise kopf.PermanentError(describe_validation_error(exc)) from exc
 
 
+def _accepted(spec: kopf.Spec, **_: Any) -> bool:
+    try:
+        parse_spec(spec)
+    except kopf.PermanentError:
+        return False
+    return True
+
+
+# -- indexes: what the operator knows without asking the API server -------------------------------------
+def _owner(namespace: str | None, labels: Mapping[str, str]) -> StrategyKey | None:
+    owner = labels.get(render.STRATEGY_LABEL)
+    return (namespace, owner) if namespace and owner else None
+
+
+@kopf.index(*RESOURCE, when=_accepted)
+def managed_strategies(namespace: str | None, name: str, **_: Any) -> dict[StrategyKey, None] | None:
+    """The TradingStrategies with a spec the operator runs (the managed-strategies gauge)."""
+    return {(namespace, name): None} if namespace else None
+
+
+@kopf.index("", "v1", "pods", labels=BACKTEST_OBJECT)
+def backtest_pods(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[StrategyKey, BacktestPod] | None:
+    key = _owner(namespace, labels)
+    return {key: BacktestPod.of(body, render.BACKTEST_HASH_LABEL)} if key else None
+
+
+@kopf.index("batch", "v1", "jobs", labels=BACKTEST_OBJECT)
+def backtest_jobs(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[StrategyKey, BacktestJob] | None:
+    key = _owner(namespace, labels)
+    return {key: BacktestJob.of(body, render.BACKTEST_HASH_LABEL)} if key else None
+
+
+# -- watch events of owned objects: wake the owner's daemon, nothing else --------------------------------
+@kopf.on.event("apps", "v1", "deployments", labels=STRATEGY_OBJECT)
+@kopf.on.event("", "v1", "configmaps", labels=STRATEGY_OBJECT)
+@kopf.on.event("batch", "v1", "jobs", labels=BACKTEST_OBJECT)
+@kopf.on.event("", "v1", "pods", labels=BACKTEST_OBJECT)
+def owned_object_changed(namespace: str | None, labels: kopf.Labels, memo: OperatorMemo, **_: Any) -> None:
+    # kopf has updated the indexes with this event before calling event handlers.
+    key = _owner(namespace, labels)
+    if key is not None:
+        memo.wakeups.notify(key)
+
+
+@kopf.on.event(*RESOURCE)
+def strategy_changed(namespace: str | None, name: str, memo: OperatorMemo, **_: Any) -> None:
+    # E.g. the reconcile handler has just recorded the generation it handled: the daemon may act for it.
+    if namespace is not None:
+        memo.wakeups.notify((namespace, name))
+
+
+# -- the spec: create, resume, update -------------------------------------------------------------------
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
@@ -81,67 +145,83 @@ async def reconcile(
     name: str,
     namespace: str | None,
     meta: kopf.Meta,
-    logger: kopf.Logger,
+    memo: OperatorMemo,
     **_: Any,
 ) -> None:
     assert namespace is not None, "TradingStrategy is a namespaced resource"
-    kube = _kube()
-    settings = _settings()
+    kube, settings = memo.client, memo.settings
     generation = int(meta.get("generation") or 0)
     try:
         parsed = parse_spec(spec)
     except kopf.PermanentError as exc:
         ERRORS.labels(kind="permanent").inc()
         RECONCILES.labels(result="invalid").inc()
-        await _write_status(
-            kube,
-            body,
-            generation,
-            ready=(False, "InvalidSpec", str(exc)),
-            observe=True,
-        )
+        await _write_status(kube, body, generation, [status.invalid_spec(str(exc))], observe=True)
         raise
+    conditions: list[Condition] = []
     try:
-        configmap = render.render_configmap(name, namespace, parsed)
-        deployment = render.render_deployment(
-            name,
-            namespace,
-            parsed,
-            default_image=settings.strategy_image,
-            shared_env_from=settings.shared_env_secret,
-        )
-        for manifest in (configmap, deployment):
-            kopf.adopt(manifest, owner=body)
-            if await kube.apply_if_changed(manifest):
+        async with memo.apply_lock:
+            applied, deployment = await _apply_strategy(kube, body, name, namespace, parsed, settings)
+        for manifest in applied:
+            kind, object_name = manifest["kind"], manifest["metadata"]["name"]
+            if kind == "CronJob":
                 kopf.info(
-                    body,
-                    reason="Applied",
-                    message=f"{manifest['kind']} {manifest['metadata']['name']} applied",
+                    body, reason="BacktestScheduled", message=f"backtests on '{manifest['spec']['schedule']}'"
                 )
-        backtest_condition: tuple[bool | None, str, str] | None = None
+            else:
+                kopf.info(body, reason="Applied", message=f"{kind} {object_name} applied")
         if parsed.backtest is not None:
-            backtest_condition = await _ensure_backtest(kube, body, name, namespace, parsed, settings)
-        live = await kube.get("apps/v1", "Deployment", deployment["metadata"]["name"], namespace)
+            started = await _ensure_backtest(kube, body, name, namespace, parsed, settings)
+            if started is not None:
+                conditions.append(status.backtest_running(started))
     except ApiError as exc:
         ERRORS.labels(kind="temporary").inc()
         RECONCILES.labels(result="error").inc()
-        raise kopf.TemporaryError(f"API server: {exc.status.message}", delay=5) from exc
-    _MANAGED.add((namespace, name))
-    MANAGED.set(len(_MANAGED))
+        raise kopf.TemporaryError(f"API server: {exc.status.message}", delay=API_RETRY_S) from exc
     RECONCILES.labels(result="ok").inc()
-    # Event handlers may have written conditions since this handler started: merge into the newest status.
+    conditions.insert(0, status.deployment_readiness(deployment, suspended=parsed.suspend))
+    # The daemon may have written conditions since this handler started: merge into the newest status.
     try:
         fresh: Mapping[str, Any] = await kube.get_strategy(name, namespace) or body
     except ApiError:
         fresh = body
-    await _write_status(
-        kube,
-        fresh,
-        generation,
-        ready=status.deployment_readiness(live, suspended=parsed.suspend),
-        backtest=backtest_condition,
-        observe=True,
-    )
+    await _write_status(kube, fresh, generation, conditions, observe=True)
+
+
+async def _apply_strategy(
+    kube: Kube,
+    owner: kopf.Body,
+    name: str,
+    namespace: str,
+    spec: TradingStrategySpec,
+    settings: OperatorSettings,
+) -> tuple[list[render.Manifest], dict[str, Any]]:
+    """Apply the strategy's ConfigMap and Deployment (and scheduled backtests' CronJob) where the live object
+    differs: (the manifests applied, the Deployment as it is now)."""
+    manifests = [
+        render.render_configmap(name, namespace, spec),
+        render.render_deployment(
+            name,
+            namespace,
+            spec,
+            default_image=settings.strategy_image,
+            shared_env_from=settings.shared_env_secret,
+        ),
+    ]
+    if spec.backtest is not None and spec.backtest.schedule:
+        manifests.append(
+            render.render_backtest_cronjob(name, namespace, spec, default_image=settings.strategy_image)
+        )
+    applied: list[render.Manifest] = []
+    deployment: dict[str, Any] = {}
+    for manifest in manifests:
+        kopf.adopt(manifest, owner=owner)
+        changed, live = await kube.apply_if_changed(manifest)
+        if changed:
+            applied.append(manifest)
+        if manifest["kind"] == "Deployment":
+            deployment = live
+    return applied, deployment
 
 
 async def _ensure_backtest(
@@ -151,36 +231,119 @@ async def _ensure_backtest(
     namespace: str,
     spec: TradingStrategySpec,
     settings: OperatorSettings,
-) -> tuple[bool | None, str, str] | None:
+) -> str | None:
+    """Create the backtest Job of this spec unless it exists (or a CronJob runs them): its name if created."""
     assert spec.backtest is not None
     if spec.backtest.schedule:
-        cronjob = render.render_backtest_cronjob(name, namespace, spec, default_image=settings.strategy_image)
-        kopf.adopt(cronjob, owner=body)
-        if await kube.apply_if_changed(cronjob):
-            kopf.info(body, reason="BacktestScheduled", message=f"backtests on '{spec.backtest.schedule}'")
-        return None
+        return None  # the CronJob is applied with the strategy's objects
     job = render.render_backtest_job(name, namespace, spec, default_image=settings.strategy_image)
     kopf.adopt(job, owner=body)
-    if await kube.create_if_absent(job):
-        BACKTESTS.labels(result="started").inc()
-        kopf.info(body, reason="BacktestStarted", message=f"Job {job['metadata']['name']} created")
-        return None, "Running", f"backtest Job {job['metadata']['name']} is running"
-    return None
+    if not await kube.create_if_absent(job):
+        return None
+    BACKTESTS.labels(result="started").inc()
+    kopf.info(body, reason="BacktestStarted", message=f"Job {job['metadata']['name']} created")
+    return str(job["metadata"]["name"])
 
 
+# -- the daemon: owned objects back to the spec, Ready and backtest results into the status --------------
+@kopf.daemon(*RESOURCE, cancellation_timeout=5.0, backoff=API_RETRY_S)
+async def keep_in_sync(
+    body: kopf.Body, name: str, namespace: str | None, memo: OperatorMemo, **kwargs: Any
+) -> None:
+    """Runs while the resource exists; `body` is kopf's live view of it."""
+    assert namespace is not None, "TradingStrategy is a namespaced resource"
+    pods: kopf.Index[StrategyKey, BacktestPod] = kwargs["backtest_pods"]
+    jobs: kopf.Index[StrategyKey, BacktestJob] = kwargs["backtest_jobs"]
+    key = (namespace, name)
+    wakeup = memo.wakeups.register(key)
+    try:
+        while True:
+            wakeup.clear()
+            try:
+                await _sync(memo, body, key, pods.get(key, ()), jobs.get(key, ()))
+            except ApiError as exc:
+                ERRORS.labels(kind="temporary").inc()
+                raise kopf.TemporaryError(f"API server: {exc.status.message}", delay=API_RETRY_S) from exc
+            with contextlib.suppress(TimeoutError):  # a periodic look, in case a watch event was missed
+                await asyncio.wait_for(wakeup.wait(), timeout=memo.settings.resync_seconds)
+            await asyncio.sleep(COALESCE_S)
+    finally:
+        memo.wakeups.unregister(key, wakeup)
+
+
+async def _sync(
+    memo: OperatorMemo,
+    body: kopf.Body,
+    key: StrategyKey,
+    pods: Iterable[BacktestPod],
+    jobs: Iterable[BacktestJob],
+) -> None:
+    namespace, name = key
+    if body.meta.get("deletionTimestamp"):
+        return  # going away: what it owns goes with it (kopf stops this daemon before removing the finalizer)
+    try:
+        spec = TradingStrategySpec.model_validate(dict(body.spec))
+    except ValidationError:
+        return  # the reconcile handler reports it (Ready=False, InvalidSpec) and nothing runs
+    kube, generation = memo.client, int(body.meta.get("generation") or 0)
+    conditions: list[Condition] = []
+    # Only a spec the reconcile handler has handled speaks for the objects: until then it is applying them.
+    if int(body.status.get("observedGeneration") or 0) == generation:
+        async with memo.apply_lock:
+            repaired, deployment = await _apply_strategy(kube, body, name, namespace, spec, memo.settings)
+        for manifest in repaired:
+            kopf.warn(
+                body,
+                reason="DriftRepaired",
+                message=f"{manifest['kind']} {manifest['metadata']['name']} differed from what the "
+                "TradingStrategy asks for (edited or deleted by hand?): applied again",
+            )
+        conditions.append(status.deployment_readiness(deployment or None, suspended=spec.suspend))
+    backtest = (
+        status.backtest_outcome(render.backtest_hash(spec), pods, jobs) if spec.backtest is not None else None
+    )
+    if backtest is not None:
+        conditions.append(backtest.condition)
+    if not conditions:
+        return
+    before = status.condition_of(body, status.BACKTEST_SUCCEEDED)
+    before_result = dict(body.status.get("backtest") or {})
+    await _write_status(
+        kube, body, generation, conditions, backtest_result=backtest.result if backtest else None
+    )
+    if backtest is not None:
+        _count_backtest(body, backtest, before, before_result)
+
+
+def _count_backtest(
+    body: kopf.Body,
+    outcome: status.BacktestOutcome,
+    before: Mapping[str, Any] | None,
+    before_result: Mapping[str, Any],
+) -> None:
+    """Count and announce a backtest's end once, when the status changes to it."""
+    condition = outcome.condition
+    if outcome.result is not None and dict(outcome.result) != dict(before_result):
+        BACKTESTS.labels(result="succeeded").inc()
+        kopf.info(body, reason="BacktestSucceeded", message=condition.message)
+    elif condition.status is False and (before or {}).get("status") != "False":
+        BACKTESTS.labels(result="failed").inc()
+        kopf.warn(body, reason="BacktestFailed", message=f"{condition.reason}: {condition.message}")
+
+
+# -- status ------------------------------------------------------------------------------------------------
 async def _write_status(
     kube: Kube,
     body: Mapping[str, Any],
     generation: int,
+    conditions: list[Condition],
     *,
-    ready: tuple[bool, str, str] | None = None,
-    backtest: tuple[bool | None, str, str] | None = None,
     backtest_result: Mapping[str, Any] | None = None,
     observe: bool = False,
 ) -> None:
     """Patch the status only where it would change (no writes when idle).
 
-    Handlers run concurrently (a reconcile, Deployment and pod events), and a merge patch replaces the whole
+    The reconcile handler and the daemon write concurrently, and a merge patch replaces the whole
     conditions list: each patch is therefore conditional on the resourceVersion it was computed from, and a
     conflict recomputes it from the newest object. `observe` (reconcile only) moves status.observedGeneration.
     """
@@ -191,7 +354,7 @@ async def _write_status(
         if current_body is None:
             return  # deleted meanwhile
         patch = _status_patch(
-            current_body.get("status") or {}, generation, ready, backtest, backtest_result, observe=observe
+            current_body.get("status") or {}, generation, conditions, backtest_result, observe=observe
         )
         if not patch:
             return
@@ -210,157 +373,20 @@ async def _write_status(
 def _status_patch(
     current: Mapping[str, Any],
     generation: int,
-    ready: tuple[bool, str, str] | None,
-    backtest: tuple[bool | None, str, str] | None,
+    conditions: list[Condition],
     backtest_result: Mapping[str, Any] | None,
     *,
     observe: bool,
 ) -> dict[str, Any]:
     now = status.now_rfc3339()
-    conditions = list(current.get("conditions") or [])
-    if ready is not None:
-        conditions = status.set_condition(
-            conditions,
-            type_=status.READY,
-            status=ready[0],
-            reason=ready[1],
-            message=ready[2],
-            generation=generation,
-            now=now,
-        )
-    if backtest is not None:
-        conditions = status.set_condition(
-            conditions,
-            type_=status.BACKTEST_SUCCEEDED,
-            status=backtest[0],
-            reason=backtest[1],
-            message=backtest[2],
-            generation=generation,
-            now=now,
-        )
+    stored = list(current.get("conditions") or [])
+    for condition in conditions:
+        stored = status.set_condition(stored, condition, generation=generation, now=now)
     patch: dict[str, Any] = {}
-    if conditions != list(current.get("conditions") or []):
-        patch["conditions"] = conditions
+    if stored != list(current.get("conditions") or []):
+        patch["conditions"] = stored
     if observe and current.get("observedGeneration") != generation:
         patch["observedGeneration"] = generation
     if backtest_result is not None and dict(current.get("backtest") or {}) != dict(backtest_result):
         patch["backtest"] = dict(backtest_result)
     return patch
-
-
-async def _owner(kube: Kube, labels: Mapping[str, str], namespace: str) -> dict[str, Any] | None:
-    owner = labels.get(render.STRATEGY_LABEL)
-    return await kube.get_strategy(owner, namespace) if owner else None
-
-
-@kopf.on.event(
-    "apps", "v1", "deployments", labels={**MANAGED_LABELS, "app.kubernetes.io/component": "strategy"}
-)
-async def deployment_changed(body: kopf.Body, namespace: str | None, type: str | None, **_: Any) -> None:
-    if type == "DELETED" or namespace is None:
-        return
-    kube = _kube()
-    try:
-        owner = await _owner(kube, body.metadata.labels, namespace)
-        if owner is None:
-            return
-        suspended = bool((owner.get("spec") or {}).get("suspend"))
-        generation = int(owner["metadata"].get("generation") or 0)
-        await _write_status(
-            kube, owner, generation, ready=status.deployment_readiness(dict(body), suspended=suspended)
-        )
-    except ApiError as exc:
-        raise kopf.TemporaryError(f"API server: {exc.status.message}", delay=5) from exc
-
-
-def _is_current_backtest(owner: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """Only the Job of the resource's current spec may speak for it; results of stale Jobs are ignored."""
-    try:
-        spec = TradingStrategySpec.model_validate(dict(owner.get("spec") or {}))
-    except ValidationError:
-        return False
-    if spec.backtest is None:
-        return False
-    return labels.get(render.BACKTEST_HASH_LABEL) == render.backtest_hash(spec)
-
-
-async def _backtest_owner(
-    body: kopf.Body, namespace: str | None, event_type: str | None
-) -> tuple[Kube, dict[str, Any], int] | None:
-    """The client, the owning TradingStrategy and its generation, for an event about its current
-    backtest; None when the event is a deletion or about an outdated or foreign backtest."""
-    if event_type == "DELETED" or namespace is None:
-        return None
-    kube = _kube()
-    owner = await _owner(kube, body.metadata.labels, namespace)
-    if owner is None or not _is_current_backtest(owner, body.metadata.labels):
-        return None
-    return kube, owner, int(owner["metadata"].get("generation") or 0)
-
-
-@kopf.on.event("", "v1", "pods", labels={**MANAGED_LABELS, "app.kubernetes.io/component": "backtest"})
-async def backtest_pod_changed(body: kopf.Body, namespace: str | None, type: str | None, **_: Any) -> None:
-    terminated = status.terminated_state(dict(body))
-    if terminated is None:
-        return
-    found = await _backtest_owner(body, namespace, type)
-    if found is None:
-        return
-    kube, owner, generation = found
-    job = body.metadata.labels.get("job-name") or body.metadata.name
-    if int(terminated.get("exitCode") or 0) != 0:
-        message = str(
-            terminated.get("message") or terminated.get("reason") or "the backtest container failed"
-        )
-        await _write_status(kube, owner, generation, backtest=(False, "BacktestFailed", message[:1024]))
-        BACKTESTS.labels(result="failed").inc()
-        return
-    try:
-        metrics = status.parse_backtest_result(str(terminated.get("message") or ""))
-    except ValueError as exc:
-        await _write_status(kube, owner, generation, backtest=(False, "InvalidResult", str(exc)))
-        BACKTESTS.labels(result="failed").inc()
-        return
-    result = {
-        "jobName": job,
-        "hash": body.metadata.labels.get(render.BACKTEST_HASH_LABEL),
-        "finishedAt": terminated.get("finishedAt") or status.now_rfc3339(),
-        **{status.to_camel(key): value for key, value in metrics.items()},
-    }
-    already = dict((owner.get("status") or {}).get("backtest") or {}) == result
-    await _write_status(
-        kube,
-        owner,
-        generation,
-        backtest=(True, "Completed", f"Job {job}: return {metrics.get('total_return_pct')}%"),
-        backtest_result=result,
-    )
-    if not already:
-        BACKTESTS.labels(result="succeeded").inc()
-        kopf.info(
-            kopf.Body(cast("kopf.RawBody", owner)), reason="BacktestSucceeded", message=f"Job {job} completed"
-        )
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={**MANAGED_LABELS, "app.kubernetes.io/component": "backtest"})
-async def backtest_job_changed(body: kopf.Body, namespace: str | None, type: str | None, **_: Any) -> None:
-    failure = status.job_failure(dict(body))
-    if failure is None:
-        return
-    found = await _backtest_owner(body, namespace, type)
-    if found is None:
-        return
-    kube, owner, generation = found
-    current = [
-        c
-        for c in (owner.get("status") or {}).get("conditions") or []
-        if c.get("type") == status.BACKTEST_SUCCEEDED
-    ]
-    await _write_status(kube, owner, generation, backtest=(False, failure[0], failure[1]))
-    if not current or current[0].get("status") != "False":
-        BACKTESTS.labels(result="failed").inc()
-        kopf.warn(
-            kopf.Body(cast("kopf.RawBody", owner)),
-            reason="BacktestFailed",
-            message=f"Job {body.metadata.name}: {failure[0]}: {failure[1]}",
-        )

@@ -41,15 +41,19 @@ class Kube:
             raise
         return _to_dict(obj)
 
-    async def apply_if_changed(self, manifest: Mapping[str, Any]) -> bool:
-        """Server-side apply `manifest` unless the live object already holds every field we set."""
+    async def apply_if_changed(self, manifest: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
+        """Server-side apply `manifest` unless the live object already holds every field we set.
+
+        Returns whether it applied, and the object as the API server holds it now."""
         meta = manifest["metadata"]
         existing = await self.get(manifest["apiVersion"], manifest["kind"], meta["name"], meta["namespace"])
-        if not render.differs(manifest, existing):
-            return False
-        await self._client.apply(codecs.from_dict(dict(manifest)), field_manager=FIELD_MANAGER, force=True)
+        if existing is not None and not render.differs(manifest, existing):
+            return False, existing
+        applied = await self._client.apply(
+            codecs.from_dict(dict(manifest)), field_manager=FIELD_MANAGER, force=True
+        )
         API_WRITES.labels(verb="apply", kind=manifest["kind"]).inc()
-        return True
+        return True, _to_dict(applied)
 
     async def create_if_absent(self, manifest: Mapping[str, Any]) -> bool:
         meta = manifest["metadata"]

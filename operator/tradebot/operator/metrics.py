@@ -14,7 +14,10 @@ ERRORS = Counter(
     "Reconciliation errors, by retry policy (temporary|permanent).",
     ["kind"],
 )
-MANAGED = Gauge("tradebot_operator_managed_strategies", "TradingStrategy resources the operator manages.")
+MANAGED = Gauge(
+    "tradebot_operator_managed_strategies",
+    "TradingStrategy resources the operator manages (those with a valid spec); falls when one is deleted.",
+)
 BACKTESTS = Counter(
     "tradebot_operator_backtests_total", "Backtest Jobs by result (started|succeeded|failed).", ["result"]
 )

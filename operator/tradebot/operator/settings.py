@@ -20,6 +20,12 @@ class OperatorSettings(BaseSettings):
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch; empty: cluster-wide"
     )
+    resync_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=86_400,
+        description="How often each strategy's objects are compared with its spec even when no watch event came",
+    )
     host: str = Field("0.0.0.0", description="Interface of the liveness and metrics endpoints")
     liveness_port: int = Field(8080, ge=1, le=65535, description="kopf's liveness endpoint /healthz")
     metrics_port: int = Field(9090, ge=1, le=65535, description="Prometheus /metrics")

@@ -1,9 +1,11 @@
-"""Status conditions and results, as pure functions over plain dicts (what the API server stores)."""
+"""Status conditions and backtest results: typed decisions, and pure functions over the plain dicts the API
+server stores."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,56 +32,66 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+@dataclass(frozen=True)
+class Condition:
+    """One of the resource's conditions as the operator decides it; `set_condition` adds the times and the
+    generation Kubernetes conditions carry. `status` None is "Unknown"."""
+
+    type: str
+    status: bool | None
+    reason: str
+    message: str
+
+    @property
+    def status_text(self) -> str:
+        return "Unknown" if self.status is None else "True" if self.status else "False"
+
+
 def set_condition(
-    conditions: Sequence[Mapping[str, Any]] | None,
-    *,
-    type_: str,
-    status: bool | None,
-    reason: str,
-    message: str,
-    generation: int,
-    now: str,
+    conditions: Sequence[Mapping[str, Any]] | None, condition: Condition, *, generation: int, now: str
 ) -> list[dict[str, Any]]:
     """Upsert one condition; lastTransitionTime moves only when the status flips (Kubernetes convention)."""
-    wanted = "Unknown" if status is None else "True" if status else "False"
+    wanted = condition.status_text
+
+    def stored(transition: str) -> dict[str, Any]:
+        return {
+            "type": condition.type,
+            "status": wanted,
+            "reason": condition.reason,
+            "message": condition.message,
+            "lastTransitionTime": transition,
+            "observedGeneration": generation,
+        }
+
     result: list[dict[str, Any]] = []
     found = False
-    for condition in conditions or ():
-        if condition.get("type") != type_:
-            result.append(dict(condition))
+    for current in conditions or ():
+        if current.get("type") != condition.type:
+            result.append(dict(current))
             continue
         found = True
-        transition = condition.get("lastTransitionTime") if condition.get("status") == wanted else now
-        result.append(
-            {
-                "type": type_,
-                "status": wanted,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": transition or now,
-                "observedGeneration": generation,
-            }
-        )
+        kept = current.get("lastTransitionTime") if current.get("status") == wanted else None
+        result.append(stored(kept or now))
     if not found:
-        result.append(
-            {
-                "type": type_,
-                "status": wanted,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": now,
-                "observedGeneration": generation,
-            }
-        )
+        result.append(stored(now))
     return result
 
 
-def deployment_readiness(deployment: Mapping[str, Any] | None, *, suspended: bool) -> tuple[bool, str, str]:
-    """Ready from the Deployment's real availability: (ready, reason, message)."""
+def condition_of(resource: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    """The stored condition of `type_` on a resource, if any."""
+    for condition in (resource.get("status") or {}).get("conditions") or ():
+        if condition.get("type") == type_:
+            found: Mapping[str, Any] = condition
+            return found
+    return None
+
+
+def deployment_readiness(deployment: Mapping[str, Any] | None, *, suspended: bool) -> Condition:
+    """Ready from the Deployment's real availability."""
     if suspended:
-        return False, "Suspended", "spec.suspend is true: the strategy is scaled to zero"
+        return Condition(READY, False, "Suspended", "spec.suspend is true: the strategy is scaled to zero")
     if deployment is None:
-        return False, "DeploymentMissing", "the strategy Deployment does not exist yet"
+        return Condition(READY, False, "DeploymentMissing", "the strategy Deployment does not exist yet")
     want = int(deployment.get("spec", {}).get("replicas", 1) or 0)
     status = deployment.get("status") or {}
     available = int(status.get("availableReplicas") or 0)
@@ -87,10 +99,20 @@ def deployment_readiness(deployment: Mapping[str, Any] | None, *, suspended: boo
     generation = int(deployment.get("metadata", {}).get("generation") or 0)
     observed = int(status.get("observedGeneration") or 0)
     if observed < generation:
-        return False, "RolloutPending", "the Deployment controller has not seen the newest spec yet"
+        return Condition(
+            READY, False, "RolloutPending", "the Deployment controller has not seen the newest spec yet"
+        )
     if available >= want and updated >= want:
-        return True, "Available", f"{available}/{want} replicas available"
-    return False, "Unavailable", f"{available}/{want} replicas available, {updated} updated"
+        return Condition(READY, True, "Available", f"{available}/{want} replicas available")
+    return Condition(READY, False, "Unavailable", f"{available}/{want} replicas available, {updated} updated")
+
+
+def invalid_spec(message: str) -> Condition:
+    return Condition(READY, False, "InvalidSpec", message)
+
+
+def backtest_running(job: str) -> Condition:
+    return Condition(BACKTEST_SUCCEEDED, None, "Running", f"backtest Job {job} is running")
 
 
 def parse_backtest_result(message: str) -> dict[str, Any]:
@@ -113,11 +135,99 @@ def terminated_state(pod: Mapping[str, Any], container: str = "backtest") -> Map
     return None
 
 
-def job_failure(job: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(reason, message) when the Job has failed for good, else None."""
+def job_failure(job: Mapping[str, Any]) -> Condition | None:
+    """BacktestSucceeded=False with the Job's reason when the Job has failed for good, else None."""
     for condition in (job.get("status") or {}).get("conditions") or ():
         if condition.get("type") == "Failed" and condition.get("status") == "True":
-            return str(condition.get("reason") or "JobFailed"), str(
-                condition.get("message") or "the Job failed"
+            reason = str(condition.get("reason") or "JobFailed")
+            return Condition(
+                BACKTEST_SUCCEEDED, False, reason, str(condition.get("message") or "the Job failed")
             )
     return None
+
+
+@dataclass(frozen=True)
+class BacktestPod:
+    """What the operator keeps of a backtest pod (kopf index value): which run it is and how it ended."""
+
+    name: str
+    job: str
+    digest: str | None
+    terminated: Mapping[str, Any] | None
+
+    @classmethod
+    def of(cls, pod: Mapping[str, Any], digest_label: str) -> BacktestPod:
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        return cls(
+            name=str(meta.get("name")),
+            job=str(labels.get("job-name") or meta.get("name")),
+            digest=labels.get(digest_label),
+            terminated=terminated_state(pod),
+        )
+
+
+@dataclass(frozen=True)
+class BacktestJob:
+    """What the operator keeps of a backtest Job (kopf index value)."""
+
+    name: str
+    digest: str | None
+    failure: Condition | None
+
+    @classmethod
+    def of(cls, job: Mapping[str, Any], digest_label: str) -> BacktestJob:
+        meta = job.get("metadata") or {}
+        return cls(
+            name=str(meta.get("name")),
+            digest=(meta.get("labels") or {}).get(digest_label),
+            failure=job_failure(job),
+        )
+
+
+@dataclass(frozen=True)
+class BacktestOutcome:
+    condition: Condition
+    result: dict[str, Any] | None = None  # status.backtest, on success
+
+
+def backtest_outcome(
+    digest: str, pods: Iterable[BacktestPod], jobs: Iterable[BacktestJob]
+) -> BacktestOutcome | None:
+    """How the backtest of the current spec (`digest`) ended, from its pods and Jobs; None while it runs.
+
+    A pod that succeeded wins (a Job retries a failed pod), then the newest failed pod (its termination
+    message says why), then a Job that failed for good (e.g. its deadline passed with no pod finished).
+    Runs of older specs never speak for the resource.
+    """
+    finished = sorted(
+        (pod for pod in pods if pod.digest == digest and pod.terminated is not None),
+        key=lambda pod: str((pod.terminated or {}).get("finishedAt") or ""),
+    )
+    succeeded = [pod for pod in finished if int((pod.terminated or {}).get("exitCode") or 0) == 0]
+    if succeeded:
+        return _succeeded(succeeded[-1], digest)
+    if finished:
+        terminated = finished[-1].terminated or {}
+        message = str(
+            terminated.get("message") or terminated.get("reason") or "the backtest container failed"
+        )
+        return BacktestOutcome(Condition(BACKTEST_SUCCEEDED, False, "BacktestFailed", message[:1024]))
+    failed = sorted((job for job in jobs if job.digest == digest and job.failure), key=lambda job: job.name)
+    if failed and failed[-1].failure is not None:
+        return BacktestOutcome(failed[-1].failure)
+    return None
+
+
+def _succeeded(pod: BacktestPod, digest: str) -> BacktestOutcome:
+    terminated = pod.terminated or {}
+    try:
+        metrics = parse_backtest_result(str(terminated.get("message") or ""))
+    except ValueError as exc:
+        return BacktestOutcome(Condition(BACKTEST_SUCCEEDED, False, "InvalidResult", str(exc)))
+    result: dict[str, Any] = {"jobName": pod.job, "hash": digest}
+    if terminated.get("finishedAt"):
+        result["finishedAt"] = terminated["finishedAt"]
+    result.update({to_camel(key): value for key, value in metrics.items()})
+    message = f"Job {pod.job}: return {metrics.get('total_return_pct')}%"
+    return BacktestOutcome(Condition(BACKTEST_SUCCEEDED, True, "Completed", message), result)

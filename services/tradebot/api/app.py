@@ -6,10 +6,11 @@ Reads are public; the two mutating endpoints need `Authorization: Bearer <TRADEB
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.middleware.cors import CORSMiddleware
@@ -17,9 +18,35 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, Field, SecretStr
 
 from tradebot.adapters.connect import PipelineSettings
-from tradebot.adapters.store import Page, Store
+from tradebot.adapters.store import Page as StorePage
 from tradebot.adapters.store import Query as StoreQuery
+from tradebot.adapters.store import Store
+from tradebot.core.models import Fill, OrderRequest, Position, Signal
+from tradebot.core.views import (
+    EquityCurve,
+    EquityPoint,
+    FillPage,
+    HaltState,
+    Health,
+    LastPrice,
+    LastPrices,
+    MarketActivity,
+    OrderPage,
+    PnlList,
+    PositionList,
+    PriceHistory,
+    PricePoint,
+    SignalPage,
+    StrategyInfo,
+    StrategyList,
+    StrategyPnl,
+    SymbolActivity,
+    Welcome,
+)
 from tradebot.kit.app import create_service_app
+
+# The live page charts a handful of symbols; a bound keeps one request from asking for the whole store.
+MAX_MARKET_SYMBOLS = 50
 
 
 class ApiSettings(PipelineSettings):
@@ -63,11 +90,6 @@ def require_token(
 AuthDep = Annotated[None, Depends(require_token)]
 
 
-class PageOut(BaseModel):
-    items: list[dict[str, Any]]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one.")
-
-
 class QueryParams(BaseModel):
     strategy: str | None = None
     symbol: str | None = None
@@ -90,113 +112,147 @@ class QueryParams(BaseModel):
 
 
 QueryDep = Annotated[QueryParams, Query()]
+Record = TypeVar("Record", bound=BaseModel)
 
 
-def _page(page: Page) -> PageOut:
-    return PageOut(items=page.items, next_cursor=page.next_cursor)
-
-
-async def _paged(fetch: Any, query: StoreQuery) -> PageOut:
+async def _records(
+    fetch: Callable[[StoreQuery], Awaitable[StorePage]], query: StoreQuery, model: type[Record]
+) -> tuple[list[Record], str | None]:
+    """One page from the store, each record parsed back into the domain model the writer dumped (the store
+    holds JSON, so ISO times and enum values are read as such: strict models, lax input)."""
     try:
-        return _page(await fetch(query))
+        page = await fetch(query)
     except ValueError as exc:  # a bad cursor
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    return [model.model_validate(item, strict=False) for item in page.items], page.next_cursor
 
 
 router = APIRouter()
 
 
 @router.get("/", tags=["meta"], summary="Welcome")
-async def welcome() -> dict[str, str]:
-    return {"message": "Welcome to tradebot", "docs": "/docs", "health": "/health"}
+async def welcome() -> Welcome:
+    return Welcome(message="Welcome to tradebot", docs="/docs", health="/health")
 
 
 @router.get("/health", tags=["meta"], summary="Health, as the first version promised")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+async def health() -> Health:
+    return Health(status="ok")
 
 
-@router.get("/orders", tags=["trading"], response_model=PageOut, summary="The order log")
-async def orders(store: StoreDep, params: QueryDep) -> PageOut:
-    return await _paged(store.orders, params.to_store())
+@router.get("/orders", tags=["trading"], summary="The order log")
+async def orders(store: StoreDep, params: QueryDep) -> OrderPage:
+    items, cursor = await _records(store.orders, params.to_store(), OrderRequest)
+    return OrderPage(items=items, next_cursor=cursor)
 
 
-@router.get("/fills", tags=["trading"], response_model=PageOut, summary="Fills and refusals")
-async def fills(store: StoreDep, params: QueryDep) -> PageOut:
-    return await _paged(store.fills, params.to_store())
+@router.get("/fills", tags=["trading"], summary="Fills and refusals")
+async def fills(store: StoreDep, params: QueryDep) -> FillPage:
+    items, cursor = await _records(store.fills, params.to_store(), Fill)
+    return FillPage(items=items, next_cursor=cursor)
 
 
-@router.get("/signals", tags=["trading"], response_model=PageOut, summary="Moving-average crosses")
-async def signals(store: StoreDep, params: QueryDep) -> PageOut:
-    return await _paged(store.signals, params.to_store())
+@router.get("/signals", tags=["trading"], summary="Moving-average crosses")
+async def signals(store: StoreDep, params: QueryDep) -> SignalPage:
+    items, cursor = await _records(store.signals, params.to_store(), Signal)
+    return SignalPage(items=items, next_cursor=cursor)
 
 
-@router.get("/positions", tags=["trading"], summary="Positions, marked at the last price")
-async def positions(
-    store: StoreDep, strategy: str | None = None, symbol: str | None = None
-) -> dict[str, Any]:
+async def _marked_positions(store: Store, strategy: str | None, symbol: str | None) -> list[Position]:
     last = await store.last_prices()
-    items = []
+    marked = []
     for position in await store.positions(strategy):
         if symbol is not None and position.symbol != symbol:
             continue
         mark = last.get(position.symbol, (position.last_price, position.ts))[0]
         unrealized = position.qty * (mark - position.avg_price) if position.qty != 0.0 else 0.0
-        item = position.model_dump(mode="json")
-        item.update(last_price=mark, unrealized_pnl=unrealized)
-        items.append(item)
-    return {"items": items}
+        marked.append(position.model_copy(update={"last_price": mark, "unrealized_pnl": unrealized}))
+    return marked
+
+
+@router.get("/positions", tags=["trading"], summary="Positions, marked at the last price")
+async def positions(store: StoreDep, strategy: str | None = None, symbol: str | None = None) -> PositionList:
+    return PositionList(items=await _marked_positions(store, strategy, symbol))
 
 
 @router.get("/pnl", tags=["trading"], summary="P&L per strategy: realised, unrealised, commissions")
-async def pnl(store: StoreDep, strategy: str | None = None) -> dict[str, Any]:
-    by_strategy: dict[str, dict[str, float]] = {}
-    for item in (await positions(store, strategy))["items"]:
-        row = by_strategy.setdefault(
-            item["strategy_id"], {"realized_pnl": 0.0, "unrealized_pnl": 0.0, "commissions": 0.0}
+async def pnl(store: StoreDep, strategy: str | None = None) -> PnlList:
+    by_strategy: dict[str, list[Position]] = {}
+    for position in await _marked_positions(store, strategy, None):
+        by_strategy.setdefault(position.strategy_id, []).append(position)
+    items = []
+    for sid, held in sorted(by_strategy.items()):
+        realized = sum(p.realized_pnl for p in held)
+        unrealized = sum(p.unrealized_pnl for p in held)
+        commissions = sum(p.commissions for p in held)
+        items.append(
+            StrategyPnl(
+                strategy_id=sid,
+                realized_pnl=realized,
+                unrealized_pnl=unrealized,
+                commissions=commissions,
+                total_pnl=realized - commissions + unrealized,
+            )
         )
-        row["realized_pnl"] += item["realized_pnl"]
-        row["unrealized_pnl"] += item["unrealized_pnl"]
-        row["commissions"] += item["commissions"]
-    items = [
-        {
-            "strategy_id": sid,
-            **row,
-            "total_pnl": row["realized_pnl"] - row["commissions"] + row["unrealized_pnl"],
-        }
-        for sid, row in sorted(by_strategy.items())
-    ]
-    return {"items": items}
+    return PnlList(items=items)
 
 
 @router.get("/equity", tags=["trading"], summary="A strategy's equity after each fill")
 async def equity(
     store: StoreDep, strategy: str, limit: int = Query(default=1000, ge=1, le=10_000)
-) -> dict[str, Any]:
+) -> EquityCurve:
     points = await store.equity_curve(strategy, limit)
-    return {
-        "strategy_id": strategy,
-        "points": [{"ts": ts.isoformat(), "equity": value} for ts, value in points],
-    }
+    return EquityCurve(
+        strategy_id=strategy, points=[EquityPoint(ts=ts, equity=value) for ts, value in points]
+    )
 
 
 @router.get("/prices", tags=["market"], summary="The last price of every symbol")
-async def last_prices(store: StoreDep) -> dict[str, Any]:
+async def last_prices(store: StoreDep) -> LastPrices:
     last = await store.last_prices()
-    return {"items": [{"symbol": s, "price": p, "ts": ts.isoformat()} for s, (p, ts) in sorted(last.items())]}
+    return LastPrices(items=[LastPrice(symbol=s, price=p, ts=ts) for s, (p, ts) in sorted(last.items())])
 
 
 @router.get("/prices/{symbol}", tags=["market"], summary="Recent prices of one symbol, oldest first")
 async def price_history(
     store: StoreDep, symbol: str, limit: int = Query(default=1000, ge=1, le=5000)
-) -> dict[str, Any]:
+) -> PriceHistory:
     points = await store.prices(symbol, limit)
-    return {"symbol": symbol, "points": [{"ts": ts.isoformat(), "price": price} for ts, price in points]}
+    return PriceHistory(symbol=symbol, points=[PricePoint(ts=ts, price=price) for ts, price in points])
+
+
+@router.get(
+    "/market",
+    tags=["market"],
+    summary="What the price charts show, per symbol: recent prices, orders and fills, in one request",
+)
+async def market(
+    store: StoreDep,
+    symbol: Annotated[list[str], Query(min_length=1, max_length=MAX_MARKET_SYMBOLS)],
+    strategy: str | None = None,
+    points: int = Query(default=1000, ge=1, le=5000, description="Prices per symbol, the newest ones."),
+    limit: int = Query(default=1000, ge=1, le=1000, description="Orders and fills per symbol, newest first."),
+) -> MarketActivity:
+    async def one(sym: str) -> SymbolActivity:
+        query = StoreQuery(strategy_id=strategy, symbol=sym, limit=limit)
+        history, (sent, _), (filled, _) = await asyncio.gather(
+            store.prices(sym, points),
+            _records(store.orders, query, OrderRequest),
+            _records(store.fills, query, Fill),
+        )
+        return SymbolActivity(
+            symbol=sym,
+            prices=[PricePoint(ts=ts, price=price) for ts, price in history],
+            orders=sent,
+            fills=filled,
+        )
+
+    return MarketActivity(items=list(await asyncio.gather(*(one(sym) for sym in symbol))))
 
 
 @router.get("/strategies", tags=["strategies"], summary="Registered strategies and whether they are halted")
-async def strategies(store: StoreDep) -> dict[str, Any]:
-    return {"items": await store.strategies()}
+async def strategies(store: StoreDep) -> StrategyList:
+    return StrategyList(items=[StrategyInfo.model_validate(item) for item in await store.strategies()])
 
 
 async def _known(store: Store, strategy_id: str) -> None:
@@ -207,19 +263,19 @@ async def _known(store: Store, strategy_id: str) -> None:
 @router.post(
     "/strategies/{strategy_id}/halt", tags=["strategies"], summary="Stop new entries (needs the token)"
 )
-async def halt(store: StoreDep, strategy_id: str, _: AuthDep) -> dict[str, Any]:
+async def halt(store: StoreDep, strategy_id: str, _: AuthDep) -> HaltState:
     await _known(store, strategy_id)
     await store.set_halted(strategy_id, True)
-    return {"id": strategy_id, "halted": True}
+    return HaltState(id=strategy_id, halted=True)
 
 
 @router.post(
     "/strategies/{strategy_id}/resume", tags=["strategies"], summary="Allow entries again (needs the token)"
 )
-async def resume(store: StoreDep, strategy_id: str, _: AuthDep) -> dict[str, Any]:
+async def resume(store: StoreDep, strategy_id: str, _: AuthDep) -> HaltState:
     await _known(store, strategy_id)
     await store.set_halted(strategy_id, False)
-    return {"id": strategy_id, "halted": False}
+    return HaltState(id=strategy_id, halted=False)
 
 
 def create_api(settings: ApiSettings, store: Store, *, close_store: bool = True) -> FastAPI:

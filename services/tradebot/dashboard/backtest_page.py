@@ -15,14 +15,16 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
-from pydantic import ValidationError
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel, ValidationError
+from streamlit.delta_generator import DeltaGenerator
 
 from tradebot.backtest.data import DataError, load_ohlcv
 from tradebot.backtest.engine import FILL_MODELS, BacktestConfig
 from tradebot.backtest.result import BacktestResult, run_backtest
 from tradebot.backtest.sweep import RANK_METRICS, SweepResult, parse_range, run_sweep
 from tradebot.core.costs import Costs
-from tradebot.core.params import SIZING_KINDS, StrategyParams
+from tradebot.core.params import SIZING_KINDS, Sizing, StrategyParams
 from tradebot.dashboard.common import load_dashboard_settings
 from tradebot.dashboard.settings import DashboardSettings
 
@@ -103,55 +105,100 @@ def choose_data(settings: DashboardSettings) -> tuple[pd.DataFrame | None, str]:
 
 
 # -- parameters ---------------------------------------------------------------------------------------
+# Every widget starts at the model's own default and is bounded by the model's own constraints.
+DEFAULTS = BacktestConfig(params=StrategyParams())
+
+
 def _optional(value: float) -> float | None:
     return float(value) if value and value > 0 else None
+
+
+def _bounds(model: type[BaseModel], name: str) -> tuple[float | None, float | None]:
+    """(min, max) of a number input from the field's constraints. An exclusive bound becomes the widget's
+    bound (the model still refuses the value itself, with a message naming the field)."""
+    low: float | None = None
+    high: float | None = None
+    for constraint in model.model_fields[name].metadata:
+        match constraint:
+            case Ge(ge=int() | float() as bound) | Gt(gt=int() | float() as bound):
+                low = float(bound)
+            case Le(le=int() | float() as bound) | Lt(lt=int() | float() as bound):
+                high = float(bound)
+    return low, high
+
+
+def _int_input(column: DeltaGenerator, label: str, model: type[BaseModel], name: str, key: str) -> int:
+    low, high = _bounds(model, name)
+    default = model.model_fields[name].default
+    return column.number_input(
+        label,
+        min_value=None if low is None else int(low),
+        max_value=None if high is None else int(high),
+        value=int(default),
+        step=1,
+        key=key,
+    )
+
+
+def _float_input(
+    column: DeltaGenerator, label: str, model: type[BaseModel], name: str, key: str, *, step: float
+) -> float:
+    """A number input for `model.name`, at its default (an optional percent's None is 0 = off)."""
+    low, high = _bounds(model, name)
+    default = model.model_fields[name].default
+    return column.number_input(
+        label,
+        min_value=low,
+        max_value=high,
+        value=float(default or 0.0),
+        step=step,
+        key=key,
+    )
 
 
 def choose_config() -> BacktestConfig | None:
     """The parameters from the widgets; None (with the validation error shown) when they do not fit."""
     c1, c2, c3, c4 = st.columns(4)
-    ma_type = c1.selectbox("Moving average", ["sma", "ema"], key="bt_ma")
-    short_window = c2.number_input(
-        "Short window", min_value=1, max_value=100_000, value=10, step=1, key="bt_short"
+    ma_types = ["sma", "ema"]
+    ma_type = c1.selectbox(
+        "Moving average", ma_types, index=ma_types.index(DEFAULTS.params.ma_type), key="bt_ma"
     )
-    long_window = c3.number_input(
-        "Long window", min_value=2, max_value=100_000, value=30, step=1, key="bt_long"
-    )
+    short_window = _int_input(c2, "Short window", StrategyParams, "short_window", "bt_short")
+    long_window = _int_input(c3, "Long window", StrategyParams, "long_window", "bt_long")
     fill = c4.selectbox(
         "Fill model",
         list(FILL_MODELS),
+        index=list(FILL_MODELS).index(DEFAULTS.fill),
         key="bt_fill",
         help="close: at the bar's close; next-open: at the next open",
     )
     c1, c2, c3, c4 = st.columns(4)
-    stop = c1.number_input(
-        "Stop-loss % (0 = off)", min_value=0.0, max_value=99.0, value=0.0, step=0.5, key="bt_stop"
+    stop = _float_input(c1, "Stop-loss % (0 = off)", StrategyParams, "stop_loss_pct", "bt_stop", step=0.5)
+    take = _float_input(c2, "Take-profit % (0 = off)", StrategyParams, "take_profit_pct", "bt_take", step=0.5)
+    trail = _float_input(
+        c3, "Trailing stop % (0 = off)", StrategyParams, "trailing_stop_pct", "bt_trail", step=0.5
     )
-    take = c2.number_input(
-        "Take-profit % (0 = off)", min_value=0.0, max_value=10_000.0, value=0.0, step=0.5, key="bt_take"
-    )
-    trail = c3.number_input(
-        "Trailing stop % (0 = off)", min_value=0.0, max_value=99.0, value=0.0, step=0.5, key="bt_trail"
-    )
-    allow_short = c4.checkbox("Allow short", key="bt_short_selling")
+    allow_short = c4.checkbox("Allow short", value=DEFAULTS.params.allow_short, key="bt_short_selling")
     c1, c2, c3, c4 = st.columns(4)
-    sizing_kind = c1.selectbox("Sizing", list(SIZING_KINDS), key="bt_sizing")
+    sizing_kind = c1.selectbox(
+        "Sizing", list(SIZING_KINDS), index=SIZING_KINDS.index(DEFAULTS.params.sizing.kind), key="bt_sizing"
+    )
+    value_low, _ = _bounds(Sizing, "value")
+    # Empty until typed: the default sizing (all-in) takes no value, so there is no default to show.
     sizing_value = c2.number_input(
-        "Sizing value", min_value=0.0, value=10.0, step=1.0, key="bt_sizing_value", disabled=sizing_kind == "all-in",
-        help="quantity, currency amount or percent, by sizing kind",
+        "Sizing value", min_value=value_low, value=None, step=1.0, key="bt_sizing_value",
+        disabled=sizing_kind == "all-in", help="quantity, currency amount or percent, by sizing kind",
     )  # fmt: skip
-    qty_step = c3.number_input(
-        "Quantity step (0 = fractional)", min_value=0.0, value=1.0, step=1.0, key="bt_qty_step"
+    qty_step = _float_input(
+        c3, "Quantity step (0 = fractional)", StrategyParams, "qty_step", "bt_qty_step", step=1.0
     )
-    initial_cash = c4.number_input("Initial cash", min_value=1.0, value=10_000.0, step=1_000.0, key="bt_cash")
+    initial_cash = c4.number_input(
+        "Initial cash", min_value=1.0, value=DEFAULTS.initial_cash, step=1_000.0, key="bt_cash"
+    )
     c1, c2, c3, _ = st.columns(4)
-    commission_pct = c1.number_input(
-        "Commission %", min_value=0.0, max_value=10.0, value=0.0, step=0.01, key="bt_commission"
-    )
-    commission_fixed = c2.number_input("Fixed fee per fill", min_value=0.0, value=0.0, step=0.5, key="bt_fee")
-    slippage_bps = c3.number_input(
-        "Slippage (bps)", min_value=0.0, max_value=1000.0, value=0.0, step=1.0, key="bt_slippage"
-    )
+    commission_pct = _float_input(c1, "Commission %", Costs, "commission_pct", "bt_commission", step=0.01)
+    commission_fixed = _float_input(c2, "Fixed fee per fill", Costs, "commission_fixed", "bt_fee", step=0.5)
+    slippage_bps = _float_input(c3, "Slippage (bps)", Costs, "slippage_bps", "bt_slippage", step=1.0)
     try:
         params = StrategyParams(
             ma_type=ma_type,
@@ -163,7 +210,7 @@ def choose_config() -> BacktestConfig | None:
             allow_short=bool(allow_short),
             sizing={"kind": sizing_kind}
             if sizing_kind == "all-in"
-            else {"kind": sizing_kind, "value": float(sizing_value)},
+            else {"kind": sizing_kind, "value": sizing_value},
             qty_step=float(qty_step),
         )
         costs = Costs(

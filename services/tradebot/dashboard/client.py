@@ -1,22 +1,50 @@
 """A small typed client for the tradebot HTTP API; the dashboard's only way to see the live pipeline.
 
-Every failure (no connection, a timeout, a non-2xx answer, a body that is not JSON) raises
-`ApiUnavailable` with a one-line message naming the URL and, for an HTTP error, the status and detail.
+Every answer is parsed into the API's own response model (`tradebot.core.views`). Every failure (no
+connection, a timeout, a non-2xx answer, a body that does not fit the model) raises `ApiUnavailable` with a
+one-line message naming the URL and, for an HTTP error, the status and detail.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, ValidationError
+
+from tradebot.core.models import Fill, OrderRequest, Position, Signal
+from tradebot.core.views import (
+    EquityCurve,
+    EquityPoint,
+    FillPage,
+    HaltState,
+    LastPrice,
+    LastPrices,
+    MarketActivity,
+    OrderPage,
+    Page,
+    PnlList,
+    PositionList,
+    PriceHistory,
+    PricePoint,
+    SignalPage,
+    StrategyInfo,
+    StrategyList,
+    StrategyPnl,
+    SymbolActivity,
+)
 
 from tradebot.core.errors import TradebotError
 
 __all__ = ["ApiClient", "ApiUnavailable"]
 
-Json = dict[str, Any]
+Answer = TypeVar("Answer", bound=BaseModel)
+Record = TypeVar("Record", bound=BaseModel)
+Order = Literal["asc", "desc"]
+QueryValue = str | int | float | list[str] | None
 
 
 class ApiUnavailable(TradebotError):  # noqa: N818 - the name says what the dashboard shows
@@ -57,8 +85,15 @@ class ApiClient:
 
     # -- plumbing ------------------------------------------------------------------------------------
     def _request(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None, token: str | None = None
-    ) -> Json:
+        self,
+        method: str,
+        path: str,
+        model: type[Answer],
+        *,
+        params: Mapping[str, QueryValue] | None = None,
+        token: str | None = None,
+    ) -> Answer:
+        """One request, its answer parsed into `model` (the API's own response model)."""
         url = f"{self.base_url}{path}"
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         query = {k: v for k, v in (params or {}).items() if v is not None}
@@ -77,31 +112,33 @@ class ApiClient:
                 status=response.status_code,
             )
         try:
-            body = response.json()
-        except ValueError:
-            raise ApiUnavailable(f"the tradebot API at {url} answered something that is not JSON") from None
-        if not isinstance(body, dict):
-            raise ApiUnavailable(f"the tradebot API at {url} answered an unexpected body (not an object)")
-        return body
-
-    def _items(self, path: str, params: dict[str, Any] | None = None) -> list[Json]:
-        items = self._request("GET", path, params=params).get("items", [])
-        return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
-
-    # -- reads ---------------------------------------------------------------------------------------
-    def strategies(self) -> list[Json]:
-        return self._items("/strategies")
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ApiUnavailable(
+                f"the tradebot API at {url} answered a body that is not a {model.__name__}: "
+                f"{_first_problem(exc)}"
+            ) from None
 
     def _log(
         self,
         path: str,
+        model: type[Page[Record]],
         strategy: str | None,
         symbol: str | None,
         limit: int,
-        order: Literal["asc", "desc"],
-    ) -> list[Json]:
-        params = {"strategy": strategy, "symbol": symbol, "limit": max(1, min(limit, 1000)), "order": order}
-        return self._items(path, params)
+        order: Order,
+    ) -> list[Record]:
+        params: dict[str, QueryValue] = {
+            "strategy": strategy,
+            "symbol": symbol,
+            "limit": max(1, min(limit, 1000)),
+            "order": order,
+        }
+        return self._request("GET", path, model, params=params).items
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def strategies(self) -> list[StrategyInfo]:
+        return self._request("GET", "/strategies", StrategyList).items
 
     def orders(
         self,
@@ -109,9 +146,9 @@ class ApiClient:
         symbol: str | None = None,
         *,
         limit: int = 100,
-        order: Literal["asc", "desc"] = "desc",
-    ) -> list[Json]:
-        return self._log("/orders", strategy, symbol, limit, order)
+        order: Order = "desc",
+    ) -> list[OrderRequest]:
+        return self._log("/orders", OrderPage, strategy, symbol, limit, order)
 
     def fills(
         self,
@@ -119,9 +156,9 @@ class ApiClient:
         symbol: str | None = None,
         *,
         limit: int = 100,
-        order: Literal["asc", "desc"] = "desc",
-    ) -> list[Json]:
-        return self._log("/fills", strategy, symbol, limit, order)
+        order: Order = "desc",
+    ) -> list[Fill]:
+        return self._log("/fills", FillPage, strategy, symbol, limit, order)
 
     def signals(
         self,
@@ -129,42 +166,61 @@ class ApiClient:
         symbol: str | None = None,
         *,
         limit: int = 100,
-        order: Literal["asc", "desc"] = "desc",
-    ) -> list[Json]:
-        return self._log("/signals", strategy, symbol, limit, order)
+        order: Order = "desc",
+    ) -> list[Signal]:
+        return self._log("/signals", SignalPage, strategy, symbol, limit, order)
 
-    def positions(self, strategy: str | None = None) -> list[Json]:
-        return self._items("/positions", {"strategy": strategy})
+    def positions(self, strategy: str | None = None) -> list[Position]:
+        return self._request("GET", "/positions", PositionList, params={"strategy": strategy}).items
 
-    def pnl(self) -> list[Json]:
-        return self._items("/pnl")
+    def pnl(self) -> list[StrategyPnl]:
+        return self._request("GET", "/pnl", PnlList).items
 
-    def equity(self, strategy: str, *, limit: int = 1000) -> list[Json]:
-        points = self._request("GET", "/equity", params={"strategy": strategy, "limit": limit}).get(
-            "points", []
-        )
-        return [p for p in points if isinstance(p, dict)] if isinstance(points, list) else []
+    def equity(self, strategy: str, *, limit: int = 1000) -> list[EquityPoint]:
+        params: dict[str, QueryValue] = {"strategy": strategy, "limit": limit}
+        return self._request("GET", "/equity", EquityCurve, params=params).points
 
-    def last_prices(self) -> list[Json]:
-        return self._items("/prices")
+    def last_prices(self) -> list[LastPrice]:
+        return self._request("GET", "/prices", LastPrices).items
 
-    def price_history(self, symbol: str, *, limit: int = 1000) -> list[Json]:
-        body = self._request("GET", f"/prices/{quote(symbol, safe='')}", params={"limit": limit})
-        points = body.get("points", [])
-        return [p for p in points if isinstance(p, dict)] if isinstance(points, list) else []
+    def price_history(self, symbol: str, *, limit: int = 1000) -> list[PricePoint]:
+        path = f"/prices/{quote(symbol, safe='')}"
+        return self._request("GET", path, PriceHistory, params={"limit": limit}).points
+
+    def market(
+        self, symbols: Sequence[str], strategy: str | None = None, *, points: int = 1000, limit: int = 1000
+    ) -> list[SymbolActivity]:
+        """Prices, orders and fills of each symbol (of one strategy or all), in one request."""
+        if not symbols:
+            return []
+        params: dict[str, QueryValue] = {
+            "symbol": list(symbols),
+            "strategy": strategy,
+            "points": points,
+            "limit": limit,
+        }
+        return self._request("GET", "/market", MarketActivity, params=params).items
 
     # -- control -------------------------------------------------------------------------------------
-    def halt(self, strategy_id: str, token: str | None = None) -> Json:
+    def halt(self, strategy_id: str, token: str | None = None) -> HaltState:
         return self._control(strategy_id, "halt", token)
 
-    def resume(self, strategy_id: str, token: str | None = None) -> Json:
+    def resume(self, strategy_id: str, token: str | None = None) -> HaltState:
         return self._control(strategy_id, "resume", token)
 
-    def _control(self, strategy_id: str, action: str, token: str | None) -> Json:
+    def _control(self, strategy_id: str, action: str, token: str | None) -> HaltState:
         token = token or self.token
         if not token:
             raise ApiUnavailable(f"{action} needs the API token (TRADEBOT_API_TOKEN)", status=401)
-        return self._request("POST", f"/strategies/{quote(strategy_id, safe='')}/{action}", token=token)
+        path = f"/strategies/{quote(strategy_id, safe='')}/{action}"
+        return self._request("POST", path, HaltState, token=token)
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in error["loc"]) or "body"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {error['msg']}{more}"
 
 
 def _detail(response: httpx.Response) -> str:

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import altair as alt
 import pandas as pd
 import streamlit as st
+from pydantic import BaseModel
 
 from tradebot.core.indicators import MovingAverage
+from tradebot.core.models import Fill, FillStatus, OrderRequest
+from tradebot.core.params import StrategyParams
+from tradebot.core.views import EquityPoint, StrategyInfo
 from tradebot.dashboard.client import ApiClient, ApiUnavailable
 from tradebot.dashboard.common import TOKEN_KEY, api_token, client, load_dashboard_settings, show_api_error
 from tradebot.dashboard.settings import DashboardSettings
@@ -29,6 +33,7 @@ FLASH_KEY = "live_flash"
 KNOWN_KEY = "live_known_strategies"
 TABLE_ROWS = 200
 PRICE_POINTS = 2000
+MARKER_ORDERS = 1000
 
 # Order reasons as chart markers.
 MARKER_KINDS: dict[str, str] = {
@@ -63,8 +68,8 @@ def moving_averages(
     return [short.update(p) for p in prices], [long_.update(p) for p in prices]
 
 
-def table(items: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
-    frame = pd.DataFrame(items)
+def table(items: Sequence[BaseModel], columns: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame([item.model_dump(mode="json") for item in items])
     if frame.empty:
         return pd.DataFrame(columns=columns)
     present = [c for c in columns if c in frame.columns]
@@ -74,33 +79,32 @@ def table(items: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-def markers(orders: list[dict[str, Any]], fills: list[dict[str, Any]]) -> pd.DataFrame:
+def markers(orders: Sequence[OrderRequest], fills: Sequence[Fill]) -> pd.DataFrame:
     """One marker per order at its time: entries, exits and stop-outs; at the fill price when filled."""
-    by_order = {f.get("order_id"): f for f in fills}
+    by_order = {f.order_id: f for f in fills}
     rows = []
     for order in orders:
-        fill = by_order.get(order.get("id"))
-        status = fill.get("status", "pending") if fill else "pending"
-        kind = "rejected" if status == "rejected" else MARKER_KINDS.get(str(order.get("reason")), "exit")
-        price = fill.get("price") if fill and status == "filled" else order.get("ref_price")
+        fill = by_order.get(order.id)
+        status = fill.status.value if fill else "pending"
+        kind = "rejected" if status == "rejected" else MARKER_KINDS.get(order.reason.value, "exit")
+        price = fill.price if fill and fill.status is FillStatus.FILLED else order.ref_price
         rows.append(
             {
-                "ts": order.get("ts"), "price": price, "kind": kind, "side": order.get("side"),
-                "qty": order.get("qty"), "reason": order.get("reason"), "status": status,
+                "ts": order.ts, "price": price, "kind": kind, "side": order.side.value,
+                "qty": order.qty, "reason": order.reason.value, "status": status,
             }
         )  # fmt: skip
     frame = pd.DataFrame(rows, columns=["ts", "price", "kind", "side", "qty", "reason", "status"])
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601", errors="coerce")
-    frame["price"] = pd.to_numeric(frame["price"], errors="coerce")
-    return frame.dropna(subset=["ts", "price"])
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    frame["price"] = pd.to_numeric(frame["price"])
+    return frame
 
 
-def equity_frame(points: list[dict[str, Any]], strategy_id: str) -> pd.DataFrame:
+def equity_frame(points: Sequence[EquityPoint], strategy_id: str) -> pd.DataFrame:
     """Equity after each fill and its drawdown (percent below the running peak)."""
-    frame = pd.DataFrame(points, columns=["ts", "equity"])
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601", errors="coerce")
-    frame["equity"] = pd.to_numeric(frame["equity"], errors="coerce")
-    frame = frame.dropna().reset_index(drop=True)
+    frame = pd.DataFrame([(p.ts, p.equity) for p in points], columns=["ts", "equity"])
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    frame["equity"] = pd.to_numeric(frame["equity"])
     peak = frame["equity"].cummax()
     frame["drawdown_pct"] = (frame["equity"] / peak - 1.0).where(peak > 0, 0.0) * 100.0
     frame["fill_no"] = range(1, len(frame) + 1)
@@ -108,23 +112,18 @@ def equity_frame(points: list[dict[str, Any]], strategy_id: str) -> pd.DataFrame
     return frame
 
 
-def describe_params(params: dict[str, Any]) -> str:
-    parts = [
-        f"{str(params.get('ma_type', 'sma')).upper()} {params.get('short_window')}/{params.get('long_window')}"
-    ]
-    for key, label in (
-        ("stop_loss_pct", "stop"),
-        ("take_profit_pct", "take-profit"),
-        ("trailing_stop_pct", "trailing"),
+def describe_params(params: StrategyParams) -> str:
+    parts = [f"{params.ma_type.upper()} {params.short_window}/{params.long_window}"]
+    for value, label in (
+        (params.stop_loss_pct, "stop"),
+        (params.take_profit_pct, "take-profit"),
+        (params.trailing_stop_pct, "trailing"),
     ):
-        if params.get(key) is not None:
-            parts.append(f"{label} {params[key]:g}%")
-    if params.get("allow_short"):
+        if value is not None:
+            parts.append(f"{label} {value:g}%")
+    if params.allow_short:
         parts.append("shorts")
-    sizing = params.get("sizing")
-    if isinstance(sizing, dict):
-        kind, value = sizing.get("kind", "all-in"), sizing.get("value")
-        parts.append(f"sizing {kind}" + (f":{value:g}" if isinstance(value, int | float) else ""))
+    parts.append(f"sizing {params.sizing}")
     return ", ".join(parts)
 
 
@@ -250,7 +249,7 @@ def strategies_panel(settings: DashboardSettings) -> None:
     except ApiUnavailable as exc:
         show_api_error(exc, settings)
         return
-    ids = sorted(str(s.get("id")) for s in strategies)
+    ids = sorted(s.id for s in strategies)
     if ids != st.session_state.get(KNOWN_KEY):
         st.rerun()  # a strategy came or went: rebuild the selectors
     if token is None:
@@ -258,20 +257,15 @@ def strategies_panel(settings: DashboardSettings) -> None:
             "Halt and resume need the API token: set TRADEBOT_API_TOKEN or type it into the sidebar. "
             "The buttons are disabled until then."
         )
-    for strategy in sorted(strategies, key=lambda s: str(s.get("id"))):
-        sid = str(strategy.get("id"))
-        halted = bool(strategy.get("halted"))
-        params = strategy.get("params") if isinstance(strategy.get("params"), dict) else {}
+    for strategy in sorted(strategies, key=lambda s: s.id):
+        sid, halted, costs = strategy.id, strategy.halted, strategy.costs
         with st.container(border=True):
             name, info, halt, resume = st.columns([2, 6, 1, 1], vertical_alignment="center")
             name.markdown(f"**{sid}**  \n{':red[halted]' if halted else ':green[running]'}")
-            symbols = ", ".join(str(s) for s in strategy.get("symbols", []))
-            costs = strategy.get("costs") or {}
             info.markdown(
-                f"{describe_params(params or {})}  \n"
-                f"symbols {symbols or '-'}; initial cash {float(strategy.get('initial_cash') or 0):,.0f}; "
-                f"commission {float(costs.get('commission_pct') or 0):g}%, "
-                f"slippage {float(costs.get('slippage_bps') or 0):g} bps"
+                f"{describe_params(strategy.params)}  \n"
+                f"symbols {', '.join(strategy.symbols) or '-'}; initial cash {strategy.initial_cash:,.0f}; "
+                f"commission {costs.commission_pct:g}%, slippage {costs.slippage_bps:g} bps"
             )
             common = {
                 "timeout": settings.api_timeout_seconds,
@@ -291,44 +285,35 @@ def strategies_panel(settings: DashboardSettings) -> None:
 
 
 def market_panel(
-    settings: DashboardSettings, strategies: dict[str, dict[str, Any]], symbols: list[str]
+    settings: DashboardSettings, strategies: dict[str, StrategyInfo], symbols: list[str]
 ) -> None:
     strategy_id = _selected(STRATEGY_KEY)
     symbol = _selected(SYMBOL_KEY)
     strategy = strategies.get(strategy_id) if strategy_id else None
-    shown = [symbol] if symbol else (list(strategy.get("symbols", [])) if strategy else symbols)
-    params: dict[str, Any] = (strategy or {}).get("params") or {}
+    shown = [symbol] if symbol else (strategy.symbols if strategy else symbols)
+    params = strategy.params if strategy else None
     try:
         with client(settings) as api:
-            data = [
-                (
-                    sym,
-                    api.price_history(sym, limit=PRICE_POINTS),
-                    api.orders(strategy_id, sym, limit=1000),
-                    api.fills(strategy_id, sym, limit=1000),
-                )
-                for sym in shown
-            ]
+            # One request for every chart: each symbol's prices, orders and fills.
+            data = api.market(shown, strategy_id, points=PRICE_POINTS, limit=MARKER_ORDERS)
     except ApiUnavailable as exc:
         show_api_error(exc, settings)
         return
     if not data:
         st.info("No symbol to chart.")
-    for sym, points, orders, fills in data:
-        prices = pd.DataFrame(points, columns=["ts", "price"])
-        prices["ts"] = pd.to_datetime(prices["ts"], utc=True, format="ISO8601", errors="coerce")
-        prices["price"] = pd.to_numeric(prices["price"], errors="coerce")
-        prices = prices.dropna().reset_index(drop=True)
-        if params:
-            short_w, long_w = int(params.get("short_window", 10)), int(params.get("long_window", 30))
-            kind = str(params.get("ma_type", "sma"))
+    for activity in data:
+        sym = activity.symbol
+        prices = pd.DataFrame([(p.ts, p.price) for p in activity.prices], columns=["ts", "price"])
+        prices["ts"] = pd.to_datetime(prices["ts"], utc=True)
+        if params is not None:
+            short_w, long_w, kind = params.short_window, params.long_window, params.ma_type
             short, long_ = moving_averages(prices["price"].tolist(), kind, short_w, long_w)
             short_label, long_label = f"{kind.upper()} {short_w}", f"{kind.upper()} {long_w}"
         else:
             short = long_ = [math.nan] * len(prices)
             short_label, long_label = "short MA", "long MA"
         prices["short_ma"], prices["long_ma"] = short, long_
-        marks = markers(orders, fills)
+        marks = markers(activity.orders, activity.fills)
         st.markdown(
             f"**{sym}** — {len(prices)} cached prices, {len(marks)} orders"
             + (f" of {strategy_id}" if strategy_id else "")
@@ -337,12 +322,12 @@ def market_panel(
             st.info(f"No prices or orders for {sym} yet.")
             continue
         st.altair_chart(price_chart(prices, marks, short_label, long_label), width="stretch")
-        if params and len(prices) < int(params.get("long_window", 0)):
+        if params is not None and len(prices) < params.long_window:
             st.caption(
                 f"The API holds {len(prices)} recent prices of {sym}; the long MA needs "
-                f"{params.get('long_window')} before it shows."
+                f"{params.long_window} before it shows."
             )
-        elif not params:
+        elif params is None:
             st.caption("Choose one strategy to see its moving averages.")
 
 
@@ -362,28 +347,28 @@ def activity_panel(settings: DashboardSettings, strategy_ids: list[str]) -> None
         return
 
     st.subheader("P&L and positions")
-    pnl_rows = [row for row in pnl if strategy_id is None or row.get("strategy_id") == strategy_id]
+    pnl_rows = [row for row in pnl if strategy_id is None or row.strategy_id == strategy_id]
     if strategy_id is not None:
-        row = pnl_rows[0] if pnl_rows else {}
+        row = pnl_rows[0] if pnl_rows else None
         cols = st.columns(4)
-        for col, (label, key) in zip(
+        for col, (label, value) in zip(
             cols,
             (
-                ("total P&L", "total_pnl"),
-                ("realised", "realized_pnl"),
-                ("unrealised", "unrealized_pnl"),
-                ("commissions", "commissions"),
+                ("total P&L", row.total_pnl if row else 0.0),
+                ("realised", row.realized_pnl if row else 0.0),
+                ("unrealised", row.unrealized_pnl if row else 0.0),
+                ("commissions", row.commissions if row else 0.0),
             ),
             strict=True,
         ):
-            col.metric(label, f"{float(row.get(key) or 0.0):,.2f}")
+            col.metric(label, f"{value:,.2f}")
     else:
         st.dataframe(
             table(pnl_rows, ["strategy_id", "total_pnl", "realized_pnl", "unrealized_pnl", "commissions"]),
             hide_index=True, width="stretch",
         )  # fmt: skip
     if symbol is not None:
-        positions = [p for p in positions if p.get("symbol") == symbol]
+        positions = [p for p in positions if p.symbol == symbol]
     st.dataframe(table(positions, POSITION_COLUMNS), hide_index=True, width="stretch")
 
     st.subheader("Equity and drawdown")
@@ -445,14 +430,14 @@ def render() -> None:
 
     try:
         with client(settings) as api:
-            strategies = {str(s.get("id")): s for s in api.strategies()}
+            strategies = {s.id: s for s in api.strategies()}
     except ApiUnavailable as exc:
         show_api_error(exc, settings)
         _fragment(every, wait_for_api)(settings)
         return
     ids = sorted(strategies)
     st.session_state[KNOWN_KEY] = ids
-    symbols = sorted({str(sym) for s in strategies.values() for sym in s.get("symbols", [])})
+    symbols = sorted({sym for s in strategies.values() for sym in s.symbols})
 
     left, right = st.columns(2)
     left.selectbox(
