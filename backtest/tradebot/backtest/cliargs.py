@@ -55,7 +55,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         required=True,
         metavar="FILE",
-        help="OHLCV CSV (generic, Yahoo, Binance klines or timestamp,price)",
+        help="bars or ticks, CSV or Parquet (generic OHLCV, Yahoo, Binance klines, timestamp,price[,size])",
     )
 
 

@@ -38,13 +38,20 @@ def infer_bars_per_year(index: pd.DatetimeIndex) -> float:
     """Bars per year from the median spacing of ``index``.
 
     Daily spacing gives 252 when no bar falls on a weekend (stocks) and 365 otherwise (crypto);
+    ticks where most share their timestamp with the previous one use the mean spacing instead;
     coarser data gives 365 / spacing-in-days (weekly ~52); intraday data gives seconds-per-year
     (365 days) / spacing, the median making session gaps and weekends irrelevant.
     """
     if len(index) < 2:
         raise ValueError("need at least two timestamps to infer the bar spacing")
     stamps: npt.NDArray[np.datetime64] = index.to_numpy(dtype="datetime64[ns]")
-    spacing_ns = float(np.median(np.diff(stamps.view(np.int64))))
+    steps = np.diff(stamps.view(np.int64))
+    # Regular data (the usual case) has one step: two cheap passes instead of the median's partition.
+    low, high = int(steps.min()), int(steps.max())
+    spacing_ns = float(low) if low == high else float(np.median(steps))
+    if spacing_ns <= 0 and high > 0 and low >= 0:
+        # Ticks, most sharing a timestamp with the one before: the mean spacing instead.
+        spacing_ns = float(stamps.view(np.int64)[-1] - stamps.view(np.int64)[0]) / len(steps)
     if spacing_ns <= 0:
         raise ValueError("timestamps must be increasing to infer the bar spacing")
     days = spacing_ns / 1e9 / SECONDS_PER_DAY
