@@ -8,6 +8,7 @@ read by pyarrow's threads while the numerical stack (pandas, numba and the kerne
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -49,33 +50,43 @@ def _process_age() -> float | None:
         uptime = float(Path("/proc/uptime").read_text().split()[0])
     except (OSError, IndexError, ValueError):
         return None
-    import os
-
     started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat(5), counted after "(comm)"
     return max(0.0, uptime - started)
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of the whole process (every thread) so far."""
+    times = os.times()
+    return times.user + times.system
+
+
 class Profile:
-    """Wall-clock time per phase, printed as one line on stderr."""
+    """Wall-clock and CPU time per phase, printed as one line on stderr. CPU above wall means threads
+    worked in parallel; wall far above CPU means the machine was busy with something else."""
 
     def __init__(self) -> None:
         self.started_at = _process_age()
-        self.phases: dict[str, float] = {}
+        self.cpu_at_start = _cpu_seconds()
+        self.phases: dict[str, tuple[float, float]] = {}
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), _cpu_seconds()
         try:
             yield
         finally:
-            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
+            spent_wall, spent_cpu = self.phases.get(name, (0.0, 0.0))
+            self.phases[name] = (
+                spent_wall + time.perf_counter() - wall,
+                spent_cpu + _cpu_seconds() - cpu,
+            )
 
     def line(self) -> str:
-        parts = [f"{name} {seconds:.3f} s" for name, seconds in self.phases.items()]
+        parts = [f"{name} {wall:.3f} s (CPU {cpu:.3f} s)" for name, (wall, cpu) in self.phases.items()]
         age = _process_age()
         if age is not None and self.started_at is not None:
-            parts.insert(0, f"start-up and imports {self.started_at:.3f} s")
-            parts.append(f"whole process {age:.3f} s")
+            parts.insert(0, f"start-up and imports {self.started_at:.3f} s (CPU {self.cpu_at_start:.3f} s)")
+            parts.append(f"whole process {age:.3f} s (CPU {_cpu_seconds():.3f} s)")
         return "tradebot backtest profile: " + ", ".join(parts)
 
 
