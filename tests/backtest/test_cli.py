@@ -311,3 +311,19 @@ def test_tick_file_is_backtested_one_bar_per_tick(capsys: pytest.CaptureFixture[
     assert result["stats"]["n_trades"] > 0
     _, from_bars, _ = run_cli(capsys, "backtest", "--data", str(bars), *flags)
     assert json.loads(from_bars) == result
+
+
+def test_fill_choices_are_the_engines_and_a_bad_flag_is_named_before_a_bad_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from tradebot.backtest.cliargs import FILL_CHOICES
+    from tradebot.backtest.engine import FILL_MODELS
+
+    assert FILL_CHOICES == FILL_MODELS
+    missing = str(tmp_path / "missing.csv")
+    code, _, err = run_cli(capsys, "backtest", "--data", missing, "--short-window", "9", "--long-window", "3")
+    assert code == 2
+    assert "--short-window (9) must be less than --long-window (3)" in err
+    code, _, err = run_cli(capsys, "backtest", "--data", missing, "--short-window", "2", "--long-window", "3")
+    assert code == 2
+    assert "missing.csv" in err

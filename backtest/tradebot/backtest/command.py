@@ -1,13 +1,15 @@
 """`tradebot backtest`: one backtest of the crossover strategy over a CSV or Parquet file.
 
 A whole process is what a user waits for, so this module imports almost nothing at the top: the file is
-read by pyarrow's threads while the numerical stack (pandas, numba and the kernel) loads beside it, and
-`--json` never loads rich or matplotlib. `--profile` prints where the time went.
+read by pyarrow's threads while the numerical stack (pandas, numba and the kernel) loads beside it and
+numba loads the compiled kernel, and `--json` never loads rich or matplotlib. `--profile` prints where the
+time went.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -90,10 +92,23 @@ class Profile:
         return "tradebot backtest profile: " + ", ".join(parts)
 
 
-def _import_numerical_stack() -> None:
-    # Runs on a thread while pyarrow reads the file (its reader releases the GIL).
-    import tradebot.backtest.metrics
-    import tradebot.backtest.result  # noqa: F401  (numba, pandas, the kernel)
+def _warm_up() -> None:
+    """Runs on a thread while the main thread reads the file (pyarrow's reader releases the GIL): imports
+    the numerical stack (pandas, numba, the kernel) and backtests a few constant bars, so that numba has
+    loaded the compiled kernel before the real run. Its machine code depends on the argument types only,
+    which are the same for every config."""
+    import numpy as np
+    import pandas as pd
+
+    from tradebot.backtest.engine import BacktestConfig
+    from tradebot.backtest.result import run_backtest
+    from tradebot.core.params import StrategyParams
+
+    n = 64
+    index = pd.date_range("2024-01-01", periods=n, freq="1min", tz="UTC", name="ts")
+    bars = pd.DataFrame(dict.fromkeys(("open", "high", "low", "close", "volume"), np.ones(n)), index=index)
+    with contextlib.suppress(Exception):  # only a head start: the real run reports any problem itself
+        run_backtest(bars, BacktestConfig(StrategyParams(short_window=2, long_window=3)))
 
 
 def _error(message: object) -> int:
@@ -103,30 +118,45 @@ def _error(message: object) -> int:
 
 def run(args: argparse.Namespace) -> int:
     profile = Profile()
+    warm_up = threading.Thread(target=_warm_up, name="warm-up", daemon=True)
+    warm_up.start()
+    try:
+        code = _run(args, profile, warm_up)
+    finally:
+        warm_up.join()  # never leave numba busy on a thread while the interpreter shuts down
+    if args.profile and code == 0:
+        print(profile.line(), file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace, profile: Profile, warm_up: threading.Thread) -> int:
+    from tradebot.backtest.data import DataError, read_market_data, validate_market_data
+
+    # Read first (the longest step, beside the imports), but report a bad flag before a bad file.
+    raw = failed = None
+    try:
+        with profile.phase("read"):
+            raw = read_market_data(args.data)
+    except (DataError, OSError) as exc:
+        failed = exc
     try:
         config = build_config(args)
     except UsageError as exc:
         return _error(exc)
-    loader = threading.Thread(target=_import_numerical_stack, name="imports", daemon=True)
-    loader.start()
-    from tradebot.backtest.data import DataError, read_market_data, validate_market_data
-
     data: MarketData
     try:
-        with profile.phase("read"):
-            raw = read_market_data(args.data)
+        if raw is None:
+            raise failed or DataError(args.data, "cannot read file")
         with profile.phase("validate"):
             data = validate_market_data(raw)
     except (DataError, OSError) as exc:
         return _error(exc)
+    del raw
     if len(data) < 2:
         return _error(f"{args.data} holds {len(data)} {data.kind[:-1]}(s); a backtest needs at least 2")
-    with profile.phase("imports left after reading"):
-        loader.join()
-    code = _backtest(args, data, config, profile)
-    if args.profile:
-        print(profile.line(), file=sys.stderr)
-    return code
+    with profile.phase("warm-up left after reading"):
+        warm_up.join()
+    return _backtest(args, data, config, profile)
 
 
 def _backtest(args: argparse.Namespace, data: MarketData, config: BacktestConfig, profile: Profile) -> int:

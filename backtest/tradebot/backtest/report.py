@@ -12,6 +12,7 @@ it is saved.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -119,31 +120,40 @@ def _iso_utc(values: np.ndarray) -> list[str | None]:
         if not np.any(ns[valid] % size):
             unit = candidate
             break
-    text = np.char.add(np.datetime_as_string(stamps, unit=unit), "+00:00").astype(object)
-    text[~valid] = None
-    out: list[str | None] = text.tolist()
-    return out
+    text: list[str] = np.datetime_as_string(stamps, unit=unit).tolist()
+    if valid.all():
+        return [stamp + "+00:00" for stamp in text]
+    return [stamp + "+00:00" if ok else None for stamp, ok in zip(text, valid.tolist(), strict=True)]
 
 
-def _column_values(column: pd.Series) -> list[Any] | np.ndarray:
-    """One trade column as something orjson encodes directly: ISO strings for times, float/int arrays
-    as they are (NaN and inf become null), plain values for the rest."""
+def _column_values(column: pd.Series) -> list[Any]:
+    """One trade column as plain values orjson encodes directly: ISO strings for times, floats and ints
+    as they are (orjson writes NaN and inf as null), strings as they are, anything else made JSON-able."""
     dtype = column.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
         return _iso_utc(column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy())
     if pd.api.types.is_datetime64_dtype(dtype):
         return _iso_utc(column.to_numpy())
-    if pd.api.types.is_bool_dtype(dtype):
-        return column.tolist()
-    if pd.api.types.is_float_dtype(dtype) or pd.api.types.is_integer_dtype(dtype):
-        return column.tolist()  # Python floats and ints; orjson writes non-finite floats as null
-    return [_jsonable(value) for value in column.tolist()]
+    values = column.tolist()
+    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_float_dtype(dtype):
+        return values
+    if pd.api.types.is_integer_dtype(dtype) or pd.api.types.infer_dtype(column, skipna=False) == "string":
+        return values
+    return [_jsonable(value) for value in values]
 
 
 def _trade_records(trades: pd.DataFrame) -> list[dict[str, Any]]:
     columns = [str(c) for c in trades.columns]
     values = [_column_values(trades[c]) for c in trades.columns]
-    return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
+    # Hundreds of thousands of new dicts would set off the cyclic garbage collector again and again
+    # (each pass scanning every dict made so far); they hold only strings and numbers: no cycles.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def result_json(
