@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tradebot.backtest.data import synthetic_ohlcv, write_ohlcv_csv
@@ -267,3 +268,62 @@ def test_walk_forward(capsys: pytest.CaptureFixture[str], hourly_csv: Path) -> N
         assert fold["train_end"] < fold["test_start"] <= fold["test_end"]
         assert "in_sample_sharpe" in fold
         assert "out_of_sample_sharpe" in fold
+
+
+def test_parquet_gives_the_csv_result_and_profile_names_the_phases(
+    capsys: pytest.CaptureFixture[str], hourly_csv: Path, tmp_path: Path
+) -> None:
+    from tradebot.backtest.data import load_ohlcv, write_parquet
+
+    parquet = write_parquet(load_ohlcv(hourly_csv), tmp_path / "hourly.parquet")
+    flags = ["--short-window", "5", "--long-window", "20", "--stop-loss-pct", "1", "--json"]
+    code, from_csv, _ = run_cli(capsys, "backtest", "--data", str(hourly_csv), *flags)
+    assert code == 0
+    code, from_parquet, err = run_cli(capsys, "backtest", "--data", str(parquet), *flags, "--profile")
+    assert code == 0
+    assert json.loads(from_parquet) == json.loads(from_csv)
+    assert json.loads(from_csv)["stats"]["n_trades"] > 0
+    (line,) = err.strip().splitlines()
+    for phase in ("read", "validate", "run", "write"):
+        assert f" {phase} " in line
+    assert "whole process" in line
+
+
+def test_tick_file_is_backtested_one_bar_per_tick(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from tradebot.backtest.data import synthetic_ohlcv
+
+    closes = synthetic_ohlcv(2_000, seed=3, freq="1s")["close"]
+    ticks = tmp_path / "ticks.csv"
+    stamps = pd.DatetimeIndex(closes.index).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ticks.write_text(
+        "timestamp,price,size\n" + "".join(f"{t},{p!r},1\n" for t, p in zip(stamps, closes, strict=True))
+    )
+    bars = tmp_path / "bars.csv"
+    bars.write_text(  # the same prices as bars with open = high = low = close
+        "timestamp,open,high,low,close,volume\n"
+        + "".join(f"{t},{p!r},{p!r},{p!r},{p!r},1\n" for t, p in zip(stamps, closes, strict=True))
+    )
+    flags = ["--short-window", "3", "--long-window", "12", "--json"]
+    code, from_ticks, err = run_cli(capsys, "backtest", "--data", str(ticks), *flags)
+    assert code == 0, err
+    result = json.loads(from_ticks)
+    assert result["stats"]["bars"] == 2_000
+    assert result["stats"]["n_trades"] > 0
+    _, from_bars, _ = run_cli(capsys, "backtest", "--data", str(bars), *flags)
+    assert json.loads(from_bars) == result
+
+
+def test_fill_choices_are_the_engines_and_a_bad_flag_is_named_before_a_bad_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from tradebot.backtest.cliargs import FILL_CHOICES
+    from tradebot.backtest.engine import FILL_MODELS
+
+    assert FILL_CHOICES == FILL_MODELS
+    missing = str(tmp_path / "missing.csv")
+    code, _, err = run_cli(capsys, "backtest", "--data", missing, "--short-window", "9", "--long-window", "3")
+    assert code == 2
+    assert "--short-window (9) must be less than --long-window (3)" in err
+    code, _, err = run_cli(capsys, "backtest", "--data", missing, "--short-window", "2", "--long-window", "3")
+    assert code == 2
+    assert "missing.csv" in err

@@ -1,17 +1,25 @@
 """The strategy and cost flags shared by `tradebot backtest` and `tradebot sweep`, and their
-translation into `StrategyParams` / `Costs` with errors that name the flag."""
+translation into `StrategyParams` / `Costs` with errors that name the flag.
+
+Parsing the flags imports nothing heavy (pydantic, pandas and the engine load in `build_config`), so
+`tradebot backtest` can start reading its file while they load.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from tradebot.backtest.engine import FILL_MODELS, BacktestConfig
-from tradebot.core.costs import Costs
 from tradebot.core.errors import TradebotError
-from tradebot.core.params import StrategyParams
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from tradebot.backtest.engine import BacktestConfig
+
+# The engine's FILL_MODELS, spelled out so that parsing flags does not import the engine (and pandas);
+# tests/backtest/test_cli.py checks that the two agree.
+FILL_CHOICES: tuple[str, ...] = ("close", "next-open")
 
 # StrategyParams field (dotted for nested) -> flag; used for flags and for naming errors.
 PARAM_FLAGS: dict[str, str] = {
@@ -56,7 +64,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         required=True,
         metavar="FILE",
-        help="OHLCV CSV (generic, Yahoo, Binance klines or timestamp,price)",
+        help="bars or ticks, CSV or Parquet (generic OHLCV, Yahoo, Binance klines, timestamp,price[,size])",
     )
 
 
@@ -119,7 +127,7 @@ def add_strategy_arguments(parser: argparse.ArgumentParser, *, ranges: bool = Fa
     costs = parser.add_argument_group("fills and costs")
     costs.add_argument(
         "--fill",
-        choices=FILL_MODELS,
+        choices=FILL_CHOICES,
         default="close",
         help="fill at the signal bar's close or the next bar's open",
     )
@@ -150,6 +158,12 @@ def params_data(args: argparse.Namespace, overrides: dict[str, Any] | None = Non
 
 
 def build_config(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> BacktestConfig:
+    from pydantic import ValidationError
+
+    from tradebot.backtest.engine import BacktestConfig
+    from tradebot.core.costs import Costs
+    from tradebot.core.params import StrategyParams
+
     try:
         params = StrategyParams.model_validate(params_data(args, overrides))
     except ValidationError as exc:

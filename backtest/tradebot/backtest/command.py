@@ -1,12 +1,29 @@
-"""`tradebot backtest`: one backtest of the crossover strategy over a CSV."""
+"""`tradebot backtest`: one backtest of the crossover strategy over a CSV or Parquet file.
+
+A whole process is what a user waits for, so this module imports almost nothing at the top: the file is
+read by pyarrow's threads while the numerical stack (pandas, numba and the kernel) loads beside it and
+numba loads the compiled kernel, and `--json` never loads rich or matplotlib. `--profile` prints where the
+time went.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tradebot.backtest.cliargs import UsageError, add_data_arguments, add_strategy_arguments, build_config
+
+if TYPE_CHECKING:
+    from tradebot.backtest.data import MarketData
+    from tradebot.backtest.engine import BacktestConfig
 
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
@@ -20,38 +37,151 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="also write the stats (no trades) as compact JSON to FILE (e.g. /dev/termination-log in a Job)",
     )
+    out.add_argument(
+        "--profile",
+        action="store_true",
+        help="print the time spent reading, validating, running and writing to stderr",
+    )
     out.add_argument("--engine", choices=("kernel", "reference"), default="kernel", help=argparse.SUPPRESS)
 
 
-def run(args: argparse.Namespace) -> int:
-    from tradebot.backtest.data import DataError, load_ohlcv
+def _process_age() -> float | None:
+    """Seconds since this process started (Linux), so the profile includes interpreter start-up."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat(5), counted after "(comm)"
+    return max(0.0, uptime - started)
 
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of the whole process (every thread) so far."""
+    times = os.times()
+    return times.user + times.system
+
+
+class Profile:
+    """Wall-clock and CPU time per phase, printed as one line on stderr. CPU above wall means threads
+    worked in parallel; wall far above CPU means the machine was busy with something else."""
+
+    def __init__(self) -> None:
+        self.started_at = _process_age()
+        self.cpu_at_start = _cpu_seconds()
+        self.phases: dict[str, tuple[float, float]] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), _cpu_seconds()
+        try:
+            yield
+        finally:
+            spent_wall, spent_cpu = self.phases.get(name, (0.0, 0.0))
+            self.phases[name] = (
+                spent_wall + time.perf_counter() - wall,
+                spent_cpu + _cpu_seconds() - cpu,
+            )
+
+    def line(self) -> str:
+        parts = [f"{name} {wall:.3f} s (CPU {cpu:.3f} s)" for name, (wall, cpu) in self.phases.items()]
+        age = _process_age()
+        if age is not None and self.started_at is not None:
+            parts.insert(0, f"start-up and imports {self.started_at:.3f} s (CPU {self.cpu_at_start:.3f} s)")
+            parts.append(f"whole process {age:.3f} s (CPU {_cpu_seconds():.3f} s)")
+        return "tradebot backtest profile: " + ", ".join(parts)
+
+
+def _warm_up() -> None:
+    """Runs on a thread while the main thread reads the file (pyarrow's reader releases the GIL): imports
+    the numerical stack (pandas, numba, the kernel) and backtests a few constant bars, so that numba has
+    loaded the compiled kernel before the real run. Its machine code depends on the argument types only,
+    which are the same for every config."""
+    import numpy as np
+    import pandas as pd
+
+    from tradebot.backtest.engine import BacktestConfig
+    from tradebot.backtest.result import run_backtest
+    from tradebot.core.params import StrategyParams
+
+    n = 64
+    index = pd.date_range("2024-01-01", periods=n, freq="1min", tz="UTC", name="ts")
+    bars = pd.DataFrame(dict.fromkeys(("open", "high", "low", "close", "volume"), np.ones(n)), index=index)
+    with contextlib.suppress(Exception):  # only a head start: the real run reports any problem itself
+        run_backtest(bars, BacktestConfig(StrategyParams(short_window=2, long_window=3)))
+
+
+def _error(message: object) -> int:
+    print(f"tradebot backtest: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    profile = Profile()
+    warm_up = threading.Thread(target=_warm_up, name="warm-up", daemon=True)
+    warm_up.start()
+    try:
+        code = _run(args, profile, warm_up)
+    finally:
+        warm_up.join()  # never leave numba busy on a thread while the interpreter shuts down
+    if args.profile and code == 0:
+        print(profile.line(), file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace, profile: Profile, warm_up: threading.Thread) -> int:
+    from tradebot.backtest.data import DataError, read_market_data, validate_market_data
+
+    # Read first (the longest step, beside the imports), but report a bad flag before a bad file.
+    raw = failed = None
+    try:
+        with profile.phase("read"):
+            raw = read_market_data(args.data)
+    except (DataError, OSError) as exc:
+        failed = exc
     try:
         config = build_config(args)
-        bars = load_ohlcv(args.data)
-    except (UsageError, DataError, OSError) as exc:
-        print(f"tradebot backtest: error: {exc}", file=sys.stderr)
-        return 2
-    if len(bars) < 2:
-        print(
-            f"tradebot backtest: error: {args.data} holds {len(bars)} bar(s); a backtest needs at least 2",
-            file=sys.stderr,
-        )
-        return 2
+    except UsageError as exc:
+        return _error(exc)
+    data: MarketData
+    try:
+        if raw is None:
+            raise failed or DataError(args.data, "cannot read file")
+        with profile.phase("validate"):
+            data = validate_market_data(raw)
+    except (DataError, OSError) as exc:
+        return _error(exc)
+    del raw
+    if len(data) < 2:
+        return _error(f"{args.data} holds {len(data)} {data.kind[:-1]}(s); a backtest needs at least 2")
+    with profile.phase("warm-up left after reading"):
+        warm_up.join()
+    return _backtest(args, data, config, profile)
 
-    from tradebot.backtest import report
+
+def _backtest(args: argparse.Namespace, data: MarketData, config: BacktestConfig, profile: Profile) -> int:
+    from tradebot.backtest.data import Ticks
     from tradebot.backtest.result import run_backtest
 
-    result = run_backtest(bars, config, engine=args.engine)
-    params = result.params_dict()
-    if args.json:
-        print(report.result_to_json(result.stats, result.trades, params))
-    else:
-        report.print_report(result.stats, result.trades)
-    if args.result_file:
-        Path(args.result_file).write_text(
-            report.result_to_json(result.stats, result.trades.iloc[0:0], {}) + "\n"
-        )
+    with profile.phase("run"):
+        # Ticks are backtested one bar per tick (the `tick` timeframe): where --timeframe aggregates.
+        bars = data.as_bars() if isinstance(data, Ticks) else data
+        result = run_backtest(bars.frame(), config, engine=args.engine)
+
+    from tradebot.backtest import report
+
+    with profile.phase("write"):
+        if args.json:
+            out = sys.stdout
+            out.flush()
+            out.buffer.write(report.result_json(result.stats, result.trades, result.params_dict()) + b"\n")
+            out.buffer.flush()
+        else:
+            report.print_report(result.stats, result.trades)
+        if args.result_file:
+            Path(args.result_file).write_bytes(
+                report.result_json(result.stats, result.trades.iloc[0:0], {}, indent=False) + b"\n"
+            )
     if args.plot:
         folder = Path(args.plot)
         written = [

@@ -1,34 +1,71 @@
-"""OHLCV loading, validation and synthetic data.
+"""Market data: reading, validating, writing and synthesising bars and ticks.
 
-`load_ohlcv` reads the CSV layouts we meet in practice (generic OHLCV, Yahoo Finance daily exports,
-Binance klines, price-only "seed" files and the backtesting.py sample `GOOG.csv`) into one canonical
-frame: a tz-aware UTC `DatetimeIndex` named `ts` and float64 columns `open, high, low, close, volume`.
-Bad data fails loudly with a `DataError` naming the file, the line (1-based, header is line 1) and the
-column; nothing is silently dropped, filled or re-sorted. Parsing is `pandas.read_csv` with the C engine
-and every check is vectorised, so ten million rows load in seconds.
+`load_market_data` reads a file into one of two shapes, so whatever turns ticks into bars (or finer bars
+into coarser ones) has a clear input:
+
+* `Bars`: OHLCV rows, strictly ascending timestamps. From generic OHLCV CSVs (any case of
+  ``date,open,high,low,close,volume`` and the other time names below), Yahoo Finance exports, Binance
+  kline CSVs (with or without a header row, ms or us epochs), the backtesting.py sample `GOOG.csv`, and
+  Parquet files with the same columns or the kline schema.
+* `Ticks`: ``timestamp,price[,size]`` rows (CSV or Parquet), non-decreasing timestamps (several trades
+  may share one). `Ticks.as_bars` is the ``tick`` timeframe: one bar per tick, as the live strategy sees
+  them.
+
+`load_ohlcv` returns the same data as the canonical frame: a tz-aware UTC `DatetimeIndex` named `ts` and
+float64 columns `open, high, low, close, volume`.
+
+Bad data fails loudly with a `DataError` naming the file, the line (CSV, 1-based, the header is line 1)
+or the row (Parquet, 1-based) and the column; nothing is silently dropped, filled or re-sorted.
+
+Speed: CSVs are parsed by pyarrow's multithreaded reader and checked with vectorised numpy. Only when
+that fast path fails (a cell that is not a number, a check that does not hold, a layout pyarrow reads
+differently) is the file read again by the careful pandas path, which keeps blank lines so that every
+error names the exact line. Both paths accept the same files and give the same arrays.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from tradebot.core.errors import TradebotError
 
-__all__ = ["OHLCV_COLUMNS", "DataError", "load_ohlcv", "synthetic_ohlcv", "write_ohlcv_csv"]
+if TYPE_CHECKING:  # pandas and pyarrow load on first use: `tradebot backtest` overlaps them with reading
+    import pandas as pd
+    import pyarrow as pa
+
+__all__ = [
+    "OHLCV_COLUMNS",
+    "Bars",
+    "DataError",
+    "MarketData",
+    "Ticks",
+    "load_market_data",
+    "load_ohlcv",
+    "read_market_data",
+    "synthetic_ohlcv",
+    "validate_market_data",
+    "write_ohlcv_csv",
+    "write_parquet",
+]
 
 OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+TICK_COLUMNS: tuple[str, ...] = ("price", "size")
 
 # Header names accepted for the time column, in order of preference.
 _TIME_NAMES: tuple[str, ...] = ("timestamp", "datetime", "date", "time", "ts", "open_time")
-# Binance kline CSV layout (https://developers.binance.com/docs/binance-spot-api-docs/rest-api#klinecandlestick-data).
+# Names accepted for a tick's traded quantity, in order of preference.
+_SIZE_NAMES: tuple[str, ...] = ("size", "qty", "quantity", "amount", "volume")
+# Binance kline layout (https://developers.binance.com/docs/binance-spot-api-docs/rest-api#klinecandlestick-data):
+# the CSV exports carry these columns in this order, without a header row (newer ones with one).
 BINANCE_COLUMNS: tuple[str, ...] = (
     "open_time",
     "open",
@@ -43,29 +80,104 @@ BINANCE_COLUMNS: tuple[str, ...] = (
     "taker_quote",
     "ignore",
 )
+PARQUET_MAGIC = b"PAR1"
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 
 class DataError(TradebotError, ValueError):
-    """Invalid market data; the message names the file and, where relevant, the line and column."""
+    """Invalid market data; the message names the file and, where relevant, the line (CSV) or row
+    (Parquet) and the column."""
 
-    def __init__(self, path: str | Path, message: str, *, line: int | None = None, column: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        message: str,
+        *,
+        line: int | None = None,
+        column: str | None = None,
+        row: int | None = None,
+    ):
         self.path = str(path)
         self.line = line
+        self.row = row
         self.column = column
-        where = self.path if line is None else f"{self.path} line {line}"
+        where = self.path
+        if line is not None:
+            where = f"{self.path} line {line}"
+        elif row is not None:
+            where = f"{self.path} row {row}"
         super().__init__(f"{where}: {message}")
 
 
-# ----------------------------------------------------------------------------------------------- loading
+# ----------------------------------------------------------------------------------------------- shapes
 
 
-def _read_first_line(path: Path) -> str | None:
-    """The first non-blank line of the file, or None if the file holds no data at all."""
+def _datetime_index(ts: IntArray) -> pd.DatetimeIndex:
+    import pandas as pd
+
+    return pd.DatetimeIndex(ts.view("datetime64[ns]"), name="ts").tz_localize("UTC")
+
+
+@dataclass(frozen=True, eq=False)
+class Bars:
+    """OHLCV bars: ``ts`` is epoch nanoseconds (UTC) of each bar's open, strictly ascending; prices are
+    finite and > 0 with ``low <= min(open, close)`` and ``high >= max(open, close)``; volume >= 0."""
+
+    kind: ClassVar[Literal["bars"]] = "bars"
+    ts: IntArray
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def index(self) -> pd.DatetimeIndex:
+        return _datetime_index(self.ts)
+
+    def frame(self) -> pd.DataFrame:
+        """The canonical frame (see `load_ohlcv`)."""
+        import pandas as pd
+
+        columns = {name: getattr(self, name) for name in OHLCV_COLUMNS}
+        return pd.DataFrame(columns, index=self.index(), copy=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Ticks:
+    """Trades: ``ts`` epoch nanoseconds (UTC), non-decreasing; ``price`` finite and > 0; ``size`` >= 0
+    (0 when the file has no size column)."""
+
+    kind: ClassVar[Literal["ticks"]] = "ticks"
+    ts: IntArray
+    price: FloatArray
+    size: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def as_bars(self) -> Bars:
+        """One bar per tick (the ``tick`` timeframe): open = high = low = close = price, volume = size."""
+        return Bars(self.ts, self.price, self.price, self.price, self.price, self.size)
+
+
+MarketData = Bars | Ticks
+
+
+# ----------------------------------------------------------------------------------------------- layout
+
+
+def _read_first_line(path: Path) -> tuple[str | None, int]:
+    """The first non-blank line of the file (None if there is none) and how many blank lines precede it."""
     with path.open("r", encoding="utf-8-sig", newline="") as fh:
-        for raw in fh:
+        for number, raw in enumerate(fh):
             if raw.strip():
-                return raw
-    return None
+                return raw, number
+    return None, 0
 
 
 def _split_header(line: str) -> list[str]:
@@ -80,34 +192,25 @@ def _is_number(text: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
 class _Layout:
-    """What the header told us: which file columns to read and what they mean."""
+    """What the header (or Parquet schema) told us: which columns to read and what they mean."""
 
-    def __init__(self, *, header: bool, time_col: int, time_name: str, mapping: dict[str, int], width: int):
-        self.header = header  # whether line 1 is a header row
-        self.time_col = time_col  # position of the timestamp column
-        self.time_name = time_name  # how error messages call it
-        self.mapping = mapping  # canonical name -> column position ("price" stands for all four prices)
-        self.width = width  # number of columns on line 1
+    kind: Literal["bars", "ticks"]
+    header: bool  # whether line 1 is a header row
+    time_col: int  # position of the timestamp column
+    time_name: str  # how error messages call it
+    mapping: dict[str, int]  # canonical name -> column position
+    width: int  # number of columns on line 1 / in the schema
+
+    def positions(self) -> list[int]:
+        return sorted({self.time_col, *self.mapping.values()})
 
 
-def _detect_layout(path: Path, first_line: str) -> _Layout:
-    fields = _split_header(first_line)
-    if fields and _is_number(fields[0]):
-        # No header: the only headerless layout we know is Binance klines.
-        if len(fields) != len(BINANCE_COLUMNS):
-            raise DataError(
-                path,
-                f"no header row, and {len(fields)} columns is not the {len(BINANCE_COLUMNS)}-column Binance "
-                "kline layout; add a header such as timestamp,open,high,low,close,volume",
-                line=1,
-            )
-        mapping = {name: BINANCE_COLUMNS.index(name) for name in OHLCV_COLUMNS}
-        return _Layout(header=False, time_col=0, time_name="open_time", mapping=mapping, width=len(fields))
-
+def _layout_from_names(path: Path, fields: list[str], line: int | None) -> _Layout:
     lowered: dict[str, int] = {}
     for position, name in enumerate(fields):
-        lowered.setdefault(name.lower(), position)  # first occurrence wins
+        lowered.setdefault(name.strip().lower(), position)  # first occurrence wins
     time_col: int | None = None
     time_name = "timestamp"
     for candidate in _TIME_NAMES:
@@ -122,26 +225,224 @@ def _detect_layout(path: Path, first_line: str) -> _Layout:
         raise DataError(
             path,
             f"missing time column (expected one of {', '.join(_TIME_NAMES[:5])}); columns found: {found}",
-            line=1,
+            line=line,
         )
 
     columns: dict[str, int] = {}
     if "close" not in lowered and "price" in lowered:
-        columns["price"] = lowered["price"]  # seed format: one price per row
-    else:
-        for name in PRICE_COLUMNS:
-            if name not in lowered:
-                raise DataError(path, f"missing column '{name}'; columns found: {found}", line=1, column=name)
-            columns[name] = lowered[name]
+        columns["price"] = lowered["price"]  # ticks: one trade (or one price) per row
+        for name in _SIZE_NAMES:
+            if name in lowered:
+                columns["size"] = lowered[name]
+                break
+        return _Layout("ticks", True, time_col, time_name, columns, len(fields))
+    for name in PRICE_COLUMNS:
+        if name not in lowered:
+            raise DataError(path, f"missing column '{name}'; columns found: {found}", line=line, column=name)
+        columns[name] = lowered[name]
     if "volume" in lowered:
         columns["volume"] = lowered["volume"]
-    return _Layout(header=True, time_col=time_col, time_name=time_name, mapping=columns, width=len(fields))
+    return _Layout("bars", True, time_col, time_name, columns, len(fields))
 
 
-def _nanoseconds(index: pd.DatetimeIndex) -> npt.NDArray[np.int64]:
-    """Epoch nanoseconds (UTC) of a DatetimeIndex, whatever its unit."""
-    values: npt.NDArray[np.datetime64] = index.to_numpy(dtype="datetime64[ns]")
-    return values.view(np.int64)
+def _detect_csv_layout(path: Path, first_line: str, line: int = 1) -> _Layout:
+    fields = _split_header(first_line)
+    if fields and _is_number(fields[0]):
+        # No header: the only headerless layout we know is Binance klines.
+        if len(fields) != len(BINANCE_COLUMNS):
+            raise DataError(
+                path,
+                f"no header row, and {len(fields)} columns is not the {len(BINANCE_COLUMNS)}-column Binance "
+                "kline layout; add a header such as timestamp,open,high,low,close,volume",
+                line=line,
+            )
+        mapping = {name: BINANCE_COLUMNS.index(name) for name in OHLCV_COLUMNS}
+        return _Layout("bars", False, 0, "open_time", mapping, len(fields))
+    return _layout_from_names(path, fields, line=line)
+
+
+# ------------------------------------------------------------------------------------------- raw columns
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Turns a row position into the error's location: a file line (CSV) or a 1-based row (Parquet)."""
+
+    lines: IntArray | None = None  # file line of each row; None means name rows
+
+    def __call__(self, position: int) -> dict[str, int]:
+        if self.lines is None:
+            return {"row": position + 1}
+        return {"line": int(self.lines[position])}
+
+
+class _FastPathError(Exception):
+    """The fast CSV path cannot tell the exact line: read the file again with the careful path."""
+
+
+@dataclass(frozen=True)
+class RawData:
+    """A file's columns as read, before any check: what `validate_market_data` turns into bars or ticks.
+
+    ``time`` is whatever the reader produced for the time column (epoch numbers, datetime64, strings);
+    ``values`` holds float64 arrays (NaN where a cell was empty) or, from the careful CSV path, the raw
+    cells still to be converted.
+    """
+
+    path: Path
+    layout: _Layout
+    time: Any
+    values: dict[str, Any]
+    place: _Place
+    # Set on the fast CSV path: rereads the file carefully when a check fails, to name the exact line.
+    careful: Callable[[], RawData] | None = None
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+
+def _arrow_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    import pyarrow as pa
+
+    if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+        if column.null_count:
+            column = column.cast(pa.float64())  # nulls become NaN: "empty" below
+        return np.asarray(column.to_numpy())
+    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+        if column.null_count:
+            return np.asarray(column.to_pandas().to_numpy())  # NaT where empty
+        return np.asarray(column.to_numpy())  # tz-aware or not, the values are UTC instants
+    return np.asarray(column.to_pandas().to_numpy())  # strings, decimals: parsed below
+
+
+def _read_csv_fast(path: Path, layout: _Layout) -> RawData:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = [f"c{i}" for i in range(layout.width)]
+    value_cols = {name: names[position] for name, position in layout.mapping.items()}
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1 if layout.header else 0),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=[names[p] for p in layout.positions()],
+                column_types={column: pa.float64() for column in value_cols.values()},
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise _FastPathError from exc
+    return RawData(
+        path=path,
+        layout=layout,
+        time=_arrow_to_numpy(table.column(names[layout.time_col])),
+        values={name: _arrow_to_numpy(table.column(column)) for name, column in value_cols.items()},
+        place=_Place(),
+        careful=lambda: _read_csv_careful(path, layout),
+    )
+
+
+def _read_csv_careful(path: Path, layout: _Layout, blank_above: int = 0) -> RawData:
+    """pandas' C parser, keeping blank lines so that each row knows its file line."""
+    import pandas as pd
+
+    positions = layout.positions()
+    read_kwargs: dict[str, Any] = {
+        "engine": "c",
+        "usecols": positions,
+        "header": 0 if layout.header else None,
+        "skip_blank_lines": False,  # keep blank lines so row numbers map to file lines
+        "float_precision": "round_trip",  # exact: write_ohlcv_csv -> load_ohlcv reproduces every float
+        "encoding": "utf-8-sig",
+        "skipinitialspace": True,
+        "skiprows": blank_above,
+    }
+    try:
+        raw = pd.read_csv(path, **read_kwargs)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(path, "file is empty") from exc
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"cannot parse CSV: {exc}") from exc
+
+    raw.columns = pd.Index([f"c{p}" for p in positions])
+    first_data_line = blank_above + (2 if layout.header else 1)
+    lines = np.arange(first_data_line, first_data_line + len(raw), dtype=np.int64)
+    if len(raw) and raw.isna().to_numpy().any():
+        blank = raw.isna().all(axis=1).to_numpy()
+        if blank.any():
+            # Blank lines carry no data; drop them but keep every other row's real line number.
+            # (The C parser skips the final newline-only line, so a trailing blank line is harmless.)
+            raw = raw.loc[~blank]
+            lines = lines[~blank]
+    return RawData(
+        path=path,
+        layout=layout,
+        time=raw[f"c{layout.time_col}"],
+        values={name: raw[f"c{position}"] for name, position in layout.mapping.items()},
+        place=_Place(lines),
+    )
+
+
+def _read_parquet(path: Path) -> RawData:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(path, f"cannot read Parquet file ({exc})") from exc
+    names = list(schema.names)
+    layout = _layout_from_names(path, names, line=None)
+    wanted = [names[p] for p in layout.positions()]
+    try:
+        table = pq.read_table(path, columns=wanted, use_threads=True)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(path, f"cannot read Parquet file ({exc})") from exc
+    values: dict[str, Any] = {}
+    for name, position in layout.mapping.items():
+        column = table.column(names[position])
+        if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+            values[name] = _arrow_to_numpy(column).astype(np.float64, copy=False)
+        elif pa.types.is_decimal(column.type) or pa.types.is_string(column.type):
+            values[name] = column.to_pandas()  # converted (with errors naming the row) below
+        else:
+            raise DataError(
+                path, f"column {names[position]!r} is {column.type}, not a number", column=names[position]
+            )
+    return RawData(
+        path=path,
+        layout=layout,
+        time=_arrow_to_numpy(table.column(names[layout.time_col])),
+        values=values,
+        place=_Place(),
+    )
+
+
+def read_market_data(path: str | Path) -> RawData:
+    """Read a CSV or Parquet file's columns (the "read" phase of `tradebot backtest --profile`)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(len(PARQUET_MAGIC))
+        if magic == PARQUET_MAGIC:
+            return _read_parquet(path)
+        first_line, blank_above = _read_first_line(path)
+    except OSError as exc:
+        raise DataError(path, f"cannot read file ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not a UTF-8 text file ({exc.reason})") from exc
+    if first_line is None:
+        raise DataError(path, "file is empty")
+    layout = _detect_csv_layout(path, first_line, line=blank_above + 1)
+    if blank_above == 0:  # else the careful reader, which counts the lines above the header
+        try:
+            return _read_csv_fast(path, layout)
+        except _FastPathError:
+            pass
+    return _read_csv_careful(path, layout, blank_above)
+
+
+# ------------------------------------------------------------------------------------------- validation
 
 
 def _first(mask: np.ndarray) -> int | None:
@@ -151,16 +452,23 @@ def _first(mask: np.ndarray) -> int | None:
     return int(np.argmax(mask))
 
 
-def _parse_numeric(path: Path, series: pd.Series, column: str, lines: np.ndarray) -> np.ndarray:
-    """float64 values of a column; a non-numeric cell fails with its line."""
+def _parse_numeric(raw: RawData, values: Any, column: str) -> FloatArray:
+    """float64 values of a column; a cell that is not a number fails with its line or row."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        return values.astype(np.float64, copy=False)
+    import pandas as pd
+
+    series = values if isinstance(values, pd.Series) else pd.Series(values)
     if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
-        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+        numbers: FloatArray = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        return numbers
     converted = pd.to_numeric(series, errors="coerce")
     bad = _first((converted.isna() & series.notna()).to_numpy())
     if bad is not None:
         value = series.iloc[bad]
-        raise DataError(path, f"{column} is not a number ({value!r})", line=int(lines[bad]), column=column)
-    return converted.to_numpy(dtype=np.float64, na_value=np.nan)
+        raise DataError(raw.path, f"{column} is not a number ({value!r})", column=column, **raw.place(bad))
+    out: FloatArray = converted.to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
 
 
 def _epoch_unit(values: np.ndarray) -> Literal["s", "ms", "us", "ns"]:
@@ -175,165 +483,308 @@ def _epoch_unit(values: np.ndarray) -> Literal["s", "ms", "us", "ns"]:
     return "ns"
 
 
-def _parse_time(path: Path, series: pd.Series, column: str, lines: np.ndarray) -> pd.DatetimeIndex:
+def _epoch_to_ns(raw: RawData, numbers: np.ndarray, column: str) -> IntArray:
+    import pandas as pd
+
+    unit = _epoch_unit(numbers.astype(np.float64, copy=False))
+    try:
+        parsed = pd.to_datetime(numbers, unit=unit, utc=True)
+    except (ValueError, OverflowError) as exc:
+        raise DataError(
+            raw.path, f"{column} holds an out-of-range epoch timestamp ({exc})", column=column
+        ) from exc
+    return _nanoseconds(pd.DatetimeIndex(parsed))
+
+
+def _nanoseconds(index: pd.DatetimeIndex) -> IntArray:
+    """Epoch nanoseconds (UTC) of a DatetimeIndex, whatever its unit."""
+    values: npt.NDArray[np.datetime64] = index.to_numpy(dtype="datetime64[ns]")
+    return values.view(np.int64)
+
+
+_NS_RANGE = (np.datetime64("1677-09-22", "s"), np.datetime64("2262-04-11", "s"))
+
+
+def _parse_time(raw: RawData) -> IntArray:
+    """Epoch nanoseconds (UTC) of the time column: datetimes (naive means UTC), ISO-8601 and other
+    strings pandas understands, or epoch numbers in s, ms, us or ns."""
+    column = raw.layout.time_name
+    values = raw.time
+    if isinstance(values, np.ndarray) and values.dtype.kind == "M":
+        if len(values) and values.view(np.int64).min() == np.iinfo(np.int64).min:  # NaT, without a mask
+            nat = int(np.argmax(np.isnat(values)))
+            raise DataError(raw.path, f"{column} is empty", column=column, **raw.place(nat))
+        # A cast to nanoseconds wraps around outside 1677..2262 instead of failing: check the range first.
+        if values.dtype != np.dtype("datetime64[ns]") and (
+            values.min() < _NS_RANGE[0] or values.max() > _NS_RANGE[1]
+        ):
+            raise DataError(raw.path, f"{column} holds a timestamp outside 1677..2262", column=column)
+        ns: IntArray = values.astype("datetime64[ns]").view(np.int64)
+        return ns
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return _epoch_to_ns(raw, values, column)
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        missing = _first(np.isnan(values))
+        if missing is not None:
+            raise DataError(raw.path, f"{column} is empty", column=column, **raw.place(missing))
+        return _epoch_to_ns(raw, values, column)
+
+    import pandas as pd
+
+    series = values if isinstance(values, pd.Series) else pd.Series(values)
     missing = _first(series.isna().to_numpy())
     if missing is not None:
-        raise DataError(path, f"{column} is empty", line=int(lines[missing]), column=column)
-
+        raise DataError(raw.path, f"{column} is empty", column=column, **raw.place(missing))
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        return _nanoseconds(pd.DatetimeIndex(pd.to_datetime(series, utc=True)))
     numeric = pd.api.types.is_numeric_dtype(series.dtype)
     if not numeric and len(series) and _is_number(str(series.iloc[0])):
         # Epoch numbers with some junk in the column: report the junk.
-        _parse_numeric(path, series, column, lines)
+        _parse_numeric(raw, series, column)
         numeric = True
     if numeric:
         numbers = series if pd.api.types.is_numeric_dtype(series.dtype) else pd.to_numeric(series)
-        unit = _epoch_unit(numbers.to_numpy(dtype=np.float64))
-        try:
-            parsed = pd.to_datetime(numbers, unit=unit, utc=True)
-        except (ValueError, OverflowError) as exc:
-            raise DataError(
-                path, f"{column} holds an out-of-range epoch timestamp ({exc})", column=column
-            ) from exc
-        return pd.DatetimeIndex(parsed)
+        return _epoch_to_ns(raw, numbers.to_numpy(), column)
 
     text = series.astype(str)
     parsed_iso = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
     bad_iso = parsed_iso.isna().to_numpy()
     if not bad_iso.any():
-        return pd.DatetimeIndex(parsed_iso)
+        return _nanoseconds(pd.DatetimeIndex(parsed_iso))
     parsed_any = pd.to_datetime(text, utc=True, errors="coerce")  # other formats, inferred from row 1
     if not parsed_any.isna().to_numpy().any():
-        return pd.DatetimeIndex(parsed_any)
+        return _nanoseconds(pd.DatetimeIndex(parsed_any))
     bad = int(np.argmax(bad_iso))
     raise DataError(
-        path, f"{column} is not a valid timestamp ({series.iloc[bad]!r})", line=int(lines[bad]), column=column
+        raw.path, f"{column} is not a valid timestamp ({series.iloc[bad]!r})", column=column, **raw.place(bad)
     )
 
 
-def load_ohlcv(path: str | Path) -> pd.DataFrame:
-    """Load an OHLCV CSV file into the canonical frame; raise `DataError` on anything suspicious.
+def _iso(ns: int) -> str:
+    import pandas as pd
 
-    Returns a frame indexed by a tz-aware UTC `DatetimeIndex` named ``ts`` with float64 columns
-    ``open, high, low, close, volume`` (volume 0.0 when the file has none), in file order, which must be
-    strictly ascending. Naive timestamps are taken as UTC; epoch numbers may be in s, ms, us or ns.
-    """
-    path = Path(path)
-    try:
-        first_line = _read_first_line(path)
-    except OSError as exc:
-        raise DataError(path, f"cannot read file ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not a UTF-8 text file ({exc.reason})") from exc
-    if first_line is None:
-        raise DataError(path, "file is empty")
-    layout = _detect_layout(path, first_line)
+    return pd.Timestamp(ns, tz="UTC").isoformat()
 
-    positions = sorted({layout.time_col, *layout.mapping.values()})
-    read_kwargs: dict[str, Any] = {
-        "engine": "c",
-        "usecols": positions,
-        "header": 0 if layout.header else None,
-        "skip_blank_lines": False,  # keep blank lines so row numbers map to file lines
-        "float_precision": "round_trip",  # exact: write_ohlcv_csv -> load_ohlcv reproduces every float
-        "encoding": "utf-8-sig",
-        "skipinitialspace": True,
-    }
-    try:
-        raw = pd.read_csv(path, **read_kwargs)
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(path, "file is empty") from exc
-    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
-        raise DataError(path, f"cannot parse CSV: {exc}") from exc
 
-    raw.columns = pd.Index([f"c{p}" for p in positions])
-    offset = 2 if layout.header else 1
-    lines = np.arange(offset, offset + len(raw), dtype=np.int64)
-    if len(raw) and raw.isna().to_numpy().any():
-        blank = raw.isna().all(axis=1).to_numpy()
-        if blank.any():
-            # Blank lines carry no data; drop them but keep every other row's real line number.
-            # (The C parser skips the final newline-only line, so a trailing blank line is harmless.)
-            raw = raw.loc[~blank]
-            lines = lines[~blank]
-    if len(raw) == 0:
-        raise DataError(path, "no data rows")
-
-    ts = _parse_time(path, raw[f"c{layout.time_col}"], layout.time_name, lines)
-
-    columns: dict[str, np.ndarray] = {}
-    for name, file_col in layout.mapping.items():
-        label = "price" if name == "price" else name
-        columns[name] = _parse_numeric(path, raw[f"c{file_col}"], label, lines)
-    if "price" in columns:
-        price = columns.pop("price")
-        columns = {"open": price, "high": price, "low": price, "close": price, **columns}
-    if "volume" not in columns:
-        columns["volume"] = np.zeros(len(raw), dtype=np.float64)
-
-    price_cols = ("price",) if "price" in layout.mapping else PRICE_COLUMNS
-    for name in price_cols:
-        values = columns["close" if name == "price" else name]
-        bad = _first(~np.isfinite(values))
-        if bad is not None:
-            what = "empty" if np.isnan(values[bad]) else f"not finite ({float(values[bad])!r})"
-            raise DataError(path, f"{name} is {what}", line=int(lines[bad]), column=name)
-        bad = _first(values <= 0.0)
-        if bad is not None:
-            raise DataError(
-                path, f"{name} must be > 0 (got {float(values[bad])!r})", line=int(lines[bad]), column=name
-            )
-    volume = columns["volume"]
-    bad = _first(~np.isfinite(volume) | (volume < 0.0))
+def _check_positive(raw: RawData, values: FloatArray, name: str) -> None:
+    # One comparison catches NaN, inf and <= 0 (NaN compares false); the slow part runs only on failure.
+    if bool(np.all((values > 0.0) & (values < math.inf))):
+        return
+    bad = _first(~np.isfinite(values))
     if bad is not None:
-        what = "empty" if np.isnan(volume[bad]) else f"invalid ({float(volume[bad])!r})"
-        raise DataError(path, f"volume is {what}", line=int(lines[bad]), column="volume")
+        what = "empty" if np.isnan(values[bad]) else f"not finite ({float(values[bad])!r})"
+        raise DataError(raw.path, f"{name} is {what}", column=name, **raw.place(bad))
+    bad = _first(values <= 0.0)
+    assert bad is not None
+    raise DataError(
+        raw.path, f"{name} must be > 0 (got {float(values[bad])!r})", column=name, **raw.place(bad)
+    )
 
-    o, h, lo, c = columns["open"], columns["high"], columns["low"], columns["close"]
+
+def _check_quantity(raw: RawData, values: FloatArray, name: str) -> None:
+    if bool(np.all((values >= 0.0) & (values < math.inf))):
+        return
+    bad = _first(~np.isfinite(values) | (values < 0.0))
+    assert bad is not None
+    what = "empty" if np.isnan(values[bad]) else f"invalid ({float(values[bad])!r})"
+    raise DataError(raw.path, f"{name} is {what}", column=name, **raw.place(bad))
+
+
+def _check_order(raw: RawData, stamps: IntArray, *, strict: bool) -> None:
+    if len(stamps) < 2:
+        return
+    step = np.diff(stamps)
+    broken = step <= 0 if strict else step < 0
+    bad = _first(broken)
+    if bad is None:
+        return
+    i = bad + 1  # the row where order breaks
+    column = raw.layout.time_name
+    when = _iso(int(stamps[i]))
+    # Rows 0..i-1 are in order, so a binary search finds an earlier equal stamp.
+    j = int(np.searchsorted(stamps[:i], stamps[i]))
+    if strict and j < i and stamps[j] == stamps[i]:
+        also = raw.place(j)
+        other = f"line {also['line']}" if "line" in also else f"row {also['row']}"
+        raise DataError(
+            raw.path, f"duplicate timestamp {when} (also on {other})", column=column, **raw.place(i)
+        )
+    before = raw.place(i - 1)
+    other = f"line {before['line']}" if "line" in before else f"row {before['row']}"
+    raise DataError(
+        raw.path,
+        f"timestamps not in ascending order: {when} comes after {_iso(int(stamps[i - 1]))} ({other})",
+        column=column,
+        **raw.place(i),
+    )
+
+
+# Rows per slice of the all-in-one check: its scratch arrays (2 MB) are allocated once and stay in cache.
+_CHECK_CHUNK = 1 << 18
+
+
+def _all_hold(
+    stamps: IntArray,
+    positive: list[FloatArray],
+    quantity: FloatArray | None,
+    spread: tuple[FloatArray, FloatArray, FloatArray, FloatArray] | None,
+    *,
+    strict: bool,
+) -> bool:
+    """Whether every check holds, in one pass over slices with reused scratch arrays. Fresh temporaries the
+    size of the data cost more in page faults than the arithmetic on them; the named checks (which find
+    the row) run only when this says no."""
+    n = len(stamps)
+    size = min(n, _CHECK_CHUNK)
+    scratch = np.empty(size)
+    ok_buffer = np.empty(size, dtype=bool)
+    other_buffer = np.empty(size, dtype=bool)
+    for start in range(0, n, _CHECK_CHUNK):
+        stop = min(start + _CHECK_CHUNK, n)
+        rows = stop - start
+        ok, other, top = ok_buffer[:rows], other_buffer[:rows], scratch[:rows]
+        for values in positive:  # finite and > 0 (NaN compares false)
+            part = values[start:stop]
+            np.greater(part, 0.0, out=ok)
+            np.less(part, math.inf, out=other)
+            if not np.logical_and(ok, other, out=ok).all():
+                return False
+        if quantity is not None:
+            part = quantity[start:stop]
+            np.greater_equal(part, 0.0, out=ok)
+            np.less(part, math.inf, out=other)
+            if not np.logical_and(ok, other, out=ok).all():
+                return False
+        if spread is not None:
+            o, h, lo, c = (column[start:stop] for column in spread)
+            if not np.greater_equal(h, np.maximum(o, c, out=top), out=ok).all():
+                return False
+            if not np.less_equal(lo, np.minimum(o, c, out=top), out=ok).all():
+                return False
+        later, earlier = stamps[start + 1 : stop + 1], stamps[start : min(stop, n - 1)]
+        steps = ok[: len(later)]
+        (np.greater if strict else np.greater_equal)(later, earlier, out=steps)
+        if not steps.all():
+            return False
+    return True
+
+
+def _validate(raw: RawData) -> MarketData:
+    if len(raw) == 0:
+        raise DataError(raw.path, "no data rows")
+    stamps = _parse_time(raw)
+    numbers = {name: _parse_numeric(raw, values, name) for name, values in raw.values.items()}
+    n = len(stamps)
+    if raw.layout.kind == "ticks":
+        price = numbers["price"]
+        size = numbers.get("size")
+        if not _all_hold(stamps, [price], size, None, strict=False):
+            _check_positive(raw, price, "price")
+            if size is not None:
+                _check_quantity(raw, size, "size")
+            _check_order(raw, stamps, strict=False)
+        if size is None:
+            size = np.zeros(n, dtype=np.float64)
+        return Ticks(stamps, np.ascontiguousarray(price), np.ascontiguousarray(size))
+
+    o, h, lo, c = (numbers[name] for name in PRICE_COLUMNS)
+    volume = numbers.get("volume")
+    if not _all_hold(stamps, [o, h, lo, c], volume, (o, h, lo, c), strict=True):
+        _check_bars(raw, numbers, stamps)
+    if volume is None:
+        volume = np.zeros(n, dtype=np.float64)
+    arrays = (np.ascontiguousarray(a) for a in (o, h, lo, c, volume))
+    return Bars(stamps, *arrays)
+
+
+def _check_bars(raw: RawData, numbers: dict[str, FloatArray], stamps: IntArray) -> None:
+    """Each check in turn, raising for the first row that fails one."""
+    o, h, lo, c = (numbers[name] for name in PRICE_COLUMNS)
+    for name in PRICE_COLUMNS:
+        _check_positive(raw, numbers[name], name)
+    volume = numbers.get("volume")
+    if volume is not None:
+        _check_quantity(raw, volume, "volume")
     top = np.maximum(o, c)
     bad = _first(h < top)
     if bad is not None:
         raise DataError(
-            path,
+            raw.path,
             f"high {float(h[bad])!r} is below max(open, close) {float(top[bad])!r}",
-            line=int(lines[bad]),
             column="high",
+            **raw.place(bad),
         )
     bottom = np.minimum(o, c)
     bad = _first(lo > bottom)
     if bad is not None:
         raise DataError(
-            path,
+            raw.path,
             f"low {float(lo[bad])!r} is above min(open, close) {float(bottom[bad])!r}",
-            line=int(lines[bad]),
             column="low",
+            **raw.place(bad),
         )
+    _check_order(raw, stamps, strict=True)
 
-    stamps = _nanoseconds(ts)
-    if len(stamps) > 1:
-        step = np.diff(stamps)
-        bad = _first(step <= 0)
-        if bad is not None:
-            i = bad + 1  # the row where order breaks
-            when = ts[i].isoformat()
-            # Rows 0..i-1 are strictly increasing, so a binary search finds an earlier equal stamp.
-            j = int(np.searchsorted(stamps[:i], stamps[i]))
-            if j < i and stamps[j] == stamps[i]:
-                raise DataError(
-                    path,
-                    f"duplicate timestamp {when} (also on line {int(lines[j])})",
-                    line=int(lines[i]),
-                    column=layout.time_name,
-                )
-            raise DataError(
-                path,
-                f"timestamps not in ascending order: {when} comes after {ts[i - 1].isoformat()} "
-                f"(line {int(lines[i - 1])})",
-                line=int(lines[i]),
-                column=layout.time_name,
-            )
 
-    index = pd.DatetimeIndex(ts, name="ts")
-    return pd.DataFrame({name: columns[name] for name in OHLCV_COLUMNS}, index=index)
+def validate_market_data(raw: RawData) -> MarketData:
+    """Check and convert what `read_market_data` read (the "validate" phase): bars or ticks, or a
+    `DataError` naming the line (CSV) or row (Parquet) and column of the first problem."""
+    try:
+        return _validate(raw)
+    except DataError:
+        if raw.careful is None:
+            raise
+        # The fast path does not know line numbers (blank lines are skipped): name the exact line.
+        return _validate(raw.careful())
+
+
+def load_market_data(path: str | Path) -> MarketData:
+    """Read and validate a CSV or Parquet file: `Bars` or `Ticks` (see the module docstring)."""
+    return validate_market_data(read_market_data(path))
+
+
+def load_ohlcv(path: str | Path) -> pd.DataFrame:
+    """Load a market data file into the canonical frame; raise `DataError` on anything suspicious.
+
+    Returns a frame indexed by a tz-aware UTC `DatetimeIndex` named ``ts`` with float64 columns
+    ``open, high, low, close, volume`` (volume 0.0 when the file has none), in file order. Bars must be
+    strictly ascending; tick files give one bar per tick (open = high = low = close = price, volume =
+    size). Naive timestamps are taken as UTC; epoch numbers may be in s, ms, us or ns.
+    """
+    data = load_market_data(path)
+    bars = data.as_bars() if isinstance(data, Ticks) else data
+    return bars.frame()
+
+
+def _columns_of(data: MarketData | pd.DataFrame) -> Mapping[str, np.ndarray]:
+    if isinstance(data, Bars):
+        return {"timestamp": data.ts.view("datetime64[ns]"), **{n: getattr(data, n) for n in OHLCV_COLUMNS}}
+    if isinstance(data, Ticks):
+        return {"timestamp": data.ts.view("datetime64[ns]"), "price": data.price, "size": data.size}
+    import pandas as pd
+
+    if not isinstance(data.index, pd.DatetimeIndex):
+        raise TypeError("write_parquet needs bars, ticks or a frame indexed by a DatetimeIndex")
+    index = data.index.tz_convert("UTC") if data.index.tz is not None else data.index
+    stamps = index.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    return {"timestamp": stamps, **{str(c): data[c].to_numpy(dtype=np.float64) for c in data.columns}}
+
+
+def write_parquet(data: MarketData | pd.DataFrame, path: str | Path) -> Path:
+    """Write bars, ticks or a frame with a DatetimeIndex as Parquet: a ``timestamp`` column
+    (timestamp[ns, UTC]) and float64 value columns, which `load_market_data` reads back exactly."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    columns = _columns_of(data)
+    arrays = [
+        pa.array(columns["timestamp"], type=pa.timestamp("ns")).cast(pa.timestamp("ns", tz="UTC")),
+        *(pa.array(values, type=pa.float64()) for name, values in columns.items() if name != "timestamp"),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_arrays(arrays, names=list(columns)), path)
+    return path
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -366,6 +817,8 @@ def write_ohlcv_csv(df: pd.DataFrame, path: str | Path) -> Path:
     Floats are written at full (shortest round-trip) precision, so `load_ohlcv` reads the file back
     exactly. ``df`` must have a `DatetimeIndex` (naive means UTC); a missing volume column is written as 0.
     """
+    import pandas as pd
+
     path = Path(path)
     if not isinstance(df.index, pd.DatetimeIndex):
         raise TypeError("write_ohlcv_csv needs a frame indexed by a DatetimeIndex")
@@ -393,6 +846,8 @@ _VOL_STATES = (0.7, 1.6)  # calm / turbulent multiples of `volatility`
 
 
 def _bars_per_year(start: str, freq: str) -> float:
+    import pandas as pd
+
     from tradebot.backtest.metrics import infer_bars_per_year  # deferred: metrics is the heavier module
 
     probe = pd.date_range(start=start, periods=64, freq=freq, tz="UTC")
@@ -419,6 +874,8 @@ def synthetic_ohlcv(
     previous close times a small gap; high/low bracket open and close; volume is positive and rises
     with volatility. The same arguments always give an identical frame.
     """
+    import pandas as pd
+
     if n_bars < 0:
         raise ValueError("n_bars must be >= 0")
     if start_price <= 0 or volatility < 0:

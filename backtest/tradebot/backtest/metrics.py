@@ -38,13 +38,20 @@ def infer_bars_per_year(index: pd.DatetimeIndex) -> float:
     """Bars per year from the median spacing of ``index``.
 
     Daily spacing gives 252 when no bar falls on a weekend (stocks) and 365 otherwise (crypto);
+    ticks where most share their timestamp with the previous one use the mean spacing instead;
     coarser data gives 365 / spacing-in-days (weekly ~52); intraday data gives seconds-per-year
     (365 days) / spacing, the median making session gaps and weekends irrelevant.
     """
     if len(index) < 2:
         raise ValueError("need at least two timestamps to infer the bar spacing")
     stamps: npt.NDArray[np.datetime64] = index.to_numpy(dtype="datetime64[ns]")
-    spacing_ns = float(np.median(np.diff(stamps.view(np.int64))))
+    steps = np.diff(stamps.view(np.int64))
+    # Regular data (the usual case) has one step: two cheap passes instead of the median's partition.
+    low, high = int(steps.min()), int(steps.max())
+    spacing_ns = float(low) if low == high else float(np.median(steps))
+    if spacing_ns <= 0 and high > 0 and low >= 0:
+        # Ticks, most sharing a timestamp with the one before: the mean spacing instead.
+        spacing_ns = float(stamps.view(np.int64)[-1] - stamps.view(np.int64)[0]) / len(steps)
     if spacing_ns <= 0:
         raise ValueError("timestamps must be increasing to infer the bar spacing")
     days = spacing_ns / 1e9 / SECONDS_PER_DAY
@@ -59,12 +66,17 @@ def drawdown_series(equity: np.ndarray, initial: float | None = None) -> np.ndar
     values = np.asarray(equity, dtype=np.float64)
     if values.size == 0:
         return values.copy()
-    peak = np.maximum.accumulate(values)
+    # One buffer, updated in place: on long series fresh temporaries cost more than the arithmetic.
+    out: npt.NDArray[np.float64] = np.maximum.accumulate(values)
     if initial is not None:
-        peak = np.maximum(peak, float(initial))
+        np.maximum(out, float(initial), out=out)
+    not_positive = None if out.min() > 0 else out <= 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        dd = np.where(peak > 0, values / peak - 1.0, 0.0)
-    out: npt.NDArray[np.float64] = np.minimum(dd, 0.0)
+        np.divide(values, out, out=out)
+    out -= 1.0
+    if not_positive is not None:
+        out[not_positive] = 0.0
+    np.minimum(out, 0.0, out=out)
     return out
 
 
@@ -103,9 +115,14 @@ def _exposure(trades: pd.DataFrame, n: int) -> float:
     entry = np.clip(trades["entry_bar"].to_numpy(dtype=np.int64), 0, n)
     exit_ = np.clip(trades["exit_bar"].to_numpy(dtype=np.int64), 0, n)
     exit_ = np.minimum(np.maximum(exit_, entry + 1), n)
-    delta = np.bincount(entry, minlength=n + 1)[: n + 1] - np.bincount(exit_, minlength=n + 1)[: n + 1]
-    held = np.cumsum(delta[:n]) > 0
-    return float(held.mean() * 100.0)
+    # Bars held = length of the union of [entry, exit) intervals: sorted by entry, each adds what lies
+    # beyond the furthest exit before it (per trade, not per bar).
+    order = np.argsort(entry, kind="stable")
+    starts, ends = entry[order], exit_[order]
+    reach = np.maximum.accumulate(ends)
+    before = np.concatenate(([0], reach[:-1]))
+    held = int(np.maximum(ends - np.maximum(starts, before), 0).sum())
+    return float(held / n * 100.0)
 
 
 def compute_stats(
@@ -146,9 +163,13 @@ def compute_stats(
             except OverflowError:
                 cagr = None
 
-    curve = np.concatenate(([float(initial_cash)], eq))
+    # Returns of the curve with initial_cash before the first bar, in one buffer (the same arithmetic as
+    # `curve[1:] / curve[:-1] - 1`, without the curve and the temporaries).
+    returns = np.empty(n)
     with np.errstate(divide="ignore", invalid="ignore"):
-        returns = curve[1:] / curve[:-1] - 1.0
+        returns[0] = eq[0] / float(initial_cash)
+        np.divide(eq[1:], eq[:-1], out=returns[1:])
+    returns -= 1.0
     volatility = sharpe = sortino = None
     if bars_per_year is not None and len(returns) >= 2 and np.isfinite(returns).all():
         scale = math.sqrt(bars_per_year)
@@ -156,8 +177,11 @@ def compute_stats(
         std = float(returns.std(ddof=1))
         volatility = _f(std * scale * 100.0)
         sharpe = _ratio(mean * scale, std) if std > 1e-15 * max(1.0, abs(mean)) else None
-        downside = float(np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2)))
+        np.minimum(returns, 0.0, out=returns)  # returns are not needed after this: reuse the buffer
+        np.square(returns, out=returns)
+        downside = float(np.sqrt(np.mean(returns)))
         sortino = _ratio(mean * scale, downside) if downside > 0 else None
+    del returns
 
     dd = drawdown_series(eq, initial=initial_cash)
     max_dd = float(dd.min())
