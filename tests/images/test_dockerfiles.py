@@ -145,7 +145,7 @@ def test_dashboard_image_installs_streamlit_and_exposes_ports() -> None:
     assert all("--no-deps" not in cmd for cmd in installs)
     cmd = runtime.all("CMD")
     assert cmd
-    assert yaml.safe_load(cmd[-1].args) == ["dashboard"]
+    assert yaml.safe_load(cmd[-1].args) == ["dashboard", "--host", "0.0.0.0"]
 
 
 @pytest.mark.parametrize("path", DOCKERFILES)

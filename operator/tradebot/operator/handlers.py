@@ -103,14 +103,23 @@ async def reconcile(
         raise
     try:
         configmap = render.render_configmap(name, namespace, parsed)
+        owned = [configmap]
+        shared_env = settings.shared_env_secret
+        source_namespace = settings.shared_env_namespace
+        if shared_env and source_namespace and namespace != source_namespace:
+            source = await kube.get("v1", "Secret", shared_env, source_namespace)
+            if source is not None:
+                copy = render.render_shared_env_copy(name, namespace, source.get("data") or {})
+                owned.append(copy)
+                shared_env = copy["metadata"]["name"]
         deployment = render.render_deployment(
             name,
             namespace,
             parsed,
             default_image=settings.strategy_image,
-            shared_env_from=settings.shared_env_secret,
+            shared_env_from=shared_env,
         )
-        for manifest in (configmap, deployment):
+        for manifest in (*owned, deployment):
             kopf.adopt(manifest, owner=body)
             if await kube.apply_if_changed(manifest):
                 kopf.info(
