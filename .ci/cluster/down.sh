@@ -77,6 +77,14 @@ for family in iptables ip6tables; do
 	grep -vE -- "^:($pattern)|^-A ($pattern)|-j ($pattern)|--match-set (KUBE-|kube-router)" <<<"$before" |
 		"$family-restore" && echo "cluster-down: $family chains removed"
 done
+# The netfilter tables the components made where there were none before, once they hold no rule.
+if [[ -f $HOST/nft-tables.orig ]] && command -v nft >/dev/null; then
+	nft list tables 2>/dev/null | while read -r _ family table; do
+		grep -qx "table $family $table" "$HOST/nft-tables.orig" && continue
+		nft list table "$family" "$table" 2>/dev/null | grep -vE '^[[:space:]]*(table |chain |type |\}|$)' | grep -q . && continue
+		nft delete table "$family" "$table" 2>/dev/null
+	done
+fi
 if command -v ipset >/dev/null; then
 	for set in $(ipset list -n 2>/dev/null | grep -E '^(KUBE-|kube-router|inet6:KUBE-)'); do
 		ipset destroy "$set" 2>/dev/null
@@ -100,7 +108,7 @@ done
 if [[ ! -f $HOST/run-containerd.existed && -d /run/containerd ]]; then
 	rm -rf /run/containerd
 fi
-rm -f "$HOST/run-containerd.existed" "$HOST/sysctl.orig" "$HOST/netns.orig"
+rm -f "$HOST/run-containerd.existed" "$HOST/sysctl.orig" "$HOST/netns.orig" "$HOST/nft-tables.orig"
 
 # Runtime state goes; PKI, images (containerd's root) and logs stay for the next start.
 rm -rf "$STATE/etcd" "$STATE/containerd/state" "$STATE/kubelet" "$STATE/pod-logs" "$STATE/cni/ipam"

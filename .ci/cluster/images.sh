@@ -107,7 +107,10 @@ bud() {
 		echo "$ref cached"
 		return
 	fi
-	logged "$name" "${BUILDAH[@]}" bud --isolation chroot --pull-never --format docker -f "$dockerfile" -t "$ref" "$@" "$context"
+	# --layers: a layer whose instruction and inputs are unchanged is reused (the Dockerfiles install the
+	# dependencies before copying tradebot's code, so a code change rebuilds only the last layers).
+	logged "$name" "${BUILDAH[@]}" bud --isolation chroot --pull-never --layers --format docker -f "$dockerfile" \
+		-t "$ref" "$@" "$context"
 	save "$name" "$ref" "$hash"
 	echo "$name built ($((SECONDS - start))s)"
 }
@@ -130,11 +133,15 @@ else
 	mkdir -p "$WHEELHOUSE"
 	requirements=$("$PY" -c "import tomllib; d = tomllib.load(open('$ROOT/pyproject.toml', 'rb')); print(' '.join(repr(r) for r in d['build-system']['requires'] + d['project']['dependencies']))")
 	pip_env=()
-	for key in index-url extra-index-url trusted-host cert; do
+	for key in index-url extra-index-url trusted-host; do
 		value=$("$PY" -m pip config get "global.$key" 2>/dev/null) || continue
 		name=${key^^}
 		pip_env+=(--env "PIP_${name//-/_}=$value")
 	done
+	# The CA bundle this machine's pip trusts (it may hold a proxy's CA the image's bundle lacks).
+	cert=$("$PY" -m pip config get global.cert 2>/dev/null || true)
+	[[ -n $cert ]] || cert=${PIP_CERT:-}
+	[[ -n $cert && -f $cert ]] && pip_env+=(-v "$cert:/etc/host-ca.crt:ro" --env PIP_CERT=/etc/host-ca.crt)
 	container=$("${BUILDAH[@]}" from --pull-never "$PYTHON_REF")
 	# pip itself (the Dockerfiles upgrade it), the build backend, then every runtime dependency.
 	logged wheelhouse "${BUILDAH[@]}" run --isolation chroot "${pip_env[@]}" \
@@ -178,32 +185,32 @@ for name in redis prometheus probe; do
 done
 
 # --- one-binary images: the pod sandbox, CoreDNS, the Prometheus config reloader --------------------
-# single NAME REF BINARY ENTRYPOINT_JSON: an image holding only BINARY (static) at /BINARY's name.
+# single NAME REF BINARY: an image holding only BINARY (static) as /bin/<its name>, its entrypoint.
 single() {
-	local name=$1 ref=$2 binary=$3 entrypoint=$4 hash container mnt
+	local name=$1 ref=$2 binary=$3 hash container mnt
 	[[ -x $binary ]] || die "$binary missing: run make cluster-tools"
-	hash=$(hash_of "$binary")
+	hash=$(echo "bin v2 $(sha256sum "$binary")" | sha256sum | cut -c1-32)
 	if fresh "$name" "$hash" && "${BUILDAH[@]}" inspect --type image "$ref" >/dev/null 2>&1; then
 		echo "$ref cached"
 		return
 	fi
 	container=$("${BUILDAH[@]}" from scratch)
 	mnt=$("${BUILDAH[@]}" mount "$container")
-	install -m 0755 "$binary" "$mnt/$(basename "$binary")"
-	mkdir -p "$mnt/tmp" "$mnt/etc"
+	mkdir -p "$mnt/bin" "$mnt/tmp" "$mnt/etc"
+	install -m 0755 "$binary" "$mnt/bin/$(basename "$binary")"
 	chmod 1777 "$mnt/tmp"
 	echo "nobody:x:65534:65534:nobody:/:/sbin/nologin" >"$mnt/etc/passwd"
 	"${BUILDAH[@]}" umount "$container" >/dev/null
-	"${BUILDAH[@]}" config --entrypoint "$entrypoint" --user 65534:65534 "$container"
+	"${BUILDAH[@]}" config --entrypoint "[\"/bin/$(basename "$binary")\"]" --user 65534:65534 "$container"
 	logged "$name-commit" "${BUILDAH[@]}" commit --rm "$container" "$ref"
 	save "$name" "$ref" "$hash"
 }
-single pause registry.k8s.io/pause:3.10 "$BIN/pause" '["/pause"]'
-single coredns localhost/tradebot/coredns:"$(sed -n 's/^COREDNS_VERSION=//p' "$ROOT/.ci/tools/cluster.sh")" \
-	"$BIN/coredns" '["/coredns"]'
+single pause registry.k8s.io/pause:3.10 "$BIN/pause"
+single coredns localhost/tradebot/coredns:"$(sed -n 's/^COREDNS_VERSION=//p' "$ROOT/.ci/tools/cluster.sh")" "$BIN/coredns"
+# The Prometheus Operator runs it as /bin/prometheus-config-reloader.
 single prometheus-config-reloader \
 	localhost/tradebot/prometheus-config-reloader:"$(sed -n 's/^PROMETHEUS_OPERATOR_VERSION=//p' "$ROOT/.ci/tools/cluster.sh")" \
-	"$BIN/prometheus-config-reloader" '["/prometheus-config-reloader"]'
+	"$BIN/prometheus-config-reloader"
 
 # Intermediate layers and containers of failed builds are never needed again.
 "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true

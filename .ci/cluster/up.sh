@@ -51,6 +51,7 @@ if [[ ! -f $HOST/sysctl.orig ]]; then
 		[[ -f /proc/sys/$key ]] && echo "$key=$(cat "/proc/sys/$key")"
 	done >"$HOST/sysctl.orig"
 	ls /var/run/netns 2>/dev/null >"$HOST/netns.orig" || : >"$HOST/netns.orig"
+	nft list tables 2>/dev/null >"$HOST/nft-tables.orig" || : >"$HOST/nft-tables.orig"
 	[[ -d /run/containerd ]] && touch "$HOST/run-containerd.existed"
 fi
 echo 1 >/proc/sys/net/ipv4/ip_forward
@@ -61,34 +62,38 @@ if ! ip -4 addr show dev lo | grep -q "inet $NODE_IP/32"; then
 fi
 
 # --- PKI and credentials (made once, kept with the state) --------------------------------------------
-if [[ ! -f $PKI/tokens.csv ]]; then
-	(
-		cd "$PKI"
-		openssl ecparam -name prime256v1 -genkey -noout -out ca.key 2>/dev/null
-		openssl req -x509 -new -key ca.key -subj /CN=tradebot-local-ca -days 3650 -out ca.crt
-		# sign NAME SUBJECT EXT: a key and a certificate signed by the CA.
-		sign() {
-			openssl ecparam -name prime256v1 -genkey -noout -out "$1.key" 2>/dev/null
-			openssl req -new -key "$1.key" -subj "$2" -out "$1.csr"
-			printf '%s\n' "$3" >"$1.ext"
-			openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
-				-extfile "$1.ext" -out "$1.crt" 2>/dev/null
-		}
-		sign apiserver /CN=kube-apiserver "subjectAltName=IP:$NODE_IP,IP:$API_SERVICE_IP,IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.$CLUSTER_DOMAIN
+# sign NAME SUBJECT EXT: a key and a certificate for NAME signed by the cluster's CA, unless it exists.
+sign() {
+	[[ -f $PKI/$1.crt ]] && return
+	openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/$1.key" 2>/dev/null
+	openssl req -new -key "$PKI/$1.key" -subj "$2" -out "$PKI/$1.csr"
+	printf '%s\n' "$3" >"$PKI/$1.ext"
+	openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 3650 \
+		-extfile "$PKI/$1.ext" -out "$PKI/$1.crt" 2>/dev/null
+}
+if [[ ! -f $PKI/ca.crt ]]; then
+	openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/ca.key" 2>/dev/null
+	openssl req -x509 -new -key "$PKI/ca.key" -subj /CN=tradebot-local-ca -days 3650 -out "$PKI/ca.crt"
+fi
+sign apiserver /CN=kube-apiserver "subjectAltName=IP:$NODE_IP,IP:$API_SERVICE_IP,IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.$CLUSTER_DOMAIN
 extendedKeyUsage=serverAuth"
-		sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
-		sign kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" "subjectAltName=IP:$NODE_IP,DNS:$NODE_NAME
+sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
+sign kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" "subjectAltName=IP:$NODE_IP,DNS:$NODE_NAME
 extendedKeyUsage=serverAuth,clientAuth"
-		openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key 2>/dev/null
-		openssl pkey -in sa.key -pubout -out sa.pub
-		# One bearer token per component, each with its own Kubernetes identity.
-		for entry in "admin|system:masters" "system:kube-controller-manager|" "system:kube-scheduler|" \
-			"system:kube-proxy|" "kube-router|system:masters" "prometheus-operator|system:masters"; do
-			user=${entry%%|*} group=${entry#*|}
-			echo "$(openssl rand -hex 24),$user,$user${group:+,\"$group\"}"
-		done >tokens.csv.new
-		mv tokens.csv.new tokens.csv
-	)
+# The Prometheus Operator takes a client certificate (it has no kubeconfig flag).
+sign prometheus-operator "/O=system:masters/CN=prometheus-operator" "extendedKeyUsage=clientAuth"
+if [[ ! -f $PKI/sa.key ]]; then
+	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key" 2>/dev/null
+	openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
+fi
+if [[ ! -f $PKI/tokens.csv ]]; then
+	# One bearer token per component, each with its own Kubernetes identity.
+	for entry in "admin|system:masters" "system:kube-controller-manager|" "system:kube-scheduler|" \
+		"system:kube-proxy|" "kube-router|system:masters"; do
+		user=${entry%%|*} group=${entry#*|}
+		echo "$(openssl rand -hex 24),$user,$user${group:+,\"$group\"}"
+	done >"$PKI/tokens.csv.new"
+	mv "$PKI/tokens.csv.new" "$PKI/tokens.csv"
 fi
 
 # kubeconfig FILE USER [CERT KEY]: a kubeconfig for USER's token (or a client certificate).
@@ -114,9 +119,7 @@ kubeconfig "$KUBECONFIG_ADMIN" admin
 for component in kube-controller-manager kube-scheduler kube-proxy; do
 	kubeconfig "$STATE/$component.kubeconfig" "system:$component"
 done
-for component in kube-router prometheus-operator; do
-	kubeconfig "$STATE/$component.kubeconfig" "$component"
-done
+kubeconfig "$STATE/kube-router.kubeconfig" kube-router
 kubeconfig "$STATE/kubelet.kubeconfig" "system:node:$NODE_NAME" "$PKI/kubelet.crt" "$PKI/kubelet.key"
 
 # --- containerd --------------------------------------------------------------------------------------
@@ -153,7 +156,7 @@ for archive in "$TOOLS"/build/images/archives/*.tar; do
 	name=$(basename "$archive" .tar)
 	stamp=$(cat "$TOOLS/build/images/stamps/$name")
 	[[ -f $STATE/imported/$name && $(cat "$STATE/imported/$name") == "$stamp" ]] && continue
-	ctr --address "$CONTAINERD_SOCK" -n k8s.io images import --no-unpack "$archive" >"$LOGS/import-$name.log" 2>&1 ||
+	ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$archive" >"$LOGS/import-$name.log" 2>&1 ||
 		die "ctr images import $archive failed (log: $LOGS/import-$name.log)"
 	echo "$stamp" >"$STATE/imported/$name"
 	echo "cluster: image $name imported"
@@ -200,15 +203,17 @@ sed -e "s#@STATE@#$STATE#g" -e "s#@PKI@#$PKI#g" -e "s#@DNS_IP@#$DNS_IP#g" -e "s#
 	"$HERE/kubelet.yaml.in" >"$STATE/kubelet.yaml"
 start kubelet kubelet --config "$STATE/kubelet.yaml" --kubeconfig "$STATE/kubelet.kubeconfig" \
 	--hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --root-dir "$STATE/kubelet" --v=1
+wait_for "node $NODE_NAME Ready" 120 kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=1s
+# kube-proxy and kube-router look their node up at start, so they start once it is registered.
 sed -e "s#@STATE@#$STATE#g" -e "s#@POD_CIDR@#$POD_CIDR#g" -e "s#@NODE_IP@#$NODE_IP#g" \
 	-e "s#@NODE_NAME@#$NODE_NAME#g" "$HERE/kube-proxy.yaml.in" >"$STATE/kube-proxy.yaml"
 start kube-proxy kube-proxy --config "$STATE/kube-proxy.yaml" --v=1
-# kube-router as the NetworkPolicy engine only: no routing (one node), no service proxy (kube-proxy's job).
+# kube-router is the NetworkPolicy engine only: no routing (one node), no service proxy (kube-proxy's job).
 start kube-router kube-router --kubeconfig "$STATE/kube-router.kubeconfig" --hostname-override "$NODE_NAME" \
 	--run-firewall=true --run-router=false --run-service-proxy=false --run-loadbalancer=false \
 	--enable-cni=false --enable-ipv4=true --enable-ipv6=false \
 	--service-cluster-ip-range "$SERVICE_CIDR" --health-port 20244 --metrics-port 0 --v=1
-wait_for "node $NODE_NAME Ready" 120 kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=1s
+wait_for "kube-router's health" 60 curl -sf http://127.0.0.1:20244/healthz
 step "node Ready"
 
 # --- CoreDNS -------------------------------------------------------------------------------------------------
@@ -231,7 +236,8 @@ kc apply --server-side --force-conflicts -f "$TOOLS/build/prometheus-operator-cr
 wait_for "the monitoring CRDs" 60 kc wait --for=condition=Established crd/prometheuses.monitoring.coreos.com \
 	crd/servicemonitors.monitoring.coreos.com crd/podmonitors.monitoring.coreos.com \
 	crd/prometheusrules.monitoring.coreos.com --timeout=1s
-start prometheus-operator prometheus-operator --kubeconfig "$STATE/prometheus-operator.kubeconfig" \
+start prometheus-operator prometheus-operator --apiserver "https://$NODE_IP:6443" --ca-file "$PKI/ca.crt" \
+	--cert-file "$PKI/prometheus-operator.crt" --key-file "$PKI/prometheus-operator.key" \
 	--prometheus-config-reloader "localhost/tradebot/prometheus-config-reloader:$PO_VERSION" \
 	--web.listen-address 127.0.0.1:10290 --log-level info
 prometheus_version=$("$BIN/prometheus" --version 2>/dev/null | sed -n 's/^prometheus, version \([0-9.]*\).*/\1/p' | head -n 1)

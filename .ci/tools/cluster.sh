@@ -19,10 +19,10 @@ COREDNS_VERSION=v1.11.3
 KUBE_ROUTER_VERSION=v2.1.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 
-DEBIAN_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack ipset buildah skopeo
+DEBIAN_PACKAGES=(containerd runc containernetworking-plugins iptables nftables conntrack ipset buildah skopeo
 	debootstrap jq uidmap gcc libc6-dev)
 # command the package provides (checked to decide whether apt-get must run)
-DEBIAN_COMMANDS=(containerd runc /usr/lib/cni/bridge iptables conntrack ipset buildah skopeo debootstrap
+DEBIAN_COMMANDS=(containerd runc /usr/lib/cni/bridge iptables nft conntrack ipset buildah skopeo debootstrap
 	jq newuidmap gcc /usr/lib/x86_64-linux-gnu/libc.a)
 
 missing=()
