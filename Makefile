@@ -8,13 +8,14 @@ TOOLS := .tools
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export TRADEBOT_TOOLS_DIR := $(CURDIR)/$(TOOLS)
 
-.PHONY: help venv tools demo test lint bench lock clean
+.PHONY: help venv tools cluster-tools cluster cluster-down demo test lint bench lock clean
 
 help:
 	@echo "make demo   run the live pipeline and the dashboard on this machine (no servers needed)"
 	@echo "make test   install every tool and server the tests need into .tools/, then run the whole suite"
 	@echo "make tools  install Kafka, Redis, Prometheus, Chromium, kcat, etcd, kube-apiserver, helm into .tools/"
 	@echo "make lint   ruff, mypy (strict), import-linter"
+	@echo "make cluster       a local single-node Kubernetes (no Docker) with the chart installed; make cluster-down undoes it"
 	@echo "make bench  benchmarks against peers (backtesting.py, vectorbt, raw Kafka); never part of make test"
 	@echo "make lock   re-resolve the dependencies within pyproject.toml's ranges and pin them in .ci/constraints.txt"
 
@@ -44,6 +45,19 @@ venv: $(VENV)/.installed-dev
 
 tools: venv
 	bash .ci/tools/install.sh
+
+# Only what a node needs (make tools runs it too): containerd, runc, CNI, kubelet, CoreDNS, kube-router, ...
+cluster-tools: venv
+	bash .ci/tools/k8s.sh
+	bash .ci/tools/cluster.sh
+
+# A real single-node Kubernetes on this machine with the chart installed; idempotent (a rerun reuses it).
+cluster: tools
+	bash .ci/cluster/images.sh
+	bash .ci/cluster/up.sh
+
+cluster-down:
+	bash .ci/cluster/down.sh
 
 demo: venv
 	$(VENV)/bin/tradebot up --embedded

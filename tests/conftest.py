@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.plugins.servers", "tests.plugins.kube", "tests.plugins.tradebot_operator"]
+pytest_plugins = [
+    "tests.plugins.servers",
+    "tests.plugins.kube",
+    "tests.plugins.tradebot_operator",
+    "tests.plugins.cluster",
+]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -17,6 +22,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The local cluster's tests run last: their session-scoped node (and the pipeline trading on it) is
+    # torn down at the session's end, so it must not share the two cores with the rest of the suite.
+    items.sort(key=lambda item: "tests/cluster/" in item.nodeid or item.nodeid.startswith("cluster/"))
     if config.getoption("--benchmarks"):
         return
     skip = pytest.mark.skip(reason="benchmark: run with `make bench`")

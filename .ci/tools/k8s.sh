@@ -3,6 +3,7 @@
 # .tools/bin from the Go module proxy: kube-apiserver, kube-controller-manager, etcd and helm.
 # kubectl comes from the machine (/usr/bin/kubectl) and is built the same way only when missing.
 # Idempotent: a binary whose version stamp matches is left alone, so a rerun takes seconds.
+# Sourced, it only defines the pins and build_kube_binaries (.ci/tools/cluster.sh builds the node with it).
 # Everything it downloads or compiles stays under .tools/ (module cache, build cache, logs).
 set -euo pipefail
 
@@ -56,67 +57,83 @@ run_logged() {
 	fi
 }
 
+# build_kube_binaries NAME...: builds each k8s.io/kubernetes/cmd/NAME at $KUBERNETES_VERSION into
+# .tools/bin unless its stamp matches, through one throwaway module (the upstream go.mod only works
+# inside its own repository). .ci/tools/cluster.sh sources this file and calls it for the node's pieces.
+build_kube_binaries() {
+	local kube_stamp name
+	kube_stamp="$KUBERNETES_VERSION $($GO env GOVERSION)"
+	local kube_missing=()
+	for name in "$@"; do
+		cached "$name" "$kube_stamp" || kube_missing+=("$name")
+	done
+
+	if ((${#kube_missing[@]})); then
+		local kube_dir=$BUILD/kube upstream_mod staging_version staging_modules module version override
+		mkdir -p "$kube_dir"
+		# The staging modules (k8s.io/api, apimachinery, apiserver, client-go, ...) are published as
+		# v0.<minor>.<patch>; k8s.io/kubernetes names each at v0.0.0 and points it at ./staging.
+		run_logged kubernetes-download "$GO" mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" ||
+			die "cannot download k8s.io/kubernetes@$KUBERNETES_VERSION from the Go module proxy"
+		upstream_mod=$GOMODCACHE/cache/download/k8s.io/kubernetes/@v/$KUBERNETES_VERSION.mod
+		[[ -f $upstream_mod ]] || die "k8s.io/kubernetes@$KUBERNETES_VERSION has no go.mod at $upstream_mod"
+		staging_version=v0.${KUBERNETES_VERSION#v1.}
+		staging_modules=$(sed -nE 's#^[[:space:]]*(k8s\.io/[a-z0-9-]+) => \./staging/src/k8s\.io/[a-z0-9-]+$#\1#p' "$upstream_mod")
+		[[ -n $staging_modules ]] || die "found no staging replace lines in $upstream_mod"
+		{
+			sed "s/@KUBERNETES_VERSION@/$KUBERNETES_VERSION/" "$TEMPLATES/kube.go.mod.in"
+			echo
+			echo "replace ("
+			for module in $staging_modules; do
+				version=$staging_version
+				for override in "${STAGING_OVERRIDES[@]}"; do
+					[[ ${override%%=*} == "$module" ]] && version=${override#*=}
+				done
+				echo "	$module => $module $version"
+			done
+			echo ")"
+		} >"$kube_dir/go.mod.new"
+		# Two builds may share the module directory: rewrite go.mod only when it changes.
+		if cmp -s "$kube_dir/go.mod.new" "$kube_dir/go.mod"; then
+			rm -f "$kube_dir/go.mod.new"
+		else
+			mv "$kube_dir/go.mod.new" "$kube_dir/go.mod"
+			rm -f "$kube_dir/go.sum"
+		fi
+
+		local major minor version_ldflags="" pkg start reported
+		major=${KUBERNETES_VERSION#v}
+		major=${major%%.*}
+		minor=${KUBERNETES_VERSION#v*.}
+		minor=${minor%%.*}
+		for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+			version_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+			version_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+		done
+		for name in "${kube_missing[@]}"; do
+			start=$SECONDS
+			(cd "$kube_dir" && run_logged "$name" "$GO" build -trimpath -ldflags "-s -w$version_ldflags" \
+				-o "$BIN/$name" "k8s.io/kubernetes/cmd/$name") ||
+				die "$name $KUBERNETES_VERSION did not build (log: $LOGS/$name.log)"
+			reported=$("$BIN/$name" --version 2>&1 | head -n 1) || die "$BIN/$name --version failed: $reported"
+			[[ $reported == *"$KUBERNETES_VERSION"* ]] || die "$BIN/$name reports '$reported', expected $KUBERNETES_VERSION"
+			echo "$kube_stamp" >"$STAMPS/$name"
+			echo "$name $KUBERNETES_VERSION installed ($((SECONDS - start))s)"
+		done
+	fi
+	for name in "$@"; do
+		[[ " ${kube_missing[*]} " == *" $name "* ]] || echo "$name $KUBERNETES_VERSION cached"
+	done
+}
+
+# Sourced (by .ci/tools/cluster.sh) for the pins and functions above; run, it builds the test tools.
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
+
 # --- kube-apiserver, kube-controller-manager (and kubectl when the machine has none) ---------
-kube_stamp="$KUBERNETES_VERSION $($GO env GOVERSION)"
 kube_targets=(kube-apiserver kube-controller-manager)
 kubectl_bin=$(command -v kubectl || true)
 if [[ -z $kubectl_bin || $kubectl_bin == "$BIN/kubectl" ]]; then kube_targets+=(kubectl); fi
-
-kube_missing=()
-for name in "${kube_targets[@]}"; do
-	cached "$name" "$kube_stamp" || kube_missing+=("$name")
-done
-
-if ((${#kube_missing[@]})); then
-	kube_dir=$BUILD/kube
-	mkdir -p "$kube_dir"
-	# The staging modules (k8s.io/api, apimachinery, apiserver, client-go, ...) are published as
-	# v0.<minor>.<patch>; k8s.io/kubernetes names each at v0.0.0 and points it at ./staging.
-	run_logged kubernetes-download "$GO" mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" ||
-		die "cannot download k8s.io/kubernetes@$KUBERNETES_VERSION from the Go module proxy"
-	upstream_mod=$GOMODCACHE/cache/download/k8s.io/kubernetes/@v/$KUBERNETES_VERSION.mod
-	[[ -f $upstream_mod ]] || die "k8s.io/kubernetes@$KUBERNETES_VERSION has no go.mod at $upstream_mod"
-	staging_version=v0.${KUBERNETES_VERSION#v1.}
-	staging_modules=$(sed -nE 's#^[[:space:]]*(k8s\.io/[a-z0-9-]+) => \./staging/src/k8s\.io/[a-z0-9-]+$#\1#p' "$upstream_mod")
-	[[ -n $staging_modules ]] || die "found no staging replace lines in $upstream_mod"
-	{
-		sed "s/@KUBERNETES_VERSION@/$KUBERNETES_VERSION/" "$TEMPLATES/kube.go.mod.in"
-		echo
-		echo "replace ("
-		for module in $staging_modules; do
-			version=$staging_version
-			for override in "${STAGING_OVERRIDES[@]}"; do
-				[[ ${override%%=*} == "$module" ]] && version=${override#*=}
-			done
-			echo "	$module => $module $version"
-		done
-		echo ")"
-	} >"$kube_dir/go.mod"
-	rm -f "$kube_dir/go.sum"
-
-	major=${KUBERNETES_VERSION#v}
-	major=${major%%.*}
-	minor=${KUBERNETES_VERSION#v*.}
-	minor=${minor%%.*}
-	version_ldflags=""
-	for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-		version_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-		version_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-	done
-	for name in "${kube_missing[@]}"; do
-		start=$SECONDS
-		(cd "$kube_dir" && run_logged "$name" "$GO" build -trimpath -ldflags "-s -w$version_ldflags" \
-			-o "$BIN/$name" "k8s.io/kubernetes/cmd/$name") ||
-			die "$name $KUBERNETES_VERSION did not build (log: $LOGS/$name.log)"
-		reported=$("$BIN/$name" --version 2>&1 | head -n 1) || die "$BIN/$name --version failed: $reported"
-		[[ $reported == *"$KUBERNETES_VERSION"* ]] || die "$BIN/$name reports '$reported', expected $KUBERNETES_VERSION"
-		echo "$kube_stamp" >"$STAMPS/$name"
-		echo "$name $KUBERNETES_VERSION installed ($((SECONDS - start))s)"
-	done
-fi
-for name in "${kube_targets[@]}"; do
-	[[ " ${kube_missing[*]} " == *" $name "* ]] || echo "$name $KUBERNETES_VERSION cached"
-done
+build_kube_binaries "${kube_targets[@]}"
 
 # --- kubectl ----------------------------------------------------------------------------------
 if [[ -n $kubectl_bin && $kubectl_bin != "$BIN/kubectl" ]]; then

@@ -205,7 +205,11 @@ def test_main_containers_use_the_tradebot_command_contract(helm_bin: Path) -> No
     for name in APP_COMPONENTS:
         deployment = find(manifests, "Deployment", name)
         container = pod_spec(deployment)["containers"][0]
-        assert container["args"] == [name]
+        if name == "dashboard":
+            # Streamlit listens on the pod's address, on the chart's port (the command defaults to 127.0.0.1).
+            assert container["args"] == [name, "--host", "0.0.0.0", "--port", "8501"]
+        else:
+            assert container["args"] == [name]
         expected = (
             "ghcr.io/tradebot/tradebot-dashboard:0.1.0"
             if name == "dashboard"
@@ -293,12 +297,22 @@ def test_network_policies(helm_bin: Path) -> None:
         }
 
     assert egress_components(f"{RELEASE}-feed") == {"kafka", "simulator"}
-    assert egress_components(f"{RELEASE}-strategy") == {"kafka"}
+    assert egress_components(f"{RELEASE}-strategy") == {"kafka", "redis"}
     assert egress_components(f"{RELEASE}-executor") == {"kafka", "redis"}
     assert egress_components(f"{RELEASE}-api") == {"redis"}
     assert egress_components(f"{RELEASE}-dashboard") == {"api"}
     assert ingress_components(f"{RELEASE}-kafka") == {"feed", "executor", "strategy"}
-    assert ingress_components(f"{RELEASE}-redis") == {"executor", "api"}
+    assert ingress_components(f"{RELEASE}-redis") == {"executor", "api", "strategy"}
+    # Strategy pods may live in any namespace: Kafka and Redis admit them from all.
+    for store in (f"{RELEASE}-kafka", f"{RELEASE}-redis"):
+        strategy_peers = [
+            peer
+            for rule in policies[store]["ingress"]
+            for peer in rule["from"]
+            if peer["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "strategy"
+        ]
+        assert len(strategy_peers) == 1, strategy_peers
+        assert strategy_peers[0].get("namespaceSelector") == {}, strategy_peers
     assert ingress_components(f"{RELEASE}-simulator") == {"feed"}
     # Clients reach the api (8080) and the dashboard (8501).
     assert [p["port"] for p in policies[f"{RELEASE}-api"]["ingress"][0]["ports"]] == [8080]
@@ -386,9 +400,13 @@ def test_redis_auth(helm_bin: Path) -> None:
     assert "--requirepass" in redis["args"][0]
     executor = env_of(pod_spec(find(manifests, "Deployment", "executor"))["containers"][0])
     assert executor["TRADEBOT_REDIS_URL"] == f"redis://:$(TRADEBOT_REDIS_PASSWORD)@{RELEASE}-redis:6379/0"
-    # The Secret handed to strategy pods carries no credentials.
+    # Strategy pods (in any namespace) get Redis with its password, their only credential; never the API token.
     shared = next(s for s in by_kind(manifests, "Secret") if s["metadata"]["name"].endswith("-shared-env"))
-    assert "TRADEBOT_REDIS_URL" not in shared["stringData"]
+    assert shared["stringData"]["TRADEBOT_REDIS_URL"] == (
+        f"redis://:not-a-real-password@{RELEASE}-redis.{NAMESPACE}.svc:6379/0"
+    )
+    assert shared["stringData"]["TRADEBOT_KAFKA_BOOTSTRAP"] == f"{RELEASE}-kafka.{NAMESPACE}.svc:9092"
+    assert not any("not-a-real-token" in value for value in shared["stringData"].values())
     feed = env_of(pod_spec(find(manifests, "Deployment", "feed"))["containers"][0])
     assert feed["TRADEBOT_FEED_SOURCE"] == "binance"
     assert feed["TRADEBOT_FEED_URL"].startswith("wss://")

@@ -466,7 +466,7 @@ def test_schedule_makes_a_cronjob(kube_apiserver: KubeCluster, operator: Operato
     )
     assert cronjob["spec"]["schedule"] == "0 2 * * *"
     args = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[:3] == ["backtest", "--data", "/app/data/historical_data.csv"]
+    assert args[:3] == ["backtest", "--data", "/opt/tradebot/data/historical_data.csv"]
     assert "--ma=ema" in args
     deployment = eventually(
         "the suspended Deployment",

@@ -228,3 +228,18 @@ def test_differs_compares_only_the_fields_we_set(
     desired: dict[str, Any], existing: dict[str, Any] | None, expected: bool
 ) -> None:
     assert render.differs(desired, existing) is expected
+
+
+def test_shared_env_copy_for_a_strategy_in_another_namespace() -> None:
+    data = {"TRADEBOT_KAFKA_BOOTSTRAP": "a2Fma2E6OTA5Mg=="}
+    copy = render.render_shared_env_copy("ema", "team-a", data)
+    assert copy["kind"] == "Secret"
+    assert copy["metadata"]["name"] == "ema-shared-env"
+    assert copy["metadata"]["namespace"] == "team-a"
+    assert copy["metadata"]["labels"][render.STRATEGY_LABEL] == "ema"
+    assert copy["data"] == data
+    deployment = render.render_deployment(
+        "ema", "team-a", _spec(), default_image="img:1", shared_env_from=copy["metadata"]["name"]
+    )
+    env_from = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    assert env_from[0] == {"secretRef": {"name": "ema-shared-env", "optional": True}}

@@ -8,6 +8,7 @@ import json
 import random
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +23,7 @@ from tradebot.backtest.data import synthetic_ohlcv, write_ohlcv_csv
 from tradebot.feed.client import Feed, FeedMetrics, backoff_delay
 from tradebot.feed.codecs import SimulatorCodec
 from tradebot.kit.lifecycle import ShutdownEvent
-from tradebot.simulator.server import Metrics, PriceSimulator, ReplayConfig, start_server
+from tradebot.simulator.server import GbmConfig, Metrics, PriceSimulator, ReplayConfig, start_server
 
 
 def make_feed(bus: MemoryBus, port: int) -> Feed:
@@ -80,6 +81,51 @@ async def test_replay_resumes_after_a_simulator_restart(tmp_path: Path) -> None:
     server.close()
     seqs = [t["seq"] for t in topic_values(bus, TICKS)]
     assert seqs == list(range(1, 3001))  # nothing lost, nothing twice
+    assert feed.metrics.reconnects._value.get() >= 1
+
+
+async def test_a_restarted_live_source_is_followed_from_its_new_sequence() -> None:
+    """A live simulator counts from 1 again after a restart (e.g. a rolled pod): the feed must follow it,
+    not drop every tick as a duplicate until the new sequence passes the old one."""
+    bus = MemoryBus()
+    bus.ensure_topics(pipeline_topics(1))
+    port = free_port()
+
+    async def live_source() -> tuple[Any, asyncio.Event, asyncio.Task[None]]:
+        simulator = PriceSimulator(GbmConfig(["SYM"], interval_s=0.01), Metrics(CollectorRegistry()))
+        server = await start_server(simulator, "127.0.0.1", port)
+        stop = asyncio.Event()
+        return server, stop, asyncio.create_task(simulator.broadcast_walks(stop))
+
+    server, stop, walks = await live_source()
+    feed = make_feed(bus, port)
+    shutdown = ShutdownEvent()
+    task = asyncio.create_task(feed.run(shutdown))
+    for _ in range(200):
+        if len(topic_values(bus, TICKS)) >= 100:
+            break
+        await asyncio.sleep(0.05)
+    before = [t["seq"] for t in topic_values(bus, TICKS)]
+    assert len(before) >= 100
+    stop.set()
+    await walks
+    server.close()
+    await server.wait_closed()
+
+    server, stop, walks = await live_source()
+    for _ in range(200):
+        after = [t["seq"] for t in topic_values(bus, TICKS)][len(before) :]
+        if len(after) >= 20:
+            break
+        await asyncio.sleep(0.05)
+    shutdown.set()
+    await task
+    stop.set()
+    await walks
+    server.close()
+    assert len(after) >= 20, "no tick published after the source restarted"
+    assert after[0] < before[-1]  # the new sequence, followed from where the restarted source began
+    assert after == sorted(after)
     assert feed.metrics.reconnects._value.get() >= 1
 
 

@@ -131,6 +131,17 @@ Kafka bootstrap servers: the in-chart broker or externalKafka.bootstrap.
 {{- end }}
 
 {{/*
+Kafka bootstrap servers as a pod in any namespace resolves them (strategy pods may live outside the release's).
+*/}}
+{{- define "tradebot.kafkaBootstrapFromAnyNamespace" -}}
+{{- if .Values.kafka.enabled }}
+{{- printf "%s.%s.svc:%d" (include "tradebot.kafkaName" .) .Release.Namespace (int .Values.kafka.port) }}
+{{- else }}
+{{- include "tradebot.kafkaBootstrap" . }}
+{{- end }}
+{{- end }}
+
+{{/*
 Whether a Redis password is in play (TRADEBOT_REDIS_PASSWORD is set from the credentials Secret).
 */}}
 {{- define "tradebot.redisPasswordEnabled" -}}

@@ -198,16 +198,26 @@ async def _apply_strategy(
 ) -> tuple[list[render.Manifest], dict[str, Any]]:
     """Apply the strategy's ConfigMap and Deployment (and scheduled backtests' CronJob) where the live object
     differs: (the manifests applied, the Deployment as it is now)."""
-    manifests = [
-        render.render_configmap(name, namespace, spec),
+    manifests = [render.render_configmap(name, namespace, spec)]
+    shared_env = settings.shared_env_secret
+    source_namespace = settings.shared_env_namespace
+    if shared_env and source_namespace and namespace != source_namespace:
+        # A pod reads Secrets of its own namespace only: copy the shared environment (broker and Redis
+        # addresses and credentials) next to the strategy, owned by it.
+        source = await kube.get("v1", "Secret", shared_env, source_namespace)
+        if source is not None:
+            copy = render.render_shared_env_copy(name, namespace, source.get("data") or {})
+            manifests.append(copy)
+            shared_env = copy["metadata"]["name"]
+    manifests.append(
         render.render_deployment(
             name,
             namespace,
             spec,
             default_image=settings.strategy_image,
-            shared_env_from=settings.shared_env_secret,
-        ),
-    ]
+            shared_env_from=shared_env,
+        )
+    )
     if spec.backtest is not None and spec.backtest.schedule:
         manifests.append(
             render.render_backtest_cronjob(name, namespace, spec, default_image=settings.strategy_image)

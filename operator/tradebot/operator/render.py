@@ -77,6 +77,22 @@ def render_configmap(name: str, namespace: str, spec: TradingStrategySpec) -> Ma
     }
 
 
+def render_shared_env_copy(name: str, namespace: str, data: Mapping[str, str]) -> Manifest:
+    """The shared-env Secret's data next to a strategy outside the release's namespace (envFrom cannot
+    reach across namespaces); owned by the TradingStrategy, so it goes with it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": f"{name}-shared-env",
+            "namespace": namespace,
+            "labels": labels(name, COMPONENT_STRATEGY),
+        },
+        "type": "Opaque",
+        "data": dict(data),
+    }
+
+
 def _restricted_security_context() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,

@@ -17,6 +17,10 @@ class OperatorSettings(BaseSettings):
         "tradebot-shared-env",
         description="Secret with the bus/store endpoints (TRADEBOT_KAFKA_BOOTSTRAP, TRADEBOT_REDIS_URL)",
     )
+    shared_env_namespace: str | None = Field(
+        None,
+        description="Namespace of the shared-env Secret (the release's); strategies elsewhere get a copy of it",
+    )
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch; empty: cluster-wide"
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 import uuid
@@ -337,7 +338,12 @@ class KafkaConsumer:
 
 class KafkaBus:
     def __init__(self, bootstrap: str, *, client_config: dict[str, str] | None = None) -> None:
-        self._base: dict[str, Any] = {"bootstrap.servers": bootstrap, **(client_config or {})}
+        self._base: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            # librdkafka's own messages go through logging (JSON in a container), not raw to stderr.
+            "logger": logging.getLogger("tradebot.adapters.librdkafka"),
+            **(client_config or {}),
+        }
         self._admin = AdminClient(dict(self._base))
 
     def _producer_config(self, client_id: str) -> dict[str, Any]:

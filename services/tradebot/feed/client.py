@@ -110,6 +110,9 @@ class Feed:
         self.price_flush_s = price_flush_s
         self.connected = False
         self.last_seq: dict[str, int] = {}
+        # Symbols with no tick yet on the current connection: their first tick may show that the source
+        # restarted its sequence (a restarted live source counts from 1 again).
+        self._first_on_connection: set[str] = set()
         self._latest: dict[str, tuple[float, datetime]] = {}
         # Price history for charts: every tick, up to `history_per_flush` per symbol between two
         # writes (a bound on Redis traffic at high rates; replays keep nearly every point).
@@ -132,6 +135,15 @@ class Feed:
                 continue
             if tick.seq is not None:
                 last = self.last_seq.get(tick.symbol)
+                if last is not None and tick.seq <= last and tick.symbol in self._first_on_connection:
+                    # A resumed source answers from last + 1 and a live one runs ahead; a sequence that went
+                    # back on a new connection means the source restarted: follow it, or drop every tick.
+                    logger.warning(
+                        "the source restarted its sequence",
+                        extra={"symbol": tick.symbol, "seq": tick.seq, "last_seq": last},
+                    )
+                    last = None
+                self._first_on_connection.discard(tick.symbol)
                 if last is not None and tick.seq <= last:
                     self.metrics.duplicates.inc()
                     continue
@@ -208,6 +220,7 @@ class Feed:
             self.url, ping_interval=20, ping_timeout=20, open_timeout=10, max_size=2**22
         ) as ws:
             from_seq = max(self.last_seq.values(), default=0)
+            self._first_on_connection = set(self.last_seq)
             await ws.send(self.codec.subscribe_message(self.symbols, from_seq))
             self._set_connected(True)
             self._attempt = 0  # a successful connection resets the backoff
