@@ -105,7 +105,7 @@ async def test_a_restarted_live_source_is_followed_from_its_new_sequence() -> No
         if len(topic_values(bus, TICKS)) >= 100:
             break
         await asyncio.sleep(0.05)
-    before = [t["seq"] for t in topic_values(bus, TICKS)]
+    before = [int(str(t["seq"])) for t in topic_values(bus, TICKS)]
     assert len(before) >= 100
     stop.set()
     await walks
@@ -114,7 +114,7 @@ async def test_a_restarted_live_source_is_followed_from_its_new_sequence() -> No
 
     server, stop, walks = await live_source()
     for _ in range(200):
-        after = [t["seq"] for t in topic_values(bus, TICKS)][len(before) :]
+        after = [int(str(t["seq"])) for t in topic_values(bus, TICKS)][len(before) :]
         if len(after) >= 20:
             break
         await asyncio.sleep(0.05)

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from tradebot.core.errors import TradebotError
 from tradebot.core.models import Fill, OrderRequest, Position, Signal
 from tradebot.core.views import (
     EquityCurve,
@@ -36,8 +37,6 @@ from tradebot.core.views import (
     StrategyPnl,
     SymbolActivity,
 )
-
-from tradebot.core.errors import TradebotError
 
 __all__ = ["ApiClient", "ApiUnavailable"]
 
