@@ -276,7 +276,7 @@ class _Place:
         return {"line": int(self.lines[position])}
 
 
-class _FastPathError(Exception):
+class _FastPathError(TradebotError):
     """The fast CSV path cannot tell the exact line: read the file again with the careful path."""
 
 
