@@ -296,13 +296,16 @@ def test_network_policies(helm_bin: Path) -> None:
             if "podSelector" in p
         }
 
-    assert egress_components(f"{RELEASE}-feed") == {"kafka", "simulator"}
+    # The feed keeps its per-source resume point (last sequence) in Redis.
+    assert egress_components(f"{RELEASE}-feed") == {"kafka", "redis", "simulator"}
     assert egress_components(f"{RELEASE}-strategy") == {"kafka", "redis"}
     assert egress_components(f"{RELEASE}-executor") == {"kafka", "redis"}
     assert egress_components(f"{RELEASE}-api") == {"redis"}
     assert egress_components(f"{RELEASE}-dashboard") == {"api"}
-    assert ingress_components(f"{RELEASE}-kafka") == {"feed", "executor", "strategy"}
-    assert ingress_components(f"{RELEASE}-redis") == {"executor", "api", "strategy"}
+    # Kafka's broker reaches its own listener (controller and inter-broker traffic) through the policies too.
+    assert egress_components(f"{RELEASE}-kafka") == {"kafka"}
+    assert ingress_components(f"{RELEASE}-kafka") == {"feed", "executor", "strategy", "kafka"}
+    assert ingress_components(f"{RELEASE}-redis") == {"feed", "executor", "api", "strategy"}
     # Strategy pods may live in any namespace: Kafka and Redis admit them from all.
     for store in (f"{RELEASE}-kafka", f"{RELEASE}-redis"):
         strategy_peers = [
