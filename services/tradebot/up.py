@@ -29,13 +29,16 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from tradebot.adapters.connect import Wiring
 from tradebot.core.params import StrategyParams
 from tradebot.kit.ports import free_port, reserve_ports
 from tradebot.kit.prometheus import LocalPrometheus, default_rules_file
 from tradebot.kit.settings import ServiceSettings, load_settings_or_exit
+
+if TYPE_CHECKING:
+    from tradebot.simulator.command import SimulatorSettings
 
 S = TypeVar("S", bound=ServiceSettings)
 logger = logging.getLogger(__name__)
@@ -151,24 +154,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 # -- the one table both modes start from -----------------------------------------------------------
-EmbeddedRun = Callable[[Any, Wiring], Coroutine[Any, Any, None]]
-
-
 @dataclass(frozen=True)
-class Service:
+class Service(Generic[S]):
     """A row of the table `tradebot up` starts from: a service and the settings it runs with."""
 
     name: str  # unique: `strategy-<id>` for each strategy
     command: str  # `tradebot <command>` runs it as a process
-    settings: ServiceSettings
+    settings: S
     # How `--embedded` runs it inside its own process, with the in-memory bus and store; None: it is
     # a process in both modes (the dashboard), or the embedded process's own HTTP app (the api).
-    embedded: EmbeddedRun | None = None
+    embedded: Callable[[S, Wiring], Coroutine[Any, Any, None]] | None = None
     argv: tuple[str, ...] = ()  # the command's flags, besides its settings
     supervised: bool = True  # when it stops, everything stops (the dashboard is not: trading goes on)
 
 
-def services(args: argparse.Namespace, strategies: list[tuple[str, StrategyParams]]) -> list[Service]:
+def services(args: argparse.Namespace, strategies: list[tuple[str, StrategyParams]]) -> list[Service[Any]]:
     """What runs, with which settings: every service's own settings class, read from the environment like
     the service itself does, with what `up`'s flags decide on top. A process gets these settings as its
     environment (`ServiceSettings.to_env`), `--embedded` passes them to the service's `run_*`, so both
@@ -195,7 +195,7 @@ def services(args: argparse.Namespace, strategies: list[tuple[str, StrategyParam
     }
     symbols = args.symbol if args.replay else args.symbols
     local = _reachable(args.host)
-    table: list[Service] = []
+    table: list[Service[Any]] = []
     if not args.source:
         simulator = settings(
             SimulatorSettings,
@@ -232,14 +232,14 @@ def services(args: argparse.Namespace, strategies: list[tuple[str, StrategyParam
     return table
 
 
-async def _simulator_in_process(settings: Any, wiring: Wiring) -> None:
+async def _simulator_in_process(settings: SimulatorSettings, wiring: Wiring) -> None:
     from tradebot.simulator.command import serve_simulator
 
     await serve_simulator(settings, wiring.registry, wiring.shutdown)
 
 
 # -- embedded ----------------------------------------------------------------------------------------
-def run_embedded(args: argparse.Namespace, table: list[Service]) -> int:
+def run_embedded(args: argparse.Namespace, table: list[Service[Any]]) -> int:
     """The services with an embedded run in this process over one in-memory bus and store, served by the
     api's app (`/metrics` and `/readyz` cover them all); the others as processes."""
     from tradebot.adapters.memory_bus import MemoryBus
@@ -280,7 +280,7 @@ def run_embedded(args: argparse.Namespace, table: list[Service]) -> int:
             stopping.cancel()
             outcomes = await asyncio.gather(*tasks, return_exceptions=True)
             for process in reversed(processes):
-                stop_process(process.popen)
+                await asyncio.to_thread(stop_process, process.popen)
             if prometheus is not None:
                 await asyncio.to_thread(prometheus.stop)
         failed = [error for error in outcomes if isinstance(error, BaseException)]
@@ -302,7 +302,7 @@ class Running:
     supervised: bool
 
 
-def start_process(row: Service) -> Running:
+def start_process(row: Service[Any]) -> Running:
     """`tradebot <command>` with the row's settings as its environment (on top of ours)."""
     env = dict(os.environ)
     for name, value in row.settings.to_env().items():
@@ -314,7 +314,7 @@ def start_process(row: Service) -> Running:
     return Running(row.name, row.settings.http_port, popen, row.supervised)
 
 
-def run_processes(args: argparse.Namespace, table: list[Service]) -> int:
+def run_processes(args: argparse.Namespace, table: list[Service[Any]]) -> int:
     processes: list[Running] = []
     prometheus: LocalPrometheus | None = None
     stopping = False
@@ -351,7 +351,7 @@ def run_processes(args: argparse.Namespace, table: list[Service]) -> int:
 
 
 # -- shared -----------------------------------------------------------------------------------------
-def strategies_in(table: list[Service]) -> list[str]:
+def strategies_in(table: list[Service[Any]]) -> list[str]:
     return [row.name.removeprefix("strategy-") for row in table if row.command == "strategy"]
 
 
