@@ -7,27 +7,43 @@
   a simulator started here.
 - `--prometheus`: also a local Prometheus scraping every service and evaluating the alerting and
   recording rules of `manifests/monitoring/`.
-Ctrl-C (or SIGTERM) stops everything cleanly.
+Ctrl-C (or SIGTERM) stops everything cleanly; a service that stops or fails stops everything too.
+
+Both modes start from one table (`services`): each row is a service, the command that runs it, and its
+own settings class read like the service reads it, with `up`'s flags on top. A process gets its row's
+settings as its environment (`ServiceSettings.to_env`); `--embedded` hands them to the same `run_*` the
+service's command runs, with the in-memory bus and store. A setting added to a service reaches both modes
+with no edit here; a flag of `up` that sets it is one argument in the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from tradebot.adapters.connect import Wiring
 from tradebot.core.params import StrategyParams
+from tradebot.kit.ports import free_port, reserve_ports
 from tradebot.kit.prometheus import LocalPrometheus, default_rules_file
+from tradebot.kit.settings import ServiceSettings, load_settings_or_exit
+
+if TYPE_CHECKING:
+    from tradebot.simulator.command import SimulatorSettings
+
+S = TypeVar("S", bound=ServiceSettings)
+logger = logging.getLogger(__name__)
 
 DEFAULT_SYMBOLS = "AAPL,MSFT,GOOG,AMZN,TSLA"
-_TAKEN_PORTS: set[int] = set()  # see free_port
 
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +135,7 @@ def parse_strategies(specs: list[str]) -> list[tuple[str, StrategyParams]]:
 
 def run(args: argparse.Namespace) -> int:
     strategies = parse_strategies(args.strategy)
-    _TAKEN_PORTS.update({args.api_port, args.simulator_port, args.dashboard_port, args.prometheus_port})
+    reserve_ports(args.api_port, args.simulator_port, args.dashboard_port, args.prometheus_port)
     if args.replay and not Path(args.replay).is_file():
         print(f"tradebot up: error: --replay {args.replay}: no such file", file=sys.stderr)
         return 2
@@ -131,193 +147,175 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not job or ":" not in target:
             print(f"tradebot up: error: --scrape {spec!r}: use JOB=HOST:PORT", file=sys.stderr)
             return 2
+    table = services(args, strategies)
     if args.embedded:
-        return run_embedded(args, strategies)
-    return run_processes(args, strategies)
+        return run_embedded(args, table)
+    return run_processes(args, table)
+
+
+# -- the one table both modes start from -----------------------------------------------------------
+@dataclass(frozen=True)
+class Service(Generic[S]):
+    """A row of the table `tradebot up` starts from: a service and the settings it runs with."""
+
+    name: str  # unique: `strategy-<id>` for each strategy
+    command: str  # `tradebot <command>` runs it as a process
+    settings: S
+    # How `--embedded` runs it inside its own process, with the in-memory bus and store; None: it is
+    # a process in both modes (the dashboard), or the embedded process's own HTTP app (the api).
+    embedded: Callable[[S, Wiring], Coroutine[Any, Any, None]] | None = None
+    argv: tuple[str, ...] = ()  # the command's flags, besides its settings
+    supervised: bool = True  # when it stops, everything stops (the dashboard is not: trading goes on)
+
+
+def services(args: argparse.Namespace, strategies: list[tuple[str, StrategyParams]]) -> list[Service[Any]]:
+    """What runs, with which settings: every service's own settings class, read from the environment like
+    the service itself does, with what `up`'s flags decide on top. A process gets these settings as its
+    environment (`ServiceSettings.to_env`), `--embedded` passes them to the service's `run_*`, so both
+    modes run every service with the same settings."""
+    from tradebot.api.app import ApiSettings
+    from tradebot.dashboard.settings import DashboardSettings
+    from tradebot.executor.command import ExecutorSettings, run_executor
+    from tradebot.feed.command import FeedSettings, run_feed
+    from tradebot.simulator.command import SimulatorSettings
+    from tradebot.strategy.command import StrategySettings, run_strategy
+
+    def settings(cls: type[S], http_port: int | None = None, **values: Any) -> S:
+        # Each its own name: a TRADEBOT_SERVICE_NAME in the environment names one service, not all.
+        name = cls.model_fields["service_name"].default
+        return load_settings_or_exit(
+            cls, service_name=name, http_host=args.host, http_port=http_port or free_port(), **values
+        )
+
+    pipeline = {
+        "kafka_bootstrap": args.kafka,
+        "redis_url": args.redis,
+        "commission_pct": args.commission_pct,
+        "slippage_bps": args.slippage_bps,
+    }
+    symbols = args.symbol if args.replay else args.symbols
+    local = _reachable(args.host)
+    table: list[Service[Any]] = []
+    if not args.source:
+        simulator = settings(
+            SimulatorSettings,
+            simulator_host=args.host,
+            simulator_port=args.simulator_port,
+            symbols=args.symbols,
+            simulator_interval_s=args.interval,
+            simulator_replay=args.replay,
+            simulator_replay_symbol=args.symbol,
+            simulator_replay_speed=args.speed,
+            simulator_live_timestamps=args.live_timestamps,
+        )
+        table.append(Service("simulator", "simulator", simulator, _simulator_in_process))
+    table.append(Service("executor", "executor", settings(ExecutorSettings, **pipeline), run_executor))
+    for sid, params in strategies:
+        strategy = settings(
+            StrategySettings, **pipeline, strategy_id=sid, strategy_symbols=symbols, strategy_params=params
+        )
+        table.append(Service(f"strategy-{sid}", "strategy", strategy, run_strategy))
+    feed = settings(
+        FeedSettings,
+        **pipeline,
+        feed_url=args.source or f"ws://{local}:{args.simulator_port}",
+        feed_source=args.source_codec,
+        symbols=symbols,
+    )
+    table.append(Service("feed", "feed", feed, run_feed))
+    api = settings(ApiSettings, args.api_port, **pipeline, api_token=args.api_token, cors_origins="*")
+    table.append(Service("api", "api", api))
+    if not args.no_dashboard:
+        dashboard = settings(DashboardSettings, api_url=f"http://{local}:{args.api_port}")
+        argv = ("--port", str(args.dashboard_port), "--host", args.host)
+        table.append(Service("dashboard", "dashboard", dashboard, argv=argv, supervised=False))
+    return table
+
+
+async def _simulator_in_process(settings: SimulatorSettings, wiring: Wiring) -> None:
+    from tradebot.simulator.command import serve_simulator
+
+    await serve_simulator(settings, wiring.registry, wiring.shutdown)
 
 
 # -- embedded ----------------------------------------------------------------------------------------
-def run_embedded(args: argparse.Namespace, strategies: list[tuple[str, StrategyParams]]) -> int:
+def run_embedded(args: argparse.Namespace, table: list[Service[Any]]) -> int:
+    """The services with an embedded run in this process over one in-memory bus and store, served by the
+    api's app (`/metrics` and `/readyz` cover them all); the others as processes."""
     from tradebot.adapters.memory_bus import MemoryBus
     from tradebot.adapters.memory_store import MemoryStore
     from tradebot.api.app import ApiSettings, create_api
+    from tradebot.kit.app import readiness_of
     from tradebot.kit.lifecycle import ShutdownEvent, run_service
-    from tradebot.kit.settings import load_settings_or_exit
 
-    settings = load_settings_or_exit(
-        ApiSettings,
-        service_name="tradebot-up",
-        http_host=args.host,
-        http_port=args.api_port,
-        api_token=args.api_token,
-        commission_pct=args.commission_pct,
-        slippage_bps=args.slippage_bps,
-        cors_origins="*",
-    )
-    bus = MemoryBus()
+    api = next(row for row in table if row.command == "api")
+    assert isinstance(api.settings, ApiSettings)
+    settings = api.settings.model_copy(update={"service_name": "tradebot-up"})
     store = MemoryStore()
     app = create_api(settings, store)
 
     async def main(shutdown: ShutdownEvent) -> None:
-        await run_pipeline_embedded(args, strategies, settings, bus, store, shutdown, app.state.registry)
+        wiring = Wiring(MemoryBus(), store, app.state.registry, readiness_of(app), shutdown)
+        tasks = {
+            asyncio.create_task(row.embedded(row.settings, wiring), name=row.name): row.name
+            for row in table
+            if row.embedded is not None
+        }
+        stopping = asyncio.create_task(shutdown.wait())
+        processes: list[Running] = []
+        prometheus: LocalPrometheus | None = None
+        try:
+            for row in table:
+                if row.embedded is None and row is not api:
+                    processes.append(start_process(row))
+            targets = {"up": args.api_port, **{p.name: p.port for p in processes}}
+            prometheus = await asyncio.to_thread(start_prometheus, args, targets)
+            print_endpoints(args, strategies_in(table), embedded=True, prometheus=prometheus)
+            done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stopping}:
+                # A service that stops on its own stops everything, as its process would in process mode.
+                shutdown.set(f"{tasks[task]} stopped")
+        finally:
+            shutdown.set("tradebot up stopping")
+            stopping.cancel()
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            for process in reversed(processes):
+                await asyncio.to_thread(stop_process, process.popen)
+            if prometheus is not None:
+                await asyncio.to_thread(prometheus.stop)
+        failed = [error for error in outcomes if isinstance(error, BaseException)]
+        for name, error in zip(tasks.values(), outcomes, strict=True):
+            if isinstance(error, BaseException):
+                logger.error("service failed", extra={"service": name}, exc_info=error)
+        if failed:
+            raise failed[0]
 
     return run_service(main, settings, app=app)
 
 
-async def run_pipeline_embedded(
-    args: argparse.Namespace,
-    strategies: list[tuple[str, StrategyParams]],
-    settings: Any,
-    bus: Any,
-    store: Any,
-    shutdown: Any,
-    registry: Any,
-) -> None:
-    from tradebot.adapters.topics import pipeline_topics
-    from tradebot.executor.broker import PaperBroker, RiskChecks
-    from tradebot.executor.runner import ExecutorMetrics, ExecutorRunner
-    from tradebot.feed.client import Feed, FeedMetrics
-    from tradebot.feed.codecs import codec_for
-    from tradebot.simulator.command import parse_speed
-    from tradebot.simulator.server import GbmConfig, Metrics, PriceSimulator, ReplayConfig, start_server
-    from tradebot.strategy.runner import StrategyMetrics, StrategyRunner
-
-    bus.ensure_topics(pipeline_topics(settings.topic_partitions))
-    symbols = [args.symbol] if args.replay else [s.strip() for s in args.symbols.split(",") if s.strip()]
-    source: GbmConfig | ReplayConfig
-    if args.replay:
-        source = ReplayConfig(
-            path=Path(args.replay),
-            symbol=args.symbol,
-            speed=parse_speed(args.speed),
-            live_timestamps=args.live_timestamps,
-        )
-    else:
-        source = GbmConfig(symbols=symbols, interval_s=args.interval)
-    stop_walks = asyncio.Event()
-    tasks = []
-    server = None
-    if not args.source:
-        simulator = PriceSimulator(source, Metrics(registry))
-        server = await start_server(simulator, args.host, args.simulator_port)
-        if simulator.mode == "gbm":
-            tasks.append(asyncio.create_task(simulator.broadcast_walks(stop_walks)))
-
-    strategy_metrics = StrategyMetrics(registry)
-    costs = settings.costs()
-    runners = [
-        StrategyRunner(
-            strategy_id=sid,
-            symbols=symbols,
-            params=params,
-            costs=costs,
-            initial_cash=10_000.0,
-            bus=bus,
-            store=store,
-            metrics=strategy_metrics,
-        )
-        for sid, params in strategies
-    ]
-    executor = ExecutorRunner(
-        bus=bus,
-        store=store,
-        broker=PaperBroker(costs=costs, checks=RiskChecks(price_band_pct=None)),
-        metrics=ExecutorMetrics(registry),
-    )
-    feed = Feed(
-        codec=codec_for(args.source_codec),
-        url=args.source or f"ws://{args.host}:{args.simulator_port}",
-        symbols=symbols,
-        producer=bus.producer("feed"),
-        store=store,
-        metrics=FeedMetrics(registry),
-    )
-    tasks += [asyncio.create_task(r.run(shutdown)) for r in runners]
-    tasks.append(asyncio.create_task(executor.run(shutdown)))
-    tasks.append(asyncio.create_task(feed.run(shutdown)))
-    dashboard = None if args.no_dashboard else start_dashboard(args, f"http://{args.host}:{args.api_port}")
-    targets = {"up": args.api_port, **({"dashboard": dashboard[1]} if dashboard else {})}
-    prometheus = await asyncio.to_thread(start_prometheus, args, targets)
-    print_endpoints(args, [sid for sid, _ in strategies], embedded=True, prometheus=prometheus)
-    try:
-        await shutdown.wait()
-    finally:
-        stop_walks.set()
-        if server is not None:
-            server.close()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
-        if dashboard is not None:
-            stop_process(dashboard[0])
-        if prometheus is not None:
-            await asyncio.to_thread(prometheus.stop)
-
-
 # -- separate processes ----------------------------------------------------------------------------
-def run_processes(args: argparse.Namespace, strategies: list[tuple[str, StrategyParams]]) -> int:
-    base_env = {
-        **os.environ,
-        "TRADEBOT_KAFKA_BOOTSTRAP": args.kafka,
-        "TRADEBOT_REDIS_URL": args.redis,
-        "TRADEBOT_COMMISSION_PCT": str(args.commission_pct),
-        "TRADEBOT_SLIPPAGE_BPS": str(args.slippage_bps),
-        "TRADEBOT_LOG_JSON": os.environ.get("TRADEBOT_LOG_JSON", "true"),
-    }
-    symbols = args.symbol if args.replay else args.symbols
-    tradebot = [sys.executable, "-m", "tradebot.cli"]
-    specs: list[tuple[str, list[str], dict[str, str]]] = []
-    if not args.source:
-        simulator_args = ["simulator", "--port", str(args.simulator_port)]
-        if args.replay:
-            simulator_args += ["--replay", args.replay, "--speed", args.speed, "--symbol", args.symbol]
-            if args.live_timestamps:
-                simulator_args.append("--live-timestamps")
-        specs.append(
-            (
-                "simulator",
-                simulator_args,
-                {"TRADEBOT_SYMBOLS": args.symbols, "TRADEBOT_SIMULATOR_INTERVAL_S": str(args.interval)},
-            )
-        )
-    specs.append(("executor", ["executor"], {}))
-    for sid, params in strategies:
-        specs.append(
-            (
-                f"strategy-{sid}",
-                ["strategy"],
-                {
-                    "TRADEBOT_STRATEGY_ID": sid,
-                    "TRADEBOT_STRATEGY_SYMBOLS": symbols,
-                    "TRADEBOT_STRATEGY_PARAMS": params.to_env_json(),
-                },
-            )
-        )
-    specs.append(
-        (
-            "feed",
-            ["feed"],
-            {
-                "TRADEBOT_FEED_URL": args.source or f"ws://127.0.0.1:{args.simulator_port}",
-                "TRADEBOT_FEED_SOURCE": args.source_codec,
-                "TRADEBOT_SYMBOLS": symbols,
-            },
-        )
-    )
-    specs.append(("api", ["api"], {"TRADEBOT_API_TOKEN": args.api_token, "TRADEBOT_CORS_ORIGINS": "*"}))
-    processes: list[tuple[str, int, subprocess.Popen[bytes]]] = []
-    for name, argv, extra in specs:
-        port = args.api_port if name == "api" else free_port()
-        env = {
-            **base_env,
-            **extra,
-            "TRADEBOT_SERVICE_NAME": name.split("-")[0] if name.startswith("strategy-") else name,
-            "TRADEBOT_HTTP_PORT": str(port),
-            "TRADEBOT_HTTP_HOST": args.host,
-        }
-        processes.append((name, port, subprocess.Popen([*tradebot, *argv], env=env)))
-    dashboard = None if args.no_dashboard else start_dashboard(args, f"http://{args.host}:{args.api_port}")
-    health = {name: port for name, port, _ in processes}
+@dataclass
+class Running:
+    name: str
+    port: int
+    popen: subprocess.Popen[bytes]
+    supervised: bool
+
+
+def start_process(row: Service[Any]) -> Running:
+    """`tradebot <command>` with the row's settings as its environment (on top of ours)."""
+    env = dict(os.environ)
+    for name, value in row.settings.to_env().items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    popen = subprocess.Popen([sys.executable, "-m", "tradebot.cli", row.command, *row.argv], env=env)
+    return Running(row.name, row.settings.http_port, popen, row.supervised)
+
+
+def run_processes(args: argparse.Namespace, table: list[Service[Any]]) -> int:
+    processes: list[Running] = []
     prometheus: LocalPrometheus | None = None
     stopping = False
 
@@ -329,54 +327,37 @@ def run_processes(args: argparse.Namespace, strategies: list[tuple[str, Strategy
     signal.signal(signal.SIGINT, on_signal)
     code = 0
     try:
-        prometheus = start_prometheus(args, {**health, **({"dashboard": dashboard[1]} if dashboard else {})})
-        print_endpoints(
-            args, [sid for sid, _ in strategies], embedded=False, health=health, prometheus=prometheus
-        )
+        for row in table:
+            processes.append(start_process(row))
+        health = {p.name: p.port for p in processes if p.supervised}
+        prometheus = start_prometheus(args, {p.name: p.port for p in processes})
+        print_endpoints(args, strategies_in(table), embedded=False, health=health, prometheus=prometheus)
         while not stopping:
-            for name, _, process in processes:
-                if process.poll() is not None:
+            for running in processes:
+                if running.supervised and running.popen.poll() is not None:
                     print(
-                        f"tradebot up: {name} exited with {process.returncode}; stopping everything",
+                        f"tradebot up: {running.name} exited with {running.popen.returncode}; stopping everything",
                         file=sys.stderr,
                     )
                     stopping = True
                     code = 1
             time.sleep(0.2)
     finally:
-        for _, _, process in reversed(processes):
-            stop_process(process)
-        if dashboard is not None:
-            stop_process(dashboard[0])
+        for running in reversed(processes):
+            stop_process(running.popen)
         if prometheus is not None:
             prometheus.stop()
     return code
 
 
 # -- shared -----------------------------------------------------------------------------------------
-def start_dashboard(args: argparse.Namespace, api_url: str) -> tuple[subprocess.Popen[bytes], int]:
-    """The Streamlit dashboard and the port of its health server (`/livez`, `/metrics`)."""
-    health_port = free_port()
-    env = {
-        **os.environ,
-        "TRADEBOT_API_URL": api_url,
-        "TRADEBOT_HTTP_PORT": str(health_port),
-        "TRADEBOT_HTTP_HOST": args.host,
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tradebot.cli",
-            "dashboard",
-            "--port",
-            str(args.dashboard_port),
-            "--host",
-            args.host,
-        ],
-        env=env,
-    )
-    return process, health_port
+def strategies_in(table: list[Service[Any]]) -> list[str]:
+    return [row.name.removeprefix("strategy-") for row in table if row.command == "strategy"]
+
+
+def _reachable(host: str) -> str:
+    """The address to connect to a server listening on `host` from this machine."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
 def start_prometheus(args: argparse.Namespace, ports: dict[str, int]) -> LocalPrometheus | None:
@@ -384,7 +365,7 @@ def start_prometheus(args: argparse.Namespace, ports: dict[str, int]) -> LocalPr
     targets, one job per service (`tradebot-<service>`; every strategy process is one `tradebot-strategy`)."""
     if not args.prometheus:
         return None
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
+    host = _reachable(args.host)
     jobs: dict[str, list[str]] = {}
     for name, port in ports.items():
         service = "strategy" if name.startswith("strategy-") else name
@@ -414,18 +395,6 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> Non
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def free_port() -> int:
-    """A free port, never one handed out before by this process nor one given on the command line: the
-    kernel may offer a port again before the service it was meant for has bound it."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in _TAKEN_PORTS:
-            _TAKEN_PORTS.add(port)
-            return port
 
 
 def print_endpoints(

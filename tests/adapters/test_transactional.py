@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any
 
 import pytest
 
+from tests.adapters._wrapped_bus import WrappedBus
 from tests.services.test_executor_metrics import until
 from tradebot.adapters.bus import (
     Bus,
@@ -26,39 +27,20 @@ from tradebot.kit.lifecycle import ShutdownEvent
 Names = Callable[[str], str]
 
 
-class RecordingBus:
+class RecordingBus(WrappedBus):
     """A bus that notes when a transactional producer is made (fencing) and a consumer joins."""
 
     def __init__(self, inner: Bus, events: list[str]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.events = events
-
-    def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
-        self.inner.ensure_topics(specs)
-
-    def producer(self, client_id: str) -> Producer:
-        return self.inner.producer(client_id)
 
     def transactional_producer(self, transactional_id: str) -> TransactionalProducer:
         self.events.append("fence")
         return self.inner.transactional_producer(transactional_id)
 
-    def consumer(
-        self,
-        group_id: str,
-        topics: Sequence[str],
-        *,
-        read_committed: bool = True,
-        start: Literal["earliest", "latest"] = "earliest",
-    ) -> Consumer:
+    def consumer(self, group_id: str, topics: Sequence[str], **options: Any) -> Consumer:
         self.events.append("consume")
-        return self.inner.consumer(group_id, topics, read_committed=read_committed, start=start)
-
-    def read_all(self, topic: str, *, read_committed: bool = True, timeout: float = 10.0) -> list[Record]:
-        return self.inner.read_all(topic, read_committed=read_committed, timeout=timeout)
-
-    def close(self) -> None:
-        self.inner.close()
+        return super().consumer(group_id, topics, **options)
 
 
 class Echo:

@@ -7,7 +7,6 @@ import contextlib
 import importlib
 import os
 import shutil
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,15 +16,9 @@ import pytest
 from fastapi import FastAPI
 
 from tradebot.kit import ServiceSettings, ShutdownEvent, serve_service
+from tradebot.kit.ports import free_port as free_port  # the one home; tests import it from here
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(condition: Callable[[], bool], what: str, limit_seconds: float = 60.0) -> None:

@@ -8,6 +8,7 @@ import pytest
 from pydantic import Field, SecretStr, ValidationError
 
 from tradebot.kit import LogLevel, ServiceSettings, SettingsError, load_settings, load_settings_or_exit
+from tradebot.kit.settings import comma_list
 
 
 class FeedLikeSettings(ServiceSettings):
@@ -145,3 +146,20 @@ def test_load_settings_or_exit_prints_one_line_and_exits_2(
     assert capsys.readouterr().err == (
         "configuration error: TRADEBOT_HTTP_PORT: Input should be greater than or equal to 1 (got '0')\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "items"),
+    [
+        ("AAPL,MSFT", ["AAPL", "MSFT"]),
+        (" AAPL , MSFT ,", ["AAPL", "MSFT"]),
+        ("GOOG", ["GOOG"]),
+        (",, ,", []),
+        ("", []),
+        ("b,a,b", ["b", "a", "b"]),
+    ],
+)
+def test_a_comma_separated_setting_is_its_stripped_non_empty_items_in_order(
+    text: str, items: list[str]
+) -> None:
+    assert comma_list(text) == items

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tradebot.kit.ports import free_port as free_port  # the one home; tests import it from here
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 120.0
 
@@ -52,22 +54,6 @@ def require_tool(name: str) -> Path:
         missing_component(f"{name} is not installed: run `make tools` (it installs {name} into .tools/bin)")
         raise AssertionError("unreachable")  # pragma: no cover - pytest.fail/skip raise
     return path
-
-
-# Ports this process has handed out: the kernel may offer a port again as soon as its probe socket is
-# closed, before the server it was meant for has bound it (two servers of one test then collide).
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now and never handed out before by this process."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
 
 
 def http_ok(url: str, *, token: str | None = None, ca_file: Path | None = None) -> bool:

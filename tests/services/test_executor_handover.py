@@ -13,16 +13,16 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.adapters._wrapped_bus import WrappedBus
 from tests.services.test_executor_metrics import until
-from tradebot.adapters.bus import Bus, Consumer, Producer, Record, TopicSpec, TransactionalProducer
+from tradebot.adapters.bus import Bus, Record
 from tradebot.adapters.kafka import KafkaBus
 from tradebot.adapters.memory_bus import MemoryBus
 from tradebot.adapters.memory_store import MemoryStore
@@ -36,41 +36,19 @@ from tradebot.executor.runner import ExecutorMetrics, ExecutorRunner
 from tradebot.kit.lifecycle import ShutdownEvent
 
 
-class HookAfterFillsRead:
+class HookAfterFillsRead(WrappedBus):
     """A bus that calls `hook` once, right after the first full read of `fills` (the book's rebuild)."""
 
     def __init__(self, inner: Bus, hook: Callable[[], None]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.hook: Callable[[], None] | None = hook
 
-    def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
-        self.inner.ensure_topics(specs)
-
-    def producer(self, client_id: str) -> Producer:
-        return self.inner.producer(client_id)
-
-    def transactional_producer(self, transactional_id: str) -> TransactionalProducer:
-        return self.inner.transactional_producer(transactional_id)
-
-    def consumer(
-        self,
-        group_id: str,
-        topics: Sequence[str],
-        *,
-        read_committed: bool = True,
-        start: Literal["earliest", "latest"] = "earliest",
-    ) -> Consumer:
-        return self.inner.consumer(group_id, topics, read_committed=read_committed, start=start)
-
     def read_all(self, topic: str, *, read_committed: bool = True, timeout: float = 10.0) -> list[Record]:
-        records = self.inner.read_all(topic, read_committed=read_committed, timeout=timeout)
+        records = super().read_all(topic, read_committed=read_committed, timeout=timeout)
         if topic == FILLS and self.hook is not None:
             hook, self.hook = self.hook, None
             hook()
         return records
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @dataclass

@@ -30,10 +30,14 @@ async def until(what: str, check: Callable[[], bool], within_s: float = 10.0) ->
         await asyncio.sleep(0.05)
 
 
-async def test_risk_gauges_follow_fills_prices_and_halts() -> None:
+def memory_executor(
+    store: MemoryStore | None = None,
+) -> tuple[MemoryBus, MemoryStore, CollectorRegistry, ExecutorRunner]:
+    """An executor over a memory bus (with the pipeline's topics) and store, its metrics on a registry of
+    its own, and 10,000 for a strategy that registers no initial cash."""
     bus = MemoryBus()
     bus.ensure_topics(pipeline_topics(1))
-    store = MemoryStore()
+    store = store if store is not None else MemoryStore()
     registry = CollectorRegistry()
     runner = ExecutorRunner(
         bus=bus,
@@ -42,6 +46,11 @@ async def test_risk_gauges_follow_fills_prices_and_halts() -> None:
         metrics=ExecutorMetrics(registry),
         initial_cash=10_000.0,
     )
+    return bus, store, registry, runner
+
+
+async def test_risk_gauges_follow_fills_prices_and_halts() -> None:
+    bus, store, registry, runner = memory_executor()
 
     def value(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, {"strategy": "s1", **labels})
@@ -93,17 +102,7 @@ async def test_risk_gauges_follow_fills_prices_and_halts() -> None:
 async def test_each_strategy_is_valued_against_its_own_initial_cash() -> None:
     """Equity, drawdown and the equity curve start from the cash each strategy registered (issue 12.4),
     not from the executor's default; a strategy that registered none gets the default."""
-    bus = MemoryBus()
-    bus.ensure_topics(pipeline_topics(1))
-    store = MemoryStore()
-    registry = CollectorRegistry()
-    runner = ExecutorRunner(
-        bus=bus,
-        store=store,
-        broker=PaperBroker(Costs(), RiskChecks()),
-        metrics=ExecutorMetrics(registry),
-        initial_cash=10_000.0,
-    )
+    bus, store, registry, runner = memory_executor()
 
     def value(name: str, strategy: str) -> float | None:
         return registry.get_sample_value(name, {"strategy": strategy})

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import Server
 
 from tests.plugins._proc import free_port
-from tests.services.test_executor_metrics import until
+from tests.services.test_executor_metrics import memory_executor, until
 from tests.services.test_feed import make_feed, topic_values
 from tradebot.adapters.memory_bus import MemoryBus
 from tradebot.adapters.memory_store import MemoryStore
@@ -22,9 +22,6 @@ from tradebot.adapters.redis_store import RedisStore
 from tradebot.adapters.store import StoreError
 from tradebot.adapters.topics import TICKS, pipeline_topics
 from tradebot.backtest.data import synthetic_ohlcv, write_ohlcv_csv
-from tradebot.core.costs import Costs
-from tradebot.executor.broker import PaperBroker, RiskChecks
-from tradebot.executor.runner import ExecutorMetrics, ExecutorRunner
 from tradebot.kit.lifecycle import ShutdownEvent
 from tradebot.simulator.server import Metrics, PriceSimulator, ReplayConfig, start_server
 
@@ -46,13 +43,8 @@ class FailingStore(MemoryStore):
 
 
 async def test_the_executor_rides_out_a_store_outage_but_a_bug_stops_it() -> None:
-    bus = MemoryBus()
-    bus.ensure_topics(pipeline_topics(1))
     store = FailingStore()
-    registry = CollectorRegistry()
-    runner = ExecutorRunner(
-        bus=bus, store=store, broker=PaperBroker(Costs(), RiskChecks()), metrics=ExecutorMetrics(registry)
-    )
+    _, _, registry, runner = memory_executor(store)
 
     def halted() -> float | None:
         return registry.get_sample_value("tradebot_executor_strategy_halted", {"strategy": "s1"})

@@ -1,18 +1,20 @@
-"""Settings shared by the pipeline services, and building the bus and store they name."""
+"""Settings shared by the pipeline services, what a service is given to run with, and building the bus
+and store its settings name."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
-from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from pydantic import Field
 
 from tradebot.adapters.bus import Bus
 from tradebot.adapters.store import Store
 from tradebot.core.costs import Costs
-from tradebot.kit.app import create_service_app
-from tradebot.kit.health import ReadinessCheck, tcp_check
+from tradebot.kit.app import create_service_app, readiness_of
+from tradebot.kit.health import Readiness, ReadinessCheck, tcp_check
 from tradebot.kit.lifecycle import ShutdownEvent, run_service
 from tradebot.kit.settings import ServiceSettings, load_settings_or_exit
 
@@ -60,8 +62,22 @@ def kafka_reachable(settings: PipelineSettings) -> ReadinessCheck:
     return tcp_check(host or "127.0.0.1", int(port or 9092))
 
 
+@dataclass(frozen=True)
+class Wiring:
+    """What a pipeline service runs with, besides its settings: the bus and the store, the registry its
+    metrics go to, the readiness its checks join, and the shutdown it stops on. A service process builds
+    its own (`run_pipeline_service`); `tradebot up --embedded` gives every service the same in-memory bus
+    and store, and the registry and readiness of its one HTTP server."""
+
+    bus: Bus
+    store: Store
+    registry: CollectorRegistry
+    readiness: Readiness
+    shutdown: ShutdownEvent
+
+
 S = TypeVar("S", bound=PipelineSettings)
-PipelineMain = Callable[[S, Bus, Store, ShutdownEvent, FastAPI], Awaitable[None]]
+PipelineMain = Callable[[S, Wiring], Awaitable[None]]
 
 
 def run_pipeline_service(settings_class: type[S], main: PipelineMain[S]) -> int:
@@ -76,7 +92,7 @@ def run_pipeline_service(settings_class: type[S], main: PipelineMain[S]) -> int:
     async def service(shutdown: ShutdownEvent) -> None:
         bus = kafka_bus(settings)
         try:
-            await main(settings, bus, store, shutdown, app)
+            await main(settings, Wiring(bus, store, app.state.registry, readiness_of(app), shutdown))
         finally:
             bus.close()
             await store.close()

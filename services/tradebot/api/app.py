@@ -44,6 +44,7 @@ from tradebot.core.views import (
     Welcome,
 )
 from tradebot.kit.app import create_service_app
+from tradebot.kit.settings import comma_list
 
 # The live page charts a handful of symbols; a bound keeps one request from asking for the whole store.
 MAX_MARKET_SYMBOLS = 50
@@ -59,7 +60,7 @@ class ApiSettings(PipelineSettings):
     )
 
     def origins(self) -> list[str]:
-        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+        return comma_list(self.cors_origins)
 
 
 def get_store(request: Request) -> Store:

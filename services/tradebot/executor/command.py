@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from fastapi import FastAPI
 from pydantic import Field
 
-from tradebot.adapters.bus import Bus
-from tradebot.adapters.connect import PipelineSettings, run_pipeline_service
-from tradebot.adapters.store import Store
+from tradebot.adapters.connect import PipelineSettings, Wiring, run_pipeline_service
 from tradebot.adapters.topics import pipeline_topics
-from tradebot.kit.app import readiness_of
-from tradebot.kit.lifecycle import ShutdownEvent
 
 
 class ExecutorSettings(PipelineSettings):
@@ -29,21 +24,22 @@ class ExecutorSettings(PipelineSettings):
         gt=0,
         description="Initial cash of a strategy that registered none (each registers its own TRADEBOT_STRATEGY_INITIAL_CASH).",
     )
+    executor_batch_max: int = Field(
+        default=2000, ge=1, le=100_000, description="Orders one transaction takes at most."
+    )
 
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = "Fills orders from Kafka as a paper broker; order log, positions and P&L in Redis."
 
 
-async def run_executor(
-    settings: ExecutorSettings, bus: Bus, store: Store, shutdown: ShutdownEvent, app: FastAPI
-) -> None:
+async def run_executor(settings: ExecutorSettings, wiring: Wiring) -> None:
     import asyncio
 
     from tradebot.executor.broker import PaperBroker, RiskChecks
     from tradebot.executor.runner import ExecutorMetrics, ExecutorRunner
 
-    await asyncio.to_thread(bus.ensure_topics, pipeline_topics(settings.topic_partitions))
+    await asyncio.to_thread(wiring.bus.ensure_topics, pipeline_topics(settings.topic_partitions))
     broker = PaperBroker(
         costs=settings.costs(),
         checks=RiskChecks(
@@ -53,18 +49,19 @@ async def run_executor(
         ),
     )
     runner = ExecutorRunner(
-        bus=bus,
-        store=store,
+        bus=wiring.bus,
+        store=wiring.store,
         broker=broker,
-        metrics=ExecutorMetrics(app.state.registry),
+        metrics=ExecutorMetrics.of(wiring.registry),
         initial_cash=settings.executor_initial_cash,
+        batch_max=settings.executor_batch_max,
     )
 
     async def running() -> bool:
         return runner.ready
 
-    readiness_of(app).add_check("executor", running)
-    await runner.run(shutdown)
+    wiring.readiness.add_check("executor", running)
+    await runner.run(wiring.shutdown)
 
 
 def run(args: argparse.Namespace) -> int:

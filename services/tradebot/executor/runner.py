@@ -27,13 +27,13 @@ from tradebot.adapters.transactional import TransactionalLoop
 from tradebot.core.models import FillStatus, OrderRequest, Position, RejectCode
 from tradebot.executor.broker import PaperBroker
 from tradebot.kit.lifecycle import ShutdownEvent
-from tradebot.kit.metrics import ConsumerLagGauge
+from tradebot.kit.metrics import ConsumerLagGauge, PerRegistry
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ExecutorMetrics:
+class ExecutorMetrics(PerRegistry):
     """The executor's metrics (catalogued in services/README.md)."""
 
     registry: CollectorRegistry

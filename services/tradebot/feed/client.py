@@ -23,12 +23,13 @@ from tradebot.adapters.store import Store, StoreError
 from tradebot.adapters.topics import TICKS, TICKS_DLQ, DeadLetter
 from tradebot.feed.codecs import REJECT_CODES, Codec, Rejected
 from tradebot.kit.lifecycle import ShutdownEvent
+from tradebot.kit.metrics import PerRegistry
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class FeedMetrics:
+class FeedMetrics(PerRegistry):
     """The feed's metrics (catalogued in services/README.md)."""
 
     registry: CollectorRegistry

@@ -5,15 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Literal
 
-from fastapi import FastAPI
 from pydantic import Field
 
-from tradebot.adapters.bus import Bus
-from tradebot.adapters.connect import PipelineSettings, run_pipeline_service
-from tradebot.adapters.store import Store
+from tradebot.adapters.connect import PipelineSettings, Wiring, run_pipeline_service
 from tradebot.adapters.topics import pipeline_topics
-from tradebot.kit.app import readiness_of
-from tradebot.kit.lifecycle import ShutdownEvent
+from tradebot.kit.settings import comma_list
 
 
 class FeedSettings(PipelineSettings):
@@ -31,7 +27,7 @@ class FeedSettings(PipelineSettings):
     feed_backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
 
     def symbol_list(self) -> list[str]:
-        return [s.strip() for s in self.symbols.split(",") if s.strip()]
+        return comma_list(self.symbols)
 
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
@@ -40,21 +36,21 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def run_feed(
-    settings: FeedSettings, bus: Bus, store: Store, shutdown: ShutdownEvent, app: FastAPI
-) -> None:
+async def run_feed(settings: FeedSettings, wiring: Wiring) -> None:
+    import asyncio
+
     from tradebot.feed.client import Feed, FeedMetrics
     from tradebot.feed.codecs import codec_for
 
-    await _ensure_topics(bus, settings)
-    producer = bus.producer(f"{settings.service_name}")
+    await asyncio.to_thread(wiring.bus.ensure_topics, pipeline_topics(settings.topic_partitions))
+    producer = wiring.bus.producer(settings.service_name)
     feed = Feed(
         codec=codec_for(settings.feed_source),
         url=settings.feed_url,
         symbols=settings.symbol_list(),
         producer=producer,
-        store=store,
-        metrics=FeedMetrics(app.state.registry),
+        store=wiring.store,
+        metrics=FeedMetrics.of(wiring.registry),
         backoff_initial_s=settings.feed_backoff_initial_s,
         backoff_max_s=settings.feed_backoff_max_s,
     )
@@ -62,17 +58,11 @@ async def run_feed(
     async def source_connected() -> bool:
         return feed.connected
 
-    readiness_of(app).add_check("source", source_connected)
+    wiring.readiness.add_check("source", source_connected)
     try:
-        await feed.run(shutdown)
+        await feed.run(wiring.shutdown)
     finally:
         producer.close()
-
-
-async def _ensure_topics(bus: Bus, settings: PipelineSettings) -> None:
-    import asyncio
-
-    await asyncio.to_thread(bus.ensure_topics, pipeline_topics(settings.topic_partitions))
 
 
 def run(args: argparse.Namespace) -> int:

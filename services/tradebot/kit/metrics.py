@@ -5,9 +5,31 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 from prometheus_client import CollectorRegistry, Gauge
+
+
+class PerRegistry:
+    """Metrics a service defines on a registry, once: `of(registry)` makes them on first use and returns
+    the same object after. In `tradebot up --embedded` every service defines its metrics on the one
+    registry of the process, and two strategies (or a strategy and the executor sharing the consumer lag
+    gauge) must not define the same series twice. Subclasses take the registry as their one argument."""
+
+    _instances: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, dict[type, Any]]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _lock: ClassVar[threading.RLock] = threading.RLock()  # metrics may use other metrics (the lag gauge)
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> Self:
+        with PerRegistry._lock:
+            defined = PerRegistry._instances.setdefault(registry, {})
+            found = defined.get(cls)
+            if found is None:
+                found = defined[cls] = cls(registry)  # type: ignore[call-arg]
+            instance: Self = found
+            return instance
 
 
 class LagSource(Protocol):
@@ -16,25 +38,11 @@ class LagSource(Protocol):
     def lag(self) -> dict[tuple[str, int], int]: ...
 
 
-class ConsumerLagGauge:
+class ConsumerLagGauge(PerRegistry):
     """`tradebot_consumer_lag{group, topic, partition}`: records of an assigned partition not yet consumed.
 
     Partitions that move to another group member stop being reported here (their series go away)
-    rather than keep a stale value. One per registry (`of`): in `tradebot up --embedded` the strategies
-    and the executor share a registry."""
-
-    _instances: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, ConsumerLagGauge]] = (
-        weakref.WeakKeyDictionary()
-    )
-    _lock: ClassVar[threading.Lock] = threading.Lock()
-
-    @classmethod
-    def of(cls, registry: CollectorRegistry) -> ConsumerLagGauge:
-        with cls._lock:
-            found = cls._instances.get(registry)
-            if found is None:
-                found = cls._instances[registry] = cls(registry)
-            return found
+    rather than keep a stale value. One per registry (`of`): the strategies and the executor share it."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._gauge = Gauge(

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import types
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any, TypeVar, Union, get_args, get_origin
 
 import pydantic_settings
-from pydantic import AliasChoices, AliasPath, Field, SecretBytes, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    AliasPath,
+    BaseModel,
+    Field,
+    SecretBytes,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +30,7 @@ __all__ = [
     "LogLevel",
     "ServiceSettings",
     "SettingsError",
+    "comma_list",
     "load_settings",
     "load_settings_or_exit",
 ]
@@ -100,8 +111,20 @@ class ServiceSettings(BaseSettings):
         """The environment variable that sets `field_name`."""
         return _env_name(cls, (field_name,))
 
+    def to_env(self) -> dict[str, str | None]:
+        """The environment from which this class reads back these very settings: each field's variable
+        and its value as text, None for a value of None (the variable must then be unset). How `tradebot
+        up` gives a service process the settings it would run the service with in `--embedded`."""
+        return {type(self).env_name(name): _env_text(getattr(self, name)) for name in type(self).model_fields}
+
 
 S = TypeVar("S", bound=ServiceSettings)
+
+
+def comma_list(text: str) -> list[str]:
+    """The items of a comma-separated setting (`TRADEBOT_SYMBOLS`, `TRADEBOT_CORS_ORIGINS`...): each
+    stripped, empty ones dropped, in order."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def load_settings(cls: type[S], **overrides: Any) -> S:
@@ -182,6 +205,24 @@ def _is_plain_str(annotation: Any) -> bool:
     if get_origin(annotation) in (Union, types.UnionType):
         return any(arg is str for arg in get_args(annotation))
     return False
+
+
+def _env_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, SecretBytes):
+        return value.get_secret_value().decode()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    if isinstance(value, dict | list | tuple | set | frozenset):
+        return json.dumps(value if isinstance(value, dict | list | tuple) else sorted(value))
+    if isinstance(value, Enum):
+        return str(value.value)
+    return str(value)
 
 
 def _shorten(text: str, limit: int = 80) -> str:

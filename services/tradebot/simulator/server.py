@@ -42,6 +42,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from tradebot.kit.metrics import PerRegistry
+
 logger = logging.getLogger(__name__)
 
 
@@ -72,7 +74,7 @@ class ReplayConfig:
 
 
 @dataclass
-class Metrics:
+class Metrics(PerRegistry):
     registry: CollectorRegistry
     clients: Gauge = field(init=False)
     ticks: Counter = field(init=False)

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from fastapi import FastAPI
 from pydantic import Field
 
-from tradebot.adapters.bus import Bus
-from tradebot.adapters.connect import PipelineSettings, run_pipeline_service
-from tradebot.adapters.store import Store
+from tradebot.adapters.connect import PipelineSettings, Wiring, run_pipeline_service
 from tradebot.adapters.topics import pipeline_topics
 from tradebot.core.models import Identifier
 from tradebot.core.params import StrategyParams
-from tradebot.kit.app import readiness_of
-from tradebot.kit.lifecycle import ShutdownEvent
+from tradebot.kit.settings import comma_list
 
 
 class StrategySettings(PipelineSettings):
@@ -33,7 +29,7 @@ class StrategySettings(PipelineSettings):
     strategy_batch_max: int = Field(default=5000, ge=1, le=100_000)
 
     def symbol_list(self) -> list[str]:
-        return [s.strip() for s in self.strategy_symbols.split(",") if s.strip()]
+        return comma_list(self.strategy_symbols)
 
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
@@ -42,31 +38,29 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def run_strategy(
-    settings: StrategySettings, bus: Bus, store: Store, shutdown: ShutdownEvent, app: FastAPI
-) -> None:
+async def run_strategy(settings: StrategySettings, wiring: Wiring) -> None:
     import asyncio
 
     from tradebot.strategy.runner import StrategyMetrics, StrategyRunner
 
-    await asyncio.to_thread(bus.ensure_topics, pipeline_topics(settings.topic_partitions))
+    await asyncio.to_thread(wiring.bus.ensure_topics, pipeline_topics(settings.topic_partitions))
     runner = StrategyRunner(
         strategy_id=settings.strategy_id,
         symbols=settings.symbol_list(),
         params=settings.strategy_params,
         costs=settings.costs(),
         initial_cash=settings.strategy_initial_cash,
-        bus=bus,
-        store=store,
-        metrics=StrategyMetrics(app.state.registry),
+        bus=wiring.bus,
+        store=wiring.store,
+        metrics=StrategyMetrics.of(wiring.registry),
         batch_max=settings.strategy_batch_max,
     )
 
     async def running() -> bool:
         return runner.ready
 
-    readiness_of(app).add_check(f"strategy-{settings.strategy_id}", running)
-    await runner.run(shutdown)
+    wiring.readiness.add_check(f"strategy-{settings.strategy_id}", running)
+    await runner.run(wiring.shutdown)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,13 +31,13 @@ from tradebot.core.live import LiveStrategy
 from tradebot.core.models import FillStatus, Tick
 from tradebot.core.params import StrategyParams
 from tradebot.kit.lifecycle import ShutdownEvent
-from tradebot.kit.metrics import ConsumerLagGauge
+from tradebot.kit.metrics import ConsumerLagGauge, PerRegistry
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class StrategyMetrics:
+class StrategyMetrics(PerRegistry):
     """The strategy's metrics (catalogued in services/README.md)."""
 
     registry: CollectorRegistry

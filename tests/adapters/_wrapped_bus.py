@@ -1,0 +1,38 @@
+"""A bus that hands every call to another: subclass it in a test to watch or delay one kind of call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from tradebot.adapters.bus import Bus, Consumer, Producer, Record, TopicSpec, TransactionalProducer
+
+
+class WrappedBus:
+    def __init__(self, inner: Bus) -> None:
+        self.inner = inner
+
+    def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        self.inner.ensure_topics(specs)
+
+    def producer(self, client_id: str) -> Producer:
+        return self.inner.producer(client_id)
+
+    def transactional_producer(self, transactional_id: str) -> TransactionalProducer:
+        return self.inner.transactional_producer(transactional_id)
+
+    def consumer(
+        self,
+        group_id: str,
+        topics: Sequence[str],
+        *,
+        read_committed: bool = True,
+        start: Literal["earliest", "latest"] = "earliest",
+    ) -> Consumer:
+        return self.inner.consumer(group_id, topics, read_committed=read_committed, start=start)
+
+    def read_all(self, topic: str, *, read_committed: bool = True, timeout: float = 10.0) -> list[Record]:
+        return self.inner.read_all(topic, read_committed=read_committed, timeout=timeout)
+
+    def close(self) -> None:
+        self.inner.close()
