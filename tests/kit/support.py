@@ -16,7 +16,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tradebot.kit import ServiceSettings, ShutdownEvent, serve_service
+from tradebot.kit.lifecycle import ShutdownEvent, serve_service
+from tradebot.kit.settings import ServiceSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,13 @@ import json
 import pytest
 from pydantic import Field, SecretStr, ValidationError
 
-from tradebot.kit import LogLevel, ServiceSettings, SettingsError, load_settings, load_settings_or_exit
+from tradebot.kit.settings import (
+    LogLevel,
+    ServiceSettings,
+    SettingsError,
+    load_settings,
+    load_settings_or_exit,
+)
 
 
 class FeedLikeSettings(ServiceSettings):
