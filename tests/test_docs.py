@@ -60,9 +60,8 @@ def settings_variables(classes: Iterable[type[BaseSettings]]) -> set[str]:
         for name, field in cls.model_fields.items():
             alias = field.validation_alias
             first = alias.choices[0] if isinstance(alias, AliasChoices) else alias
-            if isinstance(first, AliasPath):
-                first = first.path[0]
-            names.add((first if isinstance(first, str) else f"{prefix}{name}").upper())
+            key = first.path[0] if isinstance(first, AliasPath) else first
+            names.add((key if isinstance(key, str) else f"{prefix}{name}").upper())
     return names
 
 
