@@ -136,6 +136,22 @@ def test_same_key_lands_on_the_same_partition_in_kafka_and_memory(kafka: KafkaBr
     assert len(set(kafka_placement.values())) == 5
 
 
+def test_a_closed_bus_makes_no_more_clients(bus: Bus, names: Names) -> None:
+    topic = names("closed")
+    bus.ensure_topics([TopicSpec(topic)])
+    bus.close()
+    calls: dict[str, Callable[[], object]] = {
+        "ensure_topics": lambda: bus.ensure_topics([TopicSpec(topic)]),
+        "producer": lambda: bus.producer("after-close"),
+        "transactional_producer": lambda: bus.transactional_producer(names("txn")),
+        "consumer": lambda: bus.consumer(names("group"), [topic]),
+        "read_all": lambda: bus.read_all(topic),
+    }
+    for call in calls.values():
+        with pytest.raises(BusError, match="closed"):
+            call()
+
+
 def test_group_resumes_after_the_committed_offset(bus: Bus, names: Names) -> None:
     topic, group = names("resume"), names("group")
     bus.ensure_topics([TopicSpec(topic)])

@@ -118,7 +118,6 @@ def test_cooldown_blocks_entries_after_a_stop_out() -> None:
     blocked = feed(cooled, prices)
     assert [o.reason for o in free].count(OrderReason.ENTRY_LONG) == 2
     assert [o.reason for o in blocked] == [OrderReason.ENTRY_LONG, OrderReason.STOP_LOSS]
-    assert cooled.counters.blocked_cooldown == 1
 
 
 def test_daily_loss_limit_halts_entries_for_the_day() -> None:
@@ -126,7 +125,6 @@ def test_daily_loss_limit_halts_entries_for_the_day() -> None:
     limited = make(stop_loss_pct=5, risk={"max_daily_loss_pct": 1})
     orders = feed(limited, prices)
     assert [o.reason for o in orders] == [OrderReason.ENTRY_LONG, OrderReason.STOP_LOSS]
-    assert limited.counters.blocked_daily_loss == 1
     # The next UTC day starts afresh.
     next_day = make(stop_loss_pct=5, risk={"max_daily_loss_pct": 1})
     orders = feed(next_day, prices, step=timedelta(hours=3))
@@ -150,15 +148,6 @@ def test_sizing_and_caps(sizing: str, risk: dict[str, float], expected: float) -
     orders = feed(strategy, [10.0, 9.0, 8.0, 7.0, 6.0, 8.0, 11.0])
     assert orders[-1].reason is OrderReason.ENTRY_LONG
     assert orders[-1].qty == expected
-
-
-def test_halted_strategy_still_exits_but_does_not_enter() -> None:
-    strategy = make()
-    feed(strategy, DOWN_UP_DOWN[:7])
-    strategy.halted = True
-    orders = feed(strategy, [*DOWN_UP_DOWN[7:], 4.0, 6.0, 9.0, 12.0], start=7)
-    assert [o.reason for o in orders] == [OrderReason.EXIT_CROSS]
-    assert strategy.counters.blocked_halted == 1
 
 
 prices_strategy = st.lists(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import signal
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.plugins._proc import free_port
 from tradebot.core.models import Fill, FillStatus, OrderReason, OrderRequest, Side
-from tradebot.core.views import EquityPoint
+from tradebot.core.views import EquityPoint, FillPage, OrderPage, Page, SignalPage
 from tradebot.dashboard import command
 from tradebot.dashboard.client import ApiClient, ApiUnavailable
 from tradebot.dashboard.live import equity_frame, markers, moving_averages
@@ -63,7 +64,7 @@ def test_reads_pass_the_filters_and_parse_the_models() -> None:
         return httpx.Response(200, json={"items": [ORDER], "next_cursor": None})
 
     with _client(httpx.MockTransport(handler)) as api:
-        (order,) = api.orders("sma-fast", "GOOG", limit=5000)
+        (order,) = api.log(OrderPage, "sma-fast", "GOOG", limit=5000)
     assert isinstance(order, OrderRequest)
     assert (order.id, order.side, order.ts) == ("o1", Side.BUY, datetime(2024, 1, 1, tzinfo=UTC))
     assert dict(seen[0].params) == {
@@ -74,12 +75,27 @@ def test_reads_pass_the_filters_and_parse_the_models() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("page", "path"), [(OrderPage, "/orders"), (FillPage, "/fills"), (SignalPage, "/signals")]
+)
+def test_each_log_is_read_from_its_own_route(page: type[Page[Any]], path: str) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200, json={"items": [], "next_cursor": None})
+
+    with _client(httpx.MockTransport(handler)) as api:
+        assert api.log(page) == []
+    assert seen == [path]
+
+
 def test_a_body_that_does_not_fit_the_model_is_an_api_error() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"items": [{**ORDER, "side": "sideways"}], "next_cursor": None})
 
     with _client(httpx.MockTransport(handler)) as api, pytest.raises(ApiUnavailable) as caught:
-        api.orders()
+        api.log(OrderPage)
     assert "answered a body that is not a OrderPage" in caught.value.message
     assert "items.0.side" in caught.value.message
 

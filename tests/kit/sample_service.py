@@ -11,13 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
-from tradebot.kit import (
-    ServiceSettings,
-    ShutdownEvent,
-    create_service_app,
-    load_settings_or_exit,
-    run_service,
-)
+from tradebot.kit.app import create_service_app
+from tradebot.kit.lifecycle import ShutdownEvent, run_service
+from tradebot.kit.settings import ServiceSettings, load_settings_or_exit
 
 log = logging.getLogger("sample")
 

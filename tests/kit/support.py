@@ -15,8 +15,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tradebot.kit import ServiceSettings, ShutdownEvent, serve_service
+from tradebot.kit.lifecycle import ShutdownEvent, serve_service
 from tradebot.kit.ports import free_port as free_port  # the one home; tests import it from here
+from tradebot.kit.settings import ServiceSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

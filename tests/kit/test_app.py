@@ -11,16 +11,9 @@ from prometheus_client import CollectorRegistry, Counter, ProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.kit.support import find_promtool, free_port, served
-from tradebot.kit import (
-    ReadinessCheck,
-    ServiceSettings,
-    SettingsDep,
-    create_service_app,
-    load_settings,
-    readiness_of,
-    service_version,
-    tcp_check,
-)
+from tradebot.kit.app import SettingsDep, create_service_app, readiness_of, service_version
+from tradebot.kit.health import ReadinessCheck, tcp_check
+from tradebot.kit.settings import ServiceSettings, load_settings
 
 
 class SampleSettings(ServiceSettings):

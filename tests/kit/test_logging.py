@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from tradebot.kit import ServiceSettings, configure_logging, load_settings
+from tradebot.kit.logging import configure_logging
+from tradebot.kit.settings import ServiceSettings, load_settings
 
 _TOUCHED_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 

@@ -7,8 +7,14 @@ import json
 import pytest
 from pydantic import Field, SecretStr, ValidationError
 
-from tradebot.kit import LogLevel, ServiceSettings, SettingsError, load_settings, load_settings_or_exit
-from tradebot.kit.settings import comma_list
+from tradebot.kit.settings import (
+    LogLevel,
+    ServiceSettings,
+    SettingsError,
+    comma_list,
+    load_settings,
+    load_settings_or_exit,
+)
 
 
 class FeedLikeSettings(ServiceSettings):

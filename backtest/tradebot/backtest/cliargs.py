@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 from tradebot.core.errors import TradebotError
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ def add_strategy_arguments(parser: argparse.ArgumentParser, *, ranges: bool = Fa
     )
     costs.add_argument("--commission-fixed", type=float, default=0.0, metavar="F", help="fixed fee per fill")
     costs.add_argument("--slippage-bps", type=float, default=0.0, metavar="B")
-    costs.add_argument("--initial-cash", type=float, default=10_000.0, metavar="X")
+    costs.add_argument("--initial-cash", type=float, default=DEFAULT_INITIAL_CASH, metavar="X")
 
 
 def _dest(field: str) -> str:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from tradebot.backtest.trades import TradeLog, trades_frame
 from tradebot.core.costs import Costs
+from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 from tradebot.core.models import OrderReason, OrderRequest, Side
 from tradebot.core.params import StrategyParams
 from tradebot.core.strategy import CrossoverStrategy
@@ -29,7 +30,7 @@ FILL_MODELS: tuple[str, ...] = ("close", "next-open")
 class BacktestConfig:
     params: StrategyParams
     costs: Costs = field(default_factory=Costs)
-    initial_cash: float = 10_000.0
+    initial_cash: float = DEFAULT_INITIAL_CASH
     fill: FillModel = "close"
     symbol: str = "ASSET"
 

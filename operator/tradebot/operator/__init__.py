@@ -7,4 +7,5 @@ Layers (imports point downwards only):
 - `memo`: the in-memory state kopf hands every handler (settings, the API client, wake-ups, locks).
 - `kube`: the one door to the API server (reads, server-side apply when something differs, status patches).
 - `render`, `status`, `crd`, `spec`: pure functions and models.
+- `settings`, `metrics`: its configuration (`TRADEBOT_OPERATOR_*`) and its Prometheus metrics.
 """

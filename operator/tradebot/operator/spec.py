@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from tradebot.core.costs import Costs
+from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 from tradebot.core.models import Symbol
 from tradebot.core.params import StrategyParams
 
@@ -90,7 +91,9 @@ class BacktestSpec(_Model):
     slippage_bps: float = Field(
         default=0.0, ge=0, le=1000, description="Slippage in basis points, always against the trader."
     )
-    initial_cash: float = Field(default=10_000.0, gt=0, description="Starting cash, in account currency.")
+    initial_cash: float = Field(
+        default=DEFAULT_INITIAL_CASH, gt=0, description="Starting cash, in account currency."
+    )
     schedule: str | None = Field(
         default=None,
         max_length=128,

@@ -145,4 +145,6 @@ class Bus(Protocol):
         """Every record of `topic` from the beginning to its current end, partition by partition
         (no group, nothing committed): for rebuilding state and for tests."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Releases what the bus itself holds; afterwards every call raises BusError. The producers and
+        consumers it made are closed by whoever holds them."""

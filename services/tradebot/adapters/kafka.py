@@ -344,7 +344,13 @@ class KafkaBus:
             "logger": logging.getLogger("tradebot.adapters.librdkafka"),
             **(client_config or {}),
         }
-        self._admin = AdminClient(dict(self._base))
+        self._admin: AdminClient | None = AdminClient(dict(self._base))
+
+    def _open_admin(self) -> AdminClient:
+        """The admin client, or BusError once the bus is closed (as the memory bus does)."""
+        if self._admin is None:
+            raise BusError("the bus is closed")
+        return self._admin
 
     def _producer_config(self, client_id: str) -> dict[str, Any]:
         return {
@@ -360,6 +366,7 @@ class KafkaBus:
         }
 
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        admin = self._open_admin()
         if not specs:
             return
         new_topics = []
@@ -370,7 +377,7 @@ class KafkaBus:
             if spec.compacted:
                 config["cleanup.policy"] = "compact"
             new_topics.append(NewTopic(spec.name, num_partitions=spec.partitions, config=config))
-        futures = self._admin.create_topics(new_topics, operation_timeout=_TIMEOUT_S)
+        futures = admin.create_topics(new_topics, operation_timeout=_TIMEOUT_S)
         for name, future in futures.items():
             try:
                 future.result(timeout=_TIMEOUT_S * 2)
@@ -383,7 +390,7 @@ class KafkaBus:
     def _wait_for_leaders(self, names: list[str], timeout: float = _TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            metadata = self._admin.list_topics(timeout=max(deadline - time.monotonic(), 1.0))
+            metadata = self._open_admin().list_topics(timeout=max(deadline - time.monotonic(), 1.0))
             missing = [
                 name
                 for name in names
@@ -399,9 +406,11 @@ class KafkaBus:
             time.sleep(0.1)
 
     def producer(self, client_id: str) -> KafkaProducer:
+        self._open_admin()
         return KafkaProducer(self._producer_config(client_id))
 
     def transactional_producer(self, transactional_id: str) -> KafkaTransactionalProducer:
+        self._open_admin()
         return KafkaTransactionalProducer(
             {
                 **self._producer_config(transactional_id),
@@ -423,6 +432,7 @@ class KafkaBus:
         read_committed: bool = True,
         start: Literal["earliest", "latest"] = "earliest",
     ) -> KafkaConsumer:
+        self._open_admin()
         config = {
             **self._base,
             "group.id": group_id,
@@ -437,6 +447,7 @@ class KafkaBus:
         return KafkaConsumer(config, topics)
 
     def read_all(self, topic: str, *, read_committed: bool = True, timeout: float = 10.0) -> list[Record]:
+        self._open_admin()
         deadline = time.monotonic() + timeout
         consumer = _KafkaConsumer(
             {
@@ -490,4 +501,6 @@ class KafkaBus:
             consumer.close()
 
     def close(self) -> None:
-        pass
+        """Releases the admin client (librdkafka frees it with the last reference); the producers and
+        consumers made before stay open, each closed by its owner. A closed bus makes no more."""
+        self._admin = None

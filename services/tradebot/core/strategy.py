@@ -13,7 +13,8 @@ the `book`. Per price event (a tick, or a bar's close), in this order:
 3. the trailing reference (best price since entry) moves,
 4. both moving averages take the price; on a cross:
 5. exit the opposite position, then enter (shorts only with `allow_short`) unless a risk limit
-   blocks it: halted, cooldown after a stop-out, daily loss, or a size that rounds to 0.
+   blocks it: cooldown after a stop-out, daily loss, or a size that rounds to 0. (Halting is the
+   executor's: it refuses a halted strategy's entries.)
 
 For bar data filled at the next open the backtester also calls `on_intrabar(open, high, low)` before
 the close: stops then see the bar's range, fill at the stop level, or at the open when it gapped
@@ -29,6 +30,7 @@ from typing import Any, Self
 
 from tradebot.core.book import Book, Holding, cash_after_exit
 from tradebot.core.costs import Costs
+from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 from tradebot.core.indicators import MovingAverage
 from tradebot.core.models import OrderReason, OrderRequest, Side, Signal, order_id
 from tradebot.core.params import StrategyParams
@@ -69,12 +71,8 @@ class Step:
 
 @dataclass
 class Counters:
-    """Why entries did not happen; exported as metrics by the service."""
+    """Fills refused by the broker and (live) orders in flight dropped from tracking."""
 
-    blocked_halted: int = 0
-    blocked_cooldown: int = 0
-    blocked_daily_loss: int = 0
-    blocked_size: int = 0
     rejected_fills: int = 0
     untracked_orders: int = 0  # live: orders in flight dropped from tracking (see tradebot.core.live)
 
@@ -84,8 +82,7 @@ class CrossoverStrategy:
     strategy_id: str
     params: StrategyParams
     costs: Costs = field(default_factory=Costs)
-    initial_cash: float = 10_000.0
-    halted: bool = False
+    initial_cash: float = DEFAULT_INITIAL_CASH
     day: int | None = None
     day_start_equity: float = math.nan
     symbols: dict[str, SymbolState] = field(default_factory=dict)
@@ -118,7 +115,7 @@ class CrossoverStrategy:
             "costs": self.costs.model_dump(mode="json"),
             "initial_cash": self.initial_cash,
             "cash": self.book.cash,
-            "halted": self.halted,
+            "halted": False,  # never set (the executor halts); kept so earlier versions still restore
             "day": self.day,
             "day_start_equity": self.day_start_equity,
             "symbols": {name: self._symbol_snapshot(name) for name in sorted(self.symbols)},
@@ -149,7 +146,6 @@ class CrossoverStrategy:
             params=StrategyParams.model_validate(snap["params"]),
             costs=Costs.model_validate(snap["costs"]),
             initial_cash=float(snap["initial_cash"]),
-            halted=bool(snap["halted"]),
             day=None if snap["day"] is None else int(snap["day"]),
             day_start_equity=float(snap["day_start_equity"]),
         )
@@ -285,21 +281,13 @@ class CrossoverStrategy:
         ts: datetime,
         cause: str,
     ) -> OrderRequest | None:
-        if self.halted:
-            self.counters.blocked_halted += 1
-            return None
         other_value, other_gross = self.book.others(symbol)
         equity = cash_after + other_value
         block = entry_block(self.rules, st.bar_index, st.cooldown_until, equity, self.day_start_equity)
-        if block == EntryBlock.COOLDOWN:
-            self.counters.blocked_cooldown += 1
-            return None
-        if block == EntryBlock.DAILY_LOSS:
-            self.counters.blocked_daily_loss += 1
+        if block != EntryBlock.NONE:
             return None
         qty = entry_size(self.rules, want, price, cash_after, equity, other_gross)
         if not qty > 0.0:
-            self.counters.blocked_size += 1
             return None
         reason = OrderReason.ENTRY_LONG if want > 0 else OrderReason.ENTRY_SHORT
         side = Side.BUY if want > 0 else Side.SELL

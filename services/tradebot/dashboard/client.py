@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from tradebot.core.errors import TradebotError
-from tradebot.core.models import Fill, OrderRequest, Position, Signal
+from tradebot.core.models import Position
 from tradebot.core.views import (
     EquityCurve,
     EquityPoint,
@@ -44,6 +44,8 @@ Answer = TypeVar("Answer", bound=BaseModel)
 Record = TypeVar("Record", bound=BaseModel)
 Order = Literal["asc", "desc"]
 QueryValue = str | int | float | list[str] | None
+# The API's logs: each read the same way, so one method (`ApiClient.log`) reads them all.
+LOG_PATHS: dict[type[Page[Any]], str] = {OrderPage: "/orders", FillPage: "/fills", SignalPage: "/signals"}
 
 
 class ApiUnavailable(TradebotError):  # noqa: N818 - the name says what the dashboard shows
@@ -118,56 +120,28 @@ class ApiClient:
                 f"{_first_problem(exc)}"
             ) from None
 
-    def _log(
+    # -- reads ---------------------------------------------------------------------------------------
+    def strategies(self) -> list[StrategyInfo]:
+        return self._request("GET", "/strategies", StrategyList).items
+
+    def log(
         self,
-        path: str,
-        model: type[Page[Record]],
-        strategy: str | None,
-        symbol: str | None,
-        limit: int,
-        order: Order,
+        page: type[Page[Record]],
+        strategy: str | None = None,
+        symbol: str | None = None,
+        *,
+        limit: int = 100,
+        order: Order = "desc",
     ) -> list[Record]:
+        """The latest records of one of the API's logs, `OrderPage`, `FillPage` or `SignalPage` (newest
+        first unless `order="asc"`), of one strategy and symbol or all; at most 1000."""
         params: dict[str, QueryValue] = {
             "strategy": strategy,
             "symbol": symbol,
             "limit": max(1, min(limit, 1000)),
             "order": order,
         }
-        return self._request("GET", path, model, params=params).items
-
-    # -- reads ---------------------------------------------------------------------------------------
-    def strategies(self) -> list[StrategyInfo]:
-        return self._request("GET", "/strategies", StrategyList).items
-
-    def orders(
-        self,
-        strategy: str | None = None,
-        symbol: str | None = None,
-        *,
-        limit: int = 100,
-        order: Order = "desc",
-    ) -> list[OrderRequest]:
-        return self._log("/orders", OrderPage, strategy, symbol, limit, order)
-
-    def fills(
-        self,
-        strategy: str | None = None,
-        symbol: str | None = None,
-        *,
-        limit: int = 100,
-        order: Order = "desc",
-    ) -> list[Fill]:
-        return self._log("/fills", FillPage, strategy, symbol, limit, order)
-
-    def signals(
-        self,
-        strategy: str | None = None,
-        symbol: str | None = None,
-        *,
-        limit: int = 100,
-        order: Order = "desc",
-    ) -> list[Signal]:
-        return self._log("/signals", SignalPage, strategy, symbol, limit, order)
+        return self._request("GET", LOG_PATHS[page], page, params=params).items
 
     def positions(self, strategy: str | None = None) -> list[Position]:
         return self._request("GET", "/positions", PositionList, params={"strategy": strategy}).items

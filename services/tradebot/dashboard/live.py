@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from tradebot.core.indicators import MovingAverage
 from tradebot.core.models import Fill, FillStatus, OrderRequest
 from tradebot.core.params import StrategyParams
-from tradebot.core.views import EquityPoint, StrategyInfo
+from tradebot.core.views import EquityPoint, FillPage, OrderPage, StrategyInfo
 from tradebot.dashboard.client import ApiClient, ApiUnavailable
 from tradebot.dashboard.common import TOKEN_KEY, api_token, client, load_dashboard_settings, show_api_error
 from tradebot.dashboard.settings import DashboardSettings
@@ -337,8 +337,8 @@ def activity_panel(settings: DashboardSettings, strategy_ids: list[str]) -> None
     chosen = [strategy_id] if strategy_id else strategy_ids
     try:
         with client(settings) as api:
-            orders = api.orders(strategy_id, symbol, limit=TABLE_ROWS)
-            fills = api.fills(strategy_id, symbol, limit=TABLE_ROWS)
+            orders = api.log(OrderPage, strategy_id, symbol, limit=TABLE_ROWS)
+            fills = api.log(FillPage, strategy_id, symbol, limit=TABLE_ROWS)
             positions = api.positions(strategy_id)
             pnl = api.pnl()
             curves = [(sid, api.equity(sid)) for sid in chosen]

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from tradebot.adapters.connect import PipelineSettings, Wiring, run_pipeline_service
 from tradebot.adapters.topics import pipeline_topics
+from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 
 
 class ExecutorSettings(PipelineSettings):
@@ -20,7 +21,7 @@ class ExecutorSettings(PipelineSettings):
         description="Refuse orders this far (percent) from the last price; unset: off (replays run ahead of event time).",
     )
     executor_initial_cash: float = Field(
-        default=10_000.0,
+        default=DEFAULT_INITIAL_CASH,
         gt=0,
         description="Initial cash of a strategy that registered none (each registers its own TRADEBOT_STRATEGY_INITIAL_CASH).",
     )

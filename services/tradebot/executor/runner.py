@@ -24,6 +24,7 @@ from tradebot.adapters.bus import Bus, BusError, Consumer, Producer, Record
 from tradebot.adapters.store import Store, StoreError
 from tradebot.adapters.topics import FILLS, ORDERS, FillRecord
 from tradebot.adapters.transactional import TransactionalLoop
+from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 from tradebot.core.models import FillStatus, OrderRequest, Position, RejectCode
 from tradebot.executor.broker import PaperBroker
 from tradebot.kit.lifecycle import ShutdownEvent
@@ -145,7 +146,7 @@ class ExecutorRunner:
         store: Store,
         broker: PaperBroker,
         metrics: ExecutorMetrics,
-        initial_cash: float = 10_000.0,
+        initial_cash: float = DEFAULT_INITIAL_CASH,
         group_id: str = "executor",
         batch_max: int = 2000,
         poll_timeout_s: float = 0.02,

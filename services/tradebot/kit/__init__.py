@@ -1,10 +1,13 @@
 """The service kit: settings, JSON logging, the health/metrics app and graceful shutdown for every service.
+Import each part from its module (`tradebot.kit.settings`, `.logging`, `.app`, `.health`, `.lifecycle`).
 
 A background service (feed, strategy, executor)::
 
     from pydantic import SecretStr
-    from tradebot.kit import ServiceSettings, ShutdownEvent, create_service_app, load_settings_or_exit
-    from tradebot.kit import run_service, tcp_check
+    from tradebot.kit.app import create_service_app
+    from tradebot.kit.health import tcp_check
+    from tradebot.kit.lifecycle import ShutdownEvent, run_service
+    from tradebot.kit.settings import ServiceSettings, load_settings_or_exit
 
     class FeedSettings(ServiceSettings):
         service_name: str = "feed"
@@ -55,47 +58,3 @@ What you get:
 - `ShutdownEvent`: `is_set()`, `await wait()`, `await sleep(seconds)` (an interruptible pause, True
   on shutdown), `set(reason)` to stop from inside.
 """
-
-from tradebot.kit.app import (
-    ReadinessDep,
-    RegistryDep,
-    SettingsDep,
-    app_settings,
-    create_service_app,
-    readiness_of,
-    service_version,
-)
-from tradebot.kit.health import Readiness, ReadinessCheck, ReadinessReport, tcp_check
-from tradebot.kit.lifecycle import ServiceMain, ShutdownEvent, run_service, serve_service
-from tradebot.kit.logging import configure_logging
-from tradebot.kit.settings import (
-    LogLevel,
-    ServiceSettings,
-    SettingsError,
-    load_settings,
-    load_settings_or_exit,
-)
-
-__all__ = [
-    "LogLevel",
-    "Readiness",
-    "ReadinessCheck",
-    "ReadinessDep",
-    "ReadinessReport",
-    "RegistryDep",
-    "ServiceMain",
-    "ServiceSettings",
-    "SettingsDep",
-    "SettingsError",
-    "ShutdownEvent",
-    "app_settings",
-    "configure_logging",
-    "create_service_app",
-    "load_settings",
-    "load_settings_or_exit",
-    "readiness_of",
-    "run_service",
-    "serve_service",
-    "service_version",
-    "tcp_check",
-]

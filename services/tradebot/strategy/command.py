@@ -8,6 +8,7 @@ from pydantic import Field
 
 from tradebot.adapters.connect import PipelineSettings, Wiring, run_pipeline_service
 from tradebot.adapters.topics import pipeline_topics
+from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 from tradebot.core.models import Identifier
 from tradebot.core.params import StrategyParams
 from tradebot.kit.settings import comma_list
@@ -25,7 +26,7 @@ class StrategySettings(PipelineSettings):
         default_factory=StrategyParams,
         description="JSON of the strategy parameters (camelCase or snake_case).",
     )
-    strategy_initial_cash: float = Field(default=10_000.0, gt=0)
+    strategy_initial_cash: float = Field(default=DEFAULT_INITIAL_CASH, gt=0)
     strategy_batch_max: int = Field(default=5000, ge=1, le=100_000)
 
     def symbol_list(self) -> list[str]:
