@@ -7,7 +7,7 @@
 #                                        services/Dockerfile{,.dashboard} with buildah, PYTHON_IMAGE passed in,
 #                                        Python packages from a wheelhouse built on this host from .ci/constraints.txt
 #   localhost/tradebot/kafka, redis, prometheus, probe   .ci/cluster/images/<name>/Dockerfile on the Debian base
-#   localhost/tradebot/coredns, prometheus-config-reloader, registry.k8s.io/pause   one static binary each
+#   localhost/tradebot/coredns, prometheus-config-reloader, localhost/tradebot/pause   one static binary each
 # Each image is rebuilt only when what it is made from changes (a hash of its inputs is its stamp).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -205,7 +205,7 @@ single() {
 	logged "$name-commit" "${BUILDAH[@]}" commit --rm "$container" "$ref"
 	save "$name" "$ref" "$hash"
 }
-single pause registry.k8s.io/pause:3.10 "$BIN/pause"
+single pause localhost/tradebot/pause:3.10 "$BIN/pause"
 single coredns localhost/tradebot/coredns:"$(sed -n 's/^COREDNS_VERSION=//p' "$ROOT/.ci/tools/cluster.sh")" "$BIN/coredns"
 # The Prometheus Operator runs it as /bin/prometheus-config-reloader.
 single prometheus-config-reloader \

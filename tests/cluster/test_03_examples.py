@@ -6,6 +6,7 @@ reach Kafka and Redis (auth on in the local values) with the settings the operat
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -76,6 +77,15 @@ def examples_namespace(tradebot_release: LocalCluster) -> Iterator[LocalCluster]
     cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=true", timeout=300)
 
 
+def table_row(header: str, row: str) -> dict[str, str]:
+    """kubectl's table row by the header's column positions (an empty cell does not shift the others)."""
+    starts = [match.start() for match in re.finditer(r"\S+", header)]
+    ends = [*starts[1:], None]
+    return {
+        name: row[start:end].strip() for name, start, end in zip(header.split(), starts, ends, strict=True)
+    }
+
+
 @pytest.mark.parametrize("example", [p.name for p in sorted(EXAMPLES.glob("*.yaml"))])
 def test_example_runs(examples_namespace: LocalCluster, example: str) -> None:
     cluster = examples_namespace
@@ -114,7 +124,7 @@ def test_example_runs(examples_namespace: LocalCluster, example: str) -> None:
     # `kubectl get ts`: every column that applies is filled.
     table = cluster.kubectl_ok("get", "ts", name, "-n", NAMESPACE)
     header, row = table.splitlines()[:2]
-    columns = dict(zip(header.split(), row.split(), strict=False))
+    columns = table_row(header, row)
     assert columns["NAME"] == name
     assert columns["SYMBOLS"].strip("[]\"'")
     assert columns["SHORT"] == str(spec["shortWindow"])

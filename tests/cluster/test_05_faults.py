@@ -14,6 +14,7 @@ import pytest
 from tests.cluster.conftest import http_get, service_url
 from tests.plugins._proc import eventually
 from tests.plugins.cluster import NAMESPACE, LocalCluster, probe_pod
+from tradebot.adapters.topics import FillRecord
 
 KAFKA = f"tradebot-kafka.{NAMESPACE}.svc:9092"
 
@@ -90,7 +91,11 @@ def test_every_order_has_exactly_one_fill_after_faults(tradebot_release: LocalCl
 
         def settled() -> tuple[list[str], list[str]] | None:
             orders = [str(o["id"]) for o in read_topic(cluster, kcat_pod, "orders")]
-            fills = [str(f["order_id"]) for f in read_topic(cluster, kcat_pod, "fills")]
+            # A value on `fills` is a FillRecord: {"order", "fill", "position"}.
+            fills = [
+                str(FillRecord.model_validate(f).fill.order_id)
+                for f in read_topic(cluster, kcat_pod, "fills")
+            ]
             return (orders, fills) if orders and set(orders) <= set(fills) else None
 
         orders, fills = eventually("a fill for every order", settled, 180, 3.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ CLUSTER_SCRIPTS = REPO_ROOT / ".ci" / "cluster"
 LOCAL_VALUES = CLUSTER_SCRIPTS / "values-local.yaml"
 CHART = REPO_ROOT / "charts" / "tradebot"
 RELEASE = "tradebot"
+STRATEGY_SELECTOR = "app.kubernetes.io/component=strategy"
 NAMESPACE = "tradebot"
 NODE_TOOLS = (
     "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy",
@@ -133,6 +135,22 @@ def tradebot_release(local_cluster: LocalCluster) -> LocalCluster:
     if result.returncode != 0:
         pods = local_cluster.kubectl("get", "pods", "-A", "-o", "wide").stdout
         pytest.fail(f"helm install failed:\n{result.stderr}\n{pods}", pytrace=False)
+    # helm waits for the chart's own workloads only: the default strategy's Deployment is the operator's,
+    # made after the operator starts, so wait for it (and every other strategy) to be Available too.
+    deadline = time.monotonic() + 300
+    while not local_cluster.get("deployments", "-n", NAMESPACE, "-l", STRATEGY_SELECTOR)["items"]:
+        if time.monotonic() > deadline:
+            pytest.fail("the operator made no strategy Deployment within 300 s", pytrace=False)
+        time.sleep(2)
+    ready = local_cluster.kubectl(
+        "wait", "-n", NAMESPACE, "--for=condition=Available", "deployment", "-l", STRATEGY_SELECTOR,
+        "--timeout=300s", timeout=310,
+    )  # fmt: skip
+    if ready.returncode != 0:
+        pods = local_cluster.kubectl("get", "pods", "-A", "-o", "wide").stdout
+        pytest.fail(
+            f"the strategy Deployments did not become Available:\n{ready.stderr}\n{pods}", pytrace=False
+        )
     return local_cluster
 
 

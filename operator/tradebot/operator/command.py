@@ -8,6 +8,7 @@ import logging
 import kopf
 from prometheus_client import disable_created_metrics, start_http_server
 
+from tradebot.kit.logging import JsonFormatter
 from tradebot.operator.memo import OperatorMemo
 from tradebot.operator.settings import OperatorSettings
 
@@ -22,10 +23,31 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="debug logging")
 
 
+class OperatorJsonFormatter(JsonFormatter):
+    """The services' JSON line (`ts`, `level`, `logger`, `message`), with kopf's object reference as `object`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = vars(record)
+        fields.pop("k8s_skip", None)
+        ref = fields.pop("k8s_ref", None)
+        if ref is not None:
+            fields.setdefault("object", ref)
+        return super().format(record)
+
+
+def use_service_log_format() -> None:
+    """Every handler kopf installed writes the services' JSON lines, so one log pipeline reads them all."""
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(OperatorJsonFormatter("operator"))
+    # The kubelet's probes of /healthz every few seconds are noise at INFO; failures still show.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
 def run(args: argparse.Namespace) -> int:
     settings = OperatorSettings()
     namespaces = list(args.namespace or settings.namespaces)
     kopf.configure(verbose=bool(args.verbose), log_format=kopf.LogFormat.JSON, log_prefix=False)
+    use_service_log_format()
     # One line per API request is noise at INFO; kopf reports what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("tradebot.operator").info("starting", extra={"namespaces": namespaces or "*"})

@@ -1,5 +1,5 @@
 /* The pod sandbox's process: holds the pod's namespaces and reaps orphans until it is told to stop.
- * Built static (gcc -static) so its image is this one file; imported as registry.k8s.io/pause:3.10. */
+ * Built static (gcc -static) so its image is this one file; imported as localhost/tradebot/pause:3.10. */
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
