@@ -36,6 +36,16 @@ from tradebot.kit.metrics import ConsumerLagGauge, PerRegistry
 logger = logging.getLogger(__name__)
 
 
+def tick_cause(tick: Tick) -> str:
+    """The tick as an order's cause (which seeds the order's id): the same tick gives the same cause, so a
+    replay re-creates the same ids. The sequence number alone repeats when the source restarts it (a
+    restarted simulator counts from 1 again), and the executor would drop the new orders as duplicates:
+    the source's own timestamp with it tells the two apart."""
+    if tick.seq is None:
+        return f"tick:{tick.symbol}:{tick.ts.isoformat()}"
+    return f"tick:{tick.symbol}:{tick.seq}:{tick.ts.isoformat()}"
+
+
 @dataclass
 class StrategyMetrics(PerRegistry):
     """The strategy's metrics (catalogued in services/README.md)."""
@@ -198,8 +208,7 @@ class StrategyRunner:
                 if tick.symbol not in self.symbols:
                     continue
                 ticks += 1
-                cause = f"tick:{tick.symbol}:{tick.seq if tick.seq is not None else tick.ts.isoformat()}"
-                step = strategy.on_price(tick.symbol, tick.price, tick.ts, cause)
+                step = strategy.on_price(tick.symbol, tick.price, tick.ts, tick_cause(tick))
                 for order in step.orders:
                     producer.produce(ORDERS, order.model_dump_json().encode(), key=order.symbol.encode())
                     # Assume the paper broker's fill; a refusal comes back on `fills`.
