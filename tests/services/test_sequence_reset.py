@@ -118,7 +118,9 @@ async def test_orders_after_a_simulator_restart_are_filled_not_dropped(
         assert not repeated, f"{len(repeated)} order ids repeated after the sequence restarted"
         # ... and the executor answers each one: none is dropped as a duplicate.
         await until(
-            "every order answered", lambda: {o["id"] for o in made} <= set(committed_fills(bus)), within_s=90.0
+            "every order answered",
+            lambda: {o["id"] for o in made} <= set(committed_fills(bus)),
+            within_s=90.0,
         )
         fills = committed_fills(bus)
         assert {fills[o["id"]] for o in made} == {"filled"}
