@@ -14,7 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from tests.plugins.servers import KafkaBroker
 from tests.services.test_executor_metrics import until
+from tradebot.adapters.bus import Record
 from tradebot.adapters.kafka import KafkaBus
+from tradebot.adapters.memory_bus import MemoryBus
 from tradebot.adapters.topics import STRATEGY_STATE, TICKS, pipeline_topics
 from tradebot.core.costs import Costs
 from tradebot.core.models import Tick
@@ -99,3 +101,53 @@ async def test_the_largest_state_allowed_commits_and_is_restored(own_kafka: Kafk
     # As JSON: NaN (a day not started) is not equal to itself.
     assert json.dumps(restarted.strategy.snapshot(), sort_keys=True) == json.dumps(state, sort_keys=True)
     bus.close()
+
+
+def test_a_symbols_state_from_an_earlier_strategy_is_not_restored() -> None:
+    """Each symbol's record carries its head's generation: a symbol last traded under earlier parameters keeps
+    its old record on the compacted topic, which a later strategy with those parameters again must not take."""
+    bus = MemoryBus()
+    bus.ensure_topics(pipeline_topics(1))
+    one, other = StrategyParams(short_window=2, long_window=3), StrategyParams(short_window=3, long_window=4)
+    t0 = datetime(2024, 1, 2, tzinfo=UTC)
+
+    def run(params: StrategyParams, symbols: list[str]) -> StrategyRunner:
+        strategy = StrategyRunner(
+            strategy_id="gen",
+            symbols=["XXX", "YYY"],
+            params=params,
+            costs=Costs(),
+            initial_cash=10_000.0,
+            bus=bus,
+            store=None,
+            metrics=StrategyMetrics(CollectorRegistry()),
+        )
+        strategy.rebuild()
+        records = [
+            Record(
+                TICKS, 0, n, s.encode(), Tick(symbol=s, price=100.0 + n, ts=t0).model_dump_json().encode(), 0
+            )
+            for n, s in enumerate(symbols)
+        ]
+        producer = bus.transactional_producer("strategy-gen")
+        producer.begin()
+        strategy.process_batch(records, producer)
+        producer.commit()
+        producer.close()
+        return strategy
+
+    run(one, ["XXX", "YYY"])
+    run(other, ["XXX"])  # new parameters: a new strategy, whose head replaces the first one's
+    run(one, ["XXX"])  # the first parameters again: a new strategy again; YYY's record is the first one's
+    restored = StrategyRunner(
+        strategy_id="gen",
+        symbols=["XXX", "YYY"],
+        params=one,
+        costs=Costs(),
+        initial_cash=10_000.0,
+        bus=bus,
+        store=None,
+        metrics=StrategyMetrics(CollectorRegistry()),
+    )
+    restored.rebuild()
+    assert set(restored.strategy.symbols) == {"XXX"}
