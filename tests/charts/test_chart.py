@@ -455,6 +455,8 @@ def test_api_only(helm_bin: Path) -> None:
         pytest.param(("--set", "image.pullPolicy=Sometimes"), "pullPolicy", id="bad-pullPolicy"),
         pytest.param(("--set", "feed.source=nyse"), "source", id="bad-feed-source"),
         pytest.param(("--set", "kafka.enabled=maybe"), "enabled", id="bool-not-string"),
+        # issue 13.2: a second executor would share the transactional id and fence the first.
+        pytest.param(("--set", "executor.replicaCount=2"), "executor", id="executor-replicaCount-2"),
     ],
 )
 def test_schema_rejects_bad_values(helm_bin: Path, args: tuple[str, ...], field: str) -> None:

@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.dashboard.conftest import APP_PATH
-from tradebot.core.params import StrategyParams
+from tradebot.core.params import MAX_WINDOW, StrategyParams
 
 TIMEOUT_S = 90.0
 
@@ -74,7 +74,10 @@ def test_the_parameters_start_at_the_models_defaults_and_bounds(backtest: AppTes
     at, defaults = backtest, StrategyParams()
     short, long_ = at.number_input(key="bt_short"), at.number_input(key="bt_long")
     assert (short.value, long_.value) == (defaults.short_window, defaults.long_window)
-    assert (short.min, short.max) == (1, 100_000)  # StrategyParams.short_window: ge=1, le=100_000
+    assert (short.min, short.max) == (
+        1,
+        MAX_WINDOW - 1,
+    )  # StrategyParams.short_window: ge=1, le=MAX_WINDOW - 1
     assert at.number_input(key="bt_qty_step").value == defaults.qty_step
     assert at.number_input(key="bt_stop").value == 0.0  # None: off
     assert at.number_input(key="bt_slippage").max == 1000.0  # Costs.slippage_bps: le=1000

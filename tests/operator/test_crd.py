@@ -22,6 +22,8 @@ INVALID_MESSAGES = {
     "no-symbols.yaml": "symbols must list at least one symbol",
     "risk-pct-without-stop.yaml": "sizing risk-pct needs stopLossPct",
     "dataset-two-sources.yaml": "backtest.dataset needs exactly one of configMap or path",
+    # issue 13.2: one consumer per transactional id, and the message says how to scale instead.
+    "replicas-2.yaml": "split the symbols over several TradingStrategies",
 }
 
 
@@ -52,7 +54,7 @@ def test_crd_schema_has_descriptions_defaults_rules_and_columns() -> None:
     assert undocumented == []
     props = spec["properties"]
     assert props["shortWindow"]["default"] == 10
-    assert props["replicas"] == {**props["replicas"], "default": 1, "minimum": 0, "maximum": 10}
+    assert props["replicas"] == {**props["replicas"], "default": 1, "minimum": 0, "maximum": 1}
     assert props["symbols"]["minItems"] == 1
     assert props["backtest"]["properties"]["fill"]["enum"] == ["close", "next-open"]
     assert props["stopLossPct"]["exclusiveMaximum"] is True

@@ -8,6 +8,7 @@ from typing import Any
 
 import kopf
 import pytest
+from pydantic import ValidationError
 
 from tradebot.backtest.cliargs import build_config
 from tradebot.backtest.command import build_parser
@@ -116,12 +117,19 @@ def test_config_hash_changes_with_the_spec_and_only_then() -> None:
     assert _config_hash(_deployment(_spec(symbols=["BTCUSDT"]))) != base
     assert _config_hash(_deployment(_spec(image="other:1"))) != base
     # Scaling is not a configuration change: pods are not rolled for it.
-    assert _config_hash(_deployment(_spec(replicas=3))) == base
+    assert _config_hash(_deployment(_spec(replicas=0))) == base
 
 
 def test_suspend_scales_to_zero() -> None:
     assert _deployment(_spec(suspend=True))["spec"]["replicas"] == 0
-    assert _deployment(_spec(replicas=3))["spec"]["replicas"] == 3
+    assert _deployment(_spec(replicas=0))["spec"]["replicas"] == 0
+    assert _deployment(_spec(replicas=1))["spec"]["replicas"] == 1
+
+
+def test_no_spec_renders_more_than_one_replica() -> None:
+    """issue 13.2: every pod of a strategy has its one transactional id; two would fence each other."""
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        _spec(replicas=2)
 
 
 def test_owner_reference_is_set_by_adoption() -> None:
@@ -197,7 +205,7 @@ def test_backtest_from_a_path_in_the_image_mounts_no_dataset() -> None:
 def test_backtest_hash_follows_parameters_not_replicas_or_schedule() -> None:
     spec = _spec(backtest=BACKTEST)
     digest = render.backtest_hash(spec)
-    assert render.backtest_hash(_spec(backtest=BACKTEST, replicas=4, suspend=True)) == digest
+    assert render.backtest_hash(_spec(backtest=BACKTEST, replicas=0, suspend=True)) == digest
     assert render.backtest_hash(_spec(backtest={**BACKTEST, "schedule": "@daily"})) == digest
     assert render.backtest_hash(_spec(backtest=BACKTEST, shortWindow=13)) != digest
     assert render.backtest_hash(_spec(backtest={**BACKTEST, "commissionPct": 0.2})) != digest

@@ -58,8 +58,8 @@ def test_backtest_section_gives_costs_and_defaults() -> None:
         ({"shortWindow": 5}, "spec.symbols: Field required"),
         ({"symbols": ["BTC USDT"]}, "spec.symbols[0]: String should match pattern"),
         (
-            {"symbols": ["X"], "replicas": 11},
-            "spec.replicas: Input should be less than or equal to 10 (got 11)",
+            {"symbols": ["X"], "replicas": 2},
+            "spec.replicas: Input should be less than or equal to 1 (got 2)",
         ),
         ({"symbols": ["X"], "sizing": {"kind": "risk-pct", "value": 1}}, "sizing risk-pct needs stopLossPct"),
         ({"symbols": ["X"], "sizing": {"kind": "qty"}}, "spec.sizing: sizing qty needs a value"),

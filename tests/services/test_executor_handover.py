@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.adapters._wrapped_bus import WrappedBus
+from tests.plugins._proc import free_port
+from tests.plugins.servers import KafkaBroker, RedisServer
 from tests.services.test_executor_metrics import until
 from tradebot.adapters.bus import Bus, Record
 from tradebot.adapters.kafka import KafkaBus
@@ -166,3 +172,66 @@ async def test_the_new_executor_fences_the_old_one_before_it_rebuilds(backends: 
         sender.close()
         await backends.store.clear()
         await backends.store.close()
+
+
+def executor_process(bootstrap: str, redis_url: str, prefix: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "TRADEBOT_KAFKA_BOOTSTRAP": bootstrap,
+        "TRADEBOT_REDIS_URL": redis_url,
+        "TRADEBOT_REDIS_PREFIX": prefix,
+        "TRADEBOT_TOPIC_PARTITIONS": "2",
+        "TRADEBOT_HTTP_HOST": "127.0.0.1",
+        "TRADEBOT_HTTP_PORT": str(free_port()),
+    }
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tradebot.cli", "executor"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+async def test_a_second_executor_process_fences_the_first(
+    own_kafka: KafkaBroker, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """issue 13.2: two executor processes share the transactional id `executor`: the second fences the
+    first, which stops at its next transaction rather than both writing fills."""
+    bus = KafkaBus(own_kafka.bootstrap)
+    bus.ensure_topics(pipeline_topics(2))
+    sender = bus.producer("test-strategy")
+    prefix = f"two-processes-{uuid.uuid4().hex[:8]}"
+    # Symbols over both partitions of `orders`, so each process is assigned some once both are in the group.
+    entries = [make_order(f"S{n:02d}", Side.BUY, OrderReason.ENTRY_LONG, n) for n in range(12)]
+
+    def send(orders: list[OrderRequest]) -> None:
+        for made in orders:
+            sender.produce(ORDERS, made.model_dump_json().encode(), key=made.symbol.encode())
+        sender.flush()
+
+    first = executor_process(own_kafka.bootstrap, redis_server.url, prefix, tmp_path / "first.log")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        send(entries[:1])
+        await until("the first executor fills", lambda: entries[0].id in committed_fills(bus), within_s=90.0)
+        second = executor_process(own_kafka.bootstrap, redis_server.url, prefix, tmp_path / "second.log")
+        # The second fences the first when it starts; keep orders coming until the first notices.
+        deadline = time.monotonic() + 90.0
+        while first.poll() is None:
+            assert time.monotonic() < deadline, "the fenced executor kept running"
+            send(entries[1:])
+            await asyncio.sleep(1.0)
+        await until(
+            "every entry filled", lambda: set(committed_fills(bus)) == {e.id for e in entries}, within_s=90.0
+        )
+        assert second.poll() is None, (tmp_path / "second.log").read_text()
+        assert "another instance took over" in (tmp_path / "first.log").read_text()
+        # Exactly one fill per order, every one filled (re-sent orders are duplicates of filled ones).
+        ids = [json.loads(record.value)["order"]["id"] for record in bus.read_all(FILLS, timeout=30.0)]
+        assert sorted(ids) == sorted(e.id for e in entries)
+        assert set(committed_fills(bus).values()) == {"filled"}
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(30.0)
+        sender.close()
+        bus.close()

@@ -22,6 +22,10 @@ from tradebot.core.params import StrategyParams
 FillModel = Literal["close", "next-open"]
 # Five cron fields (minute hour day-of-month month day-of-week) or a @-macro, as a CronJob takes them.
 CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
+REPLICAS_MESSAGE = (
+    "replicas must be 0 or 1: all pods of a strategy share one transactional id and would fence each other;"
+    " to scale, split the symbols over several TradingStrategies (one per symbol set)"
+)
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 
@@ -111,7 +115,13 @@ class TradingStrategySpec(StrategyParams):
     symbols: list[Symbol] = Field(min_length=1, max_length=100, description="Symbols the strategy trades.")
     suspend: bool = Field(default=False, description="Scale the strategy to zero without deleting anything.")
     replicas: int = Field(
-        default=1, ge=0, le=10, description="Strategy pods (one active consumer per partition)."
+        default=1,
+        ge=0,
+        le=1,
+        description=(
+            "Strategy pods: 0 or 1. Every pod of a strategy uses its one transactional id, so a second would"
+            " fence the first; to scale, split the symbols over several TradingStrategies."
+        ),
     )
     image: str | None = Field(
         default=None,
@@ -144,6 +154,12 @@ class TradingStrategySpec(StrategyParams):
             return f"!has(self.{field}) || {test}"
 
         return [
+            {
+                # Also a schema maximum; this rule carries the message that says how to scale instead.
+                "rule": opt("replicas", "self.replicas <= 1"),
+                "message": REPLICAS_MESSAGE,
+                "fieldPath": ".replicas",
+            },
             {
                 "rule": "(has(self.shortWindow) ? self.shortWindow : 10) < (has(self.longWindow) ? self.longWindow : 30)",
                 "message": "shortWindow must be less than longWindow",

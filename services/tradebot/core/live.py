@@ -99,10 +99,16 @@ class LiveStrategy(CrossoverStrategy):
 
     # -- snapshot --------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        snap = super().snapshot()
-        for name, state in snap["symbols"].items():
-            state["in_flight"] = [order.snapshot() for order in self.in_flight.get(name, [])]
-        return snap
+        return {
+            **self.head_snapshot(),
+            "symbols": {name: self.symbol_snapshot(name) for name in sorted(self.symbols)},
+        }
+
+    def symbol_snapshot(self, symbol: str) -> dict[str, Any]:
+        """One symbol's part of `snapshot()`: what the live service stores as a record of its own."""
+        state = self._symbol_snapshot(symbol)
+        state["in_flight"] = [order.snapshot() for order in self.in_flight.get(symbol, [])]
+        return state
 
     @classmethod
     def restore(cls, snap: dict[str, Any]) -> Self:

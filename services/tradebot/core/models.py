@@ -126,7 +126,7 @@ class OrderRequest(Message):
     # The price the strategy saw when it decided (the executor's price band check uses it).
     ref_price: Price
     ts: AwareDatetime
-    # The event that caused the order (e.g. "tick:AAPL:1234" or "bar:2024-01-02T00:00:00+00:00").
+    # The event that caused the order (e.g. "tick:AAPL:1234:2024-01-02T15:04:05+00:00" or "bar:2024-01-02T00:00:00+00:00").
     cause: str = Field(min_length=1, max_length=256)
 
 

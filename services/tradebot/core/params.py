@@ -93,15 +93,21 @@ class RiskLimits(_Model):
     )
 
 
+# The longest moving-average window. A live strategy's state per symbol holds both windows' prices (about 22
+# bytes each in JSON) and goes out as one Kafka record: 2 x 10,000 prices and 100 orders in flight stay
+# well under Kafka's default 1 MB record limit.
+MAX_WINDOW = 10_000
+
+
 class StrategyParams(_Model):
     """Moving-average crossover with stops, sizing and risk limits."""
 
     ma_type: Literal["sma", "ema"] = Field(default="sma", description="Moving average: sma or ema.")
     short_window: int = Field(
-        default=10, ge=1, le=100_000, description="Short moving-average window, in bars."
+        default=10, ge=1, le=MAX_WINDOW - 1, description="Short moving-average window, in bars."
     )
     long_window: int = Field(
-        default=30, ge=2, le=100_000, description="Long moving-average window; > shortWindow."
+        default=30, ge=2, le=MAX_WINDOW, description="Long moving-average window; > shortWindow."
     )
     stop_loss_pct: float | None = Field(
         default=None, gt=0, lt=100, description="Stop-loss distance from the entry price, in percent."

@@ -109,6 +109,13 @@ class CrossoverStrategy:
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to continue exactly where this instance is (JSON-serialisable)."""
         return {
+            **self.head_snapshot(),
+            "symbols": {name: self._symbol_snapshot(name) for name in sorted(self.symbols)},
+        }
+
+    def head_snapshot(self) -> dict[str, Any]:
+        """`snapshot()` without its symbols' states."""
+        return {
             "version": SNAPSHOT_VERSION,
             "strategy_id": self.strategy_id,
             "params": self.params.model_dump(mode="json"),
@@ -118,7 +125,6 @@ class CrossoverStrategy:
             "halted": False,  # never set (the executor halts); kept so earlier versions still restore
             "day": self.day,
             "day_start_equity": self.day_start_equity,
-            "symbols": {name: self._symbol_snapshot(name) for name in sorted(self.symbols)},
         }
 
     def _symbol_snapshot(self, symbol: str) -> dict[str, Any]:

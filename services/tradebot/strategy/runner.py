@@ -16,8 +16,10 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
@@ -34,6 +36,16 @@ from tradebot.kit.lifecycle import ShutdownEvent
 from tradebot.kit.metrics import ConsumerLagGauge, PerRegistry
 
 logger = logging.getLogger(__name__)
+
+
+def tick_cause(tick: Tick) -> str:
+    """The tick as an order's cause (which seeds the order's id): the same tick gives the same cause, so a
+    replay re-creates the same ids. The sequence number alone repeats when the source restarts it (a
+    restarted simulator counts from 1 again), and the executor would drop the new orders as duplicates:
+    the source's own timestamp with it tells the two apart."""
+    if tick.seq is None:
+        return f"tick:{tick.symbol}:{tick.ts.isoformat()}"
+    return f"tick:{tick.symbol}:{tick.seq}:{tick.ts.isoformat()}"
 
 
 @dataclass
@@ -122,6 +134,8 @@ class StrategyRunner:
         self.store = store
         self.metrics = metrics
         self.strategy = self._fresh()
+        self.generation = uuid.uuid4().hex  # of the strategy's state records (see _produce_state)
+        self._dirty_all = True
         self.loop = TransactionalLoop(
             bus,
             self,
@@ -163,17 +177,39 @@ class StrategyRunner:
     # -- the transactional loop's batch processor -------------------------------------------------
     def rebuild(self) -> None:
         """The strategy as its last committed snapshot left it; a fresh one when there is none."""
-        latest: bytes | None = None
+        head_key, symbol_prefix = self.strategy_id.encode(), f"{self.strategy_id}/".encode()
+        head: bytes | None = None
+        parts: dict[str, bytes] = {}
         for record in self.bus.read_all(STRATEGY_STATE, read_committed=True, timeout=30.0):
-            if record.key == self.strategy_id.encode():
-                latest = record.value
+            if record.key == head_key:
+                head = record.value
+            elif record.key is not None and record.key.startswith(symbol_prefix):
+                parts[record.key[len(symbol_prefix) :].decode()] = record.value
         self.strategy = self._fresh()
-        restored = latest is not None
-        if latest is not None:
-            snapshot = LiveStrategy.restore(json.loads(latest))
-            restored = snapshot.params == self.params and snapshot.costs == self.costs
-            if restored:
+        self.generation = uuid.uuid4().hex
+        self._dirty_all = True
+        restored = head is not None
+        if head is not None:
+            snap = json.loads(head)
+            generation = snap.pop("generation", None)
+            # A snapshot written before the split holds its symbols itself; since, each symbol's state is
+            # a record of its own, of the head's generation (an older one belongs to an earlier strategy).
+            symbols: dict[str, Any] = snap.get("symbols", {})
+            for symbol, value in parts.items():
+                state = json.loads(value)
+                if generation is not None and state.pop("generation", None) == generation:
+                    symbols[symbol] = state
+            try:
+                snapshot: LiveStrategy | None = LiveStrategy.restore({**snap, "symbols": symbols})
+            except ValidationError:  # parameters stored before a bound they now exceed (MAX_WINDOW)
+                snapshot = None
+            restored = (
+                snapshot is not None and snapshot.params == self.params and snapshot.costs == self.costs
+            )
+            if restored and snapshot is not None:
                 self.strategy = snapshot
+                self.generation = generation or self.generation
+                self._dirty_all = generation is None
             else:
                 # New parameters mean a new strategy: its history does not apply (the operator rolls
                 # pods with a new config hash when the spec changes).
@@ -189,6 +225,7 @@ class StrategyRunner:
         sid = self.strategy_id
         ticks = 0
         untracked = strategy.counters.untracked_orders
+        changed: set[str] = set()
         for record in records:
             if record.topic == TICKS:
                 try:
@@ -198,8 +235,8 @@ class StrategyRunner:
                 if tick.symbol not in self.symbols:
                     continue
                 ticks += 1
-                cause = f"tick:{tick.symbol}:{tick.seq if tick.seq is not None else tick.ts.isoformat()}"
-                step = strategy.on_price(tick.symbol, tick.price, tick.ts, cause)
+                changed.add(tick.symbol)
+                step = strategy.on_price(tick.symbol, tick.price, tick.ts, tick_cause(tick))
                 for order in step.orders:
                     producer.produce(ORDERS, order.model_dump_json().encode(), key=order.symbol.encode())
                     # Assume the paper broker's fill; a refusal comes back on `fills`.
@@ -218,6 +255,7 @@ class StrategyRunner:
                 except ValidationError:
                     continue
                 if fill_record.order.strategy_id == sid:
+                    changed.add(fill_record.order.symbol)
                     strategy.on_broker_answer(
                         fill_record.order, filled=fill_record.fill.status is FillStatus.FILLED
                     )
@@ -227,10 +265,26 @@ class StrategyRunner:
                 "too many orders in flight: the oldest are no longer tracked (is the executor running?)",
                 extra={"strategy": sid, "untracked_orders": strategy.counters.untracked_orders},
             )
-        producer.produce(STRATEGY_STATE, json.dumps(strategy.snapshot()).encode(), key=sid.encode())
+        if strategy.counters.untracked_orders > untracked or self._dirty_all:
+            changed = set(strategy.symbols)  # untracking touches the symbol with the most in flight
+        self._produce_state(producer, changed)
         self._batch_ticks = ticks
 
+    def _produce_state(self, producer: Producer, changed: set[str]) -> None:
+        """The snapshot as records of `strategy-state`: the head (cash, day, parameters) keyed by the
+        strategy id and each symbol that `changed` keyed `<strategy>/<symbol>`, in the batch's
+        transaction. One record for everything outgrew Kafka's 1 MB record limit (20 symbols with
+        windows of 3000 made 1.18 MB: every transaction aborted); a symbol's record is bounded by
+        `MAX_WINDOW` and `MAX_TRACKED_IN_FLIGHT`. The generation ties a symbol's record to its head."""
+        sid, strategy = self.strategy_id, self.strategy
+        for symbol in sorted(changed & set(strategy.symbols)):
+            state = {**strategy.symbol_snapshot(symbol), "generation": self.generation}
+            producer.produce(STRATEGY_STATE, json.dumps(state).encode(), key=f"{sid}/{symbol}".encode())
+        head = {**strategy.head_snapshot(), "generation": self.generation}
+        producer.produce(STRATEGY_STATE, json.dumps(head).encode(), key=sid.encode())
+
     def committed(self) -> None:
+        self._dirty_all = False
         sid = self.strategy_id
         self.metrics.ticks.labels(strategy=sid).inc(self._batch_ticks)
         self.metrics.transactions.labels(strategy=sid, result="committed").inc()
