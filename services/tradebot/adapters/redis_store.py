@@ -104,10 +104,26 @@ def _store_errors(cls: C) -> C:
 
 @_store_errors
 class RedisStore:
-    def __init__(self, url: str, *, prefix: str = "tradebot") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "tradebot",
+        timeout_s: float = 5.0,
+        connect_timeout_s: float = 2.0,
+    ) -> None:
         if not prefix:
             raise ValueError("prefix must not be empty")
-        self._redis = aioredis.Redis.from_url(url, decode_responses=True)
+        if timeout_s <= 0 or connect_timeout_s <= 0:
+            raise ValueError("timeouts must be > 0")
+        # Every call is bounded: a Redis that stops answering (paused, partitioned, overloaded) raises
+        # a retriable StoreError after `timeout_s` instead of hanging the caller's event loop task.
+        self._redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+        )
         self._prefix = prefix
         self._apply_fill = self._redis.register_script(_APPLY_FILL)
 
