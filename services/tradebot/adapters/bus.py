@@ -108,6 +108,10 @@ class Producer(Protocol):
     def flush(self, timeout: float = 30.0) -> None:
         """Waits until every queued record is acknowledged; raises BusError when one failed."""
 
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serves delivery reports for up to `timeout` seconds; returns how many records are queued and not
+        yet acknowledged (what a caller bounds to apply backpressure)."""
+
     def close(self) -> None: ...
 
 
