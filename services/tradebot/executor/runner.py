@@ -6,6 +6,10 @@ so every order gets exactly one fill record on the topic whatever crashes. The b
 from `fills` on start and after an abort, always after fencing the previous instance, so it holds every
 fill that instance committed. Redis is a projection of `fills`: `apply_fill` is idempotent per order id, the projection
 catches up from the topic on start, and when Redis comes back empty it is rebuilt from the topic.
+
+Halts fail closed: whether a strategy may enter comes from `strategy-control` (compacted, written by the
+API), read in full on every rebuild and consumed in the same transactional loop as `orders`, never from
+Redis; the executor projects it to Redis for readers. A flushed or unreachable Redis cannot lift a halt.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pydantic import ValidationError
 
 from tradebot.adapters.bus import Bus, BusError, Consumer, Producer, Record
 from tradebot.adapters.store import Store, StoreError
-from tradebot.adapters.topics import FILLS, ORDERS, FillRecord
+from tradebot.adapters.topics import CONTROL, FILLS, ORDERS, FillRecord, HaltCommand
 from tradebot.adapters.transactional import TransactionalLoop
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 from tradebot.core.models import FillStatus, OrderRequest, Position, RejectCode
@@ -161,13 +165,15 @@ class ExecutorRunner:
             bus,
             self,
             group=group_id,
-            topics=[ORDERS],
+            topics=[ORDERS, CONTROL],
             batch_max=batch_max,
             poll_timeout_s=poll_timeout_s,
             lag=metrics.lag,
         )
         self._last_prices: dict[str, float] = {}
+        # From `strategy-control` only (see the module docstring); strategy id -> halted.
         self._halted: dict[str, bool] = {}
+        self._registered: set[str] = set()
         # Each strategy's own initial cash as it registered it; `initial_cash` for one that did not.
         self._initial_cash: dict[str, float] = {}
         self._registration_read: set[str] = set()
@@ -209,11 +215,34 @@ class ExecutorRunner:
             except ValidationError:
                 logger.error("unreadable record on fills", extra={"offset": record.offset})
         logger.info("executor book rebuilt", extra={"fills_replayed": len(records)})
+        halted: dict[str, bool] = {}
+        for record in self.bus.read_all(CONTROL, read_committed=True, timeout=60.0):
+            command = self._command(record)
+            if command is not None:
+                halted[command.strategy_id] = command.halted
+        self._halted = halted
+
+    @staticmethod
+    def _command(record: Record) -> HaltCommand | None:
+        try:
+            return HaltCommand.model_validate_json(record.value)
+        except ValidationError:
+            logger.error("unreadable record on strategy-control", extra={"offset": record.offset})
+            return None
 
     def process_batch(self, records: list[Record], producer: Producer) -> None:
         now = datetime.now(UTC)
         wall = time.time()
+        # Commands first: a halt read in the same batch as an order refuses it even if it came later
+        # (failing closed), never the other way round.
         for record in records:
+            if record.topic == CONTROL:
+                command = self._command(record)
+                if command is not None:
+                    self._halted[command.strategy_id] = command.halted
+        for record in records:
+            if record.topic == CONTROL:
+                continue
             try:
                 order = OrderRequest.model_validate_json(record.value)
             except ValidationError as exc:
@@ -296,9 +325,9 @@ class ExecutorRunner:
         return self._initial_cash.get(strategy_id, self.initial_cash)
 
     async def _read_registrations(self) -> None:
-        """Halt flags and each strategy's own initial cash, from the strategies' registrations."""
+        """Each strategy's own initial cash, from the strategies' registrations (halts come from Kafka)."""
         registered = await self.store.strategies()
-        self._halted = {s["id"]: bool(s.get("halted")) for s in registered}
+        self._registered = {s["id"] for s in registered}
         self._initial_cash.update(
             {s["id"]: float(s["initial_cash"]) for s in registered if s.get("initial_cash") is not None}
         )
@@ -306,7 +335,7 @@ class ExecutorRunner:
     def update_risk_metrics(self) -> None:
         """P&L, equity, exposure and drawdown per strategy, marked at the latest prices the feed saw
         (a position's own last fill price until then)."""
-        for sid in set(self._halted) | {sid for sid, _ in self._projected}:
+        for sid in self._registered | set(self._halted) | {sid for sid, _ in self._projected}:
             value = self._value(sid, self._last_prices)
             peak = max(self._peak_equity.get(sid, self._cash_of(sid)), value.equity)
             self._peak_equity[sid] = peak
@@ -334,13 +363,16 @@ class ExecutorRunner:
                     self._applied_offset = -2  # force a catch-up from the topic
 
     async def _watch_store(self, shutdown: ShutdownEvent) -> None:
-        """Refreshes last prices and halt flags; rebuilds the store when it lost what it held."""
+        """Refreshes last prices, projects the halts to the store and rebuilds it when it lost what it held."""
         while not await shutdown.sleep(0.25):
             try:
                 self._last_prices = {
                     symbol: price for symbol, (price, _) in (await self.store.last_prices()).items()
                 }
                 await self._read_registrations()
+                for sid, halted in list(self._halted.items()):
+                    if await self.store.is_halted(sid) != halted:
+                        await self.store.set_halted(sid, halted)
                 self.update_risk_metrics()
                 stored = await self.store.applied_offset()
                 if stored < self._applied_offset or self._applied_offset == -2:
