@@ -23,7 +23,7 @@ from tradebot.adapters.connect import PipelineSettings
 from tradebot.adapters.store import Page as StorePage
 from tradebot.adapters.store import Query as StoreQuery
 from tradebot.adapters.store import Store, StoreError
-from tradebot.adapters.topics import CONTROL, HaltCommand
+from tradebot.adapters.topics import CONTROL, HaltCommand, pipeline_topics
 from tradebot.core.models import Fill, OrderRequest, Position, Signal
 from tradebot.core.views import (
     EquityCurve,
@@ -291,9 +291,14 @@ async def _command(request: Request, store: Store, command: HaltCommand) -> None
     when Redis loses it) and answers only once Kafka acknowledged it; then mirrors it to Redis for
     readers. Without a bus (tests of the API alone) only Redis is written."""
     producer: Producer | None = request.app.state.control_producer
-    if producer is not None:
+    bus: Bus | None = request.app.state.bus
+    if producer is not None and bus is not None:
+        partitions: int = request.app.state.topic_partitions
 
         def send() -> None:
+            # Created here, not at start-up: the API's reads must not wait for Kafka. Never left to the
+            # broker's auto-creation, which would make the topic uncompacted.
+            bus.ensure_topics(pipeline_topics(partitions))
             producer.produce(CONTROL, command.model_dump_json().encode(), key=command.key())
             producer.flush(CONTROL_ACK_TIMEOUT_S)
 
@@ -326,6 +331,8 @@ def create_api(
     app = create_service_app(settings, readiness_checks={"store": store.ping}, lifespan=lifespan)
     app.title = "tradebot API"
     app.state.store = store
+    app.state.bus = bus
+    app.state.topic_partitions = settings.topic_partitions
     app.state.control_producer = None if bus is None else bus.producer(f"{settings.service_name}-control")
     app.state.api_token = settings.api_token
     origins = settings.origins()

@@ -17,12 +17,8 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     del args
     from tradebot.adapters.connect import kafka_bus, redis_store
-    from tradebot.adapters.topics import pipeline_topics
     from tradebot.api.app import ApiSettings, create_api
 
     settings = load_settings_or_exit(ApiSettings)
-    bus = kafka_bus(settings)
-    # Halts are recorded on `strategy-control`, which must exist before the first one.
-    bus.ensure_topics(pipeline_topics(settings.topic_partitions))
-    app = create_api(settings, redis_store(settings), bus=bus)
+    app = create_api(settings, redis_store(settings), bus=kafka_bus(settings))
     return run_service(None, settings, app=app)
