@@ -32,6 +32,12 @@ class PipelineSettings(ServiceSettings):
     redis_timeout_seconds: float = Field(
         default=5.0, gt=0, le=300, description="Longest wait for any one Redis command's answer."
     )
+    redis_stream_maxlen: int = Field(
+        default=100_000,
+        ge=100,
+        le=100_000_000,
+        description="Entries kept (approximately) in Redis' order log and fills; the full history is on `fills`.",
+    )
     redis_connect_timeout_seconds: float = Field(
         default=2.0, gt=0, le=300, description="Longest wait for a connection to Redis."
     )
@@ -62,6 +68,7 @@ def redis_store(settings: PipelineSettings) -> Store:
         prefix=settings.redis_prefix,
         timeout_s=settings.redis_timeout_seconds,
         connect_timeout_s=settings.redis_connect_timeout_seconds,
+        stream_maxlen=settings.redis_stream_maxlen,
     )
 
 
