@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from confluent_kafka import Consumer as _KafkaConsumer
@@ -405,6 +405,8 @@ class KafkaBus:
                 config["retention.ms"] = str(spec.retention_ms)
             if spec.compacted:
                 config["cleanup.policy"] = "compact"
+            if spec.segment_ms is not None:
+                config["segment.ms"] = str(spec.segment_ms)
             new_topics.append(NewTopic(spec.name, num_partitions=spec.partitions, config=config))
         futures = admin.create_topics(new_topics, operation_timeout=_TIMEOUT_S)
         for name, future in futures.items():
@@ -476,6 +478,15 @@ class KafkaBus:
         return KafkaConsumer(config, topics)
 
     def read_all(self, topic: str, *, read_committed: bool = True, timeout: float = 10.0) -> list[Record]:
+        by_partition: dict[int, list[Record]] = {}
+        for batch in self.scan(topic, read_committed=read_committed, timeout=timeout):
+            for record in batch:
+                by_partition.setdefault(record.partition, []).append(record)
+        return [record for partition in sorted(by_partition) for record in by_partition[partition]]
+
+    def scan(
+        self, topic: str, *, last: int | None = None, read_committed: bool = True, timeout: float = 10.0
+    ) -> Iterator[list[Record]]:
         self._open_admin()
         deadline = time.monotonic() + timeout
         consumer = _KafkaConsumer(
@@ -497,10 +508,10 @@ class KafkaBus:
             starts: list[TopicPartition] = []
             for partition in sorted(described.partitions):
                 low, high = _watermarks(consumer, TopicPartition(topic, partition), deadline)
-                if high > low:
+                first = low if last is None else max(low, high - last)
+                if high > first:
                     ends[partition] = high
-                    starts.append(TopicPartition(topic, partition, low))
-            by_partition: dict[int, list[Record]] = {p: [] for p in ends}
+                    starts.append(TopicPartition(topic, partition, first))
             pending = set(ends)
             if starts:
                 consumer.assign(starts)
@@ -509,6 +520,7 @@ class KafkaBus:
                     raise BusError(
                         f"read_all({topic}): partitions {sorted(pending)} not read to the end in {timeout}s"
                     )
+                batch: list[Record] = []
                 for message in _consume(consumer, 1000, 0.2):
                     error = message.error()
                     partition = message.partition()
@@ -520,10 +532,11 @@ class KafkaBus:
                         raise _bus_error(f"read_all({topic})", KafkaException(error))
                     record = _record(message)
                     if record.offset < ends[record.partition]:
-                        by_partition[record.partition].append(record)
+                        batch.append(record)
                     if record.offset + 1 >= ends[record.partition]:
                         pending.discard(record.partition)
-            return [record for partition in sorted(by_partition) for record in by_partition[partition]]
+                if batch:
+                    yield batch
         except KafkaException as exc:
             raise _bus_error(f"read_all({topic})", exc) from exc
         finally:

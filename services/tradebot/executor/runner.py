@@ -26,7 +26,15 @@ from pydantic import ValidationError
 
 from tradebot.adapters.bus import Bus, BusError, Consumer, Producer, Record
 from tradebot.adapters.store import Store, StoreError
-from tradebot.adapters.topics import CONTROL, FILLS, ORDERS, FillRecord, HaltCommand
+from tradebot.adapters.topics import (
+    CONTROL,
+    FILLS,
+    ORDERS,
+    POSITIONS,
+    FillRecord,
+    HaltCommand,
+    position_key,
+)
 from tradebot.adapters.transactional import TransactionalLoop
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 from tradebot.core.models import FillStatus, OrderRequest, Position, RejectCode
@@ -35,6 +43,9 @@ from tradebot.kit.lifecycle import ShutdownEvent
 from tradebot.kit.metrics import ConsumerLagGauge, PerRegistry
 
 logger = logging.getLogger(__name__)
+
+# The longest a rebuild may take reading `positions` or `fills` (a first replay of a long `fills` included).
+REBUILD_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -205,16 +216,45 @@ class ExecutorRunner:
 
     # -- the transactional loop's batch processor: orders -> fills ----------------------------------
     def rebuild(self) -> None:
-        """The book as the committed fills left it."""
+        """The book as the committed fills left it: each position from the compacted `positions` topic
+        (written in the same transactions as the fills), and the recent order ids from the tail of
+        `fills`; streamed, so neither time nor memory grows with the whole history. A `positions`
+        topic that is still empty while `fills` is not (a book from before it existed) is replayed
+        from `fills` once, streamed too; the next fills write their positions."""
+        started = time.monotonic()
         self.broker.books.clear()
         self.broker.seen.clear()
-        records = self.bus.read_all(FILLS, read_committed=True, timeout=60.0)
-        for record in records:
-            try:
-                self.broker.replay(FillRecord.model_validate_json(record.value))
-            except ValidationError:
-                logger.error("unreadable record on fills", extra={"offset": record.offset})
-        logger.info("executor book rebuilt", extra={"fills_replayed": len(records)})
+        positions = 0
+        for batch in self.bus.scan(POSITIONS, read_committed=True, timeout=REBUILD_TIMEOUT_S):
+            for record in batch:
+                try:
+                    self.broker.restore(Position.model_validate_json(record.value))
+                except ValidationError:
+                    logger.error("unreadable record on positions", extra={"offset": record.offset})
+                positions += 1
+        fills = 0
+        # With positions known only the newest order ids are needed; without, every fill is.
+        last = self.broker.seen_max if positions else None
+        for batch in self.bus.scan(FILLS, last=last, read_committed=True, timeout=REBUILD_TIMEOUT_S):
+            for record in batch:
+                try:
+                    fill_record = FillRecord.model_validate_json(record.value)
+                except ValidationError:
+                    logger.error("unreadable record on fills", extra={"offset": record.offset})
+                    continue
+                if positions:
+                    self.broker.remember(fill_record.order.id)
+                else:
+                    self.broker.replay(fill_record)
+                fills += 1
+        logger.info(
+            "executor book rebuilt",
+            extra={
+                "positions_read": positions,
+                "fills_read": fills,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
         halted: dict[str, bool] = {}
         for record in self.bus.read_all(CONTROL, read_committed=True, timeout=60.0):
             command = self._command(record)
@@ -261,6 +301,12 @@ class ExecutorRunner:
                 self.metrics.duplicates.inc()
                 continue
             producer.produce(FILLS, result.model_dump_json().encode(), key=order.symbol.encode())
+            if result.fill.status is FillStatus.FILLED:  # a refusal leaves the position as it was
+                producer.produce(
+                    POSITIONS,
+                    result.position.model_dump_json().encode(),
+                    key=position_key(order.strategy_id, order.symbol),
+                )
             self.metrics.know(order.strategy_id)
             self.metrics.received.labels(strategy=order.strategy_id).inc()
             if result.fill.status is FillStatus.FILLED:
