@@ -252,10 +252,11 @@ def run_embedded(args: argparse.Namespace, table: list[Service[Any]]) -> int:
     assert isinstance(api.settings, ApiSettings)
     settings = api.settings.model_copy(update={"service_name": "tradebot-up"})
     store = MemoryStore()
-    app = create_api(settings, store)
+    bus = MemoryBus()
+    app = create_api(settings, store, bus=bus)
 
     async def main(shutdown: ShutdownEvent) -> None:
-        wiring = Wiring(MemoryBus(), store, app.state.registry, readiness_of(app), shutdown)
+        wiring = Wiring(bus, store, app.state.registry, readiness_of(app), shutdown)
         tasks = {
             asyncio.create_task(row.embedded(row.settings, wiring), name=row.name): row.name
             for row in table

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from tradebot.adapters.bus import Bus, Consumer, Producer, Record, TopicSpec, TransactionalProducer
@@ -33,6 +33,11 @@ class WrappedBus:
 
     def read_all(self, topic: str, *, read_committed: bool = True, timeout: float = 10.0) -> list[Record]:
         return self.inner.read_all(topic, read_committed=read_committed, timeout=timeout)
+
+    def scan(
+        self, topic: str, *, last: int | None = None, read_committed: bool = True, timeout: float = 10.0
+    ) -> Iterator[list[Record]]:
+        return self.inner.scan(topic, last=last, read_committed=read_committed, timeout=timeout)
 
     def close(self) -> None:
         self.inner.close()

@@ -300,11 +300,14 @@ def test_network_policies(helm_bin: Path) -> None:
     assert egress_components(f"{RELEASE}-feed") == {"kafka", "redis", "simulator"}
     assert egress_components(f"{RELEASE}-strategy") == {"kafka", "redis"}
     assert egress_components(f"{RELEASE}-executor") == {"kafka", "redis"}
-    assert egress_components(f"{RELEASE}-api") == {"redis"}
+    assert egress_components(f"{RELEASE}-api") == {
+        "kafka",
+        "redis",
+    }  # halt/resume are recorded on strategy-control
     assert egress_components(f"{RELEASE}-dashboard") == {"api"}
     # Kafka's broker reaches its own listener (controller and inter-broker traffic) through the policies too.
     assert egress_components(f"{RELEASE}-kafka") == {"kafka"}
-    assert ingress_components(f"{RELEASE}-kafka") == {"feed", "executor", "strategy", "kafka"}
+    assert ingress_components(f"{RELEASE}-kafka") == {"feed", "executor", "api", "strategy", "kafka"}
     assert ingress_components(f"{RELEASE}-redis") == {"feed", "executor", "api", "strategy"}
     # Strategy pods may live in any namespace: Kafka and Redis admit them from all.
     for store in (f"{RELEASE}-kafka", f"{RELEASE}-redis"):
@@ -473,3 +476,10 @@ def test_required_external_endpoints(helm_bin: Path) -> None:
     result = helm(helm_bin, "template", RELEASE, str(CHART), "--set", "redis.enabled=false")
     assert result.returncode != 0
     assert "externalRedis.url" in result.stderr
+
+
+def test_redis_has_a_memory_bound_that_does_not_evict(helm_bin: Path) -> None:
+    """Issue 13.7: Redis stops at `maxmemory` (writes fail, retried) instead of growing to the container's
+    limit (OOM-killed) or evicting the projection's applied offset (which would double fills in the view)."""
+    redis = pod_spec(find(render(helm_bin), "StatefulSet", "redis"))["containers"][0]
+    assert "--maxmemory 200mb --maxmemory-policy noeviction" in redis["args"][0]

@@ -51,10 +51,21 @@ class HookAfterFillsRead(WrappedBus):
 
     def read_all(self, topic: str, *, read_committed: bool = True, timeout: float = 10.0) -> list[Record]:
         records = super().read_all(topic, read_committed=read_committed, timeout=timeout)
-        if topic == FILLS and self.hook is not None:
+        if topic == FILLS:
+            self._after_fills_read()
+        return records
+
+    def scan(
+        self, topic: str, *, last: int | None = None, read_committed: bool = True, timeout: float = 10.0
+    ) -> Iterator[list[Record]]:
+        yield from super().scan(topic, last=last, read_committed=read_committed, timeout=timeout)
+        if topic == FILLS:
+            self._after_fills_read()
+
+    def _after_fills_read(self) -> None:
+        if self.hook is not None:
             hook, self.hook = self.hook, None
             hook()
-        return records
 
 
 @dataclass

@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from prometheus_client import CollectorRegistry
 
 from tests.services.test_broker import order
+from tradebot.adapters.bus import Bus
 from tradebot.adapters.memory_bus import MemoryBus
 from tradebot.adapters.memory_store import MemoryStore
-from tradebot.adapters.topics import ORDERS, pipeline_topics
+from tradebot.adapters.topics import CONTROL, ORDERS, HaltCommand, pipeline_topics
 from tradebot.core.costs import Costs
 from tradebot.core.models import OrderReason, OrderRequest, Side
 from tradebot.executor.broker import PaperBroker, RiskChecks
@@ -47,6 +48,15 @@ def memory_executor(
         initial_cash=10_000.0,
     )
     return bus, store, registry, runner
+
+
+def send_halt(bus: Bus, strategy_id: str, halted: bool) -> None:
+    """What the API's halt endpoint records: the executor's source of truth for halts."""
+    command = HaltCommand(strategy_id=strategy_id, halted=halted)
+    producer = bus.producer("test-control")
+    producer.produce(CONTROL, command.model_dump_json().encode(), key=command.key())
+    producer.flush()
+    producer.close()
 
 
 async def test_risk_gauges_follow_fills_prices_and_halts() -> None:
@@ -84,7 +94,7 @@ async def test_risk_gauges_follow_fills_prices_and_halts() -> None:
         assert drawdown is not None
         assert abs(drawdown - 180.0 / 10_200.0) < 1e-12  # from the peak at 120, not from the start
 
-        await store.set_halted("s1", True)
+        send_halt(bus, "s1", True)
         await until("halted", lambda: value("tradebot_executor_strategy_halted") == 1.0)
         send(order(Side.BUY, 1, 102.0, OrderReason.ENTRY_LONG, 2))
         send(order(Side.SELL, 10, 102.0, OrderReason.EXIT_CROSS, 3))  # exits still fill while halted

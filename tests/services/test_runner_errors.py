@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import Server
 
 from tests.plugins._proc import free_port
-from tests.services.test_executor_metrics import memory_executor, until
+from tests.services.test_executor_metrics import memory_executor, send_halt, until
 from tests.services.test_feed import make_feed, topic_values
 from tradebot.adapters.memory_bus import MemoryBus
 from tradebot.adapters.memory_store import MemoryStore
@@ -44,7 +44,7 @@ class FailingStore(MemoryStore):
 
 async def test_the_executor_rides_out_a_store_outage_but_a_bug_stops_it() -> None:
     store = FailingStore()
-    _, _, registry, runner = memory_executor(store)
+    bus, _, registry, runner = memory_executor(store)
 
     def halted() -> float | None:
         return registry.get_sample_value("tradebot_executor_strategy_halted", {"strategy": "s1"})
@@ -58,7 +58,7 @@ async def test_the_executor_rides_out_a_store_outage_but_a_bug_stops_it() -> Non
         await asyncio.sleep(0.75)  # three rounds of the store watcher, each failing
         assert not task.done()
         assert runner.ready
-        await store.set_halted("s1", True)
+        send_halt(bus, "s1", True)
         store.failure = None
         await until("the halt seen once the store is back", lambda: halted() == 1.0)
 

@@ -8,7 +8,7 @@ gives the same semantics inside one process for `tradebot up --embedded` and fas
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -46,6 +46,9 @@ class TopicSpec:
     partitions: int = 1
     retention_ms: int | None = None  # None: the broker default
     compacted: bool = False
+    # How often the active segment rolls (None: the broker default, 7 days): a compacted topic is compacted
+    # only up to its active segment, so this bounds what a reader still finds uncompacted.
+    segment_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,10 @@ class Producer(Protocol):
     def flush(self, timeout: float = 30.0) -> None:
         """Waits until every queued record is acknowledged; raises BusError when one failed."""
 
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serves delivery reports for up to `timeout` seconds; returns how many records are queued and not
+        yet acknowledged (what a caller bounds to apply backpressure)."""
+
     def close(self) -> None: ...
 
 
@@ -144,6 +151,13 @@ class Bus(Protocol):
     def read_all(self, topic: str, *, read_committed: bool = True, timeout: float = 10.0) -> list[Record]:
         """Every record of `topic` from the beginning to its current end, partition by partition
         (no group, nothing committed): for rebuilding state and for tests."""
+
+    def scan(
+        self, topic: str, *, last: int | None = None, read_committed: bool = True, timeout: float = 10.0
+    ) -> Iterator[list[Record]]:
+        """`read_all` in batches, without holding the topic: from each partition's beginning, or from its
+        last `last` offsets (a tail; transaction markers take offsets too), to its end when called; each
+        partition's records in order. `timeout` bounds the whole scan."""
 
     def close(self) -> None:
         """Releases what the bus itself holds; afterwards every call raises BusError. The producers and

@@ -29,6 +29,18 @@ class PipelineSettings(ServiceSettings):
         default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://", description="Redis URL."
     )
     redis_prefix: str = Field(default="tradebot", pattern=r"^[A-Za-z0-9_.-]+$")
+    redis_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="Longest wait for any one Redis command's answer."
+    )
+    redis_stream_maxlen: int = Field(
+        default=100_000,
+        ge=100,
+        le=100_000_000,
+        description="Entries kept (approximately) in Redis' order log and fills; the full history is on `fills`.",
+    )
+    redis_connect_timeout_seconds: float = Field(
+        default=2.0, gt=0, le=300, description="Longest wait for a connection to Redis."
+    )
     topic_partitions: int = Field(default=6, ge=1, le=1000)
     commission_pct: float = Field(default=0.0, ge=0, le=10)
     commission_fixed: float = Field(default=0.0, ge=0)
@@ -51,7 +63,13 @@ def kafka_bus(settings: PipelineSettings) -> Bus:
 def redis_store(settings: PipelineSettings) -> Store:
     from tradebot.adapters.redis_store import RedisStore
 
-    return RedisStore(settings.redis_url, prefix=settings.redis_prefix)
+    return RedisStore(
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        timeout_s=settings.redis_timeout_seconds,
+        connect_timeout_s=settings.redis_connect_timeout_seconds,
+        stream_maxlen=settings.redis_stream_maxlen,
+    )
 
 
 def kafka_reachable(settings: PipelineSettings) -> ReadinessCheck:

@@ -12,6 +12,7 @@ is unusable and must be closed (and the service stop or start a new one). An err
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -19,7 +20,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from confluent_kafka import Consumer as _KafkaConsumer
@@ -117,10 +118,21 @@ def _watermarks(consumer: _KafkaConsumer, partition: TopicPartition, deadline: f
             time.sleep(0.2)
 
 
+# How many delivery errors a producer keeps word for between two flushes (all are counted).
+_ERRORS_KEPT = 5
+
+
 class KafkaProducer:
-    def __init__(self, config: dict[str, Any]) -> None:
-        self._errors: list[str] = []
+    """An idempotent producer. Bounded: the local queue holds at most librdkafka's
+    `queue.buffering.max.messages`, delivery errors are counted and only the last few kept, and a
+    `produce` into a full queue waits at most `queue_wait_s` (then BusError, retriable): with Kafka down
+    the caller gets backpressure, not a thread that never returns."""
+
+    def __init__(self, config: dict[str, Any], *, queue_wait_s: float = 30.0) -> None:
+        self._errors: collections.deque[str] = collections.deque(maxlen=_ERRORS_KEPT)
+        self._failed = 0
         self._lock = threading.Lock()
+        self.queue_wait_s = queue_wait_s
         try:
             self._producer = _KafkaProducer(config)
         except KafkaException as exc:
@@ -129,6 +141,7 @@ class KafkaProducer:
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
             with self._lock:
+                self._failed += 1
                 self._errors.append(
                     f"{message.topic()}[{message.partition()}]: {error.str()} ({error.name()})"
                 )
@@ -136,6 +149,7 @@ class KafkaProducer:
     def produce(
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
     ) -> None:
+        deadline = time.monotonic() + self.queue_wait_s
         while True:
             try:
                 self._producer.produce(
@@ -146,11 +160,23 @@ class KafkaProducer:
                     on_delivery=self._on_delivery,
                 )
                 break
-            except BufferError:
-                self._producer.poll(0.1)  # the local queue is full: serve deliveries, then retry
+            except BufferError as exc:
+                # The local queue is full (Kafka slow or away): serve deliveries, then retry, for a while.
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BusError(
+                        f"producing to {topic}: the local queue stayed full for {self.queue_wait_s}s",
+                        name="QUEUE_FULL",
+                        retriable=True,
+                    ) from exc
+                self._producer.poll(min(0.1, left))
             except KafkaException as exc:
                 raise _bus_error(f"producing to {topic}", exc) from exc
         self._producer.poll(0)
+
+    def poll(self, timeout: float = 0.0) -> int:
+        self._producer.poll(timeout)
+        return len(self._producer)
 
     def flush(self, timeout: float = 30.0) -> None:
         try:
@@ -158,9 +184,10 @@ class KafkaProducer:
         except KafkaException as exc:
             raise _bus_error("flushing", exc) from exc
         with self._lock:
-            errors, self._errors = self._errors, []
-        if errors:
-            raise BusError(f"{len(errors)} record(s) not delivered: {'; '.join(errors[:5])}")
+            failed, errors, self._failed = self._failed, list(self._errors), 0
+            self._errors.clear()
+        if failed:
+            raise BusError(f"{failed} record(s) not delivered: {'; '.join(errors)}")
         if remaining:
             raise BusError(f"{remaining} record(s) still undelivered after {timeout}s")
 
@@ -232,7 +259,8 @@ class KafkaTransactionalProducer(KafkaProducer):
         if error is not None:
             raise error
         with self._lock:
-            self._errors = []  # a committed transaction delivered everything
+            self._errors.clear()  # a committed transaction delivered everything
+            self._failed = 0
 
     def abort(self) -> None:
         if self.stuck:
@@ -242,7 +270,8 @@ class KafkaTransactionalProducer(KafkaProducer):
         except KafkaException as exc:
             raise _bus_error("abort_transaction", exc) from exc
         with self._lock:
-            self._errors = []  # purged with the transaction
+            self._errors.clear()  # purged with the transaction
+            self._failed = 0
 
     def close(self) -> None:
         if self.stuck:
@@ -376,6 +405,8 @@ class KafkaBus:
                 config["retention.ms"] = str(spec.retention_ms)
             if spec.compacted:
                 config["cleanup.policy"] = "compact"
+            if spec.segment_ms is not None:
+                config["segment.ms"] = str(spec.segment_ms)
             new_topics.append(NewTopic(spec.name, num_partitions=spec.partitions, config=config))
         futures = admin.create_topics(new_topics, operation_timeout=_TIMEOUT_S)
         for name, future in futures.items():
@@ -447,6 +478,15 @@ class KafkaBus:
         return KafkaConsumer(config, topics)
 
     def read_all(self, topic: str, *, read_committed: bool = True, timeout: float = 10.0) -> list[Record]:
+        by_partition: dict[int, list[Record]] = {}
+        for batch in self.scan(topic, read_committed=read_committed, timeout=timeout):
+            for record in batch:
+                by_partition.setdefault(record.partition, []).append(record)
+        return [record for partition in sorted(by_partition) for record in by_partition[partition]]
+
+    def scan(
+        self, topic: str, *, last: int | None = None, read_committed: bool = True, timeout: float = 10.0
+    ) -> Iterator[list[Record]]:
         self._open_admin()
         deadline = time.monotonic() + timeout
         consumer = _KafkaConsumer(
@@ -468,10 +508,10 @@ class KafkaBus:
             starts: list[TopicPartition] = []
             for partition in sorted(described.partitions):
                 low, high = _watermarks(consumer, TopicPartition(topic, partition), deadline)
-                if high > low:
+                first = low if last is None else max(low, high - last)
+                if high > first:
                     ends[partition] = high
-                    starts.append(TopicPartition(topic, partition, low))
-            by_partition: dict[int, list[Record]] = {p: [] for p in ends}
+                    starts.append(TopicPartition(topic, partition, first))
             pending = set(ends)
             if starts:
                 consumer.assign(starts)
@@ -480,6 +520,7 @@ class KafkaBus:
                     raise BusError(
                         f"read_all({topic}): partitions {sorted(pending)} not read to the end in {timeout}s"
                     )
+                batch: list[Record] = []
                 for message in _consume(consumer, 1000, 0.2):
                     error = message.error()
                     partition = message.partition()
@@ -491,10 +532,11 @@ class KafkaBus:
                         raise _bus_error(f"read_all({topic})", KafkaException(error))
                     record = _record(message)
                     if record.offset < ends[record.partition]:
-                        by_partition[record.partition].append(record)
+                        batch.append(record)
                     if record.offset + 1 >= ends[record.partition]:
                         pending.discard(record.partition)
-            return [record for partition in sorted(by_partition) for record in by_partition[partition]]
+                if batch:
+                    yield batch
         except KafkaException as exc:
             raise _bus_error(f"read_all({topic})", exc) from exc
         finally:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -173,6 +173,28 @@ class MemoryBus:
                     if visible:
                         records.append(entry.record)
             return records
+
+    def scan(
+        self, topic: str, *, last: int | None = None, read_committed: bool = True, timeout: float = 10.0
+    ) -> Iterator[list[Record]]:
+        del timeout
+        with self._cond:
+            self._check_open()
+            logs = [list(log) for log in self._partitions(topic)]
+        for log in logs:
+            start = 0 if last is None else max(len(log) - last, 0)
+            batch: list[Record] = []
+            for entry in log[start:]:
+                visible = entry.visible(read_committed)
+                if visible is None:
+                    break
+                if visible:
+                    batch.append(entry.record)
+                if len(batch) >= 1000:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
 
     def close(self) -> None:
         with self._cond:
@@ -346,6 +368,10 @@ class MemoryProducer:
     def flush(self, timeout: float = 30.0) -> None:
         with self._bus._cond:
             self._check()
+
+    def poll(self, timeout: float = 0.0) -> int:
+        del timeout
+        return 0  # every record is in the log the moment it is produced
 
     def close(self) -> None:
         with self._bus._cond:

@@ -86,7 +86,10 @@ class _Log:
 
 
 class MemoryStore:
-    def __init__(self) -> None:
+    def __init__(self, *, stream_maxlen: int = 100_000) -> None:
+        if stream_maxlen < 1:
+            raise ValueError("stream_maxlen must be >= 1")
+        self.stream_maxlen = stream_maxlen
         self._lock = asyncio.Lock()
         self._reset()
 
@@ -96,7 +99,8 @@ class MemoryStore:
         self._orders = _Log()
         self._fills = _Log()
         self._signals = _Log()
-        self._applied: set[str] = set()
+        # The newest applied order ids (insertion order = offset order), bounded like RedisStore's.
+        self._applied: dict[str, None] = {}
         self._applied_offset = -1
         self._positions: dict[tuple[str, str], Position] = {}
         self._equity: dict[str, list[tuple[datetime, float]]] = {}
@@ -142,11 +146,15 @@ class MemoryStore:
         if (position.strategy_id, position.symbol) != (order.strategy_id, order.symbol):
             raise ValueError("the position must be the order's strategy and symbol")
         async with self._lock:
-            if order.id in self._applied:
+            # As RedisStore: at or below the applied offset, or an id among the newest applied, was applied.
+            if source_offset <= self._applied_offset or order.id in self._applied:
                 return False
-            self._applied.add(order.id)
-            self._orders.append(order.strategy_id, order.symbol, order.ts, order.model_dump_json())
-            self._fills.append(order.strategy_id, order.symbol, fill.ts, fill.model_dump_json())
+            self._applied[order.id] = None
+            while len(self._applied) > self.stream_maxlen:
+                del self._applied[next(iter(self._applied))]
+            keep = self.stream_maxlen
+            self._orders.append(order.strategy_id, order.symbol, order.ts, order.model_dump_json(), keep)
+            self._fills.append(order.strategy_id, order.symbol, fill.ts, fill.model_dump_json(), keep)
             self._positions[(position.strategy_id, position.symbol)] = position
             self._applied_offset = source_offset
             return True

@@ -3,10 +3,10 @@
 Keys:
     {prefix}:price:last          hash   symbol -> JSON [price, iso ts]
     {prefix}:prices:{symbol}     stream price, ts (iso); trimmed to `maxlen` exactly
-    {prefix}:orders              stream json, order_id, strategy_id, symbol, ts (epoch µs)
-    {prefix}:fills               stream json, order_id, strategy_id, symbol, ts (epoch µs)
+    {prefix}:orders              stream json, order_id, strategy_id, symbol, ts (epoch µs); about `stream_maxlen`
+    {prefix}:fills               stream json, order_id, strategy_id, symbol, ts (epoch µs); about `stream_maxlen`
     {prefix}:signals             stream json, strategy_id, symbol, ts (epoch µs); trimmed to `maxlen`
-    {prefix}:applied             set    order ids whose fill was applied
+    {prefix}:applied_ids         zset   the newest `stream_maxlen` (+100) applied order ids, scored by offset
     {prefix}:applied_offset      string the `fills` topic offset of the last applied fill
     {prefix}:positions           hash   "{strategy_id}|{symbol}" -> Position JSON
     {prefix}:equity:{strategy}   stream ts (iso), equity; trimmed to `maxlen`
@@ -19,7 +19,9 @@ message's own `ts`. The cursor is the stream id of the last item of the previous
 page continues strictly after it, so walking the pages neither skips nor repeats an entry, even
 while new ones are appended. `next_cursor` is None on the last page.
 
-Streams are trimmed exactly (`MAXLEN n`, not `~`) so `maxlen` means the same here and in memory.
+The price, signal and equity streams are trimmed exactly (`MAXLEN n`, not `~`) so `maxlen` means the same here
+and in memory. The order log and fills are trimmed approximately (`MAXLEN ~ stream_maxlen`: whole macro nodes,
+cheap) to a retention: the full history stays on the `fills` topic.
 """
 
 from __future__ import annotations
@@ -45,14 +47,22 @@ _STREAM_ID = re.compile(r"^\d+-\d+$")
 _SCAN_CHUNK = 500
 
 # KEYS: applied, orders, fills, positions, applied_offset
-# ARGV: order id, order json, strategy, symbol, order ts, fill json, fill ts, position field, position json, offset
+# ARGV: order id, order json, strategy, symbol, order ts, fill json, fill ts, position field, position json, offset,
+#       retention (entries kept in the logs and ids in the applied set)
+# A fill at or below the applied offset was applied already (`fills` has one partition: offsets only grow);
+# the applied set, the newest ids by offset, catches the same order id again at a later offset.
 _APPLY_FILL = """
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then
+local last = tonumber(redis.call('GET', KEYS[5]) or '-1')
+if tonumber(ARGV[10]) <= last or redis.call('ZSCORE', KEYS[1], ARGV[1]) then
     return 0
 end
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('XADD', KEYS[2], '*', 'json', ARGV[2], 'order_id', ARGV[1], 'strategy_id', ARGV[3], 'symbol', ARGV[4], 'ts', ARGV[5])
-redis.call('XADD', KEYS[3], '*', 'json', ARGV[6], 'order_id', ARGV[1], 'strategy_id', ARGV[3], 'symbol', ARGV[4], 'ts', ARGV[7])
+local keep = tonumber(ARGV[11])
+redis.call('ZADD', KEYS[1], ARGV[10], ARGV[1])
+if redis.call('ZCARD', KEYS[1]) > keep + 100 then
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -keep - 1)
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', keep, '*', 'json', ARGV[2], 'order_id', ARGV[1], 'strategy_id', ARGV[3], 'symbol', ARGV[4], 'ts', ARGV[5])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', keep, '*', 'json', ARGV[6], 'order_id', ARGV[1], 'strategy_id', ARGV[3], 'symbol', ARGV[4], 'ts', ARGV[7])
 redis.call('HSET', KEYS[4], ARGV[8], ARGV[9])
 redis.call('SET', KEYS[5], ARGV[10])
 return 1
@@ -104,10 +114,30 @@ def _store_errors(cls: C) -> C:
 
 @_store_errors
 class RedisStore:
-    def __init__(self, url: str, *, prefix: str = "tradebot") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "tradebot",
+        timeout_s: float = 5.0,
+        connect_timeout_s: float = 2.0,
+        stream_maxlen: int = 100_000,
+    ) -> None:
         if not prefix:
             raise ValueError("prefix must not be empty")
-        self._redis = aioredis.Redis.from_url(url, decode_responses=True)
+        if timeout_s <= 0 or connect_timeout_s <= 0:
+            raise ValueError("timeouts must be > 0")
+        if stream_maxlen < 1:
+            raise ValueError("stream_maxlen must be >= 1")
+        self.stream_maxlen = stream_maxlen
+        # Every call is bounded: a Redis that stops answering (paused, partitioned, overloaded) raises
+        # a retriable StoreError after `timeout_s` instead of hanging the caller's event loop task.
+        self._redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+        )
         self._prefix = prefix
         self._apply_fill = self._redis.register_script(_APPLY_FILL)
 
@@ -167,7 +197,7 @@ class RedisStore:
         check_apply(order, fill, position)
         applied = await self._apply_fill(
             keys=[
-                self._key("applied"),
+                self._key("applied_ids"),
                 self._key("orders"),
                 self._key("fills"),
                 self._key("positions"),
@@ -184,6 +214,7 @@ class RedisStore:
                 f"{position.strategy_id}|{position.symbol}",
                 position.model_dump_json(),
                 source_offset,
+                self.stream_maxlen,
             ],
         )
         return bool(int(applied))

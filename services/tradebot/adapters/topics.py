@@ -22,6 +22,10 @@ ORDERS = "orders"
 FILLS = "fills"
 SIGNALS = "signals"
 STRATEGY_STATE = "strategy-state"
+# Halt and resume commands, keyed by strategy id: the source of truth of whether a strategy may enter.
+CONTROL = "strategy-control"
+# The executor's book: the position after each fill, keyed "strategy|symbol", compacted (its rebuild).
+POSITIONS = "positions"
 
 DAY_MS = 86_400_000
 
@@ -36,7 +40,16 @@ def pipeline_topics(partitions: int = 6) -> list[TopicSpec]:
         TopicSpec(FILLS, partitions=1, retention_ms=-1),
         TopicSpec(SIGNALS, partitions=partitions, retention_ms=7 * DAY_MS),
         TopicSpec(STRATEGY_STATE, partitions=1, compacted=True),
+        # Compacted: the latest command per strategy is its state, kept forever however old.
+        TopicSpec(CONTROL, partitions=1, compacted=True),
+        # Compacted, segments rolled hourly: the executor's rebuild reads one record per position plus at
+        # most about an hour of fills, however long `fills` is.
+        TopicSpec(POSITIONS, partitions=1, compacted=True, segment_ms=3_600_000),
     ]
+
+
+def position_key(strategy_id: str, symbol: str) -> bytes:
+    return f"{strategy_id}|{symbol}".encode()
 
 
 class FillRecord(BaseModel):
@@ -48,6 +61,19 @@ class FillRecord(BaseModel):
     order: OrderRequest
     fill: Fill
     position: Position
+
+
+class HaltCommand(BaseModel):
+    """A value on `strategy-control` (key: the strategy id): halt (no new entries) or resume."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = 1
+    strategy_id: str
+    halted: bool
+
+    def key(self) -> bytes:
+        return self.strategy_id.encode()
 
 
 @dataclass(frozen=True)

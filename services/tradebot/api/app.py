@@ -7,6 +7,7 @@ Reads are public; the two mutating endpoints need `Authorization: Bearer <TRADEB
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,10 +18,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, Field, SecretStr
 
+from tradebot.adapters.bus import Bus, BusError, Producer
 from tradebot.adapters.connect import PipelineSettings
 from tradebot.adapters.store import Page as StorePage
 from tradebot.adapters.store import Query as StoreQuery
-from tradebot.adapters.store import Store
+from tradebot.adapters.store import Store, StoreError
+from tradebot.adapters.topics import CONTROL, HaltCommand, pipeline_topics
 from tradebot.core.models import Fill, OrderRequest, Position, Signal
 from tradebot.core.views import (
     EquityCurve,
@@ -264,31 +267,73 @@ async def _known(store: Store, strategy_id: str) -> None:
 @router.post(
     "/strategies/{strategy_id}/halt", tags=["strategies"], summary="Stop new entries (needs the token)"
 )
-async def halt(store: StoreDep, strategy_id: str, _: AuthDep) -> HaltState:
+async def halt(request: Request, store: StoreDep, strategy_id: str, _: AuthDep) -> HaltState:
     await _known(store, strategy_id)
-    await store.set_halted(strategy_id, True)
+    await _command(request, store, HaltCommand(strategy_id=strategy_id, halted=True))
     return HaltState(id=strategy_id, halted=True)
 
 
 @router.post(
     "/strategies/{strategy_id}/resume", tags=["strategies"], summary="Allow entries again (needs the token)"
 )
-async def resume(store: StoreDep, strategy_id: str, _: AuthDep) -> HaltState:
+async def resume(request: Request, store: StoreDep, strategy_id: str, _: AuthDep) -> HaltState:
     await _known(store, strategy_id)
-    await store.set_halted(strategy_id, False)
+    await _command(request, store, HaltCommand(strategy_id=strategy_id, halted=False))
     return HaltState(id=strategy_id, halted=False)
 
 
-def create_api(settings: ApiSettings, store: Store, *, close_store: bool = True) -> FastAPI:
+# How long a halt or resume waits for Kafka's acknowledgement before it answers 503 (not recorded).
+CONTROL_ACK_TIMEOUT_S = 10.0
+
+
+async def _command(request: Request, store: Store, command: HaltCommand) -> None:
+    """Records the command on `strategy-control` (the executor's source of truth, so a halt holds even
+    when Redis loses it) and answers only once Kafka acknowledged it; then mirrors it to Redis for
+    readers. Without a bus (tests of the API alone) only Redis is written."""
+    producer: Producer | None = request.app.state.control_producer
+    bus: Bus | None = request.app.state.bus
+    if producer is not None and bus is not None:
+        partitions: int = request.app.state.topic_partitions
+
+        def send() -> None:
+            # Created here, not at start-up: the API's reads must not wait for Kafka. Never left to the
+            # broker's auto-creation, which would make the topic uncompacted.
+            bus.ensure_topics(pipeline_topics(partitions))
+            producer.produce(CONTROL, command.model_dump_json().encode(), key=command.key())
+            producer.flush(CONTROL_ACK_TIMEOUT_S)
+
+        try:
+            await asyncio.to_thread(send)
+        except BusError as exc:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, f"the command was not recorded (Kafka): {exc}"
+            ) from exc
+        # Recorded in Kafka: when Redis does not answer, the executor projects it there once it does.
+        with contextlib.suppress(StoreError):
+            await store.set_halted(command.strategy_id, command.halted)
+        return
+    await store.set_halted(command.strategy_id, command.halted)
+
+
+def create_api(
+    settings: ApiSettings, store: Store, *, bus: Bus | None = None, close_store: bool = True
+) -> FastAPI:
+    """The API over `store`; with `bus`, halt and resume are recorded on `strategy-control` first."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        if app.state.control_producer is not None:
+            await asyncio.to_thread(app.state.control_producer.close)
         if close_store:
             await store.close()
 
     app = create_service_app(settings, readiness_checks={"store": store.ping}, lifespan=lifespan)
     app.title = "tradebot API"
     app.state.store = store
+    app.state.bus = bus
+    app.state.topic_partitions = settings.topic_partitions
+    app.state.control_producer = None if bus is None else bus.producer(f"{settings.service_name}-control")
     app.state.api_token = settings.api_token
     origins = settings.origins()
     if origins:

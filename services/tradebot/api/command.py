@@ -16,9 +16,9 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     del args
-    from tradebot.adapters.connect import redis_store
+    from tradebot.adapters.connect import kafka_bus, redis_store
     from tradebot.api.app import ApiSettings, create_api
 
     settings = load_settings_or_exit(ApiSettings)
-    app = create_api(settings, redis_store(settings))
+    app = create_api(settings, redis_store(settings), bus=kafka_bus(settings))
     return run_service(None, settings, app=app)

@@ -78,19 +78,42 @@ class Book:
         )
 
 
+# Order ids the broker remembers to drop a repeated order: orders are consumed transactionally (each
+# order's offset is committed with its fill), so a repeat can only come from a producer re-sending one
+# recently (a strategy replaying its uncommitted batch), never from far back.
+DEFAULT_SEEN_MAX = 100_000
+
+
 @dataclass
 class PaperBroker:
     costs: Costs
     checks: RiskChecks = field(default_factory=RiskChecks)
     books: dict[tuple[str, str], Book] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)
+    # The newest `seen_max` order ids handled, oldest first (a dict keeps insertion order): a bounded ring.
+    seen: dict[str, None] = field(default_factory=dict)
+    seen_max: int = DEFAULT_SEEN_MAX
 
     def book(self, strategy_id: str, symbol: str) -> Book:
         return self.books.setdefault((strategy_id, symbol), Book())
 
+    def remember(self, order_id: str) -> None:
+        self.seen[order_id] = None
+        while len(self.seen) > self.seen_max:
+            del self.seen[next(iter(self.seen))]
+
+    def restore(self, position: Position) -> None:
+        """Sets a book from its position as the `positions` topic holds it (start-up rebuild)."""
+        self.books[(position.strategy_id, position.symbol)] = Book(
+            qty=position.qty,
+            avg_price=position.avg_price,
+            realized=position.realized_pnl,
+            commissions=position.commissions,
+            last_price=position.last_price,
+        )
+
     def replay(self, record: FillRecord) -> None:
         """Re-applies a fill read back from the `fills` topic (start-up rebuild)."""
-        self.seen.add(record.order.id)
+        self.remember(record.order.id)
         if record.fill.status is FillStatus.FILLED:
             self.book(record.order.strategy_id, record.order.symbol).apply(
                 record.fill.side.sign, record.fill.qty, record.fill.price, record.fill.commission
@@ -102,7 +125,7 @@ class PaperBroker:
         """The fill (or refusal) for `order`; None when this order id was already handled."""
         if order.id in self.seen:
             return None
-        self.seen.add(order.id)
+        self.remember(order.id)
         book = self.book(order.strategy_id, order.symbol)
         refusal = self._refusal(order, book, halted, last_price)
         if refusal is not None:

@@ -28,6 +28,12 @@ class ExecutorSettings(PipelineSettings):
     executor_batch_max: int = Field(
         default=2000, ge=1, le=100_000, description="Orders one transaction takes at most."
     )
+    executor_seen_orders: int = Field(
+        default=100_000,
+        ge=1000,
+        le=10_000_000,
+        description="Newest order ids remembered to drop a repeated order (bounded; see services/README.md).",
+    )
 
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +54,7 @@ async def run_executor(settings: ExecutorSettings, wiring: Wiring) -> None:
             max_order_notional=settings.executor_max_order_notional,
             price_band_pct=settings.executor_price_band_pct,
         ),
+        seen_max=settings.executor_seen_orders,
     )
     runner = ExecutorRunner(
         bus=wiring.bus,

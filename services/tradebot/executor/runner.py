@@ -6,6 +6,10 @@ so every order gets exactly one fill record on the topic whatever crashes. The b
 from `fills` on start and after an abort, always after fencing the previous instance, so it holds every
 fill that instance committed. Redis is a projection of `fills`: `apply_fill` is idempotent per order id, the projection
 catches up from the topic on start, and when Redis comes back empty it is rebuilt from the topic.
+
+Halts fail closed: whether a strategy may enter comes from `strategy-control` (compacted, written by the
+API), read in full on every rebuild and consumed in the same transactional loop as `orders`, never from
+Redis; the executor projects it to Redis for readers. A flushed or unreachable Redis cannot lift a halt.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ from pydantic import ValidationError
 
 from tradebot.adapters.bus import Bus, BusError, Consumer, Producer, Record
 from tradebot.adapters.store import Store, StoreError
-from tradebot.adapters.topics import FILLS, ORDERS, FillRecord
+from tradebot.adapters.topics import (
+    CONTROL,
+    FILLS,
+    ORDERS,
+    POSITIONS,
+    FillRecord,
+    HaltCommand,
+    position_key,
+)
 from tradebot.adapters.transactional import TransactionalLoop
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 from tradebot.core.models import FillStatus, OrderRequest, Position, RejectCode
@@ -31,6 +43,9 @@ from tradebot.kit.lifecycle import ShutdownEvent
 from tradebot.kit.metrics import ConsumerLagGauge, PerRegistry
 
 logger = logging.getLogger(__name__)
+
+# The longest a rebuild may take reading `positions` or `fills` (a first replay of a long `fills` included).
+REBUILD_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -161,13 +176,15 @@ class ExecutorRunner:
             bus,
             self,
             group=group_id,
-            topics=[ORDERS],
+            topics=[ORDERS, CONTROL],
             batch_max=batch_max,
             poll_timeout_s=poll_timeout_s,
             lag=metrics.lag,
         )
         self._last_prices: dict[str, float] = {}
+        # From `strategy-control` only (see the module docstring); strategy id -> halted.
         self._halted: dict[str, bool] = {}
+        self._registered: set[str] = set()
         # Each strategy's own initial cash as it registered it; `initial_cash` for one that did not.
         self._initial_cash: dict[str, float] = {}
         self._registration_read: set[str] = set()
@@ -199,21 +216,73 @@ class ExecutorRunner:
 
     # -- the transactional loop's batch processor: orders -> fills ----------------------------------
     def rebuild(self) -> None:
-        """The book as the committed fills left it."""
+        """The book as the committed fills left it: each position from the compacted `positions` topic
+        (written in the same transactions as the fills), and the recent order ids from the tail of
+        `fills`; streamed, so neither time nor memory grows with the whole history. A `positions`
+        topic that is still empty while `fills` is not (a book from before it existed) is replayed
+        from `fills` once, streamed too; the next fills write their positions."""
+        started = time.monotonic()
         self.broker.books.clear()
         self.broker.seen.clear()
-        records = self.bus.read_all(FILLS, read_committed=True, timeout=60.0)
-        for record in records:
-            try:
-                self.broker.replay(FillRecord.model_validate_json(record.value))
-            except ValidationError:
-                logger.error("unreadable record on fills", extra={"offset": record.offset})
-        logger.info("executor book rebuilt", extra={"fills_replayed": len(records)})
+        positions = 0
+        for batch in self.bus.scan(POSITIONS, read_committed=True, timeout=REBUILD_TIMEOUT_S):
+            for record in batch:
+                try:
+                    self.broker.restore(Position.model_validate_json(record.value))
+                except ValidationError:
+                    logger.error("unreadable record on positions", extra={"offset": record.offset})
+                positions += 1
+        fills = 0
+        # With positions known only the newest order ids are needed; without, every fill is.
+        last = self.broker.seen_max if positions else None
+        for batch in self.bus.scan(FILLS, last=last, read_committed=True, timeout=REBUILD_TIMEOUT_S):
+            for record in batch:
+                try:
+                    fill_record = FillRecord.model_validate_json(record.value)
+                except ValidationError:
+                    logger.error("unreadable record on fills", extra={"offset": record.offset})
+                    continue
+                if positions:
+                    self.broker.remember(fill_record.order.id)
+                else:
+                    self.broker.replay(fill_record)
+                fills += 1
+        logger.info(
+            "executor book rebuilt",
+            extra={
+                "positions_read": positions,
+                "fills_read": fills,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        halted: dict[str, bool] = {}
+        for record in self.bus.read_all(CONTROL, read_committed=True, timeout=60.0):
+            command = self._command(record)
+            if command is not None:
+                halted[command.strategy_id] = command.halted
+        self._halted = halted
+
+    @staticmethod
+    def _command(record: Record) -> HaltCommand | None:
+        try:
+            return HaltCommand.model_validate_json(record.value)
+        except ValidationError:
+            logger.error("unreadable record on strategy-control", extra={"offset": record.offset})
+            return None
 
     def process_batch(self, records: list[Record], producer: Producer) -> None:
         now = datetime.now(UTC)
         wall = time.time()
+        # Commands first: a halt read in the same batch as an order refuses it even if it came later
+        # (failing closed), never the other way round.
         for record in records:
+            if record.topic == CONTROL:
+                command = self._command(record)
+                if command is not None:
+                    self._halted[command.strategy_id] = command.halted
+        for record in records:
+            if record.topic == CONTROL:
+                continue
             try:
                 order = OrderRequest.model_validate_json(record.value)
             except ValidationError as exc:
@@ -232,6 +301,12 @@ class ExecutorRunner:
                 self.metrics.duplicates.inc()
                 continue
             producer.produce(FILLS, result.model_dump_json().encode(), key=order.symbol.encode())
+            if result.fill.status is FillStatus.FILLED:  # a refusal leaves the position as it was
+                producer.produce(
+                    POSITIONS,
+                    result.position.model_dump_json().encode(),
+                    key=position_key(order.strategy_id, order.symbol),
+                )
             self.metrics.know(order.strategy_id)
             self.metrics.received.labels(strategy=order.strategy_id).inc()
             if result.fill.status is FillStatus.FILLED:
@@ -296,9 +371,9 @@ class ExecutorRunner:
         return self._initial_cash.get(strategy_id, self.initial_cash)
 
     async def _read_registrations(self) -> None:
-        """Halt flags and each strategy's own initial cash, from the strategies' registrations."""
+        """Each strategy's own initial cash, from the strategies' registrations (halts come from Kafka)."""
         registered = await self.store.strategies()
-        self._halted = {s["id"]: bool(s.get("halted")) for s in registered}
+        self._registered = {s["id"] for s in registered}
         self._initial_cash.update(
             {s["id"]: float(s["initial_cash"]) for s in registered if s.get("initial_cash") is not None}
         )
@@ -306,7 +381,7 @@ class ExecutorRunner:
     def update_risk_metrics(self) -> None:
         """P&L, equity, exposure and drawdown per strategy, marked at the latest prices the feed saw
         (a position's own last fill price until then)."""
-        for sid in set(self._halted) | {sid for sid, _ in self._projected}:
+        for sid in self._registered | set(self._halted) | {sid for sid, _ in self._projected}:
             value = self._value(sid, self._last_prices)
             peak = max(self._peak_equity.get(sid, self._cash_of(sid)), value.equity)
             self._peak_equity[sid] = peak
@@ -334,13 +409,16 @@ class ExecutorRunner:
                     self._applied_offset = -2  # force a catch-up from the topic
 
     async def _watch_store(self, shutdown: ShutdownEvent) -> None:
-        """Refreshes last prices and halt flags; rebuilds the store when it lost what it held."""
+        """Refreshes last prices, projects the halts to the store and rebuilds it when it lost what it held."""
         while not await shutdown.sleep(0.25):
             try:
                 self._last_prices = {
                     symbol: price for symbol, (price, _) in (await self.store.last_prices()).items()
                 }
                 await self._read_registrations()
+                for sid, halted in list(self._halted.items()):
+                    if await self.store.is_halted(sid) != halted:
+                        await self.store.set_halted(sid, halted)
                 self.update_risk_metrics()
                 stored = await self.store.applied_offset()
                 if stored < self._applied_offset or self._applied_offset == -2:

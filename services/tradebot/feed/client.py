@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from tradebot.adapters.bus import Producer
+from tradebot.adapters.bus import BusError, Producer
 from tradebot.adapters.store import Store, StoreError
 from tradebot.adapters.topics import TICKS, TICKS_DLQ, DeadLetter
 from tradebot.feed.codecs import REJECT_CODES, Codec, Rejected
@@ -40,6 +40,9 @@ class FeedMetrics(PerRegistry):
     gaps: Counter = field(init=False)
     reconnects: Counter = field(init=False)
     connected: Gauge = field(init=False)
+    queued: Gauge = field(init=False)
+    backpressure: Counter = field(init=False)
+    undelivered: Counter = field(init=False)
     since_last_tick: Gauge = field(init=False)
     last_tick_monotonic: float = field(init=False, default_factory=time.monotonic)
 
@@ -66,6 +69,17 @@ class FeedMetrics(PerRegistry):
             "tradebot_feed_gap_ticks", "Ticks missed between reconnects (by sequence).", registry=r
         )
         self.reconnects = Counter("tradebot_feed_reconnects", "Reconnections to the source.", registry=r)
+        self.queued = Gauge(
+            "tradebot_feed_producer_queued", "Records waiting for Kafka's acknowledgement.", registry=r
+        )
+        self.backpressure = Counter(
+            "tradebot_feed_backpressure_seconds",
+            "Time the source was paused because Kafka did not take ticks.",
+            registry=r,
+        )
+        self.undelivered = Counter(
+            "tradebot_feed_ticks_undelivered", "Records still undelivered at shutdown (dropped).", registry=r
+        )
         self.connected = Gauge("tradebot_feed_connected", "1 while connected to the source.", registry=r)
         self.since_last_tick = Gauge(
             "tradebot_feed_seconds_since_last_tick",
@@ -98,6 +112,8 @@ class Feed:
         backoff_max_s: float = 30.0,
         price_flush_s: float = 0.25,
         history_per_flush: int = 5000,
+        max_queued: int = 50_000,
+        flush_timeout_s: float = 20.0,
         seed: int | None = None,
     ) -> None:
         self.codec = codec
@@ -109,6 +125,10 @@ class Feed:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.price_flush_s = price_flush_s
+        # Backpressure: no message is read from the source while this many records wait for Kafka.
+        self.max_queued = max_queued
+        # The shutdown flush's share of the grace period.
+        self.flush_timeout_s = flush_timeout_s
         self.connected = False
         self.last_seq: dict[str, int] = {}
         # Symbols with no tick yet on the current connection: their first tick may show that the source
@@ -193,7 +213,15 @@ class Feed:
                 await self._write_prices()
             except StoreError as exc:  # the ticks matter more: flush them to Kafka all the same
                 logger.warning("price cache write failed", extra={"error": str(exc)})
-            await asyncio.to_thread(self.producer.flush, 30.0)
+            try:
+                await asyncio.to_thread(self.producer.flush, self.flush_timeout_s)
+            except BusError as exc:  # Kafka away at shutdown: what is left is counted, not waited for
+                left = self.producer.poll(0)
+                self.metrics.undelivered.inc(left)
+                logger.error(
+                    "ticks not delivered at shutdown",
+                    extra={"error": str(exc), "undelivered": left, "timeout_s": self.flush_timeout_s},
+                )
 
     async def _sessions(self, shutdown: ShutdownEvent) -> None:
         while not shutdown.is_set():
@@ -229,12 +257,32 @@ class Feed:
             closer = asyncio.create_task(self._close_on_shutdown(ws, shutdown))
             try:
                 async for raw in ws:
+                    if not await self._room_in_queue(shutdown):
+                        break  # shutting down with Kafka away: this message stays unread
                     self.handle(raw)
             finally:
                 closer.cancel()
             if not shutdown.is_set():
                 # The source closed the connection cleanly (e.g. it is restarting): still a disconnect.
                 raise ConnectionError("the source closed the connection")
+
+    async def _room_in_queue(self, shutdown: ShutdownEvent) -> bool:
+        """Waits (off the event loop: probes and SIGTERM keep answering) while the producer holds
+        `max_queued` records Kafka has not taken; meanwhile the source's messages wait in the socket.
+        False when shutdown came first."""
+        queued = self.producer.poll(0)
+        self.metrics.queued.set(queued)
+        if queued < self.max_queued:
+            return True
+        logger.warning("Kafka is not taking ticks; pausing the source", extra={"queued": queued})
+        while queued >= self.max_queued:
+            if shutdown.is_set():
+                return False
+            started = time.monotonic()
+            queued = await asyncio.to_thread(self.producer.poll, 0.2)
+            self.metrics.queued.set(queued)
+            self.metrics.backpressure.inc(time.monotonic() - started)
+        return True
 
     @staticmethod
     async def _close_on_shutdown(ws: ClientConnection, shutdown: ShutdownEvent) -> None:

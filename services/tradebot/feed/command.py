@@ -25,6 +25,12 @@ class FeedSettings(PipelineSettings):
     )
     feed_backoff_initial_s: float = Field(default=0.2, gt=0, le=60)
     feed_backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
+    feed_max_queued: int = Field(
+        default=50_000,
+        ge=1,
+        le=1_000_000,
+        description="Records waiting for Kafka at most; at the bound the source is paused (backpressure).",
+    )
 
     def symbol_list(self) -> list[str]:
         return comma_list(self.symbols)
@@ -53,6 +59,9 @@ async def run_feed(settings: FeedSettings, wiring: Wiring) -> None:
         metrics=FeedMetrics.of(wiring.registry),
         backoff_initial_s=settings.feed_backoff_initial_s,
         backoff_max_s=settings.feed_backoff_max_s,
+        max_queued=settings.feed_max_queued,
+        # The flush gets most of the grace period; the price cache write and closing need the rest.
+        flush_timeout_s=max(0.5, settings.shutdown_grace_seconds * 0.8),
     )
 
     async def source_connected() -> bool:

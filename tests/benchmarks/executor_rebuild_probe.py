@@ -1,0 +1,49 @@
+"""One executor rebuild in a process of its own, so its peak RSS is the rebuild's: `python -m
+tests.benchmarks.executor_rebuild_probe BOOTSTRAP new|legacy` prints `seconds rss_mb books seen`.
+
+`legacy` is the rebuild before issue 13.8 (the whole `fills` topic into one list, replayed, every order id
+kept); `new` is `ExecutorRunner.rebuild` (positions, then a bounded tail of `fills`, streamed)."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+from prometheus_client import CollectorRegistry
+
+from tradebot.adapters.kafka import KafkaBus
+from tradebot.adapters.memory_store import MemoryStore
+from tradebot.adapters.topics import FILLS, FillRecord
+from tradebot.core.costs import Costs
+from tradebot.executor.broker import PaperBroker
+from tradebot.executor.runner import ExecutorMetrics, ExecutorRunner
+
+
+def main(bootstrap: str, mode: str) -> None:
+    bus = KafkaBus(bootstrap)
+    broker = PaperBroker(Costs(commission_pct=0.1))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    if mode == "legacy":
+        seen: set[str] = set()
+        records = bus.read_all(FILLS, read_committed=True, timeout=600.0)
+        for record in records:
+            fill_record = FillRecord.model_validate_json(record.value)
+            seen.add(fill_record.order.id)
+            broker.replay(fill_record)
+        remembered = len(seen)
+    else:
+        runner = ExecutorRunner(
+            bus=bus, store=MemoryStore(), broker=broker, metrics=ExecutorMetrics(CollectorRegistry())
+        )
+        runner.rebuild()
+        remembered = len(broker.seen)
+    took = time.monotonic() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(f"{took:.2f} {peak / 1024:.0f} {(peak - base) / 1024:.0f} {len(broker.books)} {remembered}")
+    bus.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
