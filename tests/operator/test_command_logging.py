@@ -39,6 +39,9 @@ def test_kopf_records_come_out_as_service_json_lines(root_handlers: None) -> Non
     assert len(lines) == 1, lines
     entry = lines[0]
     assert {"ts", "level", "logger", "message", "service"} <= entry.keys()
-    assert entry["level"] == "INFO" and entry["logger"] == "kopf.objects" and entry["service"] == "operator"
+    assert entry["level"] == "INFO"
+    assert entry["logger"] == "kopf.objects"
+    assert entry["service"] == "operator"
     assert entry["object"] == ref
-    assert "k8s_skip" not in entry and "k8s_ref" not in entry
+    assert "k8s_skip" not in entry
+    assert "k8s_ref" not in entry

@@ -52,6 +52,9 @@ class StuckAfterCommit:
     def flush(self, timeout: float = 30.0) -> None:
         self.inner.flush(timeout)
 
+    def poll(self, timeout: float = 0.0) -> int:
+        return self.inner.poll(timeout)
+
     def begin(self) -> None:
         self.inner.begin()
 
