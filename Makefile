@@ -8,7 +8,7 @@ TOOLS := .tools
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export TRADEBOT_TOOLS_DIR := $(CURDIR)/$(TOOLS)
 
-.PHONY: help venv tools cluster-tools cluster cluster-down demo test lint bench lock clean
+.PHONY: help venv tools cluster-tools cluster cluster-down demo test test-cluster lint bench lock clean
 
 help:
 	@echo "make demo   run the live pipeline and the dashboard on this machine (no servers needed)"
@@ -16,6 +16,7 @@ help:
 	@echo "make tools  install Kafka, Redis, Prometheus, Chromium, kcat, etcd, kube-apiserver, helm into .tools/"
 	@echo "make lint   ruff, mypy (strict), import-linter"
 	@echo "make cluster       a local single-node Kubernetes (no Docker) with the chart installed; make cluster-down undoes it"
+	@echo "make test-cluster  tests/cluster on that local cluster (not yet part of make test)"
 	@echo "make bench  benchmarks against peers (backtesting.py, vectorbt, raw Kafka); never part of make test"
 	@echo "make lock   re-resolve the dependencies within pyproject.toml's ranges and pin them in .ci/constraints.txt"
 
@@ -46,13 +47,12 @@ venv: $(VENV)/.installed-dev
 tools: venv
 	bash .ci/tools/install.sh
 
-# Only what a node needs (make tools runs it too): containerd, runc, CNI, kubelet, CoreDNS, kube-router, ...
-cluster-tools: venv
-	bash .ci/tools/k8s.sh
+# What a node needs beyond `make tools`: containerd, runc, CNI, kubelet, CoreDNS, kube-router, ...
+cluster-tools: tools
 	bash .ci/tools/cluster.sh
 
 # A real single-node Kubernetes on this machine with the chart installed; idempotent (a rerun reuses it).
-cluster: tools
+cluster: cluster-tools
 	bash .ci/cluster/images.sh
 	bash .ci/cluster/up.sh
 
@@ -63,7 +63,11 @@ demo: venv
 	$(VENV)/bin/tradebot up --embedded
 
 test: venv tools
-	$(PY) -m pytest --ignore=tests/benchmarks
+	$(PY) -m pytest --ignore=tests/benchmarks --ignore=tests/cluster
+
+# tests/cluster on a real single-node Kubernetes (reuses a running `make cluster`, else starts and stops one).
+test-cluster: cluster-tools
+	$(PY) -m pytest tests/cluster
 
 lint: venv
 	$(VENV)/bin/ruff check .
