@@ -13,7 +13,9 @@ class DashboardSettings(ServiceSettings):
         default="http://127.0.0.1:8000", min_length=1, description="Base URL of the tradebot API."
     )
     api_token: SecretStr | None = Field(
-        default=None, description="Bearer token for halt/resume; unset: typed into the sidebar instead."
+        default=None,
+        description="Bearer token for halt/resume for everyone who reaches the page; unset (the chart's default): "
+        "read-only until someone types a token into the sidebar for their session.",
     )
     refresh_seconds: float = Field(default=2.0, gt=0, le=3600, description="Refresh period of the live page.")
     api_timeout_seconds: float = Field(default=5.0, gt=0, le=120, description="Timeout of each API request.")
