@@ -410,6 +410,17 @@ def test_the_dashboard_gets_no_api_token_unless_opted_in(
     assert token["secretKeyRef"]["key"] == "api-token"
 
 
+def test_the_dashboard_upload_limit_fits_its_memory_limit(helm_bin: Path) -> None:
+    """Issue 14.14: the backtest page read any upload into memory; the chart bounds it by the pod's limit."""
+    container = pod_spec(find(render(helm_bin), "Deployment", "dashboard"))["containers"][0]
+    upload_mb = int(env_of(container)["TRADEBOT_UPLOAD_MAX_MB"])
+    memory = container["resources"]["limits"]["memory"]
+    assert memory.endswith("Mi")
+    assert 1 <= upload_mb * 20 <= int(memory.removesuffix("Mi"))  # parsed twice its size, four kept
+    raised = pod_spec(find(render(helm_bin, sets=("dashboard.uploadMaxMB=64",)), "Deployment", "dashboard"))
+    assert env_of(raised["containers"][0])["TRADEBOT_UPLOAD_MAX_MB"] == "64"
+
+
 def test_redis_auth(helm_bin: Path) -> None:
     manifests = render(helm_bin, "redis-auth.yaml")
     secret = next(s for s in by_kind(manifests, "Secret") if s["metadata"]["name"] == RELEASE)
