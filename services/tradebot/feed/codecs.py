@@ -60,6 +60,11 @@ def _shown(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+# What Python raises on a value of the wrong shape or size: str/repr/float/int of a nested or huge value,
+# a missing key, an attribute of the wrong type, and recursion in anything nested.
+_VALUE_ERRORS = (RecursionError, ValueError, TypeError, OverflowError, KeyError, AttributeError, IndexError)
+
+
 def _never_raising(decode: Callable[[Any, str | bytes], Decoded]) -> Callable[[Any, str | bytes], Decoded]:
     """The codecs' promise, whatever the message: ticks, or a refusal with a reason the feed can dead-letter
     (a crash here would stop the feed on one hostile message)."""
@@ -68,7 +73,9 @@ def _never_raising(decode: Callable[[Any, str | bytes], Decoded]) -> Callable[[A
     def safe(self: Any, raw: str | bytes) -> Decoded:
         try:
             decoded = decode(self, raw)
-        except Exception as exc:  # RecursionError included: whatever slipped past the checks below
+        except (
+            _VALUE_ERRORS
+        ) as exc:  # what a hostile value can raise past the checks below (not a bug's errors)
             return Rejected("undecodable", f"cannot decode: {type(exc).__name__}")
         if isinstance(decoded, Rejected) and len(decoded.reason) > _REASON_LIMIT:
             return Rejected(decoded.code, decoded.reason[: _REASON_LIMIT - 3] + "...")
