@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -107,9 +108,28 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slippage-bps", type=float, default=0.0)
     parser.add_argument(
         "--api-token",
-        default=os.environ.get("TRADEBOT_API_TOKEN", "demo-token"),
-        help="bearer token for halt/resume (default: $TRADEBOT_API_TOKEN or 'demo-token')",
+        default=os.environ.get("TRADEBOT_API_TOKEN") or None,
+        help="bearer token for halt/resume (default: $TRADEBOT_API_TOKEN, else a new random one each run, printed)",
     )
+
+
+def session_token(args: argparse.Namespace) -> str:
+    """The run's halt/resume token: the one given, else a fresh random one. A fixed default would let any
+    web page a developer opens halt their local instance."""
+    if not args.api_token:
+        args.api_token = secrets.token_urlsafe(32)
+    token: str = args.api_token
+    return token
+
+
+def dashboard_origins(args: argparse.Namespace) -> str:
+    """CORS origins for the api: only the local dashboard's (none without one); the browser names the page's
+    host as typed, so both spellings of the loopback address."""
+    if args.no_dashboard:
+        return ""
+    host = _reachable(args.host)
+    hosts = [host, "localhost"] if host == "127.0.0.1" else [host]
+    return ",".join(f"http://{name}:{args.dashboard_port}" for name in hosts)
 
 
 def parse_strategies(specs: list[str]) -> list[tuple[str, StrategyParams]]:
@@ -147,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not job or ":" not in target:
             print(f"tradebot up: error: --scrape {spec!r}: use JOB=HOST:PORT", file=sys.stderr)
             return 2
+    session_token(args)
     table = services(args, strategies)
     if args.embedded:
         return run_embedded(args, table)
@@ -223,10 +244,15 @@ def services(args: argparse.Namespace, strategies: list[tuple[str, StrategyParam
         symbols=symbols,
     )
     table.append(Service("feed", "feed", feed, run_feed))
-    api = settings(ApiSettings, args.api_port, **pipeline, api_token=args.api_token, cors_origins="*")
+    api = settings(
+        ApiSettings, args.api_port, **pipeline, api_token=args.api_token, cors_origins=dashboard_origins(args)
+    )
     table.append(Service("api", "api", api))
     if not args.no_dashboard:
-        dashboard = settings(DashboardSettings, api_url=f"http://{local}:{args.api_port}")
+        # The developer's own dashboard on their own machine: it gets the run's token to halt and resume.
+        dashboard = settings(
+            DashboardSettings, api_url=f"http://{local}:{args.api_port}", api_token=args.api_token
+        )
         argv = ("--port", str(args.dashboard_port), "--host", args.host)
         table.append(Service("dashboard", "dashboard", dashboard, argv=argv, supervised=False))
     return table
@@ -419,7 +445,7 @@ def print_endpoints(
             else f"  simulator  ws://{args.host}:{args.simulator_port}"
             + (f"  replaying {args.replay}" if args.replay else "")
         ),
-        f"  api        http://{args.host}:{args.api_port}  (docs: /docs, token for halt/resume: {'set' if args.api_token else 'none'})",
+        f"  api        http://{args.host}:{args.api_port}  (docs: /docs, token for halt/resume: {args.api_token or 'none'})",
         f"  strategies {', '.join(strategy_ids)}",
     ]
     if not args.no_dashboard:

@@ -387,15 +387,41 @@ def test_external_kafka_redis_and_existing_secret(helm_bin: Path) -> None:
             "name": "tradebot-credentials",
             "key": "redis-password",
         }
-    for name in ("api", "dashboard"):
-        env = env_of(pod_spec(find(manifests, "Deployment", name))["containers"][0])
-        assert env["TRADEBOT_API_TOKEN"]["secretKeyRef"] == {
-            "name": "tradebot-credentials",
-            "key": "api-token",
-        }
+    env = env_of(pod_spec(find(manifests, "Deployment", "api"))["containers"][0])
+    assert env["TRADEBOT_API_TOKEN"]["secretKeyRef"] == {"name": "tradebot-credentials", "key": "api-token"}
     policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(manifests, "NetworkPolicy")}
     executor_ports = {p["port"] for rule in policies[f"{RELEASE}-executor"]["egress"] for p in rule["ports"]}
     assert executor_ports == {9093, 6380}
+
+
+@pytest.mark.parametrize("values_files", VALUE_SETS)
+def test_the_dashboard_gets_no_api_token_unless_opted_in(
+    helm_bin: Path, values_files: tuple[str, ...]
+) -> None:
+    """Issue 14.1: with the token in its pod, the dashboard was a halt/resume proxy for anyone reaching it."""
+    manifests = render(helm_bin, *values_files)
+    if not any(m["kind"] == "Deployment" and component(m) == "dashboard" for m in manifests):
+        pytest.skip("this values set has no dashboard")
+    dashboard = find(manifests, "Deployment", "dashboard")
+    assert "TRADEBOT_API_TOKEN" not in env_of(pod_spec(dashboard)["containers"][0])
+    opted_in = find(
+        render(helm_bin, *values_files, sets=("dashboard.controlWithApiToken=true",)),
+        "Deployment",
+        "dashboard",
+    )
+    token = env_of(pod_spec(opted_in)["containers"][0])["TRADEBOT_API_TOKEN"]
+    assert token["secretKeyRef"]["key"] == "api-token"
+
+
+def test_the_dashboard_upload_limit_fits_its_memory_limit(helm_bin: Path) -> None:
+    """Issue 14.14: the backtest page read any upload into memory; the chart bounds it by the pod's limit."""
+    container = pod_spec(find(render(helm_bin), "Deployment", "dashboard"))["containers"][0]
+    upload_mb = int(env_of(container)["TRADEBOT_UPLOAD_MAX_MB"])
+    memory = container["resources"]["limits"]["memory"]
+    assert memory.endswith("Mi")
+    assert 1 <= upload_mb * 20 <= int(memory.removesuffix("Mi"))  # parsed twice its size, four kept
+    raised = pod_spec(find(render(helm_bin, sets=("dashboard.uploadMaxMB=64",)), "Deployment", "dashboard"))
+    assert env_of(raised["containers"][0])["TRADEBOT_UPLOAD_MAX_MB"] == "64"
 
 
 def test_redis_auth(helm_bin: Path) -> None:

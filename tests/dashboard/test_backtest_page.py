@@ -70,6 +70,24 @@ def test_a_bad_upload_shows_the_data_error(backtest: AppTest) -> None:
     assert at.button(key="bt_run").disabled
 
 
+def test_an_upload_over_the_limit_is_refused_with_a_clear_message(
+    backtest: AppTest, dashboard_env: pytest.MonkeyPatch
+) -> None:
+    """Issue 14.14: any size was read into memory and parsed (the pod's memory limit is 768Mi)."""
+    dashboard_env.setenv("TRADEBOT_UPLOAD_MAX_MB", "1")
+    at = backtest
+    at.radio(key="bt_source").set_value("upload a CSV").run()
+    row = b"2020-01-01T00:00:00Z,1,2,0.5,1.5,10\n"
+    big = b"timestamp,open,high,low,close,volume\n" + row * (1024 * 1024 // len(row) + 10)
+    at.file_uploader(key="bt_upload").set_value(("big.csv", big, "text/csv")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any(
+        "big.csv is 1.0 MB: uploads are limited to 1 MB (TRADEBOT_UPLOAD_MAX_MB)" in e for e in errors
+    ), errors
+    assert at.button(key="bt_run").disabled
+
+
 def test_the_parameters_start_at_the_models_defaults_and_bounds(backtest: AppTest) -> None:
     at, defaults = backtest, StrategyParams()
     short, long_ = at.number_input(key="bt_short"), at.number_input(key="bt_long")

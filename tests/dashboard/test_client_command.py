@@ -168,7 +168,7 @@ def test_the_command_runs_streamlit_headless_on_the_given_port() -> None:
     command.build_parser(parser)
     args = parser.parse_args([])
     assert (args.port, args.host) == (8501, "127.0.0.1")
-    argv = command.streamlit_argv("0.0.0.0", 9000)
+    argv = command.streamlit_argv("0.0.0.0", 9000, 32)
     assert argv[1:4] == ["-m", "streamlit", "run"]
     assert argv[4].endswith("dashboard/app.py")
     joined = " ".join(argv)
@@ -177,6 +177,7 @@ def test_the_command_runs_streamlit_headless_on_the_given_port() -> None:
         "--server.address 0.0.0.0",
         "--server.headless true",
         "--browser.gatherUsageStats false",
+        "--server.maxUploadSize 32",  # TRADEBOT_UPLOAD_MAX_MB: Streamlit refuses a larger file itself
     ):
         assert option in joined
     assert command._signal_of("signal SIGINT") is signal.SIGINT

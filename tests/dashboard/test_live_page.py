@@ -110,7 +110,7 @@ def test_without_a_token_the_buttons_are_disabled(api_url: str, dashboard_env: p
     at = _live(dashboard_env, api_url, None)
     for key in ("halt-sma-fast", "resume-sma-fast", "halt-ema-slow", "resume-ema-slow"):
         assert at.button(key=key).disabled, key
-    assert any("need the API token" in c.value for c in at.caption)
+    assert any("Read-only" in c.value for c in at.caption)
 
     # A token typed into the sidebar enables them; a wrong one is refused by the API, shown as an error.
     at.text_input(key="api_token_input").input("wrong-token").run()
@@ -119,6 +119,25 @@ def test_without_a_token_the_buttons_are_disabled(api_url: str, dashboard_env: p
     assert not at.exception
     assert any("403" in e.value for e in at.error), [e.value for e in at.error]
     assert not _halted(api_url, "ema-slow")
+
+
+def test_a_typed_token_controls_for_its_session_only(api_url: str, dashboard_env: pytest.MonkeyPatch) -> None:
+    """Issue 14.1: without TRADEBOT_API_TOKEN (the chart's default) the page is read-only; the operator's own
+    token typed in works for that session, and another session (another browser) starts read-only again."""
+    at = _live(dashboard_env, api_url, None)
+    at.text_input(key="api_token_input").input(API_TOKEN).run()
+    try:
+        at.button(key="halt-sma-fast").click().run()
+        assert _halted(api_url, "sma-fast")
+        other = _live(dashboard_env, api_url, None)
+        assert other.button(key="resume-sma-fast").disabled
+        assert any("Read-only" in c.value for c in other.caption)
+    finally:
+        httpx.post(
+            f"{api_url}/strategies/sma-fast/resume",
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+            timeout=5,
+        )
 
 
 def test_api_down_shows_an_error_banner_not_a_traceback(dashboard_env: pytest.MonkeyPatch) -> None:

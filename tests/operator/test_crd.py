@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from tradebot.operator import crd
 
 CHART_CRD = REPO_ROOT / "charts" / "tradebot" / "crds" / CRD_FILE.name
 EXAMPLES = sorted((MANIFESTS / "examples").glob("*.yaml"))
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # a label value or Job name: also at most 63
 INVALID = sorted((MANIFESTS / "examples" / "invalid").glob("*.yaml"))
 # What each invalid example must be told (the CEL rule's message, or the schema's bound).
 INVALID_MESSAGES = {
@@ -24,6 +27,8 @@ INVALID_MESSAGES = {
     "dataset-two-sources.yaml": "backtest.dataset needs exactly one of configMap or path",
     # issue 13.2: one consumer per transactional id, and the message says how to scale instead.
     "replicas-2.yaml": "split the symbols over several TradingStrategies",
+    "name-with-dot.yaml": "metadata.name must be lower-case letters, digits and dashes",
+    "name-too-long.yaml": "metadata.name must be at most 43 characters",
 }
 
 
@@ -123,6 +128,56 @@ def test_each_invalid_example_is_rejected_with_its_message(
         )
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "accepted"),
+    [
+        ("a" * 43, True),
+        ("a" * 44, False),
+        ("x", True),
+        ("9lives", True),
+        ("sma.fast", False),
+        ("-sma", False),  # the API server's own name check
+        ("sma-", False),
+    ],
+)
+def test_a_name_is_valid_exactly_when_every_derived_name_is(
+    kube_apiserver: KubeCluster, tradingstrategy_crd: Path, namespace: str, name: str, accepted: bool
+) -> None:
+    """Issue 14.12: the CRD took names the services refuse (dots) or that make invalid labels and Job names."""
+    from tradebot.operator import render
+    from tradebot.operator.spec import TradingStrategySpec
+
+    manifest = {
+        "apiVersion": "tradebot.dev/v1alpha1",
+        "kind": "TradingStrategy",
+        "metadata": {"name": name},
+        "spec": {
+            "symbols": ["AAPL"],
+            "backtest": {"dataset": {"path": "/data/x.csv"}, "schedule": "0 3 * * *"},
+        },
+    }
+    applied = kube_apiserver.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-", stdin=json.dumps(manifest)
+    )
+    assert (applied.returncode == 0) is accepted, applied.stderr
+    if accepted:
+        spec = TradingStrategySpec.model_validate(manifest["spec"])
+        job = render.render_backtest_job(name, namespace, spec, default_image="i")
+        cronjob = render.render_backtest_cronjob(name, namespace, spec, default_image="i")
+        assert len(cronjob["metadata"]["name"]) <= 52
+        derived = [
+            job["metadata"]["name"],
+            render.render_deployment(name, namespace, spec, default_image="i", shared_env_from=None)[
+                "metadata"
+            ]["name"],
+            render.render_configmap(name, namespace, spec)["metadata"]["name"],
+            *(value for value in render.labels(name, render.COMPONENT_STRATEGY).values() if name in value),
+        ]
+        for value in derived:
+            assert DNS_LABEL.match(value), value
+            assert len(value) <= 63, value
 
 
 def test_kubectl_get_ts_shows_the_printer_columns(

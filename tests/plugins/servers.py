@@ -67,10 +67,12 @@ class RedisServer:
     port: int
     process: ServerProcess
     data_dir: Path
+    password: str | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{self.password}@" if self.password is not None else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def restart(self, *, keep_data: bool = False) -> None:
         """Restarts redis-server; without `keep_data` everything it held is gone (it never persists)."""
@@ -172,15 +174,19 @@ def _wait_for_redis(server: RedisServer) -> None:
 
     def pongs() -> bool:
         try:
-            return bool(redis.Redis(host=server.host, port=server.port, socket_timeout=1).ping())
+            client = redis.Redis(
+                host=server.host, port=server.port, password=server.password, socket_timeout=1
+            )
+            return bool(client.ping())
         except redis.RedisError:
             return False
 
     server.process.wait_until("PING", pongs, 30)
 
 
-def start_redis(root: Path) -> RedisServer:
-    """Starts redis-server without persistence; the caller must `process.stop()` it."""
+def start_redis(root: Path, *, password: str | None = None) -> RedisServer:
+    """Starts redis-server without persistence (requiring `password` if given); the caller must
+    `process.stop()` it."""
     binary = require_tool("redis-server")
     port = free_port()
     argv = [
@@ -197,8 +203,9 @@ def start_redis(root: Path) -> RedisServer:
         "no",
         "--protected-mode",
         "yes",
+        *(("--requirepass", password) if password is not None else ()),
     ]
-    server = RedisServer("127.0.0.1", port, ServerProcess("redis", argv, root), root)
+    server = RedisServer("127.0.0.1", port, ServerProcess("redis", argv, root), root, password)
     try:
         _wait_for_redis(server)
     except BaseException:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tradebot.feed.codecs import REJECT_CODES, BinanceCodec, Rejected, SimulatorCodec
+from tradebot.feed.codecs import MAX_DEPTH, REJECT_CODES, BinanceCodec, Rejected, SimulatorCodec
 
 GOOD = {"type": "tick", "symbol": "AAPL", "price": 101.5, "size": 3.0, "ts": "2024-01-02T15:04:05Z", "seq": 7}
 
@@ -100,3 +100,51 @@ def test_malformed_messages_are_refused_with_a_reason(message: dict[str, object]
         else:
             for tick in result:
                 assert tick.price > 0
+
+
+# Openers whose closers are computed: lists, objects, and objects under the keys each codec reads.
+_OPENERS = ["[", '{"a":', '{"data":', '{"stream":"x","data":', '{"p":', '{"s":', '{"symbol":', '{"e":']
+
+
+def _nested(openers: list[str], depth: int, leaf: str, around: str) -> str:
+    """`depth` levels built from `openers` (cycled), `leaf` innermost, the whole inside `around`'s `{}`."""
+    chosen = [openers[i % len(openers)] for i in range(depth)]
+    closers = "".join("]" if opener == "[" else "}" for opener in reversed(chosen))
+    return around.replace("{}", "".join(chosen) + leaf + closers)
+
+
+_AROUND = [
+    "{}",
+    '{"type": "tick", "symbol": {}, "price": 1, "size": 1, "ts": "2024-01-02T15:04:05Z", "seq": 1}',
+    '{"type": "tick", "price": {}}',
+    '{"e": "trade", "s": {}, "p": "1", "q": "1", "T": 1700000000000, "t": 1}',
+    '{"e": {}}',
+    '{"stream": "s", "data": {"e": "trade", "p": {}, "q": "1", "s": "X", "T": 1, "t": 1}}',
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    openers=st.lists(st.sampled_from(_OPENERS), min_size=1, max_size=4),
+    depth=st.one_of(st.integers(1, 50), st.integers(500, 200_000)),
+    leaf=st.sampled_from(["1", '"x"', "null", "[]", "{}", "", "1e999"]),
+    around=st.sampled_from(_AROUND),
+    as_bytes=st.booleans(),
+    tail=st.binary(max_size=8),
+)
+def test_deep_nesting_is_refused_with_a_reason_never_raised(
+    openers: list[str], depth: int, leaf: str, around: str, as_bytes: bool, tail: bytes
+) -> None:
+    """Issue 14.10: a deeply nested message made `json.loads` (or a `str`/`repr` of a value) raise
+    RecursionError out of the codec, which stopped the feed."""
+    text = _nested(openers, depth, leaf, around)
+    raw: str | bytes = text.encode() + tail if as_bytes else text
+    for codec in (SimulatorCodec(), BinanceCodec()):
+        result = codec.decode(raw)
+        assert isinstance(result, list | Rejected)
+        if isinstance(result, Rejected):
+            assert result.reason
+            assert result.code in REJECT_CODES
+            assert len(result.reason) <= 500  # a dead letter's reason stays readable
+        if depth > MAX_DEPTH:
+            assert isinstance(result, Rejected)

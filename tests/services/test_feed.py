@@ -246,3 +246,24 @@ def test_duplicates_dropped_and_gaps_counted() -> None:
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.mark.parametrize("depth", [40, 5_000, 100_000])
+def test_a_deeply_nested_message_is_dead_lettered_with_its_reason(depth: int) -> None:
+    """Issue 14.10: `json.loads` raised RecursionError out of the codec and stopped the feed."""
+    bus = MemoryBus()
+    bus.ensure_topics(pipeline_topics(1))
+    feed = make_feed(bus, 1)
+    assert feed.handle("[" * depth + "]" * depth) == 0
+    assert feed.handle('{"type": "tick", "symbol": ' + "[" * depth + "]" * depth + "}") == 0
+    letters = topic_values(bus, TICKS_DLQ)
+    assert [letter["reason"] for letter in letters] == [
+        f"nested {depth} levels deep, more than 32",
+        f"nested {depth + 1} levels deep, more than 32",  # inside the tick's own object
+    ]
+    assert (
+        feed.metrics.registry.get_sample_value(
+            "tradebot_feed_messages_rejected_total", {"reason": "too_deep"}
+        )
+        == 2
+    )

@@ -297,3 +297,51 @@ async def test_the_run_functions_both_modes_share_use_every_setting_they_are_giv
     finally:
         shutdown.set()
         await asyncio.gather(*tasks)
+
+
+def test_each_run_has_its_own_token_and_cors_admits_only_the_dashboard(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14.3: no fixed `demo-token` and no CORS `*`, so another web page cannot halt a local run."""
+    from fastapi.testclient import TestClient
+
+    from tradebot.api.app import create_api
+
+    tokens = []
+    for _ in range(2):
+        args = up_args("--dashboard-port", "8765")
+        tokens.append(up.session_token(args))
+        rows = {row.name: row for row in up.services(args, up.parse_strategies([]))}
+        api_token = rows["api"].settings.api_token.get_secret_value()
+        assert api_token == tokens[-1]
+        assert (
+            rows["dashboard"].settings.api_token.get_secret_value() == api_token
+        )  # the local dashboard can act
+        up.print_endpoints(args, ["sma-fast"], embedded=True)
+        assert f"token for halt/resume: {api_token}" in capsys.readouterr().out
+    assert tokens[0] != tokens[1]
+    assert all(len(token) >= 32 for token in tokens)
+
+    dashboard_origin, elsewhere = "http://127.0.0.1:8765", "https://any-page.example"
+    with TestClient(create_api(rows["api"].settings, MemoryStore())) as client:
+        for origin, allowed in (
+            (dashboard_origin, True),
+            ("http://localhost:8765", True),
+            (elsewhere, False),
+        ):
+            preflight = client.options(
+                "/strategies/sma-fast/halt",
+                headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+            )
+            assert (preflight.headers.get("access-control-allow-origin") == origin) is allowed, origin
+        assert client.post("/strategies/sma-fast/halt", headers={"Origin": elsewhere}).status_code == 401
+        wrong = {"Authorization": "Bearer demo-token"}
+        assert client.post("/strategies/sma-fast/halt", headers=wrong).status_code == 403
+
+    given = up_args("--api-token", "mine-" + "x" * 40, "--no-dashboard")
+    assert up.session_token(given) == "mine-" + "x" * 40
+    assert (
+        up.services(given, up.parse_strategies([]))[-1].settings.cors_origins == ""
+    )  # no dashboard, no CORS
+    clean_env.setenv("TRADEBOT_API_TOKEN", "from-env-" + "y" * 40)
+    assert up.session_token(up_args()) == "from-env-" + "y" * 40

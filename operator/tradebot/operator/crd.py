@@ -171,6 +171,26 @@ def status_schema() -> dict[str, Any]:
     }
 
 
+def name_rules() -> list[dict[str, str]]:
+    """Rules on `metadata.name`, which is the strategy id (a label value, a Kafka and Redis key) and the stem
+    of every object the operator derives: names the services would refuse, or that would make an invalid
+    label or Job name, are refused at `kubectl apply`, each with what to do."""
+    return [
+        {
+            "rule": "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+            "message": "metadata.name must be lower-case letters, digits and dashes, starting and ending with a "
+            "letter or digit (no dots): it is the strategy id and a label value",
+            "reason": "FieldValueInvalid",
+        },
+        {
+            "rule": f"size(self.metadata.name) <= {render.MAX_NAME_LENGTH}",
+            "message": f"metadata.name must be at most {render.MAX_NAME_LENGTH} characters: the backtest CronJob "
+            "<name>-backtest must fit in 52 and its Jobs in 63",
+            "reason": "FieldValueInvalid",
+        },
+    ]
+
+
 def build_crd() -> dict[str, Any]:
     columns = [
         {"name": "Symbols", "type": "string", "jsonPath": ".spec.symbols"},
@@ -219,6 +239,7 @@ def build_crd() -> dict[str, Any]:
                                 "spec": spec_schema(),
                                 "status": status_schema(),
                             },
+                            "x-kubernetes-validations": name_rules(),
                         }
                     },
                 }

@@ -237,6 +237,12 @@ def _job_pod_spec(name: str, spec: TradingStrategySpec, backtest: BacktestSpec, 
     }
 
 
+# The longest TradingStrategy name (the CRD says so): its CronJob `<name>-backtest` must stay within the 52
+# characters Kubernetes allows a CronJob (it appends an 11-character suffix to each Job it creates), and a
+# Job `<name>-backtest-<10-character hash>` within 63 (its name is a label value on its pods): 43 + 20.
+MAX_NAME_LENGTH = 52 - len("-backtest")
+
+
 def render_backtest_job(
     name: str, namespace: str, spec: TradingStrategySpec, *, default_image: str
 ) -> Manifest:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tradebot.adapters.bus import Bus
 from tradebot.adapters.store import Store
@@ -16,7 +16,7 @@ from tradebot.core.costs import Costs
 from tradebot.kit.app import create_service_app, readiness_of
 from tradebot.kit.health import Readiness, ReadinessCheck, tcp_check
 from tradebot.kit.lifecycle import ShutdownEvent, run_service
-from tradebot.kit.settings import ServiceSettings, load_settings_or_exit
+from tradebot.kit.settings import SecretUrl, ServiceSettings, load_settings_or_exit
 
 
 class PipelineSettings(ServiceSettings):
@@ -25,8 +25,9 @@ class PipelineSettings(ServiceSettings):
     kafka_bootstrap: str = Field(
         default="127.0.0.1:9092", min_length=3, description="Kafka bootstrap servers."
     )
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://", description="Redis URL."
+    redis_url: SecretUrl = Field(
+        default=SecretUrl("redis://127.0.0.1:6379/0"),
+        description="Redis URL; a password in it (`redis://:pw@host`) is masked wherever settings are shown.",
     )
     redis_prefix: str = Field(default="tradebot", pattern=r"^[A-Za-z0-9_.-]+$")
     redis_timeout_seconds: float = Field(
@@ -46,6 +47,13 @@ class PipelineSettings(ServiceSettings):
     commission_fixed: float = Field(default=0.0, ge=0)
     slippage_bps: float = Field(default=0.0, ge=0, le=1000)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: SecretUrl) -> SecretUrl:
+        if not url.get_secret_value().startswith(("redis://", "rediss://")):
+            raise ValueError("must start with redis:// or rediss://")
+        return url
+
     def costs(self) -> Costs:
         return Costs(
             commission_pct=self.commission_pct,
@@ -64,7 +72,7 @@ def redis_store(settings: PipelineSettings) -> Store:
     from tradebot.adapters.redis_store import RedisStore
 
     return RedisStore(
-        settings.redis_url,
+        settings.redis_url.get_secret_value(),
         prefix=settings.redis_prefix,
         timeout_s=settings.redis_timeout_seconds,
         connect_timeout_s=settings.redis_connect_timeout_seconds,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tradebot.adapters.store import Page, Query
+from tradebot.adapters.store import Page, Query, parse_cursor
 from tradebot.core.models import Fill, OrderRequest, Position, Signal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -54,9 +54,7 @@ class _Log:
             raise ValueError("limit must be >= 1")
         after: int | None = None
         if query.cursor is not None:
-            if not query.cursor.isdigit():
-                raise ValueError(f"invalid cursor {query.cursor!r}")
-            after = int(query.cursor)
+            after = parse_cursor(query.cursor)[0]
         since = None if query.since is None else _micros(query.since)
         until = None if query.until is None else _micros(query.until)
         if query.newest_first:

@@ -39,11 +39,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tradebot.adapters.store import Page, Query, StoreError
+from tradebot.adapters.store import MAX_CURSOR_PART, Page, Query, StoreError, parse_cursor
 from tradebot.core.models import Fill, OrderRequest, Position, Signal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_STREAM_ID = re.compile(r"^\d+-\d+$")
 _SCAN_CHUNK = 500
 
 # KEYS: applied, orders, fills, positions, applied_offset
@@ -309,11 +308,18 @@ class RedisStore:
 
     async def _query(self, key: str, query: Query) -> Page:
         check_query(query)
-        if query.cursor is not None and not _STREAM_ID.match(query.cursor):
-            raise ValueError(f"invalid cursor {query.cursor!r}")
+        if query.cursor is None:
+            bound = "+" if query.newest_first else "-"
+        else:
+            # Any cursor of the pattern gets a page: Redis refuses an exclusive bound past either end of
+            # the id space (and ids over 64 bits), which answered 500.
+            cursor_id = parse_cursor(query.cursor)
+            edge = (0, 0) if query.newest_first else (MAX_CURSOR_PART, MAX_CURSOR_PART)
+            if cursor_id == edge:
+                return Page(items=[], next_cursor=None)
+            bound = f"({cursor_id[0]}-{cursor_id[1]}"
         since = None if query.since is None else micros(query.since)
         until = None if query.until is None else micros(query.until)
-        bound = f"({query.cursor}" if query.cursor else ("+" if query.newest_first else "-")
         found: list[tuple[str, str]] = []  # (stream id, json); one more than `limit` tells a next page exists
         chunk = max(min(query.limit * 4, _SCAN_CHUNK), 16)
         while len(found) <= query.limit:

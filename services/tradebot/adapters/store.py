@@ -7,6 +7,7 @@ order id, together with the topic offset it came from, so it can be rebuilt from
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,23 @@ class StoreError(TradebotError):
     def __init__(self, message: str, *, retriable: bool = False) -> None:
         super().__init__(message)
         self.retriable = retriable
+
+
+# Every cursor either store hands out (Redis stream ids `ms-seq`, the memory store's `seq`), and every
+# cursor a client may send: the API's schema says this, and each store answers any such cursor with a page.
+CURSOR_PATTERN = r"^[0-9]{1,20}(-[0-9]{1,20})?$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+# The largest part of a Redis stream id; a larger number in a cursor means "after everything".
+MAX_CURSOR_PART = 2**64 - 1
+
+
+def parse_cursor(cursor: str) -> tuple[int, int]:
+    """`(first, second)` numbers of a cursor, each at most MAX_CURSOR_PART (second 0 if absent), or
+    ValueError for a cursor outside CURSOR_PATTERN."""
+    if not _CURSOR.match(cursor):
+        raise ValueError(f"invalid cursor {cursor!r}")
+    first, _, second = cursor.partition("-")
+    return min(int(first), MAX_CURSOR_PART), min(int(second or 0), MAX_CURSOR_PART)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Routes of the API. Thin: each reads the store through the `StoreDep` dependency.
 
 Reads are public; the two mutating endpoints need `Authorization: Bearer <TRADEBOT_API_TOKEN>`
-(401 without a token, 403 with a wrong one).
+(401 without a token, 403 with a wrong one). Every error answers one body shape, `ApiError`, and the OpenAPI
+document lists each status a route can return; no input answers 5xx (503 means the store or the token is
+missing, never the request).
 """
 
 from __future__ import annotations
@@ -9,20 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, Field, SecretStr
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, SecretStr, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tradebot.adapters.bus import Bus, BusError, Producer
 from tradebot.adapters.connect import PipelineSettings
+from tradebot.adapters.store import CURSOR_PATTERN, Store, StoreError
 from tradebot.adapters.store import Page as StorePage
 from tradebot.adapters.store import Query as StoreQuery
-from tradebot.adapters.store import Store, StoreError
 from tradebot.adapters.topics import CONTROL, HaltCommand, pipeline_topics
 from tradebot.core.models import Fill, OrderRequest, Position, Signal
 from tradebot.core.views import (
@@ -94,14 +100,62 @@ def require_token(
 AuthDep = Annotated[None, Depends(require_token)]
 
 
+class ApiError(BaseModel):
+    """The body of every error answer (401, 403, 404, 422, 503)."""
+
+    detail: str = Field(description="What is wrong, in one line.")
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ApiError, "description": description}
+
+
+# What every route can answer besides 200; halt/resume add 401, 403 and 404.
+READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: _error("A parameter is invalid"),
+    503: _error("The store is unreachable"),
+}
+CONTROL_ERRORS: dict[int | str, dict[str, Any]] = {
+    **READ_ERRORS,
+    401: _error("No bearer token"),
+    403: _error("The token is not valid"),
+    404: _error("No such strategy"),
+    503: _error("The store is unreachable, or no API token is configured"),
+}
+
+
+# RFC 3339, what the schema's `format: date-time` promises; pydantic alone also reads `0.5` (seconds since
+# the epoch) or a date without a time, which a client of the schema cannot expect.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, str) and not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with a time zone, e.g. 2024-03-01T12:00:00Z")
+    return value
+
+
+DateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
 class QueryParams(BaseModel):
     strategy: str | None = None
     symbol: str | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: DateTime | None = Field(default=None, description="Entries at or after this time.")
+    until: DateTime | None = Field(default=None, description="Entries before this time; not before `since`.")
     limit: int = Field(default=100, ge=1, le=1000)
-    cursor: str | None = None
+    cursor: str | None = Field(
+        default=None,
+        pattern=CURSOR_PATTERN,
+        description="`next_cursor` of the previous page; the page continues strictly after it.",
+    )
     order: str = Field(default="desc", pattern="^(asc|desc)$")
+
+    @model_validator(mode="after")
+    def _range_in_order(self) -> QueryParams:
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise ValueError("since must not be after until")
+        return self
 
     def to_store(self) -> StoreQuery:
         return StoreQuery(
@@ -131,7 +185,23 @@ async def _records(
     return [model.model_validate(item, strict=False) for item in page.items], page.next_cursor
 
 
-router = APIRouter()
+# The only query parameters that take several values; any other given twice is refused (FastAPI would
+# silently keep the last, so `?strategy=a&strategy=b` answered for b alone).
+_MULTI_VALUED = {"/market": frozenset({"symbol"})}
+
+
+def _one_value_each(request: Request) -> None:
+    path = getattr(request.scope.get("route"), "path", "")
+    multi = _MULTI_VALUED.get(path, frozenset())
+    keys = [key for key, _ in request.query_params.multi_items()]
+    repeated = sorted({key for key in keys if keys.count(key) > 1 and key not in multi})
+    if repeated:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{', '.join(repeated)}: give one value, not several"
+        )
+
+
+router = APIRouter(responses=READ_ERRORS, dependencies=[Depends(_one_value_each)])
 
 
 @router.get("/", tags=["meta"], summary="Welcome")
@@ -265,7 +335,10 @@ async def _known(store: Store, strategy_id: str) -> None:
 
 
 @router.post(
-    "/strategies/{strategy_id}/halt", tags=["strategies"], summary="Stop new entries (needs the token)"
+    "/strategies/{strategy_id}/halt",
+    tags=["strategies"],
+    summary="Stop new entries (needs the token)",
+    responses=CONTROL_ERRORS,
 )
 async def halt(request: Request, store: StoreDep, strategy_id: str, _: AuthDep) -> HaltState:
     await _known(store, strategy_id)
@@ -274,7 +347,10 @@ async def halt(request: Request, store: StoreDep, strategy_id: str, _: AuthDep) 
 
 
 @router.post(
-    "/strategies/{strategy_id}/resume", tags=["strategies"], summary="Allow entries again (needs the token)"
+    "/strategies/{strategy_id}/resume",
+    tags=["strategies"],
+    summary="Allow entries again (needs the token)",
+    responses=CONTROL_ERRORS,
 )
 async def resume(request: Request, store: StoreDep, strategy_id: str, _: AuthDep) -> HaltState:
     await _known(store, strategy_id)
@@ -344,4 +420,37 @@ def create_api(
             allow_headers=["Authorization"],
         )
     app.include_router(router)
+    _answer_errors_in_one_shape(app)
     return app
+
+
+def _answer_errors_in_one_shape(app: FastAPI) -> None:
+    """`ApiError` for every error: HTTP errors, invalid parameters (FastAPI's default is a list) and an
+    unreachable store (a 500 before)."""
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return JSONResponse(
+            ApiError(detail=str(exc.detail)).model_dump(), status_code=exc.status_code, headers=exc.headers
+        )
+
+    async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"] if part != "query") or "request"
+            problems.append(f"{where}: {error['msg']}")
+        return JSONResponse(
+            ApiError(detail="; ".join(problems)).model_dump(),
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+
+    async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            ApiError(detail=f"the store is unavailable: {exc}").model_dump(),
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StoreError, store_unavailable)

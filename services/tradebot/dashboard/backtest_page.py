@@ -34,6 +34,7 @@ MAX_CHART_POINTS = 3000
 MAX_SWEEP_COMBOS = 20_000
 SOURCE_FOLDER = "a CSV in the data folder"
 SOURCE_UPLOAD = "upload a CSV"
+MB = 1024 * 1024  # Streamlit's maxUploadSize counts in these
 HEADLINE = (
     ("total return %", "total_return_pct", "{:,.2f}"),
     ("sharpe", "sharpe", "{:.2f}"),
@@ -80,6 +81,13 @@ def choose_data(settings: DashboardSettings) -> tuple[pd.DataFrame | None, str]:
         if upload is None:
             st.info("Upload a CSV with timestamp, open, high, low, close (and volume) columns.")
             return None, ""
+        if upload.size > settings.upload_max_mb * MB:
+            st.error(
+                f"{upload.name} is {upload.size / MB:,.1f} MB: uploads are limited to {settings.upload_max_mb} MB "
+                "(TRADEBOT_UPLOAD_MAX_MB), to fit the dashboard's memory. Use fewer rows, or put the file in "
+                "the data folder (TRADEBOT_DATA_DIR)."
+            )
+            return None, upload.name
         content = upload.getvalue()
         bars, error = _load_upload(upload.name, hashlib.sha256(content).hexdigest(), content)
         label = upload.name

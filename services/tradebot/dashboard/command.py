@@ -31,11 +31,13 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def streamlit_argv(host: str, port: int) -> list[str]:
+def streamlit_argv(host: str, port: int, upload_max_mb: int = 32) -> list[str]:
     return [
         sys.executable, "-m", "streamlit", "run", str(APP_PATH),
         "--server.port", str(port),
         "--server.address", host,
+        # Streamlit's own bound (200 MB by default) refuses a larger file before it is in memory at all.
+        "--server.maxUploadSize", str(upload_max_mb),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
@@ -75,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
 
     async def main(shutdown: ShutdownEvent) -> None:
         process = await asyncio.create_subprocess_exec(
-            *streamlit_argv(args.host, args.port), stdin=asyncio.subprocess.DEVNULL, env=dict(os.environ)
+            *streamlit_argv(args.host, args.port, settings.upload_max_mb),
+            stdin=asyncio.subprocess.DEVNULL,
+            env=dict(os.environ),
         )
         logger.info(
             "streamlit started", extra={"pid": process.pid, "port": args.port, "api_url": settings.api_url}

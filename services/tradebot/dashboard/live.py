@@ -254,8 +254,8 @@ def strategies_panel(settings: DashboardSettings) -> None:
         st.rerun()  # a strategy came or went: rebuild the selectors
     if token is None:
         st.caption(
-            "Halt and resume need the API token: set TRADEBOT_API_TOKEN or type it into the sidebar. "
-            "The buttons are disabled until then."
+            "Read-only: halt and resume need the API token, typed into the sidebar (kept for this browser "
+            "session only). The buttons are disabled until then."
         )
     for strategy in sorted(strategies, key=lambda s: s.id):
         sid, halted, costs = strategy.id, strategy.halted, strategy.costs
@@ -423,10 +423,12 @@ def render() -> None:
         if settings.api_token is None:
             st.text_input(
                 "API token", type="password", key=TOKEN_KEY,
-                help="Bearer token for halt/resume (or set TRADEBOT_API_TOKEN)",
+                help="Bearer token for halt/resume, for this browser session only: never stored",
             )  # fmt: skip
         else:
-            st.caption("API token: from TRADEBOT_API_TOKEN")
+            st.caption(
+                "API token: from TRADEBOT_API_TOKEN (anyone who reaches this page can halt and resume)"
+            )
 
     try:
         with client(settings) as api:

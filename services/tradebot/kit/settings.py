@@ -8,6 +8,7 @@ import sys
 import types
 from enum import Enum, StrEnum
 from typing import Any, TypeVar, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import pydantic_settings
 from pydantic import (
@@ -28,6 +29,7 @@ from tradebot.core.errors import TradebotError
 __all__ = [
     "SETTINGS_ERROR_EXIT_CODE",
     "LogLevel",
+    "SecretUrl",
     "ServiceSettings",
     "SettingsError",
     "comma_list",
@@ -42,7 +44,33 @@ SETTINGS_ERROR_EXIT_CODE = 2
 
 # A field with one of these words in its name holds a secret and must be typed SecretStr/SecretBytes.
 _SECRET_NAME = re.compile(r"password|passwd|secret|token|api_key|apikey|credential|private_key")
+# A URL of a data store or broker may carry a password (`redis://:pw@host`): it must be a SecretUrl.
+_CREDENTIAL_URL_NAME = re.compile(r"(redis|kafka|database|db|postgres|amqp|mongo)_(url|dsn)$")
 _MASK = "**********"
+
+
+class SecretUrl(SecretStr):
+    """A URL that may carry a password: shown with the password masked (`redis://:**********@host:6379/0`),
+    so logs still say where a service connects; serialised to JSON fully masked, as every secret is."""
+
+    def _display(self) -> str:
+        return masked_url(self.get_secret_value())
+
+
+def masked_url(url: str) -> str:
+    """`url` with the password of its user-info part (if any) replaced by the mask."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unparsable: show nothing of it
+        return _MASK
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url
+    user, colon, _password = userinfo.partition(":")
+    masked_netloc = (
+        f"{user}:{_MASK}@{host}" if colon else f"{_MASK}@{host}"
+    )  # `redis://pw@host`: pw is the password
+    return parts._replace(netloc=masked_netloc).geturl()
 
 
 class LogLevel(StrEnum):
@@ -101,10 +129,20 @@ class ServiceSettings(BaseSettings):
                 raise TypeError(
                     f"{cls.__name__}.{name} looks like a secret: type it SecretStr so it is never logged"
                 )
+            if _CREDENTIAL_URL_NAME.search(name) and not _mentions_secret(field.annotation):
+                raise TypeError(
+                    f"{cls.__name__}.{name} is a URL that may hold a password: type it SecretUrl so it is never logged"
+                )
 
     def safe_dump(self) -> dict[str, Any]:
-        """Every setting as JSON-ready values, secrets masked: fit for a start-up log line."""
-        return self.model_dump(mode="json")
+        """Every setting as JSON-ready values, secrets masked (a SecretUrl shows all but its password): fit
+        for a start-up log line."""
+        dumped = self.model_dump(mode="json")
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretUrl):
+                dumped[name] = str(value)
+        return dumped
 
     @classmethod
     def env_name(cls, field_name: str) -> str:
@@ -194,7 +232,7 @@ def _is_secret(cls: type[BaseSettings], location: tuple[str, ...]) -> bool:
 
 
 def _mentions_secret(annotation: Any) -> bool:
-    if annotation in (SecretStr, SecretBytes):
+    if isinstance(annotation, type) and issubclass(annotation, SecretStr | SecretBytes):
         return True
     return any(_mentions_secret(arg) for arg in get_args(annotation))
 
