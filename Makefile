@@ -22,11 +22,16 @@ help:
 
 # The venv is rebuilt only when pyproject.toml or the pinned versions change.
 CONSTRAINTS := .ci/constraints.txt
+# pip is quiet for `make test` and `make lint`; `make demo` shows each package as pip fetches it (a first run
+# installs about 1.2 GB: minutes with nothing printed looked like a hang).
+PIP_QUIET ?= --quiet
 $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS)
+	@echo "==> $(VENV): installing tradebot and its dependencies (a first run downloads about 1.2 GB)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	$(PY) -m pip install $(PIP_QUIET) -c $(CONSTRAINTS) -e '.[dev]'
 	@touch $@
+	@echo "==> $(VENV): ready"
 
 $(VENV)/.installed-bench: $(VENV)/.installed-dev
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,bench]'
@@ -59,7 +64,10 @@ cluster: cluster-tools
 cluster-down:
 	bash .ci/cluster/down.sh
 
+# Target-specific, so the venv step that `make demo` runs inherits it: pip prints what it downloads and installs.
+demo: PIP_QUIET := --progress-bar on
 demo: venv
+	@echo "==> starting the pipeline and the dashboard (tradebot up --embedded)"
 	$(VENV)/bin/tradebot up --embedded
 
 test: venv tools

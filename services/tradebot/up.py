@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -32,8 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from pydantic import ValidationError
+from pydantic.alias_generators import to_snake
+
 from tradebot.adapters.connect import Wiring
-from tradebot.core.params import StrategyParams
+from tradebot.core.params import RiskLimits, StrategyParams
 from tradebot.kit.ports import free_port, reserve_ports
 from tradebot.kit.prometheus import LocalPrometheus, default_rules_file
 from tradebot.kit.settings import ServiceSettings, load_settings_or_exit
@@ -70,7 +74,8 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="ID=JSON",
         default=[],
-        help='a strategy: id and parameters, e.g. fast={"shortWindow":5,"longWindow":20}; repeatable',
+        help='a strategy: id and parameters, e.g. fast=\'{"short-window":5,"long-window":20}\' (the names of '
+        "`tradebot backtest`'s flags, camelCase or snake_case); repeatable",
     )
     parser.add_argument(
         "--source",
@@ -147,10 +152,80 @@ def parse_strategies(specs: list[str]) -> list[tuple[str, StrategyParams]]:
         if not sep:
             raise SystemExit(f"tradebot up: error: --strategy {spec!r}: use ID=JSON")
         try:
-            parsed.append((name, StrategyParams.model_validate_json(raw or "{}")))
-        except ValueError as exc:
-            raise SystemExit(f"tradebot up: error: --strategy {name}: {str(exc).splitlines()[0]}") from None
+            data = json.loads(raw or "{}")
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"tradebot up: error: --strategy {name}: not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise SystemExit(f"tradebot up: error: --strategy {name}: the parameters must be a JSON object")
+        try:
+            parsed.append((name, StrategyParams.model_validate(from_flag_names(data))))
+        except ValidationError as exc:
+            problems = "\n".join(f"  {problem}" for problem in describe_params_error(exc))
+            raise SystemExit(f"tradebot up: error: --strategy {name}:\n{problems}") from None
     return parsed
+
+
+# `tradebot backtest` flags whose parameter has another name, or sits in `risk`.
+_FLAG_FIELDS = {"ma": "ma_type"}
+_RISK_FIELDS = set(RiskLimits.model_fields)
+
+
+def from_flag_names(data: dict[str, Any]) -> dict[str, Any]:
+    """The parameters with the backtest's kebab-case flag names (`short-window`, `ma`, `cooldown-bars`) as
+    the model's own; camelCase and snake_case keys pass unchanged."""
+    params: dict[str, Any] = {}
+    risk_from_flags: dict[str, Any] = {}
+    for key, value in data.items():
+        if "-" not in key and key not in _FLAG_FIELDS:
+            params[key] = _snake_keys(value) if key == "risk" else value
+            continue
+        field = _FLAG_FIELDS.get(key, key.replace("-", "_"))
+        if field in _RISK_FIELDS and field not in StrategyParams.model_fields:
+            risk_from_flags[field] = value  # a flat flag of the backtest, nested in the model
+        else:
+            params[field] = _snake_keys(value) if field == "risk" else value
+    if risk_from_flags:
+        risk = params.get("risk", {})
+        params["risk"] = {**risk, **risk_from_flags} if isinstance(risk, dict) else risk
+    return params
+
+
+def _snake_keys(value: Any) -> Any:
+    return {key.replace("-", "_"): v for key, v in value.items()} if isinstance(value, dict) else value
+
+
+def describe_params_error(exc: ValidationError) -> list[str]:
+    """One line per problem: the parameter in flag spelling, the flag that sets it, the reason, the value."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        location = [to_snake(str(part)) for part in error["loc"]]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not location:  # a rule across fields (e.g. short-window < long-window)
+            problems.append(message)
+            continue
+        name = ".".join(part.replace("_", "-") for part in location)
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{name}: unknown parameter (got {error['input']!r})")
+            continue
+        flag = _flag_of(location)
+        where = f"{name} ({flag})" if flag else name
+        shown = "" if error["type"] == "missing" else f" (got {error['input']!r})"
+        problems.append(f"{where}: {message}{shown}")
+    return problems
+
+
+def _flag_of(location: list[str]) -> str | None:
+    """The `tradebot backtest` flag that sets this parameter, if one does."""
+    head = location[0]
+    if head == "ma_type":
+        return "--ma"
+    if head == "sizing":
+        return "--sizing"
+    if head == "risk" and len(location) > 1:
+        head = location[1]
+    if head == "risk" or (head not in StrategyParams.model_fields and head not in _RISK_FIELDS):
+        return None
+    return "--" + head.replace("_", "-")
 
 
 def run(args: argparse.Namespace) -> int:

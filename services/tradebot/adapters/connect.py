@@ -37,7 +37,7 @@ class PipelineSettings(ServiceSettings):
         default=100_000,
         ge=100,
         le=100_000_000,
-        description="Entries kept (approximately) in Redis' order log and fills; the full history is on `fills`.",
+        description="Entries kept in Redis' order log and fills (approximately) and signals; the full history is on the topics.",
     )
     redis_connect_timeout_seconds: float = Field(
         default=2.0, gt=0, le=300, description="Longest wait for a connection to Redis."

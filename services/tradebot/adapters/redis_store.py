@@ -5,7 +5,7 @@ Keys:
     {prefix}:prices:{symbol}     stream price, ts (iso); trimmed to `maxlen` exactly
     {prefix}:orders              stream json, order_id, strategy_id, symbol, ts (epoch µs); about `stream_maxlen`
     {prefix}:fills               stream json, order_id, strategy_id, symbol, ts (epoch µs); about `stream_maxlen`
-    {prefix}:signals             stream json, strategy_id, symbol, ts (epoch µs); trimmed to `maxlen`
+    {prefix}:signals             stream json, strategy_id, symbol, ts (epoch µs); trimmed to `maxlen` (the executor's projection of `signals` passes `stream_maxlen`)
     {prefix}:applied_ids         zset   the newest `stream_maxlen` (+100) applied order ids, scored by offset
     {prefix}:applied_offset      string the `fills` topic offset of the last applied fill
     {prefix}:positions           hash   "{strategy_id}|{symbol}" -> Position JSON

@@ -63,6 +63,7 @@ async def run_executor(settings: ExecutorSettings, wiring: Wiring) -> None:
         metrics=ExecutorMetrics.of(wiring.registry),
         initial_cash=settings.executor_initial_cash,
         batch_max=settings.executor_batch_max,
+        signals_maxlen=settings.redis_stream_maxlen,
     )
 
     async def running() -> bool:

@@ -6,6 +6,8 @@ so every order gets exactly one fill record on the topic whatever crashes. The b
 from `fills` on start and after an abort, always after fencing the previous instance, so it holds every
 fill that instance committed. Redis is a projection of `fills`: `apply_fill` is idempotent per order id, the projection
 catches up from the topic on start, and when Redis comes back empty it is rebuilt from the topic.
+The `signals` topic is projected to Redis too (what GET /signals reads), at least once, bounded to the
+stream retention: a signal log for the dashboard, whose full history stays on the topic.
 
 Halts fail closed: whether a strategy may enter comes from `strategy-control` (compacted, written by the
 API), read in full on every rebuild and consumed in the same transactional loop as `orders`, never from
@@ -31,13 +33,14 @@ from tradebot.adapters.topics import (
     FILLS,
     ORDERS,
     POSITIONS,
+    SIGNALS,
     FillRecord,
     HaltCommand,
     position_key,
 )
 from tradebot.adapters.transactional import TransactionalLoop
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
-from tradebot.core.models import FillStatus, OrderRequest, Position, RejectCode
+from tradebot.core.models import FillStatus, OrderRequest, Position, RejectCode, Signal
 from tradebot.executor.broker import PaperBroker
 from tradebot.kit.lifecycle import ShutdownEvent
 from tradebot.kit.metrics import ConsumerLagGauge, PerRegistry
@@ -165,8 +168,10 @@ class ExecutorRunner:
         group_id: str = "executor",
         batch_max: int = 2000,
         poll_timeout_s: float = 0.02,
+        signals_maxlen: int = 100_000,
     ) -> None:
         self.bus = bus
+        self.signals_maxlen = signals_maxlen
         self.store = store
         self.broker = broker
         self.metrics = metrics
@@ -203,16 +208,24 @@ class ExecutorRunner:
         # store already has are skipped by order id, missing ones (a crash between commit and store
         # write, or a store that lost its data) are applied.
         tail = self.bus.consumer(f"{self.group_id}-projection-{time.time_ns()}", [FILLS], read_committed=True)
+        # Signals resume where the last instance committed (a stable group), so a restart neither drops
+        # nor, short of a crash between the write and the commit, repeats them.
+        signals = self.bus.consumer(f"{self.group_id}-signals", [SIGNALS], read_committed=True)
         try:
             # One task group: a bug in the projection or the watcher stops the executor (and the loop)
             # instead of leaving it filling orders with a dead view behind it.
             async with asyncio.TaskGroup() as tasks:
                 watcher = tasks.create_task(self._watch_store(shutdown), name="executor-store-watcher")
                 tasks.create_task(self._project_tail(tail, shutdown), name="executor-projection")
+                signal_task = tasks.create_task(
+                    self._project_signals(signals, shutdown), name="executor-signals"
+                )
                 await self.loop.run(shutdown)
                 watcher.cancel()
+                signal_task.cancel()
         finally:
             await asyncio.to_thread(tail.close)
+            await asyncio.to_thread(signals.close)
 
     # -- the transactional loop's batch processor: orders -> fills ----------------------------------
     def rebuild(self) -> None:
@@ -407,6 +420,32 @@ class ExecutorRunner:
                 except StoreError as exc:  # Redis down: the watcher rebuilds once it is back
                     logger.warning("store update failed", extra={"error": str(exc)})
                     self._applied_offset = -2  # force a catch-up from the topic
+
+    async def _project_signals(self, consumer: Consumer, shutdown: ShutdownEvent) -> None:
+        """Appends each committed signal to the store's bounded signal log, then commits the group's
+        offsets; a batch the store refused is not committed and is read again after a restart."""
+        while not shutdown.is_set():
+            try:
+                records = await asyncio.to_thread(consumer.poll, 0.1, 1000)
+            except BusError as exc:
+                logger.warning("reading signals failed", extra={"error": str(exc), "code": exc.name})
+                await shutdown.sleep(1.0)
+                continue
+            if not records:
+                continue
+            try:
+                for record in records:
+                    try:
+                        signal = Signal.model_validate_json(record.value)
+                    except ValidationError:
+                        logger.error("unreadable record on signals", extra={"offset": record.offset})
+                        continue
+                    await self.store.append_signal(signal, maxlen=self.signals_maxlen)
+                await asyncio.to_thread(consumer.commit)
+            except StoreError as exc:  # Redis away: these signals miss the log (the topic keeps them)
+                logger.warning("store update failed", extra={"error": str(exc)})
+            except BusError as exc:  # not committed now: the next commit covers these offsets
+                logger.warning("committing signals failed", extra={"error": str(exc), "code": exc.name})
 
     async def _watch_store(self, shutdown: ShutdownEvent) -> None:
         """Refreshes last prices, projects the halts to the store and rebuilds it when it lost what it held."""

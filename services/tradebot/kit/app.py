@@ -1,15 +1,21 @@
-"""The service app: FastAPI with `/livez`, `/readyz`, `/metrics` and HTTP metrics; services add routers on top."""
+"""The service app: FastAPI with `/livez`, `/readyz`, `/metrics` and HTTP metrics; services add routers on top.
+
+The API documentation (`/docs`, Swagger UI; `/redoc`) is served with its scripts and styles from the
+`fastapi-offline` package's files, not a CDN, so it renders on a machine without internet access.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Mapping
-from importlib import metadata
+from importlib import metadata, resources
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -40,6 +46,7 @@ __all__ = [
 ]
 
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+DOCS_ASSETS_URL = "/docs-assets"
 
 
 def service_version() -> str:
@@ -76,7 +83,15 @@ def create_service_app(
         registry=registry,
     ).labels(service=settings.service_name, version=version).set(1)
 
-    app = FastAPI(title=f"tradebot {settings.service_name}", version=version, lifespan=lifespan)
+    # FastAPI's own /docs and /redoc load their scripts from a CDN; `_add_offline_docs` serves them instead.
+    app = FastAPI(
+        title=f"tradebot {settings.service_name}",
+        version=version,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    _add_offline_docs(app)
     app.state.settings = settings
     app.state.registry = registry
     app.state.readiness = Readiness(readiness_checks, timeout_seconds=readiness_timeout_seconds)
@@ -97,6 +112,41 @@ def create_service_app(
         return Response(encode(registry), media_type=content_type)
 
     return app
+
+
+def _add_offline_docs(app: FastAPI) -> None:
+    """/docs and /redoc as FastAPI documents it for self-hosted assets ("Self-hosting JavaScript and CSS
+    for docs"), the files taken from the installed `fastapi-offline` package."""
+    assets = resources.files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=str(assets)), name="docs-assets")
+    redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{redirect_url}",
+            swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+        )
+
+    @app.get(redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def _register_default_collectors(registry: CollectorRegistry) -> None:
