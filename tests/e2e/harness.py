@@ -188,6 +188,13 @@ def read_topic(
     bootstrap: str, topic: str, *, committed: bool = True, timeout: float = 30.0
 ) -> list[dict[str, Any]]:
     """Every record of `topic` (values parsed), partition by partition, as a transactional reader sees them."""
+    return [value for _, value in read_keyed(bootstrap, topic, committed=committed, timeout=timeout)]
+
+
+def read_keyed(
+    bootstrap: str, topic: str, *, committed: bool = True, timeout: float = 30.0
+) -> list[tuple[str, dict[str, Any]]]:
+    """`read_topic` with each record's key (decoded; empty when it has none)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -203,7 +210,7 @@ def read_topic(
         partitions = sorted(metadata.topics[topic].partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         pending = set(partitions)
-        values: dict[int, list[dict[str, Any]]] = {p: [] for p in partitions}
+        values: dict[int, list[tuple[str, dict[str, Any]]]] = {p: [] for p in partitions}
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
             message = consumer.poll(0.5)
@@ -218,7 +225,8 @@ def read_topic(
             partition, value = message.partition(), message.value()
             assert partition is not None
             assert value is not None
-            values[partition].append(json.loads(value))
+            key = message.key()
+            values[partition].append(((key or b"").decode(), json.loads(value)))
         return [value for p in partitions for value in values[p]]
     finally:
         consumer.close()

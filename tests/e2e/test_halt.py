@@ -7,7 +7,7 @@ import time
 import urllib.request
 from typing import Any
 
-from tests.e2e.harness import Pipeline, read_topic
+from tests.e2e.harness import Pipeline, read_keyed, read_topic
 from tests.e2e.test_crash_safety import SPEED
 
 
@@ -51,10 +51,13 @@ def test_halted_strategy_entries_are_refused_and_visible(pipeline: Pipeline) -> 
             for f in read_topic(pipeline.kafka.bootstrap, "fills")
             if f["order"]["strategy_id"] == "parity"
         }
-        snapshots = [
-            s for s in read_topic(pipeline.kafka.bootstrap, "strategy-state") if s["strategy_id"] == "parity"
-        ]
-        symbols = snapshots[-1]["symbols"] if snapshots else {}
+        # The strategy's state is a head record keyed "parity" and one record per symbol keyed "parity/<symbol>":
+        # the last of each key is the committed state.
+        symbols = {
+            key.split("/", 1)[1]: state
+            for key, state in read_keyed(pipeline.kafka.bootstrap, "strategy-state")
+            if key.startswith("parity/")
+        }
         return bool(broker) and all(
             not state["in_flight"] and abs(state["qty"] - broker.get(name, 0.0)) < 1e-9
             for name, state in symbols.items()
