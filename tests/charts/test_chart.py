@@ -504,7 +504,8 @@ def test_uninstall_hook_deletes_the_release_strategies_before_the_operator_goes(
         assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
     weight = {m["kind"]: int(m["metadata"]["annotations"]["helm.sh/hook-weight"]) for m in hook}
     # Its RBAC exists before the Job starts.
-    assert weight["ServiceAccount"] < weight["Job"] and weight["Role"] < weight["Job"]
+    assert weight["ServiceAccount"] < weight["Job"]
+    assert weight["Role"] < weight["Job"]
     assert weight["RoleBinding"] < weight["Job"]
     job = find(manifests, "Job", "uninstall")
     spec = pod_spec(job)

@@ -1,6 +1,7 @@
 """Item 8: monitoring on the cluster. The Prometheus Operator (built from the Go module proxy) runs a
-Prometheus made from Debian's binary; the chart's ServiceMonitor, PodMonitor (the operator's strategy
-pods) and PrometheusRule are picked up, every tradebot target is up, and every rule loads and evaluates."""
+Prometheus built from the Go module proxy too (Debian's lacks Kubernetes service discovery); the chart's
+ServiceMonitor, PodMonitor (the operator's strategy pods) and PrometheusRule are picked up, every tradebot
+target is up, and every rule loads and evaluates."""
 
 from __future__ import annotations
 

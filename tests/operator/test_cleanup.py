@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -90,15 +91,16 @@ def test_the_hook_deletes_the_release_strategies_once_the_operator_finalized_the
         "-",
         stdin=_strategy("other", {**RELEASE_LABELS, "app.kubernetes.io/instance": "other"}),
     )
+
     # The operator's daemon holds kopf's finalizer on each: what blocked `helm uninstall`.
+    def finalizers(name: str) -> list[str]:
+        found: list[str] = (
+            (get_json(kube_apiserver, "ts", name, "-n", namespace) or {}).get("metadata") or {}
+        ).get("finalizers") or []
+        return found
+
     for name in ("rel-a", "rel-b", "other"):
-        eventually(
-            f"kopf's finalizer on {name}",
-            lambda name=name: (get_json(kube_apiserver, "ts", name, "-n", namespace) or {})
-            .get("metadata", {})
-            .get("finalizers"),
-            timeout=60,
-        )
+        eventually(f"kopf's finalizer on {name}", partial(finalizers, name), timeout=60)
     args = _hook_kubeconfig(kube_apiserver, helm_bin, namespace, tmp_path / "kubeconfig")
 
     result = _run_hook(args, tmp_path / "kubeconfig")
@@ -108,7 +110,8 @@ def test_the_hook_deletes_the_release_strategies_once_the_operator_finalized_the
     assert get_json(kube_apiserver, "ts", "rel-a", "-n", namespace) is None
     assert get_json(kube_apiserver, "ts", "rel-b", "-n", namespace) is None
     other = get_json(kube_apiserver, "ts", "other", "-n", namespace)
-    assert other is not None and "deletionTimestamp" not in other["metadata"]
+    assert other is not None
+    assert "deletionTimestamp" not in other["metadata"]
     assert '"message": "deleted"' in result.stdout
 
 
@@ -125,9 +128,11 @@ def test_the_hook_fails_at_its_deadline_when_no_operator_removes_the_finalizer(
         result = _run_hook(args, tmp_path / "kubeconfig", "--timeout", "2")
 
         assert result.returncode == 1, result.stdout + result.stderr
-        assert "held" in result.stdout and "still exist after 2s" in result.stdout, result.stdout
+        assert "held" in result.stdout, result.stdout
+        assert "still exist after 2s" in result.stdout, result.stdout
         held = get_json(kube_apiserver, "ts", "held", "-n", namespace)
-        assert held is not None and "deletionTimestamp" in held["metadata"]
+        assert held is not None
+        assert "deletionTimestamp" in held["metadata"]
     finally:
         kube_apiserver.kubectl(
             "patch", "ts", "held", "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'

@@ -23,7 +23,7 @@ from tradebot.operator.kube import TradingStrategyResource
 log = logging.getLogger("tradebot.operator.cleanup")
 
 
-class StrategiesRemain(RuntimeError):
+class StrategiesRemainError(RuntimeError):
     """Some TradingStrategies still exist at the deadline (no operator removed their finalizers)."""
 
 
@@ -55,12 +55,12 @@ async def delete_strategies(
     namespace: str,
     selector: Mapping[str, str],
     *,
-    timeout: float,
+    wait_seconds: float,
     poll_interval: float = 1.0,
 ) -> list[str]:
     """Delete the TradingStrategies of `namespace` matching `selector`; return their names once all are gone.
 
-    Raises StrategiesRemain when some still exist after `timeout` seconds."""
+    Raises StrategiesRemainError when some still exist after `wait_seconds`."""
     names = await _names(client, namespace, selector)
     for name in names:
         try:
@@ -69,12 +69,12 @@ async def delete_strategies(
             if exc.status.code != 404:  # already gone is what we want
                 raise
         log.info("deleting", extra={"namespace": namespace, "kind": render.KIND, "strategy": name})
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_seconds
     remaining = await _names(client, namespace, selector)
     while remaining:
         if time.monotonic() >= deadline:
-            raise StrategiesRemain(
-                f"{render.KIND} {', '.join(remaining)} in {namespace} still exist after {timeout:g}s: "
+            raise StrategiesRemainError(
+                f"{render.KIND} {', '.join(remaining)} in {namespace} still exist after {wait_seconds:g}s: "
                 "is the operator running? It removes their finalizers"
             )
         await asyncio.sleep(poll_interval)
@@ -83,11 +83,11 @@ async def delete_strategies(
     return names
 
 
-async def delete_all(namespaces: Sequence[str], selector: Mapping[str, str], *, timeout: float) -> None:
+async def delete_all(namespaces: Sequence[str], selector: Mapping[str, str], *, wait_seconds: float) -> None:
     # The in-cluster ServiceAccount in a pod, KUBECONFIG elsewhere: as the operator connects.
     client = AsyncClient(field_manager=render.MANAGED_BY)
     try:
         for namespace in namespaces:
-            await delete_strategies(client, namespace, selector, timeout=timeout)
+            await delete_strategies(client, namespace, selector, wait_seconds=wait_seconds)
     finally:
         await client.close()

@@ -73,8 +73,8 @@ def delete_strategies(args: argparse.Namespace) -> int:
         selector = cleanup.parse_selector(args.selector)
         if not args.namespace:
             raise ValueError("--delete-strategies needs --namespace")
-        asyncio.run(cleanup.delete_all(args.namespace, selector, timeout=args.timeout))
-    except (ValueError, cleanup.StrategiesRemain) as exc:
+        asyncio.run(cleanup.delete_all(args.namespace, selector, wait_seconds=args.timeout))
+    except (ValueError, cleanup.StrategiesRemainError) as exc:
         log.error(str(exc))
         return 1
     return 0
