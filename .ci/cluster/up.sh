@@ -247,6 +247,10 @@ step "Prometheus Operator running (Prometheus $prometheus_version)"
 
 # --- the chart ---------------------------------------------------------------------------------------------------
 if $INSTALL_CHART; then
+	# Helm installs crds/ once and never updates them: a rerun after a CRD change (new validation rules)
+	# would keep the old one, so the chart's CRDs are applied first, as an upgrade must.
+	kc apply --server-side --force-conflicts -f "$ROOT/charts/tradebot/crds/" >"$LOGS/chart-crds.log" 2>&1 ||
+		die "the chart's CRDs did not apply (log: $LOGS/chart-crds.log)"
 	helm --kubeconfig "$KUBECONFIG_ADMIN" upgrade --install "$RELEASE" "$ROOT/charts/tradebot" \
 		--namespace "$NAMESPACE" --create-namespace -f "$HERE/values-local.yaml" \
 		--wait --timeout 10m >"$LOGS/helm.log" 2>&1 || {
