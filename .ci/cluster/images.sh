@@ -6,7 +6,8 @@
 #   ghcr.io/tradebot/tradebot:<appVersion>, ghcr.io/tradebot/tradebot-dashboard:<appVersion>
 #                                        services/Dockerfile{,.dashboard} with buildah, PYTHON_IMAGE passed in,
 #                                        Python packages from a wheelhouse built on this host from .ci/constraints.txt
-#   localhost/tradebot/kafka, redis, prometheus, probe   .ci/cluster/images/<name>/Dockerfile on the Debian base
+#   localhost/tradebot/kafka, redis, probe   .ci/cluster/images/<name>/Dockerfile on the Debian base
+#   localhost/tradebot/prometheus:<version>  the same, with the Prometheus cluster.sh builds (prometheus-k8s)
 #   localhost/tradebot/coredns, prometheus-config-reloader, localhost/tradebot/pause   one static binary each
 # Each image is rebuilt only when what it is made from changes (a hash of its inputs is its stamp).
 set -euo pipefail
@@ -166,7 +167,7 @@ bud tradebot "ghcr.io/tradebot/tradebot:$APP_VERSION" "$(source_hash services/Do
 bud tradebot-dashboard "ghcr.io/tradebot/tradebot-dashboard:$APP_VERSION" "$(source_hash services/Dockerfile.dashboard)" \
 	"$ROOT" "$ROOT/services/Dockerfile.dashboard" "${PIP_FROM_WHEELHOUSE[@]}"
 
-# --- Kafka, Redis, Prometheus, a probe pod's image: Debian's packages on the Debian base ----------
+# --- Kafka, Redis, a probe pod's image: Debian's packages on the Debian base; Prometheus -----------
 KAFKA_LIBS=$TOOLS/kafka/libs
 [[ -d $KAFKA_LIBS ]] || die "no Kafka jars in $KAFKA_LIBS: run make tools"
 kafka_context=$WORK/kafka-context
@@ -179,10 +180,23 @@ if ! fresh kafka "$kafka_hash"; then
 fi
 bud kafka "localhost/tradebot/kafka:$KAFKA_VERSION" "$kafka_hash" "$kafka_context" "$IMAGES/kafka/Dockerfile" \
 	--build-arg "BASE=$DEBIAN_REF"
-for name in redis prometheus probe; do
+for name in redis probe; do
 	bud "$name" "localhost/tradebot/$name:$SUITE" "$(hash_of "$STAMPS/debian" "$IMAGES/$name/Dockerfile")" \
 		"$IMAGES/$name" "$IMAGES/$name/Dockerfile" --build-arg "BASE=$DEBIAN_REF"
 done
+# Prometheus: cluster.sh's build (with Kubernetes service discovery), tagged with its version.
+PROMETHEUS_BIN=$BIN/prometheus-k8s
+[[ -x $PROMETHEUS_BIN ]] || die "$PROMETHEUS_BIN missing: run make cluster-tools"
+PROMETHEUS_VERSION=$(sed -n 's/^PROMETHEUS_VERSION=//p' "$ROOT/.ci/tools/cluster.sh")
+prometheus_context=$WORK/prometheus-context
+prometheus_hash=$(hash_of "$STAMPS/debian" "$IMAGES/prometheus/Dockerfile" "$PROMETHEUS_BIN")
+if ! fresh prometheus "$prometheus_hash"; then
+	rm -rf "$prometheus_context"
+	mkdir -p "$prometheus_context"
+	cp "$PROMETHEUS_BIN" "$prometheus_context/prometheus"
+fi
+bud prometheus "localhost/tradebot/prometheus:$PROMETHEUS_VERSION" "$prometheus_hash" "$prometheus_context" \
+	"$IMAGES/prometheus/Dockerfile" --build-arg "BASE=$DEBIAN_REF"
 
 # --- one-binary images: the pod sandbox, CoreDNS, the Prometheus config reloader --------------------
 # single NAME REF BINARY: an image holding only BINARY (static) as /bin/<its name>, its entrypoint.

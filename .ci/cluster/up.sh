@@ -240,13 +240,17 @@ start prometheus-operator prometheus-operator --apiserver "https://$NODE_IP:6443
 	--cert-file "$PKI/prometheus-operator.crt" --key-file "$PKI/prometheus-operator.key" \
 	--prometheus-config-reloader "localhost/tradebot/prometheus-config-reloader:$PO_VERSION" \
 	--web.listen-address 127.0.0.1:10290 --log-level info
-prometheus_version=$("$BIN/prometheus" --version 2>/dev/null | sed -n 's/^prometheus, version \([0-9.]*\).*/\1/p' | head -n 1)
-[[ -n $prometheus_version ]] || prometheus_version=$(dpkg-query -W -f '${Version}' prometheus | sed 's/[+~-].*//')
-sed -e "s#@PROMETHEUS_VERSION@#v$prometheus_version#g" "$HERE/monitoring.yaml.in" | kc apply -f - >/dev/null
-step "Prometheus Operator running (Prometheus v$prometheus_version from Debian)"
+# The Prometheus of images.sh (cluster.sh's prometheus-k8s): the operator generates its config for this version.
+prometheus_version=$(sed -n 's/^PROMETHEUS_VERSION=//p' "$ROOT/.ci/tools/cluster.sh")
+sed -e "s#@PROMETHEUS_VERSION@#$prometheus_version#g" "$HERE/monitoring.yaml.in" | kc apply -f - >/dev/null
+step "Prometheus Operator running (Prometheus $prometheus_version)"
 
 # --- the chart ---------------------------------------------------------------------------------------------------
 if $INSTALL_CHART; then
+	# Helm installs crds/ once and never updates them: a rerun after a CRD change (new validation rules)
+	# would keep the old one, so the chart's CRDs are applied first, as an upgrade must.
+	kc apply --server-side --force-conflicts -f "$ROOT/charts/tradebot/crds/" >"$LOGS/chart-crds.log" 2>&1 ||
+		die "the chart's CRDs did not apply (log: $LOGS/chart-crds.log)"
 	helm --kubeconfig "$KUBECONFIG_ADMIN" upgrade --install "$RELEASE" "$ROOT/charts/tradebot" \
 		--namespace "$NAMESPACE" --create-namespace -f "$HERE/values-local.yaml" \
 		--wait --timeout 10m >"$LOGS/helm.log" 2>&1 || {

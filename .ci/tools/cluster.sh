@@ -3,7 +3,7 @@
 #   Debian: containerd, runc, CNI plugins, iptables, conntrack, ipset, buildah, skopeo, debootstrap
 #   Go module proxy: kubelet, kube-scheduler, kube-proxy (k8s.sh's build_kube_binaries, same release
 #     as kube-apiserver), CoreDNS, kube-router (its NetworkPolicy firewall only), the Prometheus
-#     Operator and its config reloader
+#     Operator and its config reloader, Prometheus (with Kubernetes service discovery)
 #   gcc: a static `pause`, the pod sandbox's one process
 # The images are built by .ci/cluster/images.sh; the cluster is started by .ci/cluster/up.sh.
 # Rerun, it only compares version stamps (seconds).
@@ -18,6 +18,10 @@ COREDNS_VERSION=v1.11.3
 # `queue` expression, which this kernel lacks (CONFIG_NFT_QUEUE is not set).
 KUBE_ROUTER_VERSION=v2.1.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
+# Prometheus v3.16.0, published as module version v0.316.0. Debian's prometheus is built without
+# Kubernetes service discovery, which the Prometheus Operator's generated config needs.
+PROMETHEUS_VERSION=v3.16.0
+PROMETHEUS_MODULE_VERSION=v0.316.0
 
 DEBIAN_PACKAGES=(containerd runc containernetworking-plugins iptables nftables conntrack ipset buildah skopeo
 	debootstrap jq uidmap gcc libc6-dev)
@@ -97,6 +101,30 @@ if [[ ! -d $po_src ]]; then
 fi
 mkdir -p "$BUILD/prometheus-operator-crds"
 cp "$po_src"/example/prometheus-operator-crd/*.yaml "$BUILD/prometheus-operator-crds/"
+
+# --- Prometheus (the cluster's image; `make tools` keeps Debian's for the tests on the host) --------
+# Built with only the Kubernetes, file and HTTP service discoveries (its remove_all_sd and
+# enable_kubernetes_sd build tags) and without the web UI's assets: the API is what is used, and the
+# cloud SDKs would triple the build time. Named prometheus-k8s so .tools/bin/prometheus stays Debian's.
+prom_stamp="$PROMETHEUS_MODULE_VERSION $($GO env GOVERSION)"
+if cached prometheus-k8s "$prom_stamp"; then
+	echo "prometheus-k8s $PROMETHEUS_VERSION cached"
+else
+	start=$SECONDS
+	prom_bin=$BUILD/prometheus-k8s-bin
+	rm -rf "$prom_bin"
+	mkdir -p "$prom_bin"
+	ldflags="-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v}"
+	ldflags+=" -X github.com/prometheus/common/version.Branch=release"
+	GOFLAGS=-modcacherw GOBIN=$prom_bin run_logged prometheus-k8s "$GO" install -trimpath \
+		-tags remove_all_sd,enable_kubernetes_sd -ldflags "$ldflags" \
+		"github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_MODULE_VERSION" ||
+		die "prometheus $PROMETHEUS_VERSION did not build (log: $LOGS/prometheus-k8s.log)"
+	mv "$prom_bin/prometheus" "$BIN/prometheus-k8s"
+	rm -rf "$prom_bin"
+	echo "$prom_stamp" >"$STAMPS/prometheus-k8s"
+	echo "prometheus-k8s $PROMETHEUS_VERSION installed ($((SECONDS - start))s)"
+fi
 
 # --- pause ----------------------------------------------------------------------------------------
 pause_stamp="$(sha256sum "$ROOT/.ci/cluster/images/pause/pause.c" | cut -c1-16) $(gcc -dumpversion)"

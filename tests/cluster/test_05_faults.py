@@ -93,7 +93,8 @@ def test_every_order_has_exactly_one_fill_after_faults(tradebot_release: LocalCl
             orders = [str(o["id"]) for o in read_topic(cluster, kcat_pod, "orders")]
             # A value on `fills` is a FillRecord: {"order", "fill", "position"}.
             fills = [
-                str(FillRecord.model_validate(f).fill.order_id)
+                # From its JSON, as the services decode it (strict enums and datetimes from strings).
+                str(FillRecord.model_validate_json(json.dumps(f)).fill.order_id)
                 for f in read_topic(cluster, kcat_pod, "fills")
             ]
             return (orders, fills) if orders and set(orders) <= set(fills) else None
