@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.plugins._proc import REPO_ROOT, ServerProcess, free_port, http_ok
-from tests.plugins.servers import RedisServer
+from tests.plugins.servers import KafkaBroker, RedisServer
 from tests.services.test_api import T0, TOKEN, seed
 from tradebot.adapters.redis_store import RedisStore
 
@@ -26,7 +26,7 @@ FUZZ_EXAMPLES = 60  # per operation; 14 operations
 
 
 @pytest.fixture
-def api(redis_server: RedisServer, tmp_path: Path) -> Iterator[str]:
+def api(redis_server: RedisServer, kafka: KafkaBroker, tmp_path: Path) -> Iterator[str]:
     prefix = f"fuzz-{uuid.uuid4().hex[:8]}"
     seed(RedisStore(redis_server.url, prefix=prefix))
     port = free_port()
@@ -34,6 +34,8 @@ def api(redis_server: RedisServer, tmp_path: Path) -> Iterator[str]:
         **os.environ,
         "TRADEBOT_REDIS_URL": redis_server.url,
         "TRADEBOT_REDIS_PREFIX": prefix,
+        # halt/resume are recorded on Kafka before they answer (issue 13.6): the API runs as deployed, with both.
+        "TRADEBOT_KAFKA_BOOTSTRAP": kafka.bootstrap,
         "TRADEBOT_API_TOKEN": TOKEN,
         "TRADEBOT_HTTP_HOST": "127.0.0.1",
         "TRADEBOT_HTTP_PORT": str(port),
