@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from tests.adapters.conftest import StoreFactory
 from tests.plugins.servers import RedisServer
-from tradebot.adapters.store import Query, Store
+from tradebot.adapters.store import Query, Store, ViewLostError
 from tradebot.core.models import Fill, OrderReason, OrderRequest, Position, Side, Signal, order_id
 
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
@@ -281,6 +281,25 @@ async def test_strategies_and_the_halt_flag(store: Store) -> None:
     await store.set_halted("alpha", False)
     assert not await store.is_halted("alpha")
     assert [s["halted"] for s in await store.strategies()] == [False, False]
+
+
+async def test_a_wiped_view_is_refused_where_the_writer_expected_its_fills(store: Store) -> None:
+    """A writer that applied fills before and finds no applied offset is told the view was lost (Redis came
+    back empty), and nothing is written: applying on would leave a view holding only what follows the wipe."""
+    order, fill, position = trade(1)
+    assert await store.apply_fill(order, fill, position, source_offset=7)
+    await store.clear()  # what a Redis restart without persistence, or FLUSHALL, leaves
+    later, later_fill, later_position = trade(2)
+    with pytest.raises(ViewLostError):
+        await store.apply_fill(later, later_fill, later_position, source_offset=9, expect_applied=True)
+    await assert_empty(store)
+    # The rebuild from the topic starts from nothing and is applied in order.
+    assert await store.apply_fill(order, fill, position, source_offset=7)
+    assert await store.apply_fill(later, later_fill, later_position, source_offset=9, expect_applied=True)
+    assert [f["order_id"] for f in (await store.fills(Query(newest_first=False))).items] == [
+        order.id,
+        later.id,
+    ]
 
 
 async def populate(store: Store) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tradebot.adapters.store import Page, Query, parse_cursor
+from tradebot.adapters.store import Page, Query, ViewLostError, parse_cursor
 from tradebot.core.models import Fill, OrderRequest, Position, Signal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -137,13 +137,21 @@ class MemoryStore:
     # The order log and fills.
 
     async def apply_fill(
-        self, order: OrderRequest, fill: Fill, position: Position, source_offset: int
+        self,
+        order: OrderRequest,
+        fill: Fill,
+        position: Position,
+        source_offset: int,
+        *,
+        expect_applied: bool = False,
     ) -> bool:
         if fill.order_id != order.id:
             raise ValueError(f"fill is for order {fill.order_id!r}, not {order.id!r}")
         if (position.strategy_id, position.symbol) != (order.strategy_id, order.symbol):
             raise ValueError("the position must be the order's strategy and symbol")
         async with self._lock:
+            if expect_applied and self._applied_offset < 0:
+                raise ViewLostError()
             # As RedisStore: at or below the applied offset, or an id among the newest applied, was applied.
             if source_offset <= self._applied_offset or order.id in self._applied:
                 return False

@@ -39,7 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tradebot.adapters.store import MAX_CURSOR_PART, Page, Query, StoreError, parse_cursor
+from tradebot.adapters.store import MAX_CURSOR_PART, Page, Query, StoreError, ViewLostError, parse_cursor
 from tradebot.core.models import Fill, OrderRequest, Position, Signal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -47,11 +47,16 @@ _SCAN_CHUNK = 500
 
 # KEYS: applied, orders, fills, positions, applied_offset
 # ARGV: order id, order json, strategy, symbol, order ts, fill json, fill ts, position field, position json, offset,
-#       retention (entries kept in the logs and ids in the applied set)
+#       retention (entries kept in the logs and ids in the applied set), expect applied (1: the caller applied
+#       fills here before, so no applied offset means the view was wiped: -1, no change)
 # A fill at or below the applied offset was applied already (`fills` has one partition: offsets only grow);
 # the applied set, the newest ids by offset, catches the same order id again at a later offset.
 _APPLY_FILL = """
-local last = tonumber(redis.call('GET', KEYS[5]) or '-1')
+local stored = redis.call('GET', KEYS[5])
+if not stored and ARGV[12] == '1' then
+    return -1
+end
+local last = tonumber(stored or '-1')
 if tonumber(ARGV[10]) <= last or redis.call('ZSCORE', KEYS[1], ARGV[1]) then
     return 0
 end
@@ -191,7 +196,13 @@ class RedisStore:
     # The order log and fills.
 
     async def apply_fill(
-        self, order: OrderRequest, fill: Fill, position: Position, source_offset: int
+        self,
+        order: OrderRequest,
+        fill: Fill,
+        position: Position,
+        source_offset: int,
+        *,
+        expect_applied: bool = False,
     ) -> bool:
         check_apply(order, fill, position)
         applied = await self._apply_fill(
@@ -214,8 +225,11 @@ class RedisStore:
                 position.model_dump_json(),
                 source_offset,
                 self.stream_maxlen,
+                "1" if expect_applied else "0",
             ],
         )
+        if int(applied) < 0:
+            raise ViewLostError()
         return bool(int(applied))
 
     async def applied_offset(self) -> int:

@@ -26,6 +26,14 @@ class StoreError(TradebotError):
         self.retriable = retriable
 
 
+class ViewLostError(StoreError):
+    """The store lost the view it held (Redis restarted empty or was flushed) while fills were being applied
+    to it: nothing was changed, and the view must be rebuilt from the `fills` topic."""
+
+    def __init__(self) -> None:
+        super().__init__("the store lost the fills it held: rebuild it from the topic", retriable=True)
+
+
 # Every cursor either store hands out (Redis stream ids `ms-seq`, the memory store's `seq`), and every
 # cursor a client may send: the API's schema says this, and each store answers any such cursor with a page.
 CURSOR_PATTERN = r"^[0-9]{1,20}(-[0-9]{1,20})?$"
@@ -77,10 +85,18 @@ class Store(Protocol):
 
     # The order log and fills (written by the executor), applied exactly once per order id.
     async def apply_fill(
-        self, order: OrderRequest, fill: Fill, position: Position, source_offset: int
+        self,
+        order: OrderRequest,
+        fill: Fill,
+        position: Position,
+        source_offset: int,
+        *,
+        expect_applied: bool = False,
     ) -> bool:
         """Appends the order and its fill to the logs and stores the position, atomically; False (and
-        no change) when this order id was already applied."""
+        no change) when this order id was already applied. With `expect_applied` (the caller applied fills
+        to this view before), a view holding no applied offset lost them: `ViewLostError`, no change, so a
+        wiped store is never left holding only the fills after the wipe."""
 
     async def applied_offset(self) -> int:
         """The `fills` topic offset of the last applied fill (-1 when none): where a rebuild resumes."""

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from tradebot.adapters.bus import Bus, BusError, Consumer, Producer, Record
-from tradebot.adapters.store import Store, StoreError
+from tradebot.adapters.store import Store, StoreError, ViewLostError
 from tradebot.adapters.topics import (
     CONTROL,
     FILLS,
@@ -345,9 +345,20 @@ class ExecutorRunner:
             except ValidationError:
                 continue
             self._projected[(fill_record.order.strategy_id, fill_record.order.symbol)] = fill_record.position
-            applied = await self.store.apply_fill(
-                fill_record.order, fill_record.fill, fill_record.position, record.offset
-            )
+            try:
+                applied = await self.store.apply_fill(
+                    fill_record.order,
+                    fill_record.fill,
+                    fill_record.position,
+                    record.offset,
+                    expect_applied=self._applied_offset >= 0,
+                )
+            except ViewLostError:
+                # Redis came back empty: applying on would leave it holding only what follows. The
+                # watcher rebuilds the whole view from the topic (these records included).
+                logger.warning("the store lost its fills; rebuilding it from the topic")
+                self._applied_offset = -2
+                return
             self._applied_offset = max(self._applied_offset, record.offset)
             if applied:
                 self.metrics.projected.inc()
