@@ -34,6 +34,8 @@ from tradebot.strategy.command import StrategySettings
 VALUES_FILES = sorted(p.name for p in VALUES_DIR.glob("*.yaml"))
 # Every values set the chart is rendered with: the defaults, then each file under tests/charts/values/.
 VALUE_SETS = [pytest.param((), id="defaults")] + [pytest.param((name,), id=name) for name in VALUES_FILES]
+# The values sets that deploy the dashboard (every one but the API-only set, which the test below checks).
+DASHBOARD_VALUE_SETS = [p for p in VALUE_SETS if p.values[0] != ("api-only.yaml",)]
 APP_COMPONENTS = ("simulator", "feed", "executor", "api", "dashboard", "operator")
 STANDARD_LABELS = (
     "app.kubernetes.io/name",
@@ -401,14 +403,17 @@ def test_external_kafka_redis_and_existing_secret(helm_bin: Path) -> None:
     assert executor_ports == {9093, 6380}
 
 
-@pytest.mark.parametrize("values_files", VALUE_SETS)
+def test_the_api_only_values_deploy_no_dashboard(helm_bin: Path) -> None:
+    manifests = render(helm_bin, "api-only.yaml")
+    assert not any(m["kind"] == "Deployment" and component(m) == "dashboard" for m in manifests)
+
+
+@pytest.mark.parametrize("values_files", DASHBOARD_VALUE_SETS)
 def test_the_dashboard_gets_no_api_token_unless_opted_in(
     helm_bin: Path, values_files: tuple[str, ...]
 ) -> None:
     """Issue 14.1: with the token in its pod, the dashboard was a halt/resume proxy for anyone reaching it."""
     manifests = render(helm_bin, *values_files)
-    if not any(m["kind"] == "Deployment" and component(m) == "dashboard" for m in manifests):
-        pytest.skip("this values set has no dashboard")
     dashboard = find(manifests, "Deployment", "dashboard")
     assert "TRADEBOT_API_TOKEN" not in env_of(pod_spec(dashboard)["containers"][0])
     opted_in = find(

@@ -17,13 +17,14 @@ from collections.abc import Mapping, Sequence
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 
+from tradebot.core.errors import TradebotError
 from tradebot.operator import render
 from tradebot.operator.kube import TradingStrategyResource
 
 log = logging.getLogger("tradebot.operator.cleanup")
 
 
-class StrategiesRemainError(RuntimeError):
+class StrategiesRemainError(TradebotError):
     """Some TradingStrategies still exist at the deadline (no operator removed their finalizers)."""
 
 
