@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import ServerConnection, serve
 
 from tests.plugins._proc import free_port
+from tradebot.adapters.bus import Bus
 from tradebot.adapters.memory_bus import MemoryBus
 from tradebot.adapters.topics import TICKS, TICKS_DLQ, pipeline_topics
 from tradebot.backtest.data import synthetic_ohlcv, write_ohlcv_csv
@@ -26,18 +27,20 @@ from tradebot.kit.lifecycle import ShutdownEvent
 from tradebot.simulator.server import GbmConfig, Metrics, PriceSimulator, ReplayConfig, start_server
 
 
-def make_feed(bus: MemoryBus, port: int) -> Feed:
-    return Feed(
-        codec=SimulatorCodec(),
-        url=f"ws://127.0.0.1:{port}",
-        symbols=[],
-        producer=bus.producer("feed"),
-        store=None,
-        metrics=FeedMetrics(CollectorRegistry()),
-        backoff_initial_s=0.05,
-        backoff_max_s=0.5,
-        seed=1,
-    )
+def make_feed(bus: Bus, port: int, **overrides: Any) -> Feed:
+    """A feed of the simulator on `port` into `bus`, reconnecting fast; `overrides` replace its arguments."""
+    arguments: dict[str, Any] = {
+        "codec": SimulatorCodec(),
+        "url": f"ws://127.0.0.1:{port}",
+        "symbols": [],
+        "producer": bus.producer("feed"),
+        "store": None,
+        "metrics": FeedMetrics(CollectorRegistry()),
+        "backoff_initial_s": 0.05,
+        "backoff_max_s": 0.5,
+        "seed": 1,
+    }
+    return Feed(**{**arguments, **overrides})
 
 
 def topic_values(bus: MemoryBus, topic: str) -> list[dict[str, object]]:

@@ -18,11 +18,11 @@ from prometheus_client import CollectorRegistry
 
 from tests.plugins._proc import free_port
 from tests.plugins.servers import KafkaBroker
+from tests.services.test_feed import make_feed
 from tradebot.adapters.kafka import KafkaBus
 from tradebot.adapters.topics import TICKS, pipeline_topics
 from tradebot.backtest.data import synthetic_ohlcv, write_ohlcv_csv
-from tradebot.feed.client import Feed, FeedMetrics
-from tradebot.feed.codecs import SimulatorCodec
+from tradebot.feed.client import Feed
 from tradebot.kit.lifecycle import ShutdownEvent
 from tradebot.simulator.server import Metrics, PriceSimulator, ReplayConfig, start_server
 
@@ -58,19 +58,7 @@ class LoopWatch:
 
 
 def feed_over(bus: KafkaBus, port: int, *, flush_timeout_s: float = 20.0) -> Feed:
-    return Feed(
-        codec=SimulatorCodec(),
-        url=f"ws://127.0.0.1:{port}",
-        symbols=[],
-        producer=bus.producer("feed"),
-        store=None,
-        metrics=FeedMetrics(CollectorRegistry()),
-        backoff_initial_s=0.05,
-        backoff_max_s=0.5,
-        max_queued=MAX_QUEUED,
-        flush_timeout_s=flush_timeout_s,
-        seed=1,
-    )
+    return make_feed(bus, port, max_queued=MAX_QUEUED, flush_timeout_s=flush_timeout_s)
 
 
 async def test_kafka_down_pauses_the_source_keeps_the_loop_free_and_loses_nothing(

@@ -18,13 +18,12 @@ from tests.plugins._proc import free_port
 from tests.plugins.servers import KafkaBroker, RedisServer
 from tests.services.test_executor_handover import committed_fills, executor
 from tests.services.test_executor_metrics import until
+from tests.services.test_feed import make_feed
 from tradebot.adapters.kafka import KafkaBus
 from tradebot.adapters.redis_store import RedisStore
 from tradebot.adapters.topics import ORDERS, TICKS, pipeline_topics
 from tradebot.core.costs import Costs
 from tradebot.core.params import StrategyParams
-from tradebot.feed.client import Feed, FeedMetrics
-from tradebot.feed.codecs import SimulatorCodec
 from tradebot.kit.lifecycle import ShutdownEvent
 from tradebot.simulator.server import GbmConfig, Metrics, PriceSimulator, start_server
 from tradebot.strategy.runner import StrategyMetrics, StrategyRunner
@@ -64,17 +63,7 @@ async def test_orders_after_a_simulator_restart_are_filled_not_dropped(
     store = RedisStore(redis_server.url, prefix=f"seq-reset-{uuid.uuid4().hex[:8]}")
     simulator = Simulator(free_port())
     await simulator.start()
-    feed = Feed(
-        codec=SimulatorCodec(),
-        url=f"ws://127.0.0.1:{simulator.port}",
-        symbols=[],
-        producer=bus.producer("feed"),
-        store=None,
-        metrics=FeedMetrics(CollectorRegistry()),
-        backoff_initial_s=0.05,
-        backoff_max_s=0.5,
-        seed=1,
-    )
+    feed = make_feed(bus, simulator.port)
     strategy = StrategyRunner(
         strategy_id="s1",
         symbols=["SYM"],
