@@ -111,11 +111,21 @@ def _service_ports(manifests: list[Manifest], component_name: str) -> dict[str, 
 def test_services_and_ports(helm_bin: Path) -> None:
     manifests = render(helm_bin)
     assert _service_ports(manifests, "simulator")["ws"] == 6789
-    assert _service_ports(manifests, "api")["http"] == 8080
+    assert _service_ports(manifests, "api") == {"http": 8080, "metrics": 9090}
     assert _service_ports(manifests, "dashboard")["ui"] == 8501
     for name in ("simulator", "feed", "executor", "dashboard"):
-        assert _service_ports(manifests, name)["http"] == 8080, name  # /metrics
+        assert _service_ports(manifests, name)["metrics"] == 9090, name
+        assert "http" not in _service_ports(manifests, name), name  # no routes of their own
     assert _service_ports(manifests, "operator")["metrics"] == 9090
+    # Every service is probed on its metrics port: the API's own port may be closed to the kubelet's peers.
+    for name in ("simulator", "feed", "executor", "api", "dashboard"):
+        container = pod_spec(find(manifests, "Deployment", name))["containers"][0]
+        env = env_of(container)
+        assert (env["TRADEBOT_HTTP_PORT"], env["TRADEBOT_METRICS_PORT"]) == ("8080", "9090"), name
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["metrics"] == 9090, name
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert container[probe]["httpGet"]["port"] == "metrics", (name, probe)
     assert _service_ports(manifests, "kafka")["kafka"] == 9092
     assert _service_ports(manifests, "redis")["redis"] == 6379
     # Every Service's selector matches the pod labels of a workload, and its targetPorts are named container ports.
@@ -236,7 +246,7 @@ def test_main_containers_use_the_tradebot_command_contract(helm_bin: Path) -> No
         p["name"]: p["containerPort"]
         for p in pod_spec(find(manifests, "Deployment", "dashboard"))["containers"][0]["ports"]
     }
-    assert dashboard_ports == {"ui": 8501, "http": 8080}
+    assert dashboard_ports == {"ui": 8501, "metrics": 9090}
     operator = pod_spec(find(manifests, "Deployment", "operator"))
     liveness = operator["containers"][0]["livenessProbe"]["httpGet"]
     assert liveness["path"] == "/healthz"
@@ -325,7 +335,9 @@ def test_network_policies(helm_bin: Path) -> None:
         assert len(strategy_peers) == 1, strategy_peers
         assert strategy_peers[0].get("namespaceSelector") == {}, strategy_peers
     assert ingress_components(f"{RELEASE}-simulator") == {"feed"}
-    # Clients reach the api (8080) and the dashboard (8501).
+    # Prometheus (metricsFrom) reaches only the ports named "metrics"; clients (ingressFrom) reach the api
+    # (8080) and the dashboard (8501).
+    assert [p["port"] for p in policies[f"{RELEASE}-metrics"]["ingress"][0]["ports"]] == ["metrics"]
     assert [p["port"] for p in policies[f"{RELEASE}-api"]["ingress"][0]["ports"]] == [8080]
     assert [p["port"] for p in policies[f"{RELEASE}-dashboard"]["ingress"][0]["ports"]] == [8501]
     operator_egress = policies[f"{RELEASE}-operator"]["egress"][0]
@@ -346,7 +358,9 @@ def test_monitoring_objects_follow_the_capability(helm_bin: Path) -> None:
     rule = by_kind(manifests, "PrometheusRule")
     assert len(monitor) == 1
     assert len(rule) == 1
-    assert {e["port"] for e in monitor[0]["spec"]["endpoints"]} == {"http", "metrics"}
+    assert {e["port"] for e in monitor[0]["spec"]["endpoints"]} == {"metrics"}
+    podmonitor = by_kind(manifests, "PodMonitor")
+    assert [e["port"] for e in podmonitor[0]["spec"]["podMetricsEndpoints"]] == ["metrics"]
     source = yaml.safe_load((REPO_ROOT / "manifests" / "monitoring" / "prometheus-rules.yaml").read_text())
     assert rule[0]["spec"]["groups"] == source["groups"]
     disabled = render(

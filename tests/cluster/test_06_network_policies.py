@@ -14,6 +14,7 @@ from tests.plugins.cluster import NAMESPACE, LocalCluster, probe_pod, tcp_reacha
 KAFKA = ("tradebot-kafka", 9092)
 REDIS = ("tradebot-redis", 6379)
 API = ("tradebot-api", 8080)
+API_METRICS = ("tradebot-api", 9090)  # /livez, /readyz, /metrics alone, open to metricsFrom (anyone here)
 SIMULATOR = ("tradebot-simulator", 6789)
 DASHBOARD = ("tradebot-dashboard", 8501)
 
@@ -70,6 +71,14 @@ def test_a_pod_without_the_labels_reaches_nothing(
     tradebot_release: LocalCluster, stranger: str, target: tuple[str, int]
 ) -> None:
     assert not reachable(tradebot_release, stranger, target)
+
+
+def test_the_api_s_metrics_port_is_open_to_metrics_from_without_opening_the_api(
+    tradebot_release: LocalCluster, stranger: str
+) -> None:
+    # The local values leave metricsFrom empty (anyone may scrape), yet the API itself stays closed.
+    assert reachable(tradebot_release, stranger, API_METRICS)
+    assert not reachable(tradebot_release, stranger, API)
 
 
 def test_an_admitted_client_reaches_the_api_but_not_the_stores(

@@ -32,13 +32,16 @@ def wait_until(condition: Callable[[], bool], what: str, limit_seconds: float = 
 
 
 @contextlib.asynccontextmanager
-async def served(app: FastAPI, settings: ServiceSettings) -> AsyncIterator[httpx.AsyncClient]:
-    """Serve `app` with real uvicorn on 127.0.0.1 (kit's serve_service, no main loop); yield a client."""
+async def served(
+    app: FastAPI, settings: ServiceSettings, port: int | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Serve `app` with real uvicorn on 127.0.0.1 (kit's serve_service, no main loop); yield a client of
+    `port` (default: the http port) once its /livez answers."""
     shutdown = ShutdownEvent()
     service = asyncio.create_task(
         serve_service(None, settings, app=app, shutdown=shutdown, handle_signals=False)
     )
-    base_url = f"http://{settings.http_host}:{settings.http_port}"
+    base_url = f"http://{settings.http_host}:{port or settings.http_port}"
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         give_up = time.monotonic() + 60
         while True:

@@ -79,6 +79,11 @@ def test_deployment_labels_env_probes_and_security_context() -> None:
         {"configMapRef": {"name": "alpha-strategy"}},
     ]
     assert {"name": "TRADEBOT_HTTP_PORT", "value": str(render.HTTP_PORT)} in container["env"]
+    # Probes and metrics on the port named "metrics", the one the chart's NetworkPolicy opens to Prometheus.
+    assert {"name": "TRADEBOT_METRICS_PORT", "value": str(render.METRICS_PORT)} in container["env"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": render.METRICS_PORT}]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["port"] == "metrics", probe
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["startupProbe"]["httpGet"]["path"] == "/livez"

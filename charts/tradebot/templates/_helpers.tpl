@@ -198,6 +198,8 @@ Env shared by every Python service.
 {{- define "tradebot.commonEnv" -}}
 - name: TRADEBOT_HTTP_PORT
   value: {{ .Values.config.httpPort | quote }}
+- name: TRADEBOT_METRICS_PORT
+  value: {{ .Values.config.metricsPort | quote }}
 - name: TRADEBOT_LOG_LEVEL
   value: {{ .Values.config.logLevel | quote }}
 - name: TRADEBOT_LOG_JSON

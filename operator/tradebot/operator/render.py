@@ -24,6 +24,9 @@ STRATEGY_LABEL = f"{GROUP}/strategy"
 COMPONENT_STRATEGY = "strategy"
 COMPONENT_BACKTEST = "backtest"
 HTTP_PORT = 8080
+# /livez, /readyz and /metrics on a port of their own, named "metrics" like every tradebot pod's: the chart's
+# NetworkPolicy opens that name to Prometheus and nothing else (a strategy serves no other route).
+METRICS_PORT = 9090
 RESULT_PATH = "/dev/termination-log"
 
 Manifest = dict[str, Any]
@@ -123,17 +126,21 @@ def render_deployment(
     if shared_env_from:
         # Bus and store endpoints (and credentials) are shared by every strategy: one Secret the chart owns.
         env_from.insert(0, {"secretRef": {"name": shared_env_from, "optional": True}})
-    probe = {"httpGet": {"port": "http"}, "periodSeconds": 10, "timeoutSeconds": 3}
+    probe = {"periodSeconds": 10, "timeoutSeconds": 3}
     container: dict[str, Any] = {
         "name": "strategy",
         "image": image,
         "args": ["strategy"],
         "envFrom": env_from,
-        "env": [{"name": "TRADEBOT_HTTP_PORT", "value": str(HTTP_PORT)}],
-        "ports": [{"name": "http", "containerPort": HTTP_PORT}],
-        "livenessProbe": {**probe, "httpGet": {"path": "/livez", "port": "http"}, "failureThreshold": 3},
-        "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "http"}, "failureThreshold": 2},
-        "startupProbe": {**probe, "httpGet": {"path": "/livez", "port": "http"}, "failureThreshold": 30},
+        # Both pinned, so a port in the shared environment can neither move the probes nor collide.
+        "env": [
+            {"name": "TRADEBOT_HTTP_PORT", "value": str(HTTP_PORT)},
+            {"name": "TRADEBOT_METRICS_PORT", "value": str(METRICS_PORT)},
+        ],
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "livenessProbe": {**probe, "httpGet": {"path": "/livez", "port": "metrics"}, "failureThreshold": 3},
+        "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "metrics"}, "failureThreshold": 2},
+        "startupProbe": {**probe, "httpGet": {"path": "/livez", "port": "metrics"}, "failureThreshold": 30},
         "securityContext": _restricted_security_context(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
@@ -159,7 +166,7 @@ def render_deployment(
                     "annotations": {
                         CONFIG_HASH_ANNOTATION: config_hash,
                         "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(HTTP_PORT),
+                        "prometheus.io/port": str(METRICS_PORT),
                     },
                 },
                 "spec": {

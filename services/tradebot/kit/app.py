@@ -34,6 +34,7 @@ from tradebot.kit.health import Readiness, ReadinessCheck
 from tradebot.kit.settings import ServiceSettings
 
 __all__ = [
+    "HEALTH_PATHS",
     "ReadinessDep",
     "RegistryDep",
     "SettingsDep",
@@ -41,12 +42,16 @@ __all__ = [
     "app_registry",
     "app_settings",
     "create_service_app",
+    "has_routes_of_its_own",
+    "health_only",
     "readiness_of",
     "service_version",
 ]
 
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 DOCS_ASSETS_URL = "/docs-assets"
+# What a service's metrics port serves (`ServiceSettings.metrics_port`): probes and Prometheus, nothing else.
+HEALTH_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 
 
 def service_version() -> str:
@@ -112,6 +117,34 @@ def create_service_app(
         return Response(encode(registry), media_type=content_type)
 
     return app
+
+
+def has_routes_of_its_own(app: FastAPI) -> bool:
+    """True if `app` serves more than what every service app has (health, metrics, its documentation):
+    the API does, the feed does not."""
+    common = {
+        *HEALTH_PATHS,
+        app.openapi_url,
+        DOCS_ASSETS_URL,
+        "/docs",
+        "/redoc",
+        app.swagger_ui_oauth2_redirect_url,
+    }
+    return any(getattr(route, "path", None) not in common for route in app.routes)
+
+
+def health_only(app: ASGIApp) -> ASGIApp:
+    """`app` with every path but `HEALTH_PATHS` answered 404: what the metrics port serves, so opening it to
+    Prometheus and the kubelet opens nothing else."""
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in HEALTH_PATHS:
+            response = JSONResponse({"detail": "Not Found"}, status_code=404)
+            await response(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return serve
 
 
 def _add_offline_docs(app: FastAPI) -> None:

@@ -15,11 +15,19 @@ import math
 import os
 import signal
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Literal
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
-from tradebot.kit.app import create_service_app, readiness_of, service_version
+from tradebot.kit.app import (
+    create_service_app,
+    has_routes_of_its_own,
+    health_only,
+    readiness_of,
+    service_version,
+)
 from tradebot.kit.logging import configure_logging
 from tradebot.kit.settings import ServiceSettings
 
@@ -98,19 +106,33 @@ async def serve_service(
     shutdown = shutdown if shutdown is not None else ShutdownEvent()
     shutdown.add_callback(readiness_of(app).mark_shutting_down)
     logger.info("service starting", extra={"version": service_version(), "settings": settings.safe_dump()})
-    server = _HealthServer(
-        uvicorn.Config(
-            app,
-            host=settings.http_host,
-            port=settings.http_port,
-            lifespan="on",
-            log_config=None,  # configure_logging owns uvicorn's loggers
-            server_header=False,
-            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
-        )
-    )
+    servers = _http_servers(settings, app)
     with _signal_handlers(loop, shutdown) if handle_signals else contextlib.nullcontext():
-        return await _supervise(main, settings, server, shutdown)
+        return await _supervise(main, settings, servers, shutdown)
+
+
+def _http_servers(settings: ServiceSettings, app: FastAPI) -> list[_HealthServer]:
+    """One server on `http_port`, or with `metrics_port` set: health and metrics there alone, and the app's
+    own routes (if it has any) on `http_port`. The app's lifespan runs once, in the first server."""
+
+    def server(asgi: ASGIApp, port: int, lifespan: Literal["on", "off"]) -> _HealthServer:
+        return _HealthServer(
+            uvicorn.Config(
+                asgi,
+                host=settings.http_host,
+                port=port,
+                lifespan=lifespan,
+                log_config=None,  # configure_logging owns uvicorn's loggers
+                server_header=False,
+                timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
+            )
+        )
+
+    if settings.metrics_port is None:
+        return [server(app, settings.http_port, "on")]
+    if not has_routes_of_its_own(app):
+        return [server(app, settings.metrics_port, "on")]
+    return [server(app, settings.http_port, "on"), server(health_only(app), settings.metrics_port, "off")]
 
 
 class _HealthServer(uvicorn.Server):
@@ -146,23 +168,32 @@ def _signal_handlers(loop: asyncio.AbstractEventLoop, shutdown: ShutdownEvent) -
 
 
 async def _supervise(
-    main: ServiceMain | None, settings: ServiceSettings, server: _HealthServer, shutdown: ShutdownEvent
+    main: ServiceMain | None, settings: ServiceSettings, servers: list[_HealthServer], shutdown: ShutdownEvent
 ) -> int:
     loop = asyncio.get_running_loop()
-    http_task = asyncio.create_task(_serve_http(server), name="http-server")
-    while not server.started:
-        if http_task.done():
-            logger.error("http server failed to start", exc_info=_exception_of(http_task))
+    http_tasks = {
+        asyncio.create_task(_serve_http(server), name=f"http-server-{server.config.port}"): server
+        for server in servers
+    }
+    while not all(server.started for server in servers):
+        if failed := [task for task in http_tasks if task.done()]:
+            logger.error("http server failed to start", exc_info=_exception_of(failed[0]))
+            for server in servers:
+                server.should_exit = True
+            await asyncio.wait(http_tasks)
             return 1
         await asyncio.sleep(0.01)
-    logger.info("service started", extra={"http_host": settings.http_host, "http_port": settings.http_port})
+    logger.info(
+        "service started",
+        extra={"http_host": settings.http_host, "http_ports": [server.config.port for server in servers]},
+    )
 
     async def run_main() -> None:
         await (main(shutdown) if main is not None else shutdown.wait())
 
     main_task = asyncio.create_task(run_main(), name="service-main")
     shutdown_requested = asyncio.create_task(shutdown.wait(), name="shutdown-requested")
-    await asyncio.wait({main_task, http_task, shutdown_requested}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({main_task, *http_tasks, shutdown_requested}, return_when=asyncio.FIRST_COMPLETED)
     shutdown_requested.cancel()
     exit_code = 0
     if not shutdown.is_set():
@@ -189,12 +220,14 @@ async def _supervise(
         logger.info("main finished")
 
     # In-flight HTTP requests get what is left of the grace period (at least a second).
-    server.config.timeout_graceful_shutdown = max(1, math.ceil(deadline - loop.time()))
-    server.should_exit = True
-    await asyncio.wait({http_task})
-    if not http_task.cancelled() and (error := http_task.exception()) is not None:
-        logger.error("http server failed", exc_info=error)
-        exit_code = 1
+    for server in servers:
+        server.config.timeout_graceful_shutdown = max(1, math.ceil(deadline - loop.time()))
+        server.should_exit = True
+    await asyncio.wait(http_tasks)
+    for task in http_tasks:
+        if (error := _exception_of(task)) is not None:
+            logger.error("http server failed", exc_info=error)
+            exit_code = 1
     logger.info("service stopped", extra={"exit_code": exit_code, "reason": shutdown.reason})
     return exit_code
 

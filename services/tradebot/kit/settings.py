@@ -19,6 +19,7 @@ from pydantic import (
     SecretBytes,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic.fields import FieldInfo
@@ -108,13 +109,36 @@ class ServiceSettings(BaseSettings):
         default=True, description="One JSON object per line; false for human-readable text."
     )
     http_host: str = Field(default="0.0.0.0", min_length=1)
-    http_port: int = Field(default=8080, ge=1, le=65535, description="Port of /livez, /readyz, /metrics.")
+    http_port: int = Field(
+        default=8080,
+        ge=1,
+        le=65535,
+        description="Port of the service's HTTP server: its own routes (the API's) and, unless metricsPort "
+        "is set, /livez, /readyz and /metrics.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of /livez, /readyz and /metrics alone, so a NetworkPolicy can open them to "
+        "Prometheus without opening the API; httpPort then serves only the service's own routes (a service "
+        "with none, like the feed, opens no other port). Unset: they share httpPort.",
+    )
     shutdown_grace_seconds: float = Field(
         default=25.0,
         gt=0,
         le=3600,
         description="Time to finish work after SIGTERM; keep it below the pod's terminationGracePeriodSeconds.",
     )
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _own_metrics_port(cls, port: int | None, info: ValidationInfo) -> int | None:
+        if port is not None and port == info.data.get("http_port"):
+            raise ValueError(
+                f"{port} is the http port too: give metrics a port of their own or leave it unset"
+            )
+        return port
 
     @field_validator("log_level", mode="before")
     @classmethod
