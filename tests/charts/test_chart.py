@@ -586,3 +586,15 @@ def test_uninstall_hook_deletes_the_release_strategies_before_the_operator_goes(
     # Without the operator nothing puts the finalizer there, so there is nothing to hook.
     without_operator = render(helm_bin, sets=("operator.enabled=false",))
     assert not [m for m in without_operator if m["metadata"].get("annotations", {}).get("helm.sh/hook")]
+
+
+def test_a_generated_token_gives_every_pod_template_the_same_config_checksum(helm_bin: Path) -> None:
+    # secret.yaml is rendered again for each checksum/config: a token drawn afresh each time made every
+    # Deployment's checksum differ from the installed Secret's, so the first `helm upgrade` rolled them all.
+    manifests = render(helm_bin)
+    checksums = {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        for d in by_kind(manifests, "Deployment")
+    }
+    assert len(checksums) >= 5, checksums
+    assert len(set(checksums.values())) == 1, checksums

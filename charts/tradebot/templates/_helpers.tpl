@@ -296,6 +296,13 @@ Usage: include "tradebot.secretValue" (dict "root" $ "key" "api-token" "value" .
 {{- else if and $existing (hasKey ($existing.data | default dict) .key) }}
 {{- index $existing.data .key }}
 {{- else }}
-{{- randAlphaNum 40 | b64enc }}
+{{- /* Generated once per render and remembered: secret.yaml is rendered again for every pod template's
+       checksum/config, and a fresh value each time would roll every Deployment on the first upgrade. */}}
+{{- $generated := .root.Values._generatedSecrets | default dict }}
+{{- if not (hasKey $generated .key) }}
+{{- $_ := set $generated .key (randAlphaNum 40 | b64enc) }}
+{{- $_ := set .root.Values "_generatedSecrets" $generated }}
+{{- end }}
+{{- index $generated .key }}
 {{- end }}
 {{- end }}
