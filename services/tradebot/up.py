@@ -38,6 +38,7 @@ from pydantic.alias_generators import to_snake
 
 from tradebot.adapters.connect import Wiring
 from tradebot.core.params import RiskLimits, StrategyParams
+from tradebot.kit.children import owned_child
 from tradebot.kit.ports import free_port, reserve_ports
 from tradebot.kit.prometheus import LocalPrometheus, default_rules_file
 from tradebot.kit.settings import ServiceSettings, load_settings_or_exit
@@ -412,7 +413,9 @@ def start_process(row: Service[Any]) -> Running:
             env.pop(name, None)
         else:
             env[name] = value
-    popen = subprocess.Popen([sys.executable, "-m", "tradebot.cli", row.command, *row.argv], env=env)
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "tradebot.cli", row.command, *row.argv], env=env, **owned_child()
+    )
     return Running(row.name, row.settings.http_port, popen, row.supervised)
 
 

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -216,6 +217,18 @@ def test_both_modes_run_each_service_with_its_own_settings(running_up: RunningUp
         ready = httpx.get(f"{up_.url}/readyz", timeout=5.0).json()
         assert ready["status"] == "ready"
         assert {"store", f"strategy-{sid}", "executor", "source"} <= set(ready["checks"])
+
+    # Ctrl-C at a terminal signals the whole foreground process group. Each service must stop once, gracefully:
+    # it used to get the terminal's SIGINT and then `up`'s SIGTERM, and took the second as "exit at once".
+    os.killpg(up_.process.popen.pid, signal.SIGINT)
+    assert up_.process.popen.wait(timeout=60) == 0, up_.process.log_tail()
+    log = up_.process.log_path.read_text()
+    assert "second signal" not in log, log
+    services = (
+        ("api", "feed", "strategy", "executor", "simulator") if up_.mode == "processes" else ("tradebot-up",)
+    )
+    stopped = [line for line in log.splitlines() if "service stopped" in line]
+    assert len(stopped) >= len(services), log
 
 
 class PollLimits(WrappedBus):

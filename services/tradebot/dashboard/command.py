@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tradebot.dashboard.settings import DashboardSettings
     from tradebot.kit.app import create_service_app
+    from tradebot.kit.children import owned_child
     from tradebot.kit.lifecycle import ShutdownEvent, run_service
     from tradebot.kit.settings import load_settings_or_exit
 
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             *streamlit_argv(args.host, args.port, settings.upload_max_mb),
             stdin=asyncio.subprocess.DEVNULL,
             env=dict(os.environ),
+            **owned_child(),
         )
         logger.info(
             "streamlit started", extra={"pid": process.pid, "port": args.port, "api_url": settings.api_url}

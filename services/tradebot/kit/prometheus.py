@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tradebot.core.errors import TradebotError
+from tradebot.kit.children import owned_child
 
 # The repository's rules file, when running from a checkout (the chart carries its own copy).
 _REPO_RULES = Path(__file__).resolve().parents[3] / "manifests" / "monitoring" / "prometheus-rules.yaml"
@@ -106,6 +107,7 @@ class LocalPrometheus:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            **owned_child(),
         )
         log.close()
         deadline = time.monotonic() + timeout_s
