@@ -73,6 +73,8 @@ def test_dashboard_in_a_browser(dashboard: tuple[str, int], tmp_path: Path) -> N
             orders = page.locator(f'[data-testid="stColumn"]:has-text("Orders") {TABLE}').first
             expect(orders).to_contain_text("GOOG")
             expect(page.get_by_text("running").first).to_be_visible()
+            # Streamlit's "Deploy" button (to its cloud) has no place on an operator's page.
+            expect(page.locator('[data-testid="stAppDeployButton"]')).to_have_count(0)
 
             # Change a filter: the strategy selectbox -> sma-fast; the tables follow, without a reload.
             page.locator('[data-testid="stSelectbox"]').first.click()

@@ -40,6 +40,8 @@ def streamlit_argv(host: str, port: int, upload_max_mb: int = 32) -> list[str]:
         "--server.maxUploadSize", str(upload_max_mb),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        # No "Deploy" button (to Streamlit's cloud) nor developer menu: this page is an operator's cockpit.
+        "--client.toolbarMode", "minimal",
     ]  # fmt: skip
 
 
