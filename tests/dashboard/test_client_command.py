@@ -15,7 +15,7 @@ from tradebot.core.models import Fill, FillStatus, OrderReason, OrderRequest, Si
 from tradebot.core.views import EquityPoint, FillPage, OrderPage, Page, SignalPage
 from tradebot.dashboard import command
 from tradebot.dashboard.client import ApiClient, ApiUnavailable
-from tradebot.dashboard.live import equity_frame, markers, moving_averages
+from tradebot.dashboard.live import equity_charts, equity_frame, markers, moving_averages
 
 
 def _client(handler: httpx.MockTransport) -> ApiClient:
@@ -161,6 +161,14 @@ def test_markers_and_equity_frames() -> None:
         [EquityPoint(ts=t0, equity=100.0), EquityPoint(ts=t0 + timedelta(days=1), equity=90.0)], "s"
     )
     assert equity["drawdown_pct"].round(6).tolist() == [0.0, -10.0]
+
+
+def test_the_equity_axis_shows_currency_amounts() -> None:
+    # A flat curve near 10,000 read ".500 .500 .500" with Vega's default SI format.
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    frame = equity_frame([EquityPoint(ts=t0 + timedelta(minutes=i), equity=10_000.5) for i in range(3)], "s")
+    equity_chart, _ = equity_charts(frame)
+    assert equity_chart.to_dict()["encoding"]["y"]["axis"]["format"] == ",.2f"
 
 
 def test_the_command_runs_streamlit_headless_on_the_given_port() -> None:

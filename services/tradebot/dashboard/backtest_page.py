@@ -338,7 +338,8 @@ def equity_charts(result: BacktestResult) -> tuple[alt.Chart, alt.Chart]:
         .mark_line()
         .encode(
             x=alt.X("ts:T", title=None),
-            y=alt.Y("equity:Q", scale=alt.Scale(zero=False)),
+            # Whole currency amounts: Vega's default SI format shows a flat curve near 10,000 as ".500 .500".
+            y=alt.Y("equity:Q", scale=alt.Scale(zero=False), axis=alt.Axis(format=",.2f")),
             color=alt.Color(
                 "series:N", scale=alt.Scale(domain=["strategy", "buy & hold"], range=["#1f77b4", "#999999"])
             ),

@@ -193,7 +193,8 @@ def equity_charts(frame: pd.DataFrame) -> tuple[alt.Chart, alt.Chart]:
         .mark_line(point=len(frame) < 3)
         .encode(
             x=x,
-            y=alt.Y("equity:Q", title="equity", scale=alt.Scale(zero=False)),
+            # Currency amounts: Vega's default SI format shows a flat curve near 10,000 as ".500 .500".
+            y=alt.Y("equity:Q", title="equity", scale=alt.Scale(zero=False), axis=alt.Axis(format=",.2f")),
             color=alt.Color("strategy:N", title="strategy"),
             tooltip=[*tooltip, alt.Tooltip("equity:Q", format=",.2f")],
         )
