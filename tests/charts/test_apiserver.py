@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.charts._helm import CHART, NAMESPACE, RELEASE, VALUES_DIR, helm, render_text
-from tests.plugins.kube import KubeCluster
+from tests.plugins.kube import KubeCluster, wait_crd_established
 
 CRD_DIR = CHART / "crds"
 CRD_NAME = "tradingstrategies.tradebot.dev"
@@ -30,10 +30,7 @@ def cluster(kube_apiserver: KubeCluster) -> KubeCluster:
         applied = kube_apiserver.kubectl("apply", "--server-side", "-f", str(crd))
         assert applied.returncode == 0, applied.stderr
     if _crd_files():
-        established = kube_apiserver.kubectl(
-            "wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s"
-        )
-        assert established.returncode == 0, established.stderr
+        wait_crd_established(kube_apiserver, CRD_NAME)
     namespace = {
         "apiVersion": "v1",
         "kind": "Namespace",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugins.kube import KubeCluster, kubectl_json, pinned_version
+from tests.plugins.kube import KubeCluster, kubectl_json, pinned_version, wait_crd_established
 
 WIDGET_CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -87,10 +87,7 @@ def test_custom_resource_round_trips_and_its_schema_is_enforced(
 ) -> None:
     created = kube_apiserver.kubectl("apply", "-f", "-", stdin=WIDGET_CRD)
     assert created.returncode == 0, created.stderr
-    established = kube_apiserver.kubectl(
-        "wait", "--for=condition=Established", "crd/widgets.infra.tests.tradebot.dev", "--timeout=60s"
-    )
-    assert established.returncode == 0, established.stderr
+    wait_crd_established(kube_apiserver, "widgets.infra.tests.tradebot.dev")
 
     widget = {
         "apiVersion": "infra.tests.tradebot.dev/v1",

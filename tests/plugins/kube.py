@@ -21,7 +21,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.plugins._proc import REPO_ROOT, ServerProcess, find_tool, free_port, http_ok, require_tool
+from tests.plugins._proc import (
+    REPO_ROOT,
+    ServerProcess,
+    eventually,
+    find_tool,
+    free_port,
+    http_ok,
+    require_tool,
+)
 
 K8S_SCRIPT = REPO_ROOT / ".ci" / "tools" / "k8s.sh"
 
@@ -250,3 +258,18 @@ def kubectl_json(cluster: KubeCluster, *args: str) -> dict[str, object]:
         raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr}")
     parsed: dict[str, object] = json.loads(result.stdout)
     return parsed
+
+
+def wait_crd_established(cluster: KubeCluster, name: str, timeout: float = 60.0) -> None:
+    """Wait until CRD `name` is Established. `kubectl wait --for=condition=Established` right after the
+    create fails at once ("status.conditions accessor error: <nil>") when the API server has not yet
+    written any condition, so poll the object instead."""
+
+    def established() -> bool:
+        result = cluster.kubectl("get", "crd", name, "-o", "json")
+        if result.returncode != 0:
+            return False
+        conditions = json.loads(result.stdout).get("status", {}).get("conditions") or []
+        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+    eventually(f"CRD {name} to be Established", established, timeout=timeout)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.plugins._proc import REPO_ROOT, ServerProcess, eventually, free_port, http_ok
-from tests.plugins.kube import KubeCluster, write_kubeconfig
+from tests.plugins.kube import KubeCluster, wait_crd_established, write_kubeconfig
 
 MANIFESTS = REPO_ROOT / "manifests"
 CRD_FILE = MANIFESTS / "crds" / "tradingstrategies.tradebot.dev.yaml"
@@ -44,13 +44,7 @@ def get_json(cluster: KubeCluster, *args: str) -> dict[str, Any] | None:
 def tradingstrategy_crd(kube_apiserver: KubeCluster) -> Path:
     """The committed CRD, installed and established."""
     kubectl_ok(kube_apiserver, "apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    kubectl_ok(
-        kube_apiserver,
-        "wait",
-        "--for=condition=Established",
-        "crd/tradingstrategies.tradebot.dev",
-        "--timeout=60s",
-    )
+    wait_crd_established(kube_apiserver, "tradingstrategies.tradebot.dev")
     # Discovery catches up a moment after Established: wait until kubectl resolves the short name.
     eventually(
         "`kubectl get ts` to resolve", lambda: kube_apiserver.kubectl("get", "ts", "-A").returncode == 0
