@@ -8,14 +8,17 @@ have three replicas and `min.insync.replicas` 2; every order on `orders` has exa
 none lost, none doubled; the ticks of each symbol arrived once each, none missing; fills kept coming
 with the broker down and after it came back. The longest pause in fills around the kill is printed (and
 kept as the test's `longest_fill_pause_s` property); it is only bounded generously, not asserted.
+Also on the cluster: a topic made before with fewer replicas is left as it is, and reported.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +32,8 @@ from tests.e2e.harness import Pipeline, read_topic
 from tests.plugins._proc import free_port
 from tests.plugins.kafka_cluster import KafkaCluster
 from tests.plugins.servers import RedisServer
+from tradebot.adapters.bus import TopicSpec
+from tradebot.adapters.kafka import KafkaBus
 from tradebot.adapters.topics import FILLS, ORDERS, TICKS, pipeline_topics
 
 # Windows this short cross every few ticks on a random walk: a steady flow of orders, a few a second.
@@ -270,3 +275,21 @@ def test_the_active_controller_killed_and_restarted(
         KafkaCluster.active_controller,
         record_property,
     )
+
+
+def test_new_topics_get_three_replicas_and_an_old_one_with_fewer_is_reported(
+    kafka_cluster: KafkaCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = kafka_cluster.node(1).create_topic(f"made-on-one-broker-{uuid.uuid4().hex[:8]}")  # one replica
+    new = f"made-on-three-{uuid.uuid4().hex[:8]}"
+    bus = KafkaBus(kafka_cluster.bootstrap)
+    try:
+        with caplog.at_level(logging.WARNING, logger="tradebot.adapters.kafka"):
+            bus.ensure_topics([TopicSpec(old), TopicSpec(new)])
+    finally:
+        bus.close()
+    metadata = AdminClient({"bootstrap.servers": kafka_cluster.bootstrap}).list_topics(timeout=30)
+    assert [len(p.replicas) for p in metadata.topics[new].partitions.values()] == [3]
+    assert [len(p.replicas) for p in metadata.topics[old].partitions.values()] == [1]  # left as it was
+    reported = [(r.__dict__.get("topic"), r.__dict__.get("replicas")) for r in caplog.records]
+    assert reported == [(old, 1)]

@@ -40,6 +40,7 @@ _FENCED = frozenset(
         KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
     }
 )
+logger = logging.getLogger(__name__)
 _TIMEOUT_S = 30.0
 # How often librdkafka reports consumer lag (see KafkaConsumer.lag).
 _STATS_INTERVAL_MS = 2000
@@ -446,6 +447,7 @@ class KafkaBus:
                 )
             )
         futures = admin.create_topics(new_topics, operation_timeout=_TIMEOUT_S)
+        existing: list[str] = []
         for name, future in futures.items():
             try:
                 future.result(timeout=_TIMEOUT_S * 2)
@@ -453,7 +455,25 @@ class KafkaBus:
                 error = _kafka_error(exc)
                 if error is None or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise _bus_error(f"creating topic {name}", exc) from exc
+                existing.append(name)
         self._wait_for_leaders([spec.name for spec in specs])
+        self._warn_if_under_replicated(existing, replicas)
+
+    def _warn_if_under_replicated(self, names: list[str], wanted: int) -> None:
+        """Existing topics are left as they are; one with fewer replicas than a new one would get (made on a
+        smaller cluster, say) is said once at start, as it does not survive what the others do."""
+        if not names:
+            return
+        topics = self._open_admin().list_topics(timeout=_TIMEOUT_S).topics
+        for name in names:
+            partitions = topics[name].partitions.values() if name in topics else ()
+            replicas = min((len(partition.replicas) for partition in partitions), default=wanted)
+            if replicas < wanted:
+                logger.warning(
+                    "an existing topic has fewer replicas than the services would give it; raise them with"
+                    " kafka-reassign-partitions",
+                    extra={"topic": name, "replicas": replicas, "wanted": wanted},
+                )
 
     def replication(self) -> tuple[int, int]:
         """The replication factor and min.insync.replicas `ensure_topics` gives new topics."""
