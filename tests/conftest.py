@@ -6,6 +6,7 @@ import pytest
 
 pytest_plugins = [
     "tests.plugins.servers",
+    "tests.plugins.kafka_cluster",
     "tests.plugins.kube",
     "tests.plugins.tradebot_operator",
     "tests.plugins.cluster",

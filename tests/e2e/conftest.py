@@ -12,7 +12,9 @@ from tests.plugins.servers import KafkaBroker, RedisServer
 
 
 @pytest.fixture
-def pipeline(own_kafka: KafkaBroker, own_redis: RedisServer, tmp_path: Path) -> Iterator[Pipeline]:
+def pipeline(
+    own_kafka: KafkaBroker, own_redis: RedisServer, tmp_path: Path
+) -> Iterator[Pipeline[KafkaBroker]]:
     logs = tmp_path / "service-logs"
     logs.mkdir()
     running = Pipeline(own_kafka, own_redis, logs)

@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from tests.plugins._proc import free_port, port_open
-from tests.plugins.servers import KafkaBroker, RedisServer
+from tests.plugins.servers import RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "historical_data.csv"
@@ -66,9 +66,19 @@ class Service:
         return self.process is not None and self.process.poll() is None
 
 
+class Kafka(Protocol):
+    """What the pipeline needs of Kafka: where it is (one broker, or a cluster's every broker)."""
+
+    @property
+    def bootstrap(self) -> str: ...
+
+
+K = TypeVar("K", bound=Kafka)
+
+
 @dataclass
-class Pipeline:
-    kafka: KafkaBroker
+class Pipeline(Generic[K]):
+    kafka: K
     redis: RedisServer
     workdir: Path
     services: dict[str, Service] = field(default_factory=dict)

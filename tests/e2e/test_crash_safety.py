@@ -11,6 +11,7 @@ from collections import Counter
 
 from tests.e2e.harness import Pipeline, backtest_trades, read_topic, trades_from_fills
 from tests.e2e.test_parity import redis_fill_count
+from tests.plugins.servers import KafkaBroker
 
 # The sample spans ~3,100 days; this speed replays it in about 15 s.
 SPEED = str(18_000_000)
@@ -23,7 +24,7 @@ def expected_run() -> tuple[list[tuple[str, str, str, float, float, float]], int
 
 
 def assert_exactly_once(
-    pipeline: Pipeline, expected: list[tuple[str, str, str, float, float, float]], n_fills: int
+    pipeline: Pipeline[KafkaBroker], expected: list[tuple[str, str, str, float, float, float]], n_fills: int
 ) -> None:
     orders = read_topic(pipeline.kafka.bootstrap, "orders")
     fills = read_topic(pipeline.kafka.bootstrap, "fills")
@@ -35,7 +36,7 @@ def assert_exactly_once(
     assert trades_from_fills(fills) == expected
 
 
-def test_kill_9_strategy_and_executor(pipeline: Pipeline) -> None:
+def test_kill_9_strategy_and_executor(pipeline: Pipeline[KafkaBroker]) -> None:
     expected, n_fills = expected_run()
     pipeline.start_replay(speed=SPEED)
     rng = random.Random(20261125)
@@ -52,7 +53,7 @@ def test_kill_9_strategy_and_executor(pipeline: Pipeline) -> None:
     assert_exactly_once(pipeline, expected, n_fills)
 
 
-def test_broker_redis_and_simulator_restarts(pipeline: Pipeline) -> None:
+def test_broker_redis_and_simulator_restarts(pipeline: Pipeline[KafkaBroker]) -> None:
     expected, n_fills = expected_run()
     pipeline.start_replay(speed=SPEED)
     pipeline.wait_until("first fills", lambda: redis_fill_count(pipeline) > 0, timeout=60)

@@ -9,9 +9,12 @@ from typing import Any
 
 from tests.e2e.harness import Pipeline, read_keyed, read_topic
 from tests.e2e.test_crash_safety import SPEED
+from tests.plugins.servers import KafkaBroker
 
 
-def call(pipeline: Pipeline, method: str, path: str, token: str | None = None) -> tuple[int, Any]:
+def call(
+    pipeline: Pipeline[KafkaBroker], method: str, path: str, token: str | None = None
+) -> tuple[int, Any]:
     request = urllib.request.Request(f"http://127.0.0.1:{pipeline.api_port}{path}", method=method)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -22,7 +25,7 @@ def call(pipeline: Pipeline, method: str, path: str, token: str | None = None) -
         return exc.code, json.loads(exc.read() or b"null")
 
 
-def test_halted_strategy_entries_are_refused_and_visible(pipeline: Pipeline) -> None:
+def test_halted_strategy_entries_are_refused_and_visible(pipeline: Pipeline[KafkaBroker]) -> None:
     pipeline.start_replay(speed=SPEED, with_api=True)
     pipeline.wait_http("api")
     pipeline.wait_until(

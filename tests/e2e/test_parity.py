@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from tests.e2e.harness import Pipeline, backtest_trades, read_topic, trades_from_fills
+from tests.plugins.servers import KafkaBroker
 
 # A second strategy on the same ticks, with other rules: EMA, trailing stop, take-profit, fixed notional.
 OTHER = {
@@ -36,7 +38,7 @@ OTHER_FLAGS = [
 ]
 
 
-def redis_fill_count(pipeline: Pipeline) -> int:
+def redis_fill_count(pipeline: Pipeline[Any]) -> int:
     from tradebot.adapters.redis_store import RedisStore
     from tradebot.adapters.store import Query
 
@@ -56,7 +58,7 @@ def redis_fill_count(pipeline: Pipeline) -> int:
     return asyncio.run(count())
 
 
-def test_live_replay_gives_the_backtest_trades(pipeline: Pipeline) -> None:
+def test_live_replay_gives_the_backtest_trades(pipeline: Pipeline[KafkaBroker]) -> None:
     expected, result = backtest_trades()
     open_at_end = any(t["exit_reason"] == "end_of_data" for t in result["trades"])
     expected_fills = 2 * len(expected) + (1 if open_at_end else 0)

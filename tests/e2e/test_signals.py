@@ -7,20 +7,21 @@ import urllib.request
 from typing import Any
 
 from tests.e2e.harness import Pipeline, read_topic
+from tests.plugins.servers import KafkaBroker
 
 # Short windows cross often (about 265 times over the sample), more than the retention below.
 PARAMS = {"short_window": 3, "long_window": 8}
 RETENTION = 100
 
 
-def signals_shown(pipeline: Pipeline) -> list[dict[str, Any]]:
+def signals_shown(pipeline: Pipeline[KafkaBroker]) -> list[dict[str, Any]]:
     url = f"http://127.0.0.1:{pipeline.api_port}/signals?strategy_id=parity&limit=1000"
     with urllib.request.urlopen(url, timeout=5) as response:
         items: list[dict[str, Any]] = json.loads(response.read())["items"]
         return items
 
 
-def test_the_newest_emitted_signals_appear_on_get_signals(pipeline: Pipeline) -> None:
+def test_the_newest_emitted_signals_appear_on_get_signals(pipeline: Pipeline[KafkaBroker]) -> None:
     pipeline.start_replay(params=PARAMS, with_api=True, TRADEBOT_REDIS_STREAM_MAXLEN=str(RETENTION))
     pipeline.wait_http("api")
     pipeline.wait_until("the replay", lambda: len(read_topic(pipeline.kafka.bootstrap, "ticks")) == 2148, 120)

@@ -144,9 +144,15 @@ class ServerProcess:
         """SIGKILL, the way a crash looks."""
         self.stop(signal.SIGKILL)
 
+    def start(self) -> None:
+        """Starts the stopped (or killed) process again with the same command, log and environment."""
+        if self.running:
+            raise RuntimeError(f"{self.name} is running")
+        self.popen = self._spawn()
+
     def restart(self) -> None:
         self.stop()
-        self.popen = self._spawn()
+        self.start()
 
 
 def eventually(what: str, probe: Callable[[], Any], timeout: float = 30.0, interval: float = 0.25) -> Any:

@@ -58,7 +58,7 @@ class KafkaBroker:
     def restart(self) -> None:
         """Stops the broker (SIGTERM, clean shutdown) and starts it again on the same ports and data."""
         self.process.restart()
-        _wait_for_kafka(self)
+        wait_for_kafka(self)
 
 
 @dataclass
@@ -110,7 +110,7 @@ def _kafka_properties(data_dir: Path, port: int, controller_port: int) -> str:
     )
 
 
-def _wait_for_kafka(broker: KafkaBroker) -> None:
+def wait_for_kafka(broker: KafkaBroker) -> None:
     from confluent_kafka.admin import AdminClient
 
     def serves() -> bool:
@@ -162,7 +162,7 @@ def start_kafka(root: Path) -> KafkaBroker:
     process = ServerProcess("kafka", [str(kafka_class), "kafka.Kafka", str(config)], root)
     broker = KafkaBroker(bootstrap=f"127.0.0.1:{port}", process=process, data_dir=root)
     try:
-        _wait_for_kafka(broker)
+        wait_for_kafka(broker)
     except BaseException:
         process.stop()
         raise

@@ -3,12 +3,13 @@ and store its settings name."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tradebot.adapters.bus import Bus
 from tradebot.adapters.store import Store
@@ -43,6 +44,18 @@ class PipelineSettings(ServiceSettings):
         default=2.0, gt=0, le=300, description="Longest wait for a connection to Redis."
     )
     topic_partitions: int = Field(default=6, ge=1, le=1000)
+    kafka_replication_factor: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        description="Replicas of the topics the services create (unset: 3, or the number of brokers if fewer).",
+    )
+    kafka_min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        description="min.insync.replicas of the topics the services create (unset: 2 with 3 or more replicas, else 1).",
+    )
     commission_pct: float = Field(default=0.0, ge=0, le=10)
     commission_fixed: float = Field(default=0.0, ge=0)
     slippage_bps: float = Field(default=0.0, ge=0, le=1000)
@@ -53,6 +66,16 @@ class PipelineSettings(ServiceSettings):
         if not url.get_secret_value().startswith(("redis://", "rediss://")):
             raise ValueError("must start with redis:// or rediss://")
         return url
+
+    @model_validator(mode="after")
+    def _in_sync_within_replicas(self) -> PipelineSettings:
+        replicas, in_sync = self.kafka_replication_factor, self.kafka_min_insync_replicas
+        if replicas is not None and in_sync is not None and in_sync > replicas:
+            raise ValueError(
+                f"TRADEBOT_KAFKA_MIN_INSYNC_REPLICAS ({in_sync}) is more than TRADEBOT_KAFKA_REPLICATION_FACTOR"
+                f" ({replicas}): every write would be refused"
+            )
+        return self
 
     def costs(self) -> Costs:
         return Costs(
@@ -65,7 +88,11 @@ class PipelineSettings(ServiceSettings):
 def kafka_bus(settings: PipelineSettings) -> Bus:
     from tradebot.adapters.kafka import KafkaBus
 
-    return KafkaBus(settings.kafka_bootstrap)
+    return KafkaBus(
+        settings.kafka_bootstrap,
+        replication_factor=settings.kafka_replication_factor,
+        min_insync_replicas=settings.kafka_min_insync_replicas,
+    )
 
 
 def redis_store(settings: PipelineSettings) -> Store:
@@ -81,11 +108,33 @@ def redis_store(settings: PipelineSettings) -> Store:
 
 
 def kafka_reachable(settings: PipelineSettings) -> ReadinessCheck:
-    """A readiness check: the first bootstrap server accepts TCP connections."""
+    """A readiness check: one of the bootstrap servers accepts TCP connections (the clients fail over to
+    any of them, so one broker down must not make every pod unready)."""
+    checks = []
+    for server in settings.kafka_bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        checks.append(tcp_check(host or "127.0.0.1", int(port or 9092)))
 
-    first = settings.kafka_bootstrap.split(",")[0].strip()
-    host, _, port = first.rpartition(":")
-    return tcp_check(host or "127.0.0.1", int(port or 9092))
+    async def any_reachable() -> bool:
+        # All at once, the first success wins: a dead broker whose address hangs must not use up the time
+        # the readiness probe gives the check before a live one is tried.
+        pending = {asyncio.ensure_future(check()) for check in checks}
+        error: BaseException | None = None
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None and task.result():
+                        return True
+                    error = task.exception() or error
+        finally:
+            for task in pending:
+                task.cancel()
+        if error is not None:
+            raise error
+        return False
+
+    return any_reachable
 
 
 @dataclass(frozen=True)

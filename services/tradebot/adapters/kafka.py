@@ -40,6 +40,7 @@ _FENCED = frozenset(
         KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
     }
 )
+logger = logging.getLogger(__name__)
 _TIMEOUT_S = 30.0
 # How often librdkafka reports consumer lag (see KafkaConsumer.lag).
 _STATS_INTERVAL_MS = 2000
@@ -365,8 +366,40 @@ class KafkaConsumer:
             self._consumer.close()
 
 
+# Replicas a topic gets by default: three, or every broker of a smaller cluster.
+_MAX_DEFAULT_REPLICAS = 3
+
+
+def replication_for(
+    brokers: int, replication_factor: int | None = None, min_insync_replicas: int | None = None
+) -> tuple[int, int]:
+    """The replication factor and `min.insync.replicas` of a new topic: as given, else min(3, brokers)
+    replicas and 2 in sync when there are 3 (with `acks=all`, every acknowledged write is then on two
+    brokers, and one broker may be lost without losing a write or stopping writes), 1 below that."""
+    replicas = replication_factor if replication_factor is not None else min(_MAX_DEFAULT_REPLICAS, brokers)
+    in_sync = min_insync_replicas if min_insync_replicas is not None else (2 if replicas >= 3 else 1)
+    if replicas < 1 or in_sync < 1:
+        raise BusError(f"replication factor {replicas} and min.insync.replicas {in_sync} must be >= 1")
+    if in_sync > replicas:
+        # Every acks=all write would fail with NOT_ENOUGH_REPLICAS: refuse rather than create such a topic.
+        raise BusError(f"min.insync.replicas {in_sync} is more than the replication factor {replicas}")
+    return replicas, in_sync
+
+
 class KafkaBus:
-    def __init__(self, bootstrap: str, *, client_config: dict[str, str] | None = None) -> None:
+    """The bus on a Kafka cluster. New topics get `replication_factor` replicas and `min_insync_replicas`
+    (None: from the number of brokers up when they are created, see `replication_for`)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        client_config: dict[str, str] | None = None,
+        replication_factor: int | None = None,
+        min_insync_replicas: int | None = None,
+    ) -> None:
+        self._replication_factor = replication_factor
+        self._min_insync_replicas = min_insync_replicas
         self._base: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             # librdkafka's own messages go through logging (JSON in a container), not raw to stderr.
@@ -398,17 +431,23 @@ class KafkaBus:
         admin = self._open_admin()
         if not specs:
             return
+        replicas, in_sync = self.replication()
         new_topics = []
         for spec in specs:
-            config: dict[str, str] = {}
+            config: dict[str, str] = {"min.insync.replicas": str(in_sync)}
             if spec.retention_ms is not None:
                 config["retention.ms"] = str(spec.retention_ms)
             if spec.compacted:
                 config["cleanup.policy"] = "compact"
             if spec.segment_ms is not None:
                 config["segment.ms"] = str(spec.segment_ms)
-            new_topics.append(NewTopic(spec.name, num_partitions=spec.partitions, config=config))
+            new_topics.append(
+                NewTopic(
+                    spec.name, num_partitions=spec.partitions, replication_factor=replicas, config=config
+                )
+            )
         futures = admin.create_topics(new_topics, operation_timeout=_TIMEOUT_S)
+        existing: list[str] = []
         for name, future in futures.items():
             try:
                 future.result(timeout=_TIMEOUT_S * 2)
@@ -416,7 +455,35 @@ class KafkaBus:
                 error = _kafka_error(exc)
                 if error is None or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise _bus_error(f"creating topic {name}", exc) from exc
+                existing.append(name)
         self._wait_for_leaders([spec.name for spec in specs])
+        self._warn_if_under_replicated(existing, replicas)
+
+    def _warn_if_under_replicated(self, names: list[str], wanted: int) -> None:
+        """Existing topics are left as they are; one with fewer replicas than a new one would get (made on a
+        smaller cluster, say) is said once at start, as it does not survive what the others do."""
+        if not names:
+            return
+        topics = self._open_admin().list_topics(timeout=_TIMEOUT_S).topics
+        for name in names:
+            partitions = topics[name].partitions.values() if name in topics else ()
+            replicas = min((len(partition.replicas) for partition in partitions), default=wanted)
+            if replicas < wanted:
+                logger.warning(
+                    "an existing topic has fewer replicas than the services would give it; raise them with"
+                    " kafka-reassign-partitions",
+                    extra={"topic": name, "replicas": replicas, "wanted": wanted},
+                )
+
+    def replication(self) -> tuple[int, int]:
+        """The replication factor and min.insync.replicas `ensure_topics` gives new topics."""
+        if self._replication_factor is not None and self._min_insync_replicas is not None:
+            return replication_for(0, self._replication_factor, self._min_insync_replicas)
+        try:
+            brokers = len(self._open_admin().list_topics(timeout=_TIMEOUT_S).brokers)
+        except KafkaException as exc:
+            raise _bus_error("counting the brokers", exc) from exc
+        return replication_for(brokers, self._replication_factor, self._min_insync_replicas)
 
     def _wait_for_leaders(self, names: list[str], timeout: float = _TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
