@@ -170,7 +170,6 @@ def test_service_account_has_exactly_the_grants_it_needs(
         ("watch", "pods"),
         ("create", "events"),
         ("list", "customresourcedefinitions.apiextensions.k8s.io"),
-        ("watch", "namespaces"),
     ]
     denied = [
         ("delete", "tradingstrategies.tradebot.dev"),
@@ -181,6 +180,11 @@ def test_service_account_has_exactly_the_grants_it_needs(
         ("create", "pods"),
         ("patch", "pods"),
         ("delete", "jobs.batch"),
+        ("delete", "configmaps"),
+        ("patch", "events"),
+        ("get", "pods"),
+        ("list", "namespaces"),
+        ("get", "tradingstrategies.tradebot.dev/status"),
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
     ]

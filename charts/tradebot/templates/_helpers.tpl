@@ -297,3 +297,18 @@ Usage: include "tradebot.secretValue" (dict "root" $ "key" "api-token" "value" .
 {{- randAlphaNum 40 | b64enc }}
 {{- end }}
 {{- end }}
+
+{{/*
+RBAC rules from a list of dicts: groups, resources, verbs, optional names (resourceNames), why (a comment).
+*/}}
+{{- define "tradebot.rbacRules" -}}
+{{- range . }}
+  # {{ .why }}
+  - apiGroups: {{ toJson .groups }}
+    resources: {{ toJson .resources }}
+    {{- with .names }}
+    resourceNames: {{ toJson . }}
+    {{- end }}
+    verbs: {{ toJson .verbs }}
+{{- end }}
+{{- end }}

@@ -57,6 +57,10 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **kwarg
         settings.watching.label_selectors[selector] = f"app.kubernetes.io/managed-by={render.MANAGED_BY}"
     settings.posting.level = logging.INFO
     settings.peering.standalone = True
+    if memo.settings.namespaces:
+        # Given namespaces by name, kopf needs no namespace or CRD watch (both cluster-scoped): the chart's
+        # namespaced Roles grant none. The CRD is installed before the operator starts (the chart's crds/).
+        settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10]
     memo.kube = Kube(AsyncClient(field_manager=render.MANAGED_BY))

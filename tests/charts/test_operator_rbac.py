@@ -1,0 +1,204 @@
+"""The operator's RBAC as the chart renders it, applied to a real kube-apiserver and asked with
+`kubectl auth can-i --list` as the operator's ServiceAccount (issue 14.6): exactly the verbs the code calls,
+in exactly the namespaces it works in, and nothing else.
+
+What the code calls (operator/tradebot/operator): kopf lists, watches and patches TradingStrategies (its
+annotations and finalizer) and posts Events; `Kube` gets a strategy and merge-patches its status, gets and
+server-side applies (create when absent, patch) the ConfigMap, Deployment and CronJob, gets and creates the
+backtest Job; the indexes list and watch backtest Jobs and pods, the event handlers Deployments and
+ConfigMaps; the shared-env Secret is read in the release's namespace and copied (get, apply) next to
+strategies in other namespaces. Cluster-wide, kopf also watches CRDs (it notices the CRD changing); it
+watches namespaces only when it is not cluster-wide, and the operator turns that scanning off when it has a
+list of namespaces. Nothing is deleted by the operator: owner references let the garbage collector do it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.charts._helm import NAMESPACE, RELEASE, Manifest, render
+from tests.plugins._proc import eventually
+from tests.plugins.kube import KubeCluster
+
+SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-operator"
+RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+WATCHED = ("rbac-watched-a", "rbac-watched-b")
+UNWATCHED = "rbac-unwatched"
+SHARED_ENV = f"{RELEASE}-shared-env"
+# Granted to every authenticated user by the API server's own bindings (system:basic-user).
+SELF_REVIEWS = {
+    "selfsubjectreviews.authentication.k8s.io",
+    "selfsubjectaccessreviews.authorization.k8s.io",
+    "selfsubjectrulesreviews.authorization.k8s.io",
+}
+
+# (resource, resource names) -> verbs: what `kubectl auth can-i --list` shows.
+Grants = dict[tuple[str, str], frozenset[str]]
+
+
+def _grants(rows: Mapping[str, str]) -> Grants:
+    """`{"deployments.apps": "get list"}` (a `resource[name]` key limits it to that name) as Grants."""
+    result: Grants = {}
+    for key, verbs in rows.items():
+        resource, _, names = key.partition("[")
+        result[(resource, names.rstrip("]"))] = frozenset(verbs.split())
+    return result
+
+
+# Every namespace a strategy can live in: the objects it owns, its status, kopf's bookkeeping and Events.
+STRATEGY_NAMESPACE = {
+    "tradingstrategies.tradebot.dev": "get list watch patch",
+    "tradingstrategies.tradebot.dev/status": "patch",
+    "deployments.apps": "get list watch create patch",
+    "configmaps": "get list watch create patch",
+    "jobs.batch": "get list watch create",
+    "cronjobs.batch": "get create patch",
+    "pods": "list watch",
+    "events": "create",
+}
+# A strategy outside the release's namespace gets a copy of the shared-env Secret.
+SECRET_COPIES = {"secrets": "get create patch"}
+CLUSTER_WIDE = _grants(
+    {**STRATEGY_NAMESPACE, **SECRET_COPIES, "customresourcedefinitions.apiextensions.k8s.io": "list watch"}
+)
+WATCHED_NAMESPACE = _grants({**STRATEGY_NAMESPACE, **SECRET_COPIES})
+RELEASE_NAMESPACE_ONLY = _grants({f"secrets[{SHARED_ENV}]": "get"})
+
+
+def can_i_list(cluster: KubeCluster, namespace: str) -> Grants:
+    """`kubectl auth can-i --list` as the operator's ServiceAccount in `namespace` (cluster-scoped grants
+    included), without the self-reviews every user has."""
+    result = cluster.kubectl("auth", "can-i", "--list", f"--as={SERVICE_ACCOUNT}", "-n", namespace)
+    assert result.returncode == 0, result.stderr
+    grants: Grants = {}
+    for line in result.stdout.splitlines()[1:]:
+        match = re.match(r"^(\S*)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$", line)
+        assert match is not None, line
+        resource, urls, names, verbs = match.groups()
+        if urls or resource in SELF_REVIEWS:
+            continue  # non-resource URLs (discovery, /version) are every user's too
+        key = (resource, names)
+        grants[key] = grants.get(key, frozenset()) | frozenset(verbs.split())
+    return grants
+
+
+def can_i(cluster: KubeCluster, verb: str, resource: str, namespace: str) -> bool:
+    resource, _, subresource = resource.partition("/")
+    extra = [f"--subresource={subresource}"] if subresource else []
+    result = cluster.kubectl(
+        "auth", "can-i", verb, resource, *extra, f"--as={SERVICE_ACCOUNT}", "-n", namespace
+    )
+    return result.stdout.strip() == "yes"
+
+
+def operator_rbac(manifests: list[Manifest]) -> list[Manifest]:
+    """The operator's ServiceAccount, roles and bindings (not the uninstall hook's, not the other pods')."""
+    return [
+        m
+        for m in manifests
+        if m["kind"] in RBAC_KINDS
+        and m["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+    ]
+
+
+@pytest.fixture
+def rbac_cluster(kube_apiserver: KubeCluster, tradingstrategy_crd: Path) -> Iterator[KubeCluster]:
+    """The API server with the CRD and the release's and the test's namespaces; the operator's RBAC is
+    removed afterwards, so each test sees only what it applied."""
+    for namespace in (NAMESPACE, *WATCHED, UNWATCHED):
+        kube_apiserver.kubectl("create", "namespace", namespace)
+    yield kube_apiserver
+    for kind in ("clusterrolebindings", "clusterroles"):
+        kube_apiserver.kubectl("delete", kind, "-l", "app.kubernetes.io/component=operator")
+    for namespace in (NAMESPACE, *WATCHED, UNWATCHED):
+        kube_apiserver.kubectl(
+            "delete", "rolebindings,roles", "-l", "app.kubernetes.io/component=operator", "-n", namespace
+        )
+
+
+def _apply_operator_rbac(cluster: KubeCluster, helm_bin: Path, *sets: str) -> list[Manifest]:
+    rbac = operator_rbac(render(helm_bin, sets=sets))
+    result = cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(rbac))
+    assert result.returncode == 0, result.stderr
+    return rbac
+
+
+def format_table(tables: Mapping[str, Grants]) -> str:
+    """The grants per namespace as a Markdown table (the closing note of issue 14 quotes it)."""
+    keys = sorted({key for grants in tables.values() for key in grants})
+    lines = ["| resource | " + " | ".join(tables) + " |", "|---" * (len(tables) + 1) + "|"]
+    for resource, names in keys:
+        label = f"{resource} [{names}]" if names else resource
+        cells = [" ".join(sorted(grants.get((resource, names), ()))) or "-" for grants in tables.values()]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def test_cluster_wide_grants_exactly_what_the_code_calls(rbac_cluster: KubeCluster, helm_bin: Path) -> None:
+    rbac = _apply_operator_rbac(rbac_cluster, helm_bin)
+    assert {m["kind"] for m in rbac} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    eventually(
+        "the ClusterRoleBinding to take effect",
+        lambda: can_i(rbac_cluster, "list", "tradingstrategies.tradebot.dev", UNWATCHED),
+    )
+    tables = {namespace: can_i_list(rbac_cluster, namespace) for namespace in (NAMESPACE, UNWATCHED)}
+    print(format_table(tables))  # shown with -s: the can-i table of the closing note
+    for namespace, grants in tables.items():
+        assert grants == CLUSTER_WIDE, (namespace, format_table({namespace: grants}))
+    # What the issue found granted and unused, asked one by one.
+    for verb, resource in (
+        ("delete", "deployments.apps"),
+        ("delete", "configmaps"),
+        ("delete", "jobs.batch"),
+        ("delete", "cronjobs.batch"),
+        ("patch", "jobs.batch"),
+        ("list", "secrets"),
+        ("create", "pods"),
+        ("list", "namespaces"),
+        ("create", "tradingstrategies.tradebot.dev"),
+        ("delete", "tradingstrategies.tradebot.dev"),
+        ("patch", "events.events.k8s.io"),
+    ):
+        assert not can_i(rbac_cluster, verb, resource, UNWATCHED), (verb, resource)
+
+
+def test_watch_namespaces_grants_only_roles_in_those_namespaces(
+    rbac_cluster: KubeCluster, helm_bin: Path
+) -> None:
+    rbac = _apply_operator_rbac(
+        rbac_cluster, helm_bin, *(f"operator.watchNamespaces[{i}]={ns}" for i, ns in enumerate(WATCHED))
+    )
+    eventually(
+        "the RoleBindings to take effect",
+        lambda: can_i(rbac_cluster, "list", "tradingstrategies.tradebot.dev", WATCHED[1]),
+    )
+    tables = {
+        namespace: can_i_list(rbac_cluster, namespace) for namespace in (*WATCHED, NAMESPACE, UNWATCHED)
+    }
+    print(format_table(tables))
+    assert {m["kind"] for m in rbac} == {"ServiceAccount", "Role", "RoleBinding"}
+    for namespace in WATCHED:
+        assert tables[namespace] == WATCHED_NAMESPACE, (
+            namespace,
+            format_table({namespace: tables[namespace]}),
+        )
+    # The release's namespace: the shared-env Secret by name, to copy it; nothing in an unwatched one.
+    assert tables[NAMESPACE] == RELEASE_NAMESPACE_ONLY, format_table({NAMESPACE: tables[NAMESPACE]})
+    assert tables[UNWATCHED] == {}, format_table({UNWATCHED: tables[UNWATCHED]})
+    assert not can_i(rbac_cluster, "get", "secrets", NAMESPACE)  # other Secrets of the release: no
+
+
+def test_watch_namespaces_including_the_release_namespace(rbac_cluster: KubeCluster, helm_bin: Path) -> None:
+    """Strategies next to the operator use the shared-env Secret itself: no copies, so no Secret writes there."""
+    _apply_operator_rbac(rbac_cluster, helm_bin, f"operator.watchNamespaces[0]={NAMESPACE}")
+    eventually(
+        "the RoleBinding to take effect",
+        lambda: can_i(rbac_cluster, "list", "tradingstrategies.tradebot.dev", NAMESPACE),
+    )
+    assert can_i_list(rbac_cluster, NAMESPACE) == {**_grants(STRATEGY_NAMESPACE), **RELEASE_NAMESPACE_ONLY}
+    assert can_i_list(rbac_cluster, UNWATCHED) == {}
