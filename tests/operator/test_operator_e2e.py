@@ -440,6 +440,58 @@ def test_backtest_job_result_lands_in_the_status(
     assert row[6:8] == ["12.5", "1.25"]
 
 
+def test_a_forged_backtest_pod_is_ignored(
+    kube_apiserver: KubeCluster, operator: Operator, namespace: str
+) -> None:
+    """Issue 14.8: a pod anyone created with the backtest's labels and a fake result does not speak for the
+    strategy; only a pod the operator's Job controls (owner reference to the Job's uid) does."""
+    cluster = kube_apiserver
+    job, real_pod = _backtested(cluster, namespace)
+    real = get_json(cluster, "pod", real_pod, "-n", namespace)
+    assert real is not None
+    (owner,) = real["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"]) == ("Job", job["metadata"]["uid"])
+    # Every label the operator reads or used to trust (job-name, the spec hash, managed-by, the strategy);
+    # not the Job's selector (controller-uid), with which the Job controller would adopt the pod (see below).
+    labels = {
+        key: value for key, value in real["metadata"]["labels"].items() if not key.endswith("controller-uid")
+    }
+    assert labels["job-name"] == job["metadata"]["name"]
+    forged = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "forged-backtest", "labels": labels},
+        "spec": {"containers": [{"name": "backtest", "image": "ghcr.io/tradebot/tradebot:0.1.0"}]},
+    }
+    _apply(cluster, namespace, forged)
+    fake = json.loads(json.dumps(RESULT))
+    fake["stats"]["total_return_pct"] = 999.0
+    _terminate_pod(cluster, namespace, "forged-backtest", exit_code=0, message=json.dumps(fake))
+
+    def backtest_condition() -> dict[str, Any]:
+        condition = _condition(
+            get_json(cluster, "ts", "sma-backtested", "-n", namespace), "BacktestSucceeded"
+        )
+        assert condition is not None
+        return condition
+
+    # The operator is woken by the forged pod's events within a second; it must keep saying Running.
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        assert backtest_condition()["reason"] == "Running"
+        time.sleep(0.5)
+
+    _terminate_pod(cluster, namespace, real_pod, exit_code=0, message=json.dumps(RESULT))
+    eventually("BacktestSucceeded=True", lambda: backtest_condition()["status"] == "True")
+    resource = get_json(cluster, "ts", "sma-backtested", "-n", namespace)
+    assert resource is not None
+    backtest = resource["status"]["backtest"]
+    assert (backtest["totalReturnPct"], backtest["jobName"]) == (12.5, job["metadata"]["name"])
+    forged_now = get_json(cluster, "pod", "forged-backtest", "-n", namespace)
+    assert forged_now is not None
+    assert not forged_now["metadata"].get("ownerReferences")
+
+
 def test_failed_backtest_says_why(kube_apiserver: KubeCluster, operator: Operator, namespace: str) -> None:
     cluster = kube_apiserver
     _, pod = _backtested(cluster, namespace)
@@ -480,6 +532,29 @@ def test_schedule_makes_a_cronjob(kube_apiserver: KubeCluster, operator: Operato
     jobs = get_json(cluster, "jobs", "-n", namespace)
     assert jobs is not None
     assert jobs["items"] == []
+
+    # A run of the CronJob (as its schedule would start it): its Job is controlled by the CronJob, which the
+    # TradingStrategy controls, so its pod's result is trusted (issue 14.8).
+    kubectl_ok(
+        cluster, "create", "job", "ema-nightly-run", "--from=cronjob/ema-nightly-backtest", "-n", namespace
+    )
+    run = get_json(cluster, "job", "ema-nightly-run", "-n", namespace)
+    assert run is not None
+    assert run["metadata"]["ownerReferences"][0]["uid"] == cronjob["metadata"]["uid"]
+    _terminate_pod(
+        cluster,
+        namespace,
+        _job_pod(cluster, namespace, "ema-nightly-run"),
+        exit_code=0,
+        message=json.dumps(RESULT),
+    )
+    done = eventually(
+        "the scheduled run's result",
+        lambda: ((get_json(cluster, "ts", "ema-nightly", "-n", namespace) or {}).get("status") or {}).get(
+            "backtest"
+        ),
+    )
+    assert (done["jobName"], done["totalReturnPct"]) == ("ema-nightly-run", 12.5)
 
 
 def _valid_strategies(cluster: KubeCluster) -> int:

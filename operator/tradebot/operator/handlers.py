@@ -313,9 +313,11 @@ async def _sync(
                 "TradingStrategy asks for (edited or deleted by hand?): applied again",
             )
         conditions.append(status.deployment_readiness(deployment or None, suspended=spec.suspend))
-    backtest = (
-        status.backtest_outcome(render.backtest_hash(spec), pods, jobs) if spec.backtest is not None else None
-    )
+    backtest = None
+    if spec.backtest is not None:
+        jobs = list(jobs)
+        owners = await _backtest_owner_uids(kube, body, name, namespace, jobs)
+        backtest = status.backtest_outcome(render.backtest_hash(spec), pods, jobs, owners)
     if backtest is not None:
         conditions.append(backtest.condition)
     if not conditions:
@@ -327,6 +329,21 @@ async def _sync(
     )
     if backtest is not None:
         _count_backtest(body, backtest, before, before_result)
+
+
+async def _backtest_owner_uids(
+    kube: Kube, body: kopf.Body, name: str, namespace: str, jobs: Iterable[BacktestJob]
+) -> set[str]:
+    """Who may control a backtest Job of this strategy: the TradingStrategy itself, and (when some Job says a
+    CronJob controls it) the strategy's own CronJob, if the TradingStrategy controls that one."""
+    strategy_uid = str(body.meta.get("uid") or "")
+    owners = {strategy_uid} if strategy_uid else set()
+    if strategy_uid and any(job.owner_kind == "CronJob" for job in jobs):
+        cronjob = await kube.get("batch/v1", "CronJob", render.backtest_cronjob_name(name), namespace)
+        controller = status.controller_of(cronjob) if cronjob is not None else None
+        if cronjob is not None and controller is not None and controller[2] == strategy_uid:
+            owners.add(str(cronjob["metadata"]["uid"]))
+    return owners
 
 
 def _count_backtest(

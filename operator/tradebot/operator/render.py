@@ -266,6 +266,10 @@ def render_backtest_job(
     }
 
 
+def backtest_cronjob_name(name: str) -> str:
+    return f"{name}-backtest"
+
+
 def render_backtest_cronjob(
     name: str, namespace: str, spec: TradingStrategySpec, *, default_image: str
 ) -> Manifest:
@@ -278,7 +282,7 @@ def render_backtest_cronjob(
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": {"name": f"{name}-backtest", "namespace": namespace, "labels": job_labels},
+        "metadata": {"name": backtest_cronjob_name(name), "namespace": namespace, "labels": job_labels},
         "spec": {
             "schedule": spec.backtest.schedule,
             "concurrencyPolicy": "Forbid",
