@@ -262,7 +262,9 @@ def test_strategy_lifecycle_params_rollout_suspend_and_readiness(
     assert params["sizing"] == {"kind": "risk-pct", "value": 1.0}
     assert configmap["data"]["TRADEBOT_STRATEGY_SYMBOLS"] == "BTCUSDT,ETHUSDT"
     assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["image"] == "ghcr.io/tradebot/tradebot:0.1.0"
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
     first_hash = deployment["spec"]["template"]["metadata"]["annotations"][render.CONFIG_HASH_ANNOTATION]
@@ -395,9 +397,22 @@ def test_backtest_job_result_lands_in_the_status(
     kube_apiserver: KubeCluster, operator: Operator, namespace: str
 ) -> None:
     cluster = kube_apiserver
+    # The restricted Pod Security Standard, enforced: the Job controller could not create a pod that breaks it.
+    kubectl_ok(cluster, "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     job, pod = _backtested(cluster, namespace)
     name = job["metadata"]["name"]
     assert name.startswith("sma-backtested-backtest-")
+    # Issue 14.9: the pod as the API server stored it, token-less, bounded and restricted.
+    created = get_json(cluster, "pod", pod, "-n", namespace)
+    assert created is not None
+    assert created["spec"]["automountServiceAccountToken"] is False
+    assert created["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (backtest_container,) = created["spec"]["containers"]
+    assert backtest_container["resources"] == render.DEFAULT_BACKTEST_RESOURCES
+    assert backtest_container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not any(
+        "serviceaccount" in mount["mountPath"] for mount in backtest_container.get("volumeMounts", [])
+    )
     (reference,) = job["metadata"]["ownerReferences"]
     assert reference["kind"] == "TradingStrategy"
     spec = job["spec"]["template"]["spec"]
