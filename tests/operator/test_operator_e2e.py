@@ -572,6 +572,54 @@ def test_schedule_makes_a_cronjob(kube_apiserver: KubeCluster, operator: Operato
     assert (done["jobName"], done["totalReturnPct"]) == ("ema-nightly-run", 12.5)
 
 
+def test_specs_the_api_server_or_the_model_refuse_are_permanent_errors_in_ready(
+    kube_apiserver: KubeCluster, operator: Operator, namespace: str
+) -> None:
+    """Issue 14.13: they used to be TemporaryErrors retried every 5 s forever; now Ready says why, nothing is
+    retried, and fixing the spec recovers."""
+    cluster = kube_apiserver
+    name = "refused"
+
+    def apply(spec: dict[str, Any]) -> None:
+        manifest = {
+            "apiVersion": "tradebot.dev/v1alpha1",
+            "kind": "TradingStrategy",
+            "metadata": {"name": name},
+        }
+        _apply(cluster, namespace, {**manifest, "spec": {"symbols": ["BTCUSDT"], **spec}})
+
+    def ready() -> dict[str, Any] | None:
+        return _condition(get_json(cluster, "ts", name, "-n", namespace), "Ready")
+
+    def invalid_ready(fragment: str) -> dict[str, Any] | None:
+        condition = ready()
+        return condition if condition and fragment in condition["message"] else None
+
+    # A resource name the CRD lets through but the API server refuses in the Deployment (422).
+    apply({"resources": {"requests": {"gpu": 1}}})
+    refused = eventually("Ready=False naming the refused resource", lambda: invalid_ready("gpu"))
+    assert (refused["status"], refused["reason"]) == ("False", "InvalidSpec")
+    assert "the API server refused" in refused["message"]
+    # Neither the handler nor the daemon retries it: no temporary error in two retry delays.
+    temporary = operator.metric("tradebot_operator_errors_total", kind="temporary")
+    time.sleep(2 * 5.0 + 1)
+    assert operator.metric("tradebot_operator_errors_total", kind="temporary") == temporary
+    assert ready() == refused
+
+    # A request above its limit, and an hour the CRD's pattern takes but no cron does: the model refuses.
+    apply({"resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "256Mi"}}})
+    eventually("Ready=False on the request above its limit", lambda: invalid_ready("must not exceed"))
+    apply({"backtest": {"dataset": {"path": "/data/x.csv"}, "schedule": "0 25 * * *"}})
+    eventually("Ready=False on the hour 25", lambda: invalid_ready("'25' is out of range for the hour"))
+
+    # Fixed: the objects are applied and Ready follows the Deployment again.
+    apply({"resources": {"requests": {"memory": "128Mi"}, "limits": {"memory": "256Mi"}}})
+    eventually("the Deployment", lambda: get_json(cluster, "deployment", f"{name}-strategy", "-n", namespace))
+    eventually(
+        "Ready no longer InvalidSpec", lambda: (c := ready()) is not None and c["reason"] != "InvalidSpec"
+    )
+
+
 def _valid_strategies(cluster: KubeCluster) -> int:
     """TradingStrategies anywhere whose spec the operator accepts: what it manages."""
     listed = get_json(cluster, "ts", "-A")

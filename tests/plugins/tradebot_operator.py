@@ -63,14 +63,16 @@ class Operator:
     process: ServerProcess
     metrics_port: int
 
-    def metric(self, name: str) -> float:
-        """The sum of every series of `name` (with its labels or without) on the operator's /metrics."""
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of every series of `name` (with its labels or without) on the operator's /metrics; with
+        `labels`, of the series carrying each of them."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             text = response.read().decode()
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith((f"{name}{{", f"{name} "))
+            if line.startswith((f"{name}{{", f"{name} ")) and all(label in line for label in wanted)
         )
 
     def api_writes(self) -> float:

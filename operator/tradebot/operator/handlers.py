@@ -1,9 +1,10 @@
 """kopf registrations: thin, they parse, call the renderers, and let `Kube` write only what differs.
 
 - `reconcile` (create, resume, spec update) applies a TradingStrategy's ConfigMap and Deployment and starts
-  its backtest. Retry policy is explicit: a spec the API server accepted but our model rejects is a
-  `PermanentError` (retrying cannot help; the Ready condition says why), while API hiccups are
-  `TemporaryError`s retried with a delay.
+  its backtest. Retry policy is explicit: a spec the API server accepted but our model rejects, or whose
+  objects the API server refuses (422), is a `PermanentError` (retrying cannot help; the Ready condition
+  says why, and the next spec change runs the handler again), while API hiccups are `TemporaryError`s
+  retried with a delay.
 - `keep_in_sync` is a daemon per TradingStrategy that sleeps until one of its objects changes (or
   `resync_seconds` pass), then re-applies what was edited or deleted by hand and writes Ready and the
   backtest's result into the status. Its errors are `TemporaryError`s too: kopf restarts it after the delay.
@@ -179,6 +180,14 @@ async def reconcile(
             if started is not None:
                 conditions.append(status.backtest_running(started))
     except ApiError as exc:
+        if _refused(exc):
+            # The objects this spec renders are invalid (a quantity or schedule the CRD could not check):
+            # retrying cannot help until the spec changes, which runs this handler again.
+            ERRORS.labels(kind="permanent").inc()
+            RECONCILES.labels(result="invalid").inc()
+            message = _refusal_message(exc)
+            await _write_status(kube, body, generation, [status.invalid_spec(message)], observe=True)
+            raise kopf.PermanentError(message) from exc
         ERRORS.labels(kind="temporary").inc()
         RECONCILES.labels(result="error").inc()
         raise kopf.TemporaryError(f"API server: {exc.status.message}", delay=API_RETRY_S) from exc
@@ -190,6 +199,15 @@ async def reconcile(
     except ApiError:
         fresh = body
     await _write_status(kube, fresh, generation, conditions, observe=True)
+
+
+def _refused(exc: ApiError) -> bool:
+    """The API server refused an object as invalid (422): a property of the spec, not of the moment."""
+    return exc.status.code == 422
+
+
+def _refusal_message(exc: ApiError) -> str:
+    return f"the API server refused an object this spec makes: {exc.status.message}"[:1024]
 
 
 async def _apply_strategy(
@@ -303,8 +321,15 @@ async def _sync(
     conditions: list[Condition] = []
     # Only a spec the reconcile handler has handled speaks for the objects: until then it is applying them.
     if int(body.status.get("observedGeneration") or 0) == generation:
-        async with memo.apply_lock:
-            repaired, deployment = await _apply_strategy(kube, body, name, namespace, spec, memo.settings)
+        try:
+            async with memo.apply_lock:
+                repaired, deployment = await _apply_strategy(kube, body, name, namespace, spec, memo.settings)
+        except ApiError as exc:
+            if not _refused(exc):
+                raise
+            # Not an error to restart this daemon for every few seconds: Ready says why; a spec change wakes it.
+            await _write_status(kube, body, generation, [status.invalid_spec(_refusal_message(exc))])
+            return
         for manifest in repaired:
             kopf.warn(
                 body,
