@@ -25,6 +25,7 @@ from tests.charts._helm import (
     kinds,
     pod_spec,
     render,
+    template_args,
     workloads,
 )
 from tests.plugins._proc import REPO_ROOT
@@ -575,3 +576,72 @@ def test_uninstall_hook_deletes_the_release_strategies_before_the_operator_goes(
     # Without the operator nothing puts the finalizer there, so there is nothing to hook.
     without_operator = render(helm_bin, sets=("operator.enabled=false",))
     assert not [m for m in without_operator if m["metadata"].get("annotations", {}).get("helm.sh/hook")]
+
+
+GITOPS_SETS = (
+    "existingSecret=tradebot-credentials",
+    "operator.sharedEnvExistingSecret=tradebot-strategy-env",
+    "redis.auth.enabled=true",
+    "operator.watchNamespaces={team-a}",
+)
+
+
+def test_every_credential_can_come_from_an_existing_secret(helm_bin: Path) -> None:
+    """Issue 14.5: with existing Secrets the chart renders no Secret, nothing random, the same text each time."""
+    first = helm(helm_bin, *template_args(sets=GITOPS_SETS))
+    second = helm(helm_bin, *template_args(sets=GITOPS_SETS))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    manifests = [doc for doc in yaml.safe_load_all(first.stdout) if doc]
+    assert "Secret" not in kinds(manifests)
+    api = pod_spec(find(manifests, "Deployment", "api"))["containers"][0]
+    assert env_of(api)["TRADEBOT_API_TOKEN"]["secretKeyRef"] == {
+        "name": "tradebot-credentials",
+        "key": "api-token",
+    }
+    assert env_of(api)["TRADEBOT_REDIS_PASSWORD"]["secretKeyRef"] == {
+        "name": "tradebot-credentials",
+        "key": "redis-password",
+    }
+    operator = pod_spec(find(manifests, "Deployment", "operator"))["containers"][0]
+    assert env_of(operator)["TRADEBOT_OPERATOR_SHARED_ENV_SECRET"] == "tradebot-strategy-env"
+    # The operator may read that Secret (to copy it next to strategies elsewhere), by name and nothing else.
+    (release_role,) = [
+        m
+        for m in by_kind(manifests, "Role")
+        if m["metadata"]["namespace"] == NAMESPACE and component(m) == "operator"
+    ]
+    assert release_role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["tradebot-strategy-env"],
+            "verbs": ["get"],
+        }
+    ]
+
+
+def test_without_existing_secrets_the_chart_makes_them(helm_bin: Path) -> None:
+    manifests = render(helm_bin, "redis-auth.yaml")
+    secrets = {s["metadata"]["name"] for s in by_kind(manifests, "Secret")}
+    assert secrets == {RELEASE, f"{RELEASE}-shared-env"}
+
+
+@pytest.mark.parametrize(
+    ("token", "accepted"),
+    [("", True), ("x" * 31, False), ("x" * 32, True), ("short", False)],
+)
+def test_an_inline_api_token_has_at_least_32_characters(helm_bin: Path, token: str, accepted: bool) -> None:
+    result = helm(helm_bin, *template_args(sets=(f"apiToken={token}",)))
+    assert (result.returncode == 0) is accepted, result.stderr
+    if not accepted:
+        assert f"/apiToken': minLength: got {len(token)}, want 32" in result.stderr
+
+
+def test_readme_names_every_credential_source() -> None:
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for key in values["existingSecretKeys"]:
+        assert f"existingSecretKeys.{key}" in readme, key
+    for phrase in ("existingSecret", "operator.sharedEnvExistingSecret", "at least 32 characters", "GitOps"):
+        assert phrase in readme, phrase

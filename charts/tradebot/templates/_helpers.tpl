@@ -108,7 +108,11 @@ Credentials Secret name and whether the chart creates it.
 Name of the Secret with bus/store endpoints that the operator hands to strategy pods (envFrom).
 */}}
 {{- define "tradebot.sharedEnvSecretName" -}}
+{{- if .Values.operator.sharedEnvExistingSecret }}
+{{- .Values.operator.sharedEnvExistingSecret }}
+{{- else }}
 {{- printf "%s-shared-env" (include "tradebot.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
 {{- end }}
 
 {{- define "tradebot.kafkaName" -}}
