@@ -14,9 +14,13 @@ list of namespaces. Nothing is deleted by the operator: owner references let the
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Iterator, Mapping
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -24,6 +28,8 @@ import yaml
 from tests.charts._helm import NAMESPACE, RELEASE, Manifest, render
 from tests.plugins._proc import eventually
 from tests.plugins.kube import KubeCluster
+from tests.plugins.tradebot_operator import get_json, kubectl_ok, running_operator
+from tradebot.operator.render import STRATEGY_LABEL
 
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-operator"
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
@@ -202,3 +208,130 @@ def test_watch_namespaces_including_the_release_namespace(rbac_cluster: KubeClus
     )
     assert can_i_list(rbac_cluster, NAMESPACE) == {**_grants(STRATEGY_NAMESPACE), **RELEASE_NAMESPACE_ONLY}
     assert can_i_list(rbac_cluster, UNWATCHED) == {}
+
+
+def _strategy(name: str, backtest: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "tradebot.dev/v1alpha1",
+            "kind": "TradingStrategy",
+            "metadata": {"name": name},
+            "spec": {"symbols": ["BTCUSDT"], "backtest": {"dataset": {"path": "/data/x.csv"}, **backtest}},
+        }
+    )
+
+
+@pytest.mark.slow
+def test_the_operator_runs_on_the_watch_namespaces_roles_alone(
+    rbac_cluster: KubeCluster, helm_bin: Path, tmp_path: Path
+) -> None:
+    """The namespaced grants are not only minimal but enough: the operator, authenticated as the chart's
+    ServiceAccount with only the Roles of watchNamespaces, runs a strategy in a watched namespace (objects,
+    the shared-env copy, the backtest Job, its result, a CronJob) without one forbidden call, and leaves an
+    unwatched namespace alone."""
+    cluster = rbac_cluster
+    _apply_operator_rbac(
+        cluster, helm_bin, *(f"operator.watchNamespaces[{i}]={ns}" for i, ns in enumerate(WATCHED))
+    )
+    eventually(
+        "the RoleBindings to take effect",
+        lambda: can_i(cluster, "list", "tradingstrategies.tradebot.dev", WATCHED[0]),
+    )
+    shared = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": SHARED_ENV},
+        "stringData": {"X": "1"},
+    }
+    kubectl_ok(cluster, "apply", "-n", NAMESPACE, "-f", "-", stdin=json.dumps(shared))
+    env = {
+        "TRADEBOT_OPERATOR_NAMESPACES": json.dumps(list(WATCHED)),
+        "TRADEBOT_OPERATOR_SHARED_ENV_SECRET": SHARED_ENV,
+        "TRADEBOT_OPERATOR_SHARED_ENV_NAMESPACE": NAMESPACE,
+    }
+    watched, name = WATCHED[0], "rbac-run"
+    with running_operator(cluster, tmp_path, (NAMESPACE, f"{RELEASE}-operator"), env):
+        try:
+            kubectl_ok(cluster, "apply", "-n", watched, "-f", "-", stdin=_strategy(name, {}))
+            kubectl_ok(cluster, "apply", "-n", UNWATCHED, "-f", "-", stdin=_strategy(name, {}))
+            for kind, object_name in (
+                ("deployment", f"{name}-strategy"),
+                ("configmap", f"{name}-strategy"),
+                ("secret", f"{name}-shared-env"),
+            ):
+                eventually(
+                    f"{kind} {object_name}", partial(get_json, cluster, kind, object_name, "-n", watched)
+                )
+            jobs = eventually(
+                "the backtest Job",
+                lambda: (
+                    get_json(cluster, "jobs", "-n", watched, "-l", f"{STRATEGY_LABEL}={name}") or {}
+                ).get("items"),
+            )
+            pods = eventually(
+                "its pod",
+                lambda: (
+                    get_json(cluster, "pods", "-n", watched, "-l", f"job-name={jobs[0]['metadata']['name']}")
+                    or {}
+                ).get("items"),
+            )
+            _finish(cluster, watched, pods[0]["metadata"]["name"])
+            eventually(
+                "the result in the status",
+                lambda: ((get_json(cluster, "ts", name, "-n", watched) or {}).get("status") or {}).get(
+                    "backtest"
+                ),
+            )
+            kubectl_ok(
+                cluster, "apply", "-n", watched, "-f", "-", stdin=_strategy(name, {"schedule": "0 2 * * *"})
+            )
+            eventually("the CronJob", lambda: get_json(cluster, "cronjob", f"{name}-backtest", "-n", watched))
+            # Nothing for the strategy the operator does not watch.
+            unwatched = get_json(cluster, "ts", name, "-n", UNWATCHED)
+            assert unwatched is not None
+            assert not (unwatched.get("status") or {}).get("conditions")
+            assert get_json(cluster, "deployment", f"{name}-strategy", "-n", UNWATCHED) is None
+        finally:
+            # While the operator runs: it removes its finalizer.
+            cluster.kubectl("delete", "ts", name, "-n", watched, "--timeout=30s")
+            cluster.kubectl("delete", "ts", name, "-n", UNWATCHED, "--wait=false")
+
+
+def _finish(cluster: KubeCluster, namespace: str, pod: str) -> None:
+    """Play the kubelet: the backtest container exited 0 with a result as its termination message."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    result = json.dumps({"stats": {"total_return_pct": 1.5, "n_trades": 1}})
+    terminated = {
+        "exitCode": 0,
+        "reason": "Completed",
+        "message": result,
+        "startedAt": now,
+        "finishedAt": now,
+    }
+    status = {
+        "status": {
+            "phase": "Succeeded",
+            "containerStatuses": [
+                {
+                    "name": "backtest",
+                    "image": "i",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": terminated},
+                }
+            ],
+        }
+    }
+    kubectl_ok(
+        cluster,
+        "patch",
+        "pod",
+        pod,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
