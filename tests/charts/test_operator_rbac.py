@@ -76,10 +76,10 @@ WATCHED_NAMESPACE = _grants({**STRATEGY_NAMESPACE, **SECRET_COPIES})
 RELEASE_NAMESPACE_ONLY = _grants({f"secrets[{SHARED_ENV}]": "get"})
 
 
-def can_i_list(cluster: KubeCluster, namespace: str) -> Grants:
+def can_i_list(cluster: KubeCluster, namespace: str, service_account: str = SERVICE_ACCOUNT) -> Grants:
     """`kubectl auth can-i --list` as the operator's ServiceAccount in `namespace` (cluster-scoped grants
     included), without the self-reviews every user has."""
-    result = cluster.kubectl("auth", "can-i", "--list", f"--as={SERVICE_ACCOUNT}", "-n", namespace)
+    result = cluster.kubectl("auth", "can-i", "--list", f"--as={service_account}", "-n", namespace)
     assert result.returncode == 0, result.stderr
     grants: Grants = {}
     for line in result.stdout.splitlines()[1:]:
@@ -102,13 +102,12 @@ def can_i(cluster: KubeCluster, verb: str, resource: str, namespace: str) -> boo
     return result.stdout.strip() == "yes"
 
 
-def operator_rbac(manifests: list[Manifest]) -> list[Manifest]:
-    """The operator's ServiceAccount, roles and bindings (not the uninstall hook's, not the other pods')."""
+def operator_rbac(manifests: list[Manifest], component: str = "operator") -> list[Manifest]:
+    """The operator's ServiceAccount, roles and bindings (or the uninstall hook's), not the other pods'."""
     return [
         m
         for m in manifests
-        if m["kind"] in RBAC_KINDS
-        and m["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+        if m["kind"] in RBAC_KINDS and m["metadata"]["labels"].get("app.kubernetes.io/component") == component
     ]
 
 
@@ -119,12 +118,11 @@ def rbac_cluster(kube_apiserver: KubeCluster, tradingstrategy_crd: Path) -> Iter
     for namespace in (NAMESPACE, *WATCHED, UNWATCHED):
         kube_apiserver.kubectl("create", "namespace", namespace)
     yield kube_apiserver
+    ours = "app.kubernetes.io/component in (operator,uninstall)"
     for kind in ("clusterrolebindings", "clusterroles"):
-        kube_apiserver.kubectl("delete", kind, "-l", "app.kubernetes.io/component=operator")
+        kube_apiserver.kubectl("delete", kind, "-l", ours)
     for namespace in (NAMESPACE, *WATCHED, UNWATCHED):
-        kube_apiserver.kubectl(
-            "delete", "rolebindings,roles", "-l", "app.kubernetes.io/component=operator", "-n", namespace
-        )
+        kube_apiserver.kubectl("delete", "rolebindings,roles", "-l", ours, "-n", namespace)
 
 
 def _apply_operator_rbac(cluster: KubeCluster, helm_bin: Path, *sets: str) -> list[Manifest]:
@@ -208,6 +206,23 @@ def test_watch_namespaces_including_the_release_namespace(rbac_cluster: KubeClus
     )
     assert can_i_list(rbac_cluster, NAMESPACE) == {**_grants(STRATEGY_NAMESPACE), **RELEASE_NAMESPACE_ONLY}
     assert can_i_list(rbac_cluster, UNWATCHED) == {}
+
+
+def test_the_uninstall_hook_may_only_list_and_delete_the_release_strategies(
+    rbac_cluster: KubeCluster, helm_bin: Path
+) -> None:
+    """`helm uninstall`'s pre-delete hook (`tradebot operator --delete-strategies`, cleanup.py) lists and
+    deletes the release's TradingStrategies, in the release's namespace, and does nothing else."""
+    hook = operator_rbac(render(helm_bin), component="uninstall")
+    assert {m["kind"] for m in hook} == {"ServiceAccount", "Role", "RoleBinding"}
+    applied = rbac_cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(hook))
+    assert applied.returncode == 0, applied.stderr
+    account = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-uninstall"
+    wanted = _grants({"tradingstrategies.tradebot.dev": "list delete"})
+    eventually(
+        "the RoleBinding to take effect", lambda: can_i_list(rbac_cluster, NAMESPACE, account) == wanted
+    )
+    assert can_i_list(rbac_cluster, UNWATCHED, account) == {}
 
 
 def _strategy(name: str, backtest: dict[str, Any]) -> str:
