@@ -88,21 +88,21 @@ def test_backtest_section_gives_costs_and_defaults() -> None:
         # issue 14.13: what the API server would refuse only when the operator applies it.
         (
             {"symbols": ["X"], "backtest": {**BACKTEST, "schedule": "61 * * * *"}},
-            "spec.backtest.schedule: schedule: '61' is out of range for the minute (0-59)",
+            "spec.backtest.schedule: '61' is out of range for the minute (0-59)",
         ),
         ({"symbols": ["X"], "backtest": {**BACKTEST, "schedule": "every day at two pm"}}, "should match"),
         ({"symbols": ["X"], "backtest": {**BACKTEST, "schedule": "? * * * *"}}, "'?' is for day of month"),
         (
             {"symbols": ["X"], "resources": {"limits": {"memory": "lots"}}},
-            "spec.resources: resources.limits: 'lots' is not a Kubernetes quantity",
+            "spec.resources: limits: 'lots' is not a Kubernetes quantity",
         ),
         (
             {"symbols": ["X"], "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1500m"}}},
-            "resources.requests.cpu (2) must not exceed resources.limits.cpu (1500m)",
+            "spec.resources: requests.cpu (2) must not exceed limits.cpu (1500m)",
         ),
         (
             {"symbols": ["X"], "resources": {"limit": {"cpu": "1"}}},
-            "resources takes limits, requests, claims",
+            "spec.resources: takes limits, requests, claims, not limit",
         ),
     ],
 )

@@ -107,24 +107,24 @@ def check_resources(resources: dict[str, Any]) -> dict[str, Any]:
     field: unknown keys, quantities that are none, and a request above its limit."""
     unknown = sorted(set(resources) - set(RESOURCE_KEYS))
     if unknown:
-        raise ValueError(f"resources takes {', '.join(RESOURCE_KEYS)}, not {', '.join(unknown)}")
+        raise ValueError(f"takes {', '.join(RESOURCE_KEYS)}, not {', '.join(unknown)}")
     parsed: dict[str, dict[str, Decimal]] = {}
     for key in ("limits", "requests"):
         section = resources.get(key) or {}
         if not isinstance(section, dict):
-            raise ValueError(f"resources.{key} maps resource names to quantities")
+            raise ValueError(f"{key} maps resource names to quantities")
         if len(section) > MAX_RESOURCE_NAMES:
-            raise ValueError(f"resources.{key} names at most {MAX_RESOURCE_NAMES} resources")
+            raise ValueError(f"{key} names at most {MAX_RESOURCE_NAMES} resources")
         try:
             parsed[key] = {name: parse_quantity(value) for name, value in section.items()}
         except ValueError as exc:
-            raise ValueError(f"resources.{key}: {exc}") from None
+            raise ValueError(f"{key}: {exc}") from None
     for name, request in parsed["requests"].items():
         limit = parsed["limits"].get(name)
         if limit is not None and request > limit:
             raise ValueError(
-                f"resources.requests.{name} ({resources['requests'][name]}) must not exceed "
-                f"resources.limits.{name} ({resources['limits'][name]})"
+                f"requests.{name} ({resources['requests'][name]}) must not exceed "
+                f"limits.{name} ({resources['limits'][name]})"
             )
     return resources
 
@@ -137,17 +137,17 @@ def check_cron(schedule: str) -> str:
         for item in field.split(","):
             body, _, step = item.partition("/")
             if step and int(step) < 1:
-                raise ValueError(f"schedule: the {name} step must be at least 1, not {step}")
+                raise ValueError(f"the {name} step must be at least 1, not {step}")
             if body in ("*", "?"):
                 if body == "?" and index not in (2, 4):
-                    raise ValueError(f"schedule: '?' is for day of month or day of week, not the {name}")
+                    raise ValueError(f"'?' is for day of month or day of week, not the {name}")
                 continue
             for bound in body.split("-"):
                 names = _CRON_NAMES.get(index, [])
                 if bound.lower() in names:
                     continue
                 if not bound.isdigit() or not low <= int(bound) <= high:
-                    raise ValueError(f"schedule: {bound!r} is out of range for the {name} ({low}-{high})")
+                    raise ValueError(f"{bound!r} is out of range for the {name} ({low}-{high})")
     return schedule
 
 
