@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from functools import partial
@@ -350,3 +351,103 @@ def _finish(cluster: KubeCluster, namespace: str, pod: str) -> None:
         "-p",
         json.dumps(status),
     )
+
+
+FORGER = "forger"
+
+
+@pytest.mark.slow
+def test_the_backtest_guard_refuses_forged_backtest_pods_and_jobs(
+    rbac_cluster: KubeCluster, helm_bin: Path
+) -> None:
+    """Issue 14.8, the rest: a pod that copies the Job's selector label is adopted by the Job, owner reference
+    and all. The opt-in admission policy refuses labelled pods and Jobs to anyone but the controllers (here
+    kube-controller-manager runs as `admin`) and the operator."""
+    cluster = rbac_cluster
+    guard = [
+        m
+        for m in render(
+            helm_bin,
+            sets=(
+                "operator.backtestGuard.enabled=true",
+                "operator.backtestGuard.podCreators={admin}",
+                "operator.backtestGuard.jobCreators={admin}",
+            ),
+        )
+        if m["kind"].startswith("ValidatingAdmissionPolicy")
+    ]
+    assert [m["kind"] for m in guard] == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    namespace = UNWATCHED
+    # Someone who may create pods and Jobs in a strategy's namespace, and nothing more.
+    rbac = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": FORGER, "namespace": namespace}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": FORGER, "namespace": namespace},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "patch"]},
+                {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": FORGER, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FORGER},
+            "subjects": [{"kind": "ServiceAccount", "name": FORGER, "namespace": namespace}],
+        },
+    ]
+    kubectl_ok(cluster, "apply", "-f", "-", stdin=yaml.safe_dump_all([*guard, *rbac]))
+    forger = f"--as=system:serviceaccount:{namespace}:{FORGER}"
+    labels = {STRATEGY_LABEL: "victim", "tradebot.dev/backtest-hash": "0123456789"}
+
+    def pod(name: str, pod_labels: dict[str, str]) -> str:
+        spec = {"containers": [{"name": "backtest", "image": "ghcr.io/tradebot/tradebot:0.1.0"}]}
+        return json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "labels": pod_labels},
+                "spec": spec,
+            }
+        )
+
+    def create(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+        return cluster.kubectl("create", "-n", namespace, *args, "-f", "-", stdin=stdin)
+
+    def forge() -> subprocess.CompletedProcess[str] | None:
+        result = create(forger, stdin=pod("forged", labels))
+        if result.returncode == 0:  # before the policy took effect
+            cluster.kubectl("delete", "pod", "forged", "-n", namespace, "--wait=false", "--grace-period=0")
+            return None
+        return None if "AlreadyExists" in result.stderr else result
+
+    # The policy takes effect within moments of its binding.
+    refused = eventually("the policy to refuse a labelled pod", forge)
+    assert "only the Job controller creates backtest pods" in refused.stderr
+    assert create(forger, stdin=pod("unlabelled", {"app": "x"})).returncode == 0
+    relabelled = cluster.kubectl(
+        "label", "pod", "unlabelled", "-n", namespace, "tradebot.dev/backtest-hash=0123456789", forger
+    )
+    assert relabelled.returncode != 0
+    assert "only the Job controller" in relabelled.stderr
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "forged", "labels": labels},
+        "spec": {
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {**json.loads(pod("x", {}))["spec"], "restartPolicy": "Never"},
+            }
+        },
+    }
+    refused_job = create(forger, stdin=json.dumps(job))
+    assert refused_job.returncode != 0
+    assert "only the tradebot operator and the CronJob controller" in refused_job.stderr
+    # The controllers' identity passes.
+    assert create(stdin=pod("by-the-controller", labels)).returncode == 0
+    for kind in ("validatingadmissionpolicybindings", "validatingadmissionpolicies"):
+        cluster.kubectl("delete", kind, "-l", "app.kubernetes.io/component=operator")
+    cluster.kubectl("delete", "pods", "--all", "-n", namespace, "--wait=false")
