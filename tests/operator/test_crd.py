@@ -29,6 +29,9 @@ INVALID_MESSAGES = {
     "replicas-2.yaml": "split the symbols over several TradingStrategies",
     "name-with-dot.yaml": "metadata.name must be lower-case letters, digits and dashes",
     "name-too-long.yaml": "metadata.name must be at most 43 characters",
+    # issue 14.13: what the API server would refuse in the owned objects is refused on the resource.
+    "resources-not-a-quantity.yaml": "spec.resources.limits.memory in body should match",
+    "schedule-not-cron.yaml": "spec.backtest.schedule in body should match",
 }
 
 

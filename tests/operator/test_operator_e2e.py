@@ -170,7 +170,6 @@ def test_service_account_has_exactly_the_grants_it_needs(
         ("watch", "pods"),
         ("create", "events"),
         ("list", "customresourcedefinitions.apiextensions.k8s.io"),
-        ("watch", "namespaces"),
     ]
     denied = [
         ("delete", "tradingstrategies.tradebot.dev"),
@@ -181,6 +180,11 @@ def test_service_account_has_exactly_the_grants_it_needs(
         ("create", "pods"),
         ("patch", "pods"),
         ("delete", "jobs.batch"),
+        ("delete", "configmaps"),
+        ("patch", "events"),
+        ("get", "pods"),
+        ("list", "namespaces"),
+        ("get", "tradingstrategies.tradebot.dev/status"),
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
     ]
@@ -258,7 +262,9 @@ def test_strategy_lifecycle_params_rollout_suspend_and_readiness(
     assert params["sizing"] == {"kind": "risk-pct", "value": 1.0}
     assert configmap["data"]["TRADEBOT_STRATEGY_SYMBOLS"] == "BTCUSDT,ETHUSDT"
     assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["image"] == "ghcr.io/tradebot/tradebot:0.1.0"
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
     first_hash = deployment["spec"]["template"]["metadata"]["annotations"][render.CONFIG_HASH_ANNOTATION]
@@ -391,9 +397,22 @@ def test_backtest_job_result_lands_in_the_status(
     kube_apiserver: KubeCluster, operator: Operator, namespace: str
 ) -> None:
     cluster = kube_apiserver
+    # The restricted Pod Security Standard, enforced: the Job controller could not create a pod that breaks it.
+    kubectl_ok(cluster, "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     job, pod = _backtested(cluster, namespace)
     name = job["metadata"]["name"]
     assert name.startswith("sma-backtested-backtest-")
+    # Issue 14.9: the pod as the API server stored it, token-less, bounded and restricted.
+    created = get_json(cluster, "pod", pod, "-n", namespace)
+    assert created is not None
+    assert created["spec"]["automountServiceAccountToken"] is False
+    assert created["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (backtest_container,) = created["spec"]["containers"]
+    assert backtest_container["resources"] == render.DEFAULT_BACKTEST_RESOURCES
+    assert backtest_container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not any(
+        "serviceaccount" in mount["mountPath"] for mount in backtest_container.get("volumeMounts", [])
+    )
     (reference,) = job["metadata"]["ownerReferences"]
     assert reference["kind"] == "TradingStrategy"
     spec = job["spec"]["template"]["spec"]
@@ -436,6 +455,58 @@ def test_backtest_job_result_lands_in_the_status(
     assert row[6:8] == ["12.5", "1.25"]
 
 
+def test_a_forged_backtest_pod_is_ignored(
+    kube_apiserver: KubeCluster, operator: Operator, namespace: str
+) -> None:
+    """Issue 14.8: a pod anyone created with the backtest's labels and a fake result does not speak for the
+    strategy; only a pod the operator's Job controls (owner reference to the Job's uid) does."""
+    cluster = kube_apiserver
+    job, real_pod = _backtested(cluster, namespace)
+    real = get_json(cluster, "pod", real_pod, "-n", namespace)
+    assert real is not None
+    (owner,) = real["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"]) == ("Job", job["metadata"]["uid"])
+    # Every label the operator reads or used to trust (job-name, the spec hash, managed-by, the strategy);
+    # not the Job's selector (controller-uid), with which the Job controller would adopt the pod (see below).
+    labels = {
+        key: value for key, value in real["metadata"]["labels"].items() if not key.endswith("controller-uid")
+    }
+    assert labels["job-name"] == job["metadata"]["name"]
+    forged = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "forged-backtest", "labels": labels},
+        "spec": {"containers": [{"name": "backtest", "image": "ghcr.io/tradebot/tradebot:0.1.0"}]},
+    }
+    _apply(cluster, namespace, forged)
+    fake = json.loads(json.dumps(RESULT))
+    fake["stats"]["total_return_pct"] = 999.0
+    _terminate_pod(cluster, namespace, "forged-backtest", exit_code=0, message=json.dumps(fake))
+
+    def backtest_condition() -> dict[str, Any]:
+        condition = _condition(
+            get_json(cluster, "ts", "sma-backtested", "-n", namespace), "BacktestSucceeded"
+        )
+        assert condition is not None
+        return condition
+
+    # The operator is woken by the forged pod's events within a second; it must keep saying Running.
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        assert backtest_condition()["reason"] == "Running"
+        time.sleep(0.5)
+
+    _terminate_pod(cluster, namespace, real_pod, exit_code=0, message=json.dumps(RESULT))
+    eventually("BacktestSucceeded=True", lambda: backtest_condition()["status"] == "True")
+    resource = get_json(cluster, "ts", "sma-backtested", "-n", namespace)
+    assert resource is not None
+    backtest = resource["status"]["backtest"]
+    assert (backtest["totalReturnPct"], backtest["jobName"]) == (12.5, job["metadata"]["name"])
+    forged_now = get_json(cluster, "pod", "forged-backtest", "-n", namespace)
+    assert forged_now is not None
+    assert not forged_now["metadata"].get("ownerReferences")
+
+
 def test_failed_backtest_says_why(kube_apiserver: KubeCluster, operator: Operator, namespace: str) -> None:
     cluster = kube_apiserver
     _, pod = _backtested(cluster, namespace)
@@ -476,6 +547,77 @@ def test_schedule_makes_a_cronjob(kube_apiserver: KubeCluster, operator: Operato
     jobs = get_json(cluster, "jobs", "-n", namespace)
     assert jobs is not None
     assert jobs["items"] == []
+
+    # A run of the CronJob (as its schedule would start it): its Job is controlled by the CronJob, which the
+    # TradingStrategy controls, so its pod's result is trusted (issue 14.8).
+    kubectl_ok(
+        cluster, "create", "job", "ema-nightly-run", "--from=cronjob/ema-nightly-backtest", "-n", namespace
+    )
+    run = get_json(cluster, "job", "ema-nightly-run", "-n", namespace)
+    assert run is not None
+    assert run["metadata"]["ownerReferences"][0]["uid"] == cronjob["metadata"]["uid"]
+    _terminate_pod(
+        cluster,
+        namespace,
+        _job_pod(cluster, namespace, "ema-nightly-run"),
+        exit_code=0,
+        message=json.dumps(RESULT),
+    )
+    done = eventually(
+        "the scheduled run's result",
+        lambda: ((get_json(cluster, "ts", "ema-nightly", "-n", namespace) or {}).get("status") or {}).get(
+            "backtest"
+        ),
+    )
+    assert (done["jobName"], done["totalReturnPct"]) == ("ema-nightly-run", 12.5)
+
+
+def test_specs_the_api_server_or_the_model_refuse_are_permanent_errors_in_ready(
+    kube_apiserver: KubeCluster, operator: Operator, namespace: str
+) -> None:
+    """Issue 14.13: they used to be TemporaryErrors retried every 5 s forever; now Ready says why, nothing is
+    retried, and fixing the spec recovers."""
+    cluster = kube_apiserver
+    name = "refused"
+
+    def apply(spec: dict[str, Any]) -> None:
+        manifest = {
+            "apiVersion": "tradebot.dev/v1alpha1",
+            "kind": "TradingStrategy",
+            "metadata": {"name": name},
+        }
+        _apply(cluster, namespace, {**manifest, "spec": {"symbols": ["BTCUSDT"], **spec}})
+
+    def ready() -> dict[str, Any] | None:
+        return _condition(get_json(cluster, "ts", name, "-n", namespace), "Ready")
+
+    def invalid_ready(fragment: str) -> dict[str, Any] | None:
+        condition = ready()
+        return condition if condition and fragment in condition["message"] else None
+
+    # A resource name the CRD lets through but the API server refuses in the Deployment (422).
+    apply({"resources": {"requests": {"gpu": 1}}})
+    refused = eventually("Ready=False naming the refused resource", lambda: invalid_ready("gpu"))
+    assert (refused["status"], refused["reason"]) == ("False", "InvalidSpec")
+    assert "the API server refused" in refused["message"]
+    # Neither the handler nor the daemon retries it: no temporary error in two retry delays.
+    temporary = operator.metric("tradebot_operator_errors_total", kind="temporary")
+    time.sleep(2 * 5.0 + 1)
+    assert operator.metric("tradebot_operator_errors_total", kind="temporary") == temporary
+    assert ready() == refused
+
+    # A request above its limit, and an hour the CRD's pattern takes but no cron does: the model refuses.
+    apply({"resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "256Mi"}}})
+    eventually("Ready=False on the request above its limit", lambda: invalid_ready("must not exceed"))
+    apply({"backtest": {"dataset": {"path": "/data/x.csv"}, "schedule": "0 25 * * *"}})
+    eventually("Ready=False on the hour 25", lambda: invalid_ready("'25' is out of range for the hour"))
+
+    # Fixed: the objects are applied and Ready follows the Deployment again.
+    apply({"resources": {"requests": {"memory": "128Mi"}, "limits": {"memory": "256Mi"}}})
+    eventually("the Deployment", lambda: get_json(cluster, "deployment", f"{name}-strategy", "-n", namespace))
+    eventually(
+        "Ready no longer InvalidSpec", lambda: (c := ready()) is not None and c["reason"] != "InvalidSpec"
+    )
 
 
 def _valid_strategies(cluster: KubeCluster) -> int:

@@ -8,8 +8,10 @@ from typing import Any
 
 import kopf
 import pytest
+import yaml
 from pydantic import ValidationError
 
+from tests.plugins._proc import REPO_ROOT
 from tradebot.backtest.cliargs import build_config
 from tradebot.backtest.command import build_parser
 from tradebot.operator import render
@@ -94,10 +96,41 @@ def test_deployment_labels_env_probes_and_security_context() -> None:
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
-    assert "resources" not in container
+    assert container["resources"] == render.DEFAULT_STRATEGY_RESOURCES
     assert _container(_deployment(_spec(), shared=None))["envFrom"] == [
         {"configMapRef": {"name": "alpha-strategy"}}
     ]
+
+
+def _pod_templates(spec: TradingStrategySpec) -> dict[str, dict[str, Any]]:
+    """The pod spec of every workload the operator makes for `spec` (which has a scheduled backtest)."""
+    cronjob = render.render_backtest_cronjob("alpha", "ns1", spec, default_image=IMAGE)
+    job = render.render_backtest_job("alpha", "ns1", spec, default_image=IMAGE)
+    return {
+        "Deployment": _deployment(spec)["spec"]["template"]["spec"],
+        "Job": job["spec"]["template"]["spec"],
+        "CronJob": cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+    }
+
+
+def test_operator_made_pods_are_as_restricted_as_the_charts() -> None:
+    """Issue 14.9: no ServiceAccount token, bounded resources, the chart's securityContext, a bounded /tmp."""
+    chart_values = yaml.safe_load((REPO_ROOT / "charts" / "tradebot" / "values.yaml").read_text())
+    spec = _spec(backtest={**BACKTEST, "schedule": "0 2 * * *"})
+    for kind, pod in _pod_templates(spec).items():
+        assert pod["automountServiceAccountToken"] is False, kind
+        assert pod["enableServiceLinks"] is False, kind
+        assert pod["securityContext"] == chart_values["podSecurityContext"], kind
+        (container,) = pod["containers"]
+        assert container["securityContext"] == chart_values["securityContext"], kind
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"], kind
+        assert {"name": "tmp", "emptyDir": {"sizeLimit": render.TMP_SIZE_LIMIT}} in pod["volumes"], kind
+        resources = container["resources"]
+        assert set(resources["limits"]) == set(resources["requests"]) == {"cpu", "memory"}, kind
+    # The spec's resources replace the defaults everywhere, backtests included.
+    wanted = {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "4", "memory": "2Gi"}}
+    for kind, pod in _pod_templates(spec.model_copy(update={"resources": wanted})).items():
+        assert pod["containers"][0]["resources"] == wanted, kind
 
 
 def test_image_and_resources_come_from_the_spec() -> None:

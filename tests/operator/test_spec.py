@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from pydantic import ValidationError
 
 from tradebot.core.costs import Costs
 from tradebot.core.params import StrategyParams
-from tradebot.operator.spec import TradingStrategySpec, describe_validation_error
+from tradebot.operator.spec import TradingStrategySpec, describe_validation_error, parse_quantity
 
 BACKTEST = {"dataset": {"configMap": {"name": "prices", "key": "ohlcv.csv"}}}
 
@@ -84,6 +85,25 @@ def test_backtest_section_gives_costs_and_defaults() -> None:
         ),
         ({"symbols": ["X"], "backtest": {**BACKTEST, "schedule": "daily"}}, "spec.backtest.schedule:"),
         ({"symbols": ["X"], "stop_loss": 2}, "spec.stopLoss: Extra inputs are not permitted"),
+        # issue 14.13: what the API server would refuse only when the operator applies it.
+        (
+            {"symbols": ["X"], "backtest": {**BACKTEST, "schedule": "61 * * * *"}},
+            "spec.backtest.schedule: '61' is out of range for the minute (0-59)",
+        ),
+        ({"symbols": ["X"], "backtest": {**BACKTEST, "schedule": "every day at two pm"}}, "should match"),
+        ({"symbols": ["X"], "backtest": {**BACKTEST, "schedule": "? * * * *"}}, "'?' is for day of month"),
+        (
+            {"symbols": ["X"], "resources": {"limits": {"memory": "lots"}}},
+            "spec.resources: limits: 'lots' is not a Kubernetes quantity",
+        ),
+        (
+            {"symbols": ["X"], "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1500m"}}},
+            "spec.resources: requests.cpu (2) must not exceed limits.cpu (1500m)",
+        ),
+        (
+            {"symbols": ["X"], "resources": {"limit": {"cpu": "1"}}},
+            "spec.resources: takes limits, requests, claims, not limit",
+        ),
     ],
 )
 def test_invalid_specs_are_described_on_one_line_naming_the_camel_case_field(
@@ -118,3 +138,32 @@ def test_cel_rules_carry_a_rule_and_a_message_each() -> None:
         "exactly one of configMap or path",
     ):
         assert phrase in messages
+
+
+@pytest.mark.parametrize("schedule", ["0 0 ? * mon-fri", "0 0 1 jan,jul *", "0 */6 * * 7", "@hourly"])
+def test_cron_names_steps_and_question_marks_are_accepted(schedule: str) -> None:
+    spec = TradingStrategySpec.model_validate(
+        {"symbols": ["X"], "backtest": {**BACKTEST, "schedule": schedule}}
+    )
+    assert spec.backtest is not None
+    assert spec.backtest.schedule == schedule
+
+
+@pytest.mark.parametrize(
+    ("quantity", "value"),
+    [
+        ("500m", Decimal("0.5")),
+        ("2", Decimal(2)),
+        (3, Decimal(3)),
+        ("1Gi", Decimal(2**30)),
+        ("1e3", Decimal(1000)),
+    ],
+)
+def test_quantities_parse_as_kubernetes_reads_them(quantity: str | int, value: Decimal) -> None:
+    assert parse_quantity(quantity) == value
+
+
+@pytest.mark.parametrize("quantity", ["lots", "-1", "1.5.5", "10Mb", "", True])
+def test_what_is_no_quantity_is_refused(quantity: object) -> None:
+    with pytest.raises(ValueError, match="is not a Kubernetes quantity"):
+        parse_quantity(quantity)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -105,14 +106,37 @@ def test_terminated_state_of_the_backtest_container() -> None:
     assert status.terminated_state({"status": {}}) is None
 
 
-def _pod(name: str, digest: str, exit_code: int | None, message: str = "", finished: str = "") -> BacktestPod:
+STRATEGY_UID = "uid-strategy"
+
+
+def _job(digest: str, failure: Condition | None = None, *, owner_uid: str = STRATEGY_UID) -> BacktestJob:
+    return BacktestJob(
+        f"job-{digest}",
+        f"uid-job-{digest}",
+        digest,
+        failure,
+        owner_kind="TradingStrategy",
+        owner_uid=owner_uid,
+    )
+
+
+def _pod(
+    name: str, digest: str, exit_code: int | None, message: str = "", finished: str = "", *, job_uid: str = ""
+) -> BacktestPod:
     terminated = (
         None if exit_code is None else {"exitCode": exit_code, "message": message, "finishedAt": finished}
     )
-    return BacktestPod(name=name, job=f"job-{digest}", digest=digest, terminated=terminated)
+    return BacktestPod(
+        name=name,
+        job=f"job-{digest}",
+        job_uid=job_uid or f"uid-job-{digest}",
+        digest=digest,
+        terminated=terminated,
+    )
 
 
 RESULT = json.dumps({"stats": {"total_return_pct": 12.5, "n_trades": 8, "bars": 2}})
+OWNERS = {STRATEGY_UID}
 
 
 def test_backtest_outcome_of_a_success_is_the_result() -> None:
@@ -121,7 +145,7 @@ def test_backtest_outcome_of_a_success_is_the_result() -> None:
         _pod("b", "h1", 0, RESULT, "2024-01-01T00:00:05Z"),
         _pod("c", "h0", 2, "an older spec's run", "2024-01-01T00:00:09Z"),
     ]
-    outcome = status.backtest_outcome("h1", pods, [BacktestJob("job-h1", "h1", None)])
+    outcome = status.backtest_outcome("h1", pods, [_job("h1"), _job("h0")], OWNERS)
     assert outcome is not None
     assert (outcome.condition.status, outcome.condition.reason) == (True, "Completed")
     assert outcome.result == {
@@ -134,28 +158,76 @@ def test_backtest_outcome_of_a_success_is_the_result() -> None:
 
 
 def test_backtest_outcome_of_failures_says_why_and_ignores_other_specs() -> None:
-    failed_job = BacktestJob(
-        "job-h1", "h1", Condition("BacktestSucceeded", False, "DeadlineExceeded", "late")
-    )
-    assert status.backtest_outcome("h1", [_pod("a", "h1", None)], [BacktestJob("job-h1", "h1", None)]) is None
-    by_job = status.backtest_outcome("h1", [_pod("a", "h1", None)], [failed_job])
+    failed_job = _job("h1", Condition("BacktestSucceeded", False, "DeadlineExceeded", "late"))
+    assert status.backtest_outcome("h1", [_pod("a", "h1", None)], [_job("h1")], OWNERS) is None
+    by_job = status.backtest_outcome("h1", [_pod("a", "h1", None)], [failed_job], OWNERS)
     assert by_job is not None
     assert by_job.condition == failed_job.failure
-    by_pod = status.backtest_outcome("h1", [_pod("a", "h1", 2, "holds 1 bar(s)")], [failed_job])
+    by_pod = status.backtest_outcome("h1", [_pod("a", "h1", 2, "holds 1 bar(s)")], [failed_job], OWNERS)
     assert by_pod is not None
     assert (by_pod.condition.status, by_pod.condition.reason) == (False, "BacktestFailed")
     assert by_pod.condition.message == "holds 1 bar(s)"
-    invalid = status.backtest_outcome("h1", [_pod("a", "h1", 0, "not json")], [])
+    invalid = status.backtest_outcome("h1", [_pod("a", "h1", 0, "not json")], [_job("h1")], OWNERS)
     assert invalid is not None
     assert (invalid.condition.reason, invalid.result) == ("InvalidResult", None)
-    assert status.backtest_outcome("h2", [_pod("a", "h1", 0, RESULT)], [failed_job]) is None
+    assert status.backtest_outcome("h2", [_pod("a", "h1", 0, RESULT)], [failed_job], OWNERS) is None
+
+
+def test_backtest_outcome_trusts_only_pods_of_jobs_the_strategy_controls() -> None:
+    """Issue 14.8: labels are anyone's to copy; owner references chain a result to the TradingStrategy."""
+    later = "2024-01-01T00:00:09Z"
+    forged = RESULT.replace("12.5", "999.0")
+    # A pod with the right labels but no Job controlling it (or a Job nobody we trust controls).
+    orphan = _pod("forged", "h1", 0, forged, later, job_uid="none")
+    rogue_job = _job("h1", owner_uid="uid-someone-else")
+    under_rogue = BacktestPod(
+        "forged2", rogue_job.name, "uid-rogue", "h1", {"exitCode": 0, "message": forged}
+    )
+    rogue_job = BacktestJob(rogue_job.name, "uid-rogue", "h1", None, "TradingStrategy", "uid-someone-else")
+    assert status.backtest_outcome("h1", [orphan, under_rogue], [_job("h1"), rogue_job], OWNERS) is None
+    # Its failure cannot speak for the strategy either.
+    failing_rogue = BacktestJob(
+        "j", "uid-r", "h1", Condition("BacktestSucceeded", False, "X", "no"), "Job", "x"
+    )
+    assert status.backtest_outcome("h1", [], [failing_rogue], OWNERS) is None
+    # The real one wins even though the forged pods finished later.
+    real = _pod("real", "h1", 0, RESULT, "2024-01-01T00:00:05Z")
+    outcome = status.backtest_outcome("h1", [orphan, under_rogue, real], [_job("h1"), rogue_job], OWNERS)
+    assert outcome is not None
+    assert outcome.result is not None
+    assert outcome.result["totalReturnPct"] == 12.5
+    # A scheduled backtest's Job is controlled by the strategy's CronJob: trusted once that uid is.
+    by_cron = BacktestJob("nightly-1", "uid-job-h1", "h1", None, "CronJob", "uid-cron")
+    assert status.backtest_outcome("h1", [real], [by_cron], OWNERS) is None
+    assert status.backtest_outcome("h1", [real], [by_cron], {STRATEGY_UID, "uid-cron"}) is not None
 
 
 def test_index_records_of_pods_and_jobs() -> None:
-    pod = {
-        "metadata": {"name": "p", "labels": {"job-name": "j", "tradebot.dev/backtest-hash": "h"}},
+    """The Job of a pod is its controller owner reference, not its job-name label."""
+    owner = {"kind": "Job", "name": "j", "uid": "uid-j", "controller": True, "apiVersion": "batch/v1"}
+    pod: dict[str, Any] = {
+        "metadata": {
+            "name": "p",
+            "labels": {"job-name": "forged", "tradebot.dev/backtest-hash": "h"},
+            "ownerReferences": [owner],
+        },
         "status": {"containerStatuses": [{"name": "backtest", "state": {"terminated": {"exitCode": 0}}}]},
     }
-    assert BacktestPod.of(pod, "tradebot.dev/backtest-hash") == BacktestPod("p", "j", "h", {"exitCode": 0})
-    job = {"metadata": {"name": "j", "labels": {"tradebot.dev/backtest-hash": "h"}}, "status": {}}
-    assert BacktestJob.of(job, "tradebot.dev/backtest-hash") == BacktestJob("j", "h", None)
+    assert BacktestPod.of(pod, "tradebot.dev/backtest-hash") == BacktestPod(
+        "p", "j", "uid-j", "h", {"exitCode": 0}
+    )
+    unowned = {**pod, "metadata": {**pod["metadata"], "ownerReferences": [{**owner, "controller": False}]}}
+    assert BacktestPod.of(unowned, "tradebot.dev/backtest-hash").job_uid is None
+    strategy = {"kind": "TradingStrategy", "name": "s", "uid": "uid-s", "controller": True}
+    job = {
+        "metadata": {
+            "name": "j",
+            "uid": "uid-j",
+            "labels": {"tradebot.dev/backtest-hash": "h"},
+            "ownerReferences": [strategy],
+        },
+        "status": {},
+    }
+    assert BacktestJob.of(job, "tradebot.dev/backtest-hash") == BacktestJob(
+        "j", "uid-j", "h", None, "TradingStrategy", "uid-s"
+    )

@@ -9,7 +9,8 @@ import json
 import os
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,51 +58,47 @@ class Operator:
     process: ServerProcess
     metrics_port: int
 
-    def metric(self, name: str) -> float:
-        """The sum of every series of `name` (with its labels or without) on the operator's /metrics."""
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of every series of `name` (with its labels or without) on the operator's /metrics; with
+        `labels`, of the series carrying each of them."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             text = response.read().decode()
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith((f"{name}{{", f"{name} "))
+            if line.startswith((f"{name}{{", f"{name} ")) and all(label in line for label in wanted)
         )
 
     def api_writes(self) -> float:
         return self.metric("tradebot_operator_api_writes_total")
 
 
-def _service_account_kubeconfig(cluster: KubeCluster, path: Path) -> None:
-    token = kubectl_ok(
-        cluster, "create", "token", "tradebot-operator", "-n", "tradebot-system", "--duration=2h"
-    ).strip()
-    write_kubeconfig(path, cluster.server, cluster.ca_file, token, user="tradebot-operator")
-
-
-@pytest.fixture(scope="module")
-def operator(
-    kube_apiserver: KubeCluster, tradingstrategy_crd: Path, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def running_operator(
+    cluster: KubeCluster, workdir: Path, service_account: tuple[str, str], env: Mapping[str, str] = {}
 ) -> Iterator[Operator]:
-    for manifest in ("namespace.yaml", "rbac.yaml"):
-        kubectl_ok(kube_apiserver, "apply", "-f", str(MANIFESTS / "operator" / manifest))
-    workdir = tmp_path_factory.mktemp("operator")
+    """`tradebot operator` as a subprocess authenticated as `service_account` (namespace, name), with `env`
+    added to its environment; stopped on exit, after checking it never hit a permission it lacks."""
+    namespace, name = service_account
     kubeconfig = workdir / "kubeconfig"
-    _service_account_kubeconfig(kube_apiserver, kubeconfig)
+    token = kubectl_ok(cluster, "create", "token", name, "-n", namespace, "--duration=2h").strip()
+    write_kubeconfig(kubeconfig, cluster.server, cluster.ca_file, token, user=name)
     liveness_port, metrics_port = free_port(), free_port()
-    env = {
-        **{key: value for key, value in os.environ.items() if not key.startswith("TRADEBOT_OPERATOR_")},
-        "KUBECONFIG": str(kubeconfig),
-        "HOME": str(workdir),
-        "TRADEBOT_OPERATOR_LIVENESS_PORT": str(liveness_port),
-        "TRADEBOT_OPERATOR_METRICS_PORT": str(metrics_port),
-        "TRADEBOT_OPERATOR_HOST": "127.0.0.1",
-        "TRADEBOT_OPERATOR_STRATEGY_IMAGE": "ghcr.io/tradebot/tradebot:0.1.0",
-    }
     process = ServerProcess(
         "tradebot-operator",
         [sys.executable, "-m", "tradebot.cli", "operator"],
         workdir,
-        env=env,
+        env={
+            **{key: value for key, value in os.environ.items() if not key.startswith("TRADEBOT_OPERATOR_")},
+            "KUBECONFIG": str(kubeconfig),
+            "HOME": str(workdir),
+            "TRADEBOT_OPERATOR_LIVENESS_PORT": str(liveness_port),
+            "TRADEBOT_OPERATOR_METRICS_PORT": str(metrics_port),
+            "TRADEBOT_OPERATOR_HOST": "127.0.0.1",
+            "TRADEBOT_OPERATOR_STRATEGY_IMAGE": "ghcr.io/tradebot/tradebot:0.1.0",
+            **env,
+        },
         cwd=REPO_ROOT,
     )
     try:
@@ -114,3 +111,15 @@ def operator(
         log = process.log_path.read_text(errors="replace")
         # The operator never hit a permission it lacks (a namespace being deleted is another kind of forbidden).
         assert "forbidden: User" not in log, process.log_tail(60)
+        assert "Not enough permissions" not in log, process.log_tail(60)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    kube_apiserver: KubeCluster, tradingstrategy_crd: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    for manifest in ("namespace.yaml", "rbac.yaml"):
+        kubectl_ok(kube_apiserver, "apply", "-f", str(MANIFESTS / "operator" / manifest))
+    workdir = tmp_path_factory.mktemp("operator")
+    with running_operator(kube_apiserver, workdir, ("tradebot-system", "tradebot-operator")) as running:
+        yield running

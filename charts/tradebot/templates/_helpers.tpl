@@ -108,7 +108,11 @@ Credentials Secret name and whether the chart creates it.
 Name of the Secret with bus/store endpoints that the operator hands to strategy pods (envFrom).
 */}}
 {{- define "tradebot.sharedEnvSecretName" -}}
+{{- if .Values.operator.sharedEnvExistingSecret }}
+{{- .Values.operator.sharedEnvExistingSecret }}
+{{- else }}
 {{- printf "%s-shared-env" (include "tradebot.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
 {{- end }}
 
 {{- define "tradebot.kafkaName" -}}
@@ -304,5 +308,20 @@ Usage: include "tradebot.secretValue" (dict "root" $ "key" "api-token" "value" .
 {{- $_ := set .root.Values "_generatedSecrets" $generated }}
 {{- end }}
 {{- index $generated .key }}
+{{- end }}
+{{- end }}
+
+{{/*
+RBAC rules from a list of dicts: groups, resources, verbs, optional names (resourceNames), why (a comment).
+*/}}
+{{- define "tradebot.rbacRules" -}}
+{{- range . }}
+  # {{ .why }}
+  - apiGroups: {{ toJson .groups }}
+    resources: {{ toJson .resources }}
+    {{- with .names }}
+    resourceNames: {{ toJson . }}
+    {{- end }}
+    verbs: {{ toJson .verbs }}
 {{- end }}
 {{- end }}

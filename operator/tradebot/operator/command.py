@@ -100,6 +100,6 @@ def run(args: argparse.Namespace) -> int:
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=f"http://{settings.host}:{settings.liveness_port}/healthz",
-        memo=OperatorMemo(settings=settings),
+        memo=OperatorMemo(settings=settings.model_copy(update={"namespaces": namespaces})),
     )
     return 0

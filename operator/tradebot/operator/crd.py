@@ -29,6 +29,7 @@ _KEEP = {
     "maxLength",
     "pattern",
     "minItems",
+    "maxProperties",
     "maxItems",
     "uniqueItems",
     "items",

@@ -1,9 +1,10 @@
 """kopf registrations: thin, they parse, call the renderers, and let `Kube` write only what differs.
 
 - `reconcile` (create, resume, spec update) applies a TradingStrategy's ConfigMap and Deployment and starts
-  its backtest. Retry policy is explicit: a spec the API server accepted but our model rejects is a
-  `PermanentError` (retrying cannot help; the Ready condition says why), while API hiccups are
-  `TemporaryError`s retried with a delay.
+  its backtest. Retry policy is explicit: a spec the API server accepted but our model rejects, or whose
+  objects the API server refuses (422), is a `PermanentError` (retrying cannot help; the Ready condition
+  says why, and the next spec change runs the handler again), while API hiccups are `TemporaryError`s
+  retried with a delay.
 - `keep_in_sync` is a daemon per TradingStrategy that sleeps until one of its objects changes (or
   `resync_seconds` pass), then re-applies what was edited or deleted by hand and writes Ready and the
   backtest's result into the status. Its errors are `TemporaryError`s too: kopf restarts it after the delay.
@@ -57,6 +58,10 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **kwarg
         settings.watching.label_selectors[selector] = f"app.kubernetes.io/managed-by={render.MANAGED_BY}"
     settings.posting.level = logging.INFO
     settings.peering.standalone = True
+    if memo.settings.namespaces:
+        # Given namespaces by name, kopf needs no namespace or CRD watch (both cluster-scoped): the chart's
+        # namespaced Roles grant none. The CRD is installed before the operator starts (the chart's crds/).
+        settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10]
     memo.kube = Kube(AsyncClient(field_manager=render.MANAGED_BY))
@@ -175,6 +180,14 @@ async def reconcile(
             if started is not None:
                 conditions.append(status.backtest_running(started))
     except ApiError as exc:
+        if _refused(exc):
+            # The objects this spec renders are invalid (a quantity or schedule the CRD could not check):
+            # retrying cannot help until the spec changes, which runs this handler again.
+            ERRORS.labels(kind="permanent").inc()
+            RECONCILES.labels(result="invalid").inc()
+            message = _refusal_message(exc)
+            await _write_status(kube, body, generation, [status.invalid_spec(message)], observe=True)
+            raise kopf.PermanentError(message) from exc
         ERRORS.labels(kind="temporary").inc()
         RECONCILES.labels(result="error").inc()
         raise kopf.TemporaryError(f"API server: {exc.status.message}", delay=API_RETRY_S) from exc
@@ -186,6 +199,15 @@ async def reconcile(
     except ApiError:
         fresh = body
     await _write_status(kube, fresh, generation, conditions, observe=True)
+
+
+def _refused(exc: ApiError) -> bool:
+    """The API server refused an object as invalid (422): a property of the spec, not of the moment."""
+    return exc.status.code == 422
+
+
+def _refusal_message(exc: ApiError) -> str:
+    return f"the API server refused an object this spec makes: {exc.status.message}"[:1024]
 
 
 async def _apply_strategy(
@@ -299,8 +321,15 @@ async def _sync(
     conditions: list[Condition] = []
     # Only a spec the reconcile handler has handled speaks for the objects: until then it is applying them.
     if int(body.status.get("observedGeneration") or 0) == generation:
-        async with memo.apply_lock:
-            repaired, deployment = await _apply_strategy(kube, body, name, namespace, spec, memo.settings)
+        try:
+            async with memo.apply_lock:
+                repaired, deployment = await _apply_strategy(kube, body, name, namespace, spec, memo.settings)
+        except ApiError as exc:
+            if not _refused(exc):
+                raise
+            # Not an error to restart this daemon for every few seconds: Ready says why; a spec change wakes it.
+            await _write_status(kube, body, generation, [status.invalid_spec(_refusal_message(exc))])
+            return
         for manifest in repaired:
             kopf.warn(
                 body,
@@ -309,9 +338,11 @@ async def _sync(
                 "TradingStrategy asks for (edited or deleted by hand?): applied again",
             )
         conditions.append(status.deployment_readiness(deployment or None, suspended=spec.suspend))
-    backtest = (
-        status.backtest_outcome(render.backtest_hash(spec), pods, jobs) if spec.backtest is not None else None
-    )
+    backtest = None
+    if spec.backtest is not None:
+        jobs = list(jobs)
+        owners = await _backtest_owner_uids(kube, body, name, namespace, jobs)
+        backtest = status.backtest_outcome(render.backtest_hash(spec), pods, jobs, owners)
     if backtest is not None:
         conditions.append(backtest.condition)
     if not conditions:
@@ -323,6 +354,21 @@ async def _sync(
     )
     if backtest is not None:
         _count_backtest(body, backtest, before, before_result)
+
+
+async def _backtest_owner_uids(
+    kube: Kube, body: kopf.Body, name: str, namespace: str, jobs: Iterable[BacktestJob]
+) -> set[str]:
+    """Who may control a backtest Job of this strategy: the TradingStrategy itself, and (when some Job says a
+    CronJob controls it) the strategy's own CronJob, if the TradingStrategy controls that one."""
+    strategy_uid = str(body.meta.get("uid") or "")
+    owners = {strategy_uid} if strategy_uid else set()
+    if strategy_uid and any(job.owner_kind == "CronJob" for job in jobs):
+        cronjob = await kube.get("batch/v1", "CronJob", render.backtest_cronjob_name(name), namespace)
+        controller = status.controller_of(cronjob) if cronjob is not None else None
+        if cronjob is not None and controller is not None and controller[2] == strategy_uid:
+            owners.add(str(cronjob["metadata"]["uid"]))
+    return owners
 
 
 def _count_backtest(

@@ -96,18 +96,57 @@ def render_shared_env_copy(name: str, namespace: str, data: Mapping[str, str]) -
     }
 
 
+# What a strategy or backtest container gets unless the TradingStrategy's spec.resources says otherwise
+# (then the spec's whole, as Kubernetes would read it): never unbounded.
+DEFAULT_STRATEGY_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi"},
+}
+DEFAULT_BACKTEST_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "250m", "memory": "256Mi"},
+    "limits": {"cpu": "1", "memory": "1Gi"},
+}
+TMP_SIZE_LIMIT = "64Mi"
+
+
 def _restricted_security_context() -> dict[str, Any]:
+    """The chart's container securityContext (charts/tradebot/values.yaml `securityContext`)."""
     return {
         "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
         "readOnlyRootFilesystem": True,
         "allowPrivilegeEscalation": False,
+        "privileged": False,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
 def _pod_security_context() -> dict[str, Any]:
-    return {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001}
+    """The chart's `podSecurityContext`."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _hardened_pod_spec() -> dict[str, Any]:
+    """Pod-level settings of every pod the operator makes: neither a strategy nor a backtest calls the
+    Kubernetes API, so no ServiceAccount token is mounted; no Service environment variables either."""
+    return {
+        "securityContext": _pod_security_context(),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+    }
+
+
+def _tmp_volume() -> dict[str, Any]:
+    # The root filesystem is read-only: /tmp is the only writable place, and bounded.
+    return {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}
 
 
 def render_deployment(
@@ -144,8 +183,7 @@ def render_deployment(
         "securityContext": _restricted_security_context(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    if spec.resources:
-        container["resources"] = spec.resources
+    container["resources"] = spec.resources or DEFAULT_STRATEGY_RESOURCES
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -170,10 +208,10 @@ def render_deployment(
                     },
                 },
                 "spec": {
-                    "securityContext": _pod_security_context(),
+                    **_hardened_pod_spec(),
                     "terminationGracePeriodSeconds": 30,
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": [_tmp_volume()],
                 },
             },
         },
@@ -212,7 +250,7 @@ def backtest_args(spec: TradingStrategySpec, backtest: BacktestSpec, data_path: 
 
 
 def _job_pod_spec(name: str, spec: TradingStrategySpec, backtest: BacktestSpec, image: str) -> dict[str, Any]:
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    volumes: list[dict[str, Any]] = [_tmp_volume()]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if backtest.dataset.config_map is not None:
         ref = backtest.dataset.config_map
@@ -225,7 +263,7 @@ def _job_pod_spec(name: str, spec: TradingStrategySpec, backtest: BacktestSpec, 
         assert backtest.dataset.path is not None
         data_path = backtest.dataset.path
     return {
-        "securityContext": _pod_security_context(),
+        **_hardened_pod_spec(),
         "restartPolicy": "Never",
         "containers": [
             {
@@ -237,7 +275,7 @@ def _job_pod_spec(name: str, spec: TradingStrategySpec, backtest: BacktestSpec, 
                 "terminationMessagePolicy": "File",
                 "securityContext": _restricted_security_context(),
                 "volumeMounts": mounts,
-                "resources": spec.resources or {"requests": {"cpu": "250m", "memory": "256Mi"}},
+                "resources": spec.resources or DEFAULT_BACKTEST_RESOURCES,
             }
         ],
         "volumes": volumes,
@@ -273,6 +311,10 @@ def render_backtest_job(
     }
 
 
+def backtest_cronjob_name(name: str) -> str:
+    return f"{name}-backtest"
+
+
 def render_backtest_cronjob(
     name: str, namespace: str, spec: TradingStrategySpec, *, default_image: str
 ) -> Manifest:
@@ -285,7 +327,7 @@ def render_backtest_cronjob(
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": {"name": f"{name}-backtest", "namespace": namespace, "labels": job_labels},
+        "metadata": {"name": backtest_cronjob_name(name), "namespace": namespace, "labels": job_labels},
         "spec": {
             "schedule": spec.backtest.schedule,
             "concurrencyPolicy": "Forbid",

@@ -9,9 +9,10 @@ before it is stored, with the same wording.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from tradebot.core.costs import Costs
@@ -20,8 +21,43 @@ from tradebot.core.models import Symbol
 from tradebot.core.params import StrategyParams
 
 FillModel = Literal["close", "next-open"]
-# Five cron fields (minute hour day-of-month month day-of-week) or a @-macro, as a CronJob takes them.
-CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
+# Five cron fields (minute hour day-of-month month day-of-week) or a @-macro, as a CronJob takes them; each
+# field a list of `*`, `?`, a value or a range, each with an optional /step. The CRD carries the pattern;
+# the value ranges (minute 0-59...) are checked by `_check_cron` (the operator's model) too.
+_CRON_VALUE = r"([0-9]+|[A-Za-z]{3})"  # a number, or a month or weekday name (jan, mon)
+_CRON_ITEM = rf"(\*|\?|{_CRON_VALUE}(-{_CRON_VALUE})?)(/[0-9]+)?"
+_CRON_FIELD = rf"{_CRON_ITEM}(,{_CRON_ITEM})*"
+CRON_PATTERN = (
+    rf"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|{_CRON_FIELD}( +{_CRON_FIELD}){{4}})$"
+)
+_CRON_NAMES = {
+    3: ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+    4: ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+}
+# (name, lowest, highest) of each field; day-of-week 7 is Sunday too.
+_CRON_FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+)
+# A Kubernetes quantity (resource.Quantity) without a sign: what requests and limits take.
+QUANTITY_PATTERN = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+_QUANTITY = re.compile(QUANTITY_PATTERN)
+_QUANTITY_SUFFIX = {
+    **{
+        suffix: Decimal(1024) ** power
+        for power, suffix in enumerate(["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"])
+    },
+    **{suffix: Decimal(10) ** exponent for suffix, exponent in (("n", -9), ("u", -6), ("m", -3), ("k", 3))},
+    **{
+        suffix: Decimal(10) ** exponent
+        for suffix, exponent in (("M", 6), ("G", 9), ("T", 12), ("P", 15), ("E", 18))
+    },
+}
+RESOURCE_KEYS = ("limits", "requests", "claims")
+MAX_RESOURCE_NAMES = 16
 REPLICAS_MESSAGE = (
     "replicas must be 0 or 1: all pods of a strategy share one transactional id and would fence each other;"
     " to scale, split the symbols over several TradingStrategies (one per symbol set)"
@@ -29,21 +65,90 @@ REPLICAS_MESSAGE = (
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 
+_QUANTITY_SCHEMA: dict[str, Any] = {
+    "x-kubernetes-int-or-string": True,
+    "pattern": QUANTITY_PATTERN,
+    "maxLength": 64,
+}
 _RESOURCES_SCHEMA: dict[str, Any] = {
     "x-kubernetes-preserve-unknown-fields": True,
     "properties": {
         "limits": {
             "type": "object",
             "description": "Most compute resources a container may use, e.g. cpu: 500m, memory: 512Mi.",
-            "additionalProperties": {"x-kubernetes-int-or-string": True},
+            "maxProperties": MAX_RESOURCE_NAMES,
+            "additionalProperties": _QUANTITY_SCHEMA,
         },
         "requests": {
             "type": "object",
             "description": "Compute resources a container is scheduled with.",
-            "additionalProperties": {"x-kubernetes-int-or-string": True},
+            "maxProperties": MAX_RESOURCE_NAMES,
+            "additionalProperties": _QUANTITY_SCHEMA,
         },
     },
 }
+
+
+def parse_quantity(value: object) -> Decimal:
+    """A Kubernetes quantity as a number (`500m` -> 0.5, `1Gi` -> 1073741824); ValueError if it is none."""
+    text = str(value).strip() if isinstance(value, (int, float, str)) and not isinstance(value, bool) else ""
+    if not _QUANTITY.match(text):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 2, 512Mi, 1Gi)")
+    number = re.match(r"^[0-9.]+([eE][-+]?[0-9.]+)?", text)
+    assert number is not None
+    digits, suffix = number.group(0), text[number.end() :]
+    if suffix not in _QUANTITY_SUFFIX:  # `1e3`-style exponents are in `digits` already
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 2, 512Mi, 1Gi)")
+    return Decimal(digits) * _QUANTITY_SUFFIX[suffix]
+
+
+def check_resources(resources: dict[str, Any]) -> dict[str, Any]:
+    """What the API server would refuse in a container's resources, refused here with a message naming the
+    field: unknown keys, quantities that are none, and a request above its limit."""
+    unknown = sorted(set(resources) - set(RESOURCE_KEYS))
+    if unknown:
+        raise ValueError(f"takes {', '.join(RESOURCE_KEYS)}, not {', '.join(unknown)}")
+    parsed: dict[str, dict[str, Decimal]] = {}
+    for key in ("limits", "requests"):
+        section = resources.get(key) or {}
+        if not isinstance(section, dict):
+            raise ValueError(f"{key} maps resource names to quantities")
+        if len(section) > MAX_RESOURCE_NAMES:
+            raise ValueError(f"{key} names at most {MAX_RESOURCE_NAMES} resources")
+        try:
+            parsed[key] = {name: parse_quantity(value) for name, value in section.items()}
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    for name, request in parsed["requests"].items():
+        limit = parsed["limits"].get(name)
+        if limit is not None and request > limit:
+            raise ValueError(
+                f"requests.{name} ({resources['requests'][name]}) must not exceed "
+                f"limits.{name} ({resources['limits'][name]})"
+            )
+    return resources
+
+
+def check_cron(schedule: str) -> str:
+    """The schedule's fields within their ranges (a CronJob refuses `61 * * * *` only when it is applied)."""
+    if schedule.startswith("@"):
+        return schedule
+    for index, (field, (name, low, high)) in enumerate(zip(schedule.split(), _CRON_FIELDS, strict=True)):
+        for item in field.split(","):
+            body, _, step = item.partition("/")
+            if step and int(step) < 1:
+                raise ValueError(f"the {name} step must be at least 1, not {step}")
+            if body in ("*", "?"):
+                if body == "?" and index not in (2, 4):
+                    raise ValueError(f"'?' is for day of month or day of week, not the {name}")
+                continue
+            for bound in body.split("-"):
+                names = _CRON_NAMES.get(index, [])
+                if bound.lower() in names:
+                    continue
+                if not bound.isdigit() or not low <= int(bound) <= high:
+                    raise ValueError(f"{bound!r} is out of range for the {name} ({low}-{high})")
+    return schedule
 
 
 class _Model(BaseModel):
@@ -108,6 +213,11 @@ class BacktestSpec(_Model):
     def costs(self) -> Costs:
         return Costs(commission_pct=self.commission_pct, slippage_bps=self.slippage_bps)
 
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_in_range(cls, schedule: str | None) -> str | None:
+        return None if schedule is None else check_cron(schedule)
+
 
 class TradingStrategySpec(StrategyParams):
     """The desired state of one trading strategy: its parameters, where it trades, and its backtest."""
@@ -137,6 +247,11 @@ class TradingStrategySpec(StrategyParams):
     backtest: BacktestSpec | None = Field(
         default=None, description="Backtest these parameters in the cluster."
     )
+
+    @field_validator("resources")
+    @classmethod
+    def _resources_the_api_server_takes(cls, resources: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if resources is None else check_resources(resources)
 
     def strategy_params(self) -> StrategyParams:
         """The plain parameters (what the strategy service and `tradebot backtest` take)."""

@@ -4,7 +4,7 @@ server stores."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -146,43 +146,70 @@ def job_failure(job: Mapping[str, Any]) -> Condition | None:
     return None
 
 
+def controller_of(obj: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """(kind, name, uid) of the object's controller owner reference, if it has one."""
+    for reference in (obj.get("metadata") or {}).get("ownerReferences") or ():
+        if reference.get("controller") is True:
+            return str(reference.get("kind")), str(reference.get("name")), str(reference.get("uid"))
+    return None
+
+
 @dataclass(frozen=True)
 class BacktestPod:
-    """What the operator keeps of a backtest pod (kopf index value): which run it is and how it ended."""
+    """What the operator keeps of a backtest pod (kopf index value): which run it is and how it ended.
+
+    `job` and `job_uid` come from the pod's controller owner reference, not from its labels: anyone who can
+    create a pod can copy labels, and only a pod a trusted Job controls speaks for a backtest."""
 
     name: str
-    job: str
+    job: str | None
+    job_uid: str | None
     digest: str | None
     terminated: Mapping[str, Any] | None
 
     @classmethod
     def of(cls, pod: Mapping[str, Any], digest_label: str) -> BacktestPod:
         meta = pod.get("metadata") or {}
-        labels = meta.get("labels") or {}
+        owner = controller_of(pod)
+        job, job_uid = (owner[1], owner[2]) if owner is not None and owner[0] == "Job" else (None, None)
         return cls(
             name=str(meta.get("name")),
-            job=str(labels.get("job-name") or meta.get("name")),
-            digest=labels.get(digest_label),
+            job=job,
+            job_uid=job_uid,
+            digest=(meta.get("labels") or {}).get(digest_label),
             terminated=terminated_state(pod),
         )
 
 
 @dataclass(frozen=True)
 class BacktestJob:
-    """What the operator keeps of a backtest Job (kopf index value)."""
+    """What the operator keeps of a backtest Job (kopf index value), with who controls it: the
+    TradingStrategy (a Job per spec) or its CronJob (scheduled backtests)."""
 
     name: str
+    uid: str | None
     digest: str | None
     failure: Condition | None
+    owner_kind: str | None = None
+    owner_uid: str | None = None
 
     @classmethod
     def of(cls, job: Mapping[str, Any], digest_label: str) -> BacktestJob:
         meta = job.get("metadata") or {}
+        owner = controller_of(job)
         return cls(
             name=str(meta.get("name")),
+            uid=meta.get("uid"),
             digest=(meta.get("labels") or {}).get(digest_label),
             failure=job_failure(job),
+            owner_kind=owner[0] if owner else None,
+            owner_uid=owner[2] if owner else None,
         )
+
+
+def trusted_jobs(jobs: Iterable[BacktestJob], owner_uids: Collection[str]) -> list[BacktestJob]:
+    """The Jobs controlled by one of `owner_uids` (the TradingStrategy's uid and its CronJob's)."""
+    return [job for job in jobs if job.uid and job.owner_uid in owner_uids]
 
 
 @dataclass(frozen=True)
@@ -192,16 +219,24 @@ class BacktestOutcome:
 
 
 def backtest_outcome(
-    digest: str, pods: Iterable[BacktestPod], jobs: Iterable[BacktestJob]
+    digest: str, pods: Iterable[BacktestPod], jobs: Iterable[BacktestJob], owner_uids: Collection[str]
 ) -> BacktestOutcome | None:
     """How the backtest of the current spec (`digest`) ended, from its pods and Jobs; None while it runs.
 
+    Only Jobs controlled by one of `owner_uids` (the TradingStrategy and its CronJob) and pods controlled by
+    one of those Jobs count: a pod or Job that merely carries the labels is ignored (issue 14.8).
     A pod that succeeded wins (a Job retries a failed pod), then the newest failed pod (its termination
     message says why), then a Job that failed for good (e.g. its deadline passed with no pod finished).
     Runs of older specs never speak for the resource.
     """
+    trusted = trusted_jobs(jobs, owner_uids)
+    job_uids = {job.uid for job in trusted}
     finished = sorted(
-        (pod for pod in pods if pod.digest == digest and pod.terminated is not None),
+        (
+            pod
+            for pod in pods
+            if pod.digest == digest and pod.terminated is not None and pod.job_uid in job_uids
+        ),
         key=lambda pod: str((pod.terminated or {}).get("finishedAt") or ""),
     )
     succeeded = [pod for pod in finished if int((pod.terminated or {}).get("exitCode") or 0) == 0]
@@ -213,7 +248,9 @@ def backtest_outcome(
             terminated.get("message") or terminated.get("reason") or "the backtest container failed"
         )
         return BacktestOutcome(Condition(BACKTEST_SUCCEEDED, False, "BacktestFailed", message[:1024]))
-    failed = sorted((job for job in jobs if job.digest == digest and job.failure), key=lambda job: job.name)
+    failed = sorted(
+        (job for job in trusted if job.digest == digest and job.failure), key=lambda job: job.name
+    )
     if failed and failed[-1].failure is not None:
         return BacktestOutcome(failed[-1].failure)
     return None
