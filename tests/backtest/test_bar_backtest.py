@@ -43,8 +43,14 @@ def run(engine: str, bars: pd.DataFrame, fill: str = "close", **params: object) 
 
 
 def only_trade(result: RawResult) -> tuple[str, float, pd.Timestamp, float]:
-    (trade,) = result.trades.itertuples()
-    return str(trade.exit_reason), float(trade.exit_price), trade.entry_time, float(trade.entry_price)
+    assert len(result.trades) == 1
+    trade = result.trades.iloc[0]
+    return (
+        str(trade["exit_reason"]),
+        float(trade["exit_price"]),
+        pd.Timestamp(trade["entry_time"]),
+        float(trade["entry_price"]),
+    )
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -110,11 +116,10 @@ def ticks_file(tmp_path: Path, n: int = 30_000, seed: int = 4) -> tuple[Path, pd
     price = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.0008, n)))
     price = np.round(price, 2)
     size = rng.integers(1, 20, n).astype(np.float64)
-    frame = pd.DataFrame(
-        {"price": price, "size": size}, index=pd.DatetimeIndex(ts.view("datetime64[ns]"), tz="UTC")
-    )
+    index = pd.DatetimeIndex(ts.view("datetime64[ns]"), tz="UTC")
+    frame = pd.DataFrame({"price": price, "size": size}, index=index)
     path = tmp_path / "ticks.csv"
-    stamps = frame.index.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamps = index.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     path.write_text(
         "timestamp,price,size\n"
         + "".join(f"{t},{p!r},{s:g}\n" for t, p, s in zip(stamps, frame["price"], frame["size"], strict=True))

@@ -3,6 +3,8 @@ will feed tick by tick makes the very same bars."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -83,24 +85,21 @@ def built_live(ts: np.ndarray, price: np.ndarray, size: np.ndarray, timeframe: s
 
 
 def assert_same(ours: BarArrays, theirs: BarArrays) -> None:
-    for name, mine, other in zip(BarArrays._fields, ours, theirs, strict=True):
-        np.testing.assert_array_equal(mine, other, err_msg=name)
+    for column in fields(BarArrays):
+        np.testing.assert_array_equal(
+            getattr(ours, column.name), getattr(theirs, column.name), err_msg=column.name
+        )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ticks=tick_streams(), timeframe=st.sampled_from(BAR_TIMEFRAMES))
-def test_aggregate_is_pandas_resample_left_labelled_and_left_closed(
+def test_aggregate_is_pandas_resample_and_the_live_builder_makes_the_same_bars_tick_by_tick(
     ticks: tuple[np.ndarray, np.ndarray, np.ndarray], timeframe: str
 ) -> None:
-    assert_same(of_ticks(*ticks, timeframe), pandas_bars(*ticks, timeframe))
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ticks=tick_streams(), timeframe=st.sampled_from(BAR_TIMEFRAMES))
-def test_the_live_builder_makes_the_aggregators_bars_tick_by_tick(
-    ticks: tuple[np.ndarray, np.ndarray, np.ndarray], timeframe: str
-) -> None:
-    assert_same(built_live(*ticks, timeframe), of_ticks(*ticks, timeframe))
+    """pandas with the left label and the left edge closed; the builder fed one tick at a time."""
+    vectorised = of_ticks(*ticks, timeframe)
+    assert_same(vectorised, pandas_bars(*ticks, timeframe))
+    assert_same(built_live(*ticks, timeframe), vectorised)
 
 
 @settings(max_examples=100, deadline=None)
@@ -114,10 +113,10 @@ def test_finer_bars_aggregate_into_the_bars_the_ticks_make(
 ) -> None:
     """Ticks to 1s to 1h gives the ticks-to-1h bars (each coarse length is a whole number of the fine one)."""
     small = of_ticks(*ticks, fine)
-    via_small = aggregate(*small, timeframe_ns(coarse))
+    via_small = aggregate(*vars(small).values(), timeframe_ns(coarse))
     assert_same(via_small, of_ticks(*ticks, coarse))
     builder = BarBuilder.of(coarse)
-    live = [builder.on_bar(int(b[0]), *map(float, b[1:])) for b in zip(*small, strict=True)]
+    live = [builder.on_bar(int(b[0]), *map(float, b[1:])) for b in zip(*vars(small).values(), strict=True)]
     live_ts = [bar.start_ns for bar in [*live, builder.flush()] if bar is not None]
     np.testing.assert_array_equal(live_ts, via_small.ts)
 

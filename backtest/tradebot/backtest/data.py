@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 
-from tradebot.core.bars import TICK, aggregate, describe_ns, timeframe_ns
+from tradebot.core.bars import TICK, BarArrays, aggregate, describe_ns, timeframe_ns
 from tradebot.core.errors import TradebotError
 
 if TYPE_CHECKING:  # pandas and pyarrow load on first use: `tradebot backtest` overlaps them with reading
@@ -124,17 +124,15 @@ def _datetime_index(ts: IntArray) -> pd.DatetimeIndex:
 
 
 @dataclass(frozen=True, eq=False)
-class Bars:
+class Bars(BarArrays):
     """OHLCV bars: ``ts`` is epoch nanoseconds (UTC) of each bar's open, strictly ascending; prices are
     finite and > 0 with ``low <= min(open, close)`` and ``high >= max(open, close)``; volume >= 0."""
 
     kind: ClassVar[Literal["bars"]] = "bars"
-    ts: IntArray
-    open: FloatArray
-    high: FloatArray
-    low: FloatArray
-    close: FloatArray
-    volume: FloatArray
+
+    @classmethod
+    def of(cls, arrays: BarArrays) -> Bars:
+        return cls(**vars(arrays))
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -191,7 +189,7 @@ def at_timeframe(data: MarketData, timeframe: str, path: str | Path) -> Bars:
     length = timeframe_ns(timeframe)
     if isinstance(data, Ticks):
         price = data.price
-        return Bars(*aggregate(data.ts, price, price, price, price, data.size, length))
+        return Bars.of(aggregate(data.ts, price, price, price, price, data.size, length))
     step = data_step_ns(data)
     if step is None or step == length:
         return data
@@ -207,7 +205,7 @@ def at_timeframe(data: MarketData, timeframe: str, path: str | Path) -> Bars:
             f"--timeframe {timeframe} is not a whole number of the data's {describe_ns(step)} bars,"
             " so they cannot be aggregated into it",
         )
-    return Bars(*aggregate(data.ts, data.open, data.high, data.low, data.close, data.volume, length))
+    return Bars.of(aggregate(data.ts, data.open, data.high, data.low, data.close, data.volume, length))
 
 
 # ----------------------------------------------------------------------------------------------- layout

@@ -13,7 +13,7 @@ and tests/core/test_bars.py proves they make the same bars, and the same as pand
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Literal, NamedTuple, TypeVar, get_args
+from typing import Final, Literal, TypeVar, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -58,8 +58,9 @@ def bucket_start(ts_ns: Stamps, length_ns: int) -> Stamps:
     return ts_ns - ts_ns % length_ns
 
 
-class BarArrays(NamedTuple):
-    """Bars as arrays: `ts` is each bar's open time (epoch ns, ascending)."""
+@dataclass(frozen=True, eq=False)
+class BarArrays:
+    """Bars as arrays: `ts` is each bar's open time (epoch ns, ascending). (The backtest's `Bars` is one.)"""
 
     ts: IntArray
     open: FloatArray
