@@ -113,7 +113,9 @@ def test_finer_bars_aggregate_into_the_bars_the_ticks_make(
 ) -> None:
     """Ticks to 1s to 1h gives the ticks-to-1h bars (each coarse length is a whole number of the fine one)."""
     small = of_ticks(*ticks, fine)
-    via_small = aggregate(*vars(small).values(), timeframe_ns(coarse))
+    via_small = aggregate(
+        small.ts, small.open, small.high, small.low, small.close, small.volume, timeframe_ns(coarse)
+    )
     assert_same(via_small, of_ticks(*ticks, coarse))
     builder = BarBuilder.of(coarse)
     live = [builder.on_bar(int(b[0]), *map(float, b[1:])) for b in zip(*vars(small).values(), strict=True)]
