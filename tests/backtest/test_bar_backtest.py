@@ -221,3 +221,32 @@ def test_the_reports_say_the_timeframe_and_the_exit_rule(
     assert "timeframe 1m, fill close, exit rule open-nearest" in out
     params = backtest_json(capsys, *flags)["params"]
     assert (params["exit_rule"], params["timeframe"]) == ("open-nearest", "1m")  # type: ignore[index]
+
+
+def test_a_sweep_on_a_timeframe_sweeps_the_aggregated_bars(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ticks_path, ticks = ticks_file(tmp_path, 20_000)
+    minute_bars = tmp_path / "minute.csv"
+    write_ohlcv_csv(resampled(ticks, "1min"), minute_bars)
+    grid = [
+        "--short-window",
+        "3,5",
+        "--long-window",
+        "12,20",
+        "--stop-loss-pct",
+        "0.3",
+        "--json",
+        "--no-progress",
+    ]
+    tables = []
+    for path in (ticks_path, minute_bars):
+        code = main(["sweep", "--data", str(path), *grid, "--timeframe", "1m", "--exit-rule", "target-first"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        tables.append(json.loads(out)["results"])
+    assert tables[0] == tables[1]
+    assert len(tables[0]) == 4
+    code = main(["sweep", "--data", str(minute_bars), *grid, "--timeframe", "15s"])
+    assert code == 2
+    assert "the data is 1m bars, coarser than --timeframe 15s" in capsys.readouterr().err
