@@ -37,6 +37,7 @@ from pydantic import ValidationError
 from pydantic.alias_generators import to_snake
 
 from tradebot.adapters.connect import Wiring
+from tradebot.core.live import check_live_params
 from tradebot.core.params import RiskLimits, StrategyParams
 from tradebot.kit.children import owned_child
 from tradebot.kit.ports import free_port, reserve_ports
@@ -159,10 +160,14 @@ def parse_strategies(specs: list[str]) -> list[tuple[str, StrategyParams]]:
         if not isinstance(data, dict):
             raise SystemExit(f"tradebot up: error: --strategy {name}: the parameters must be a JSON object")
         try:
-            parsed.append((name, StrategyParams.model_validate(from_flag_names(data))))
+            params = StrategyParams.model_validate(from_flag_names(data))
         except ValidationError as exc:
             problems = "\n".join(f"  {problem}" for problem in describe_params_error(exc))
             raise SystemExit(f"tradebot up: error: --strategy {name}:\n{problems}") from None
+        try:
+            parsed.append((name, check_live_params(params)))
+        except ValueError as exc:
+            raise SystemExit(f"tradebot up: error: --strategy {name}: {exc}") from None
     return parsed
 
 

@@ -52,6 +52,9 @@ parameters = st.fixed_dictionaries(
         "take_profit_pct": optional_pct,
         "trailing_stop_pct": optional_pct,
         "allow_short": st.booleans(),
+        # The engines read the timeframe (bars: stops see each bar's range) on data already at it.
+        "timeframe": st.sampled_from(["tick", "1h"]),
+        "exit_rule": st.sampled_from(["stop-first", "target-first", "open-nearest"]),
         "qty_step": st.sampled_from([0.0, 0.001, 1.0]),
         "sizing": st.sampled_from(["all-in", "qty:3", "notional:2500", "equity-pct:40", "risk-pct:1"]),
         "risk": st.fixed_dictionaries(
@@ -111,11 +114,16 @@ def random_walk(n: int, seed: int) -> pd.DataFrame:
 def test_parity_on_a_long_synthetic_series_with_every_rule() -> None:
     """One big case the random search may not reach: thousands of trades of every exit kind."""
     bars = random_walk(20_000, seed=7)
-    for fill in ("close", "next-open"):
+    runs = [("close", "tick", "stop-first")]
+    runs += [(fill, "1h", rule) for fill in ("close", "next-open") for rule in ("stop-first", "open-nearest")]
+    runs += [("next-open", "tick", "target-first")]
+    for fill, timeframe, exit_rule in runs:
         config = BacktestConfig(
-            params=StrategyParams.model_validate(EVERY_RULE),
+            params=StrategyParams.model_validate(
+                {**EVERY_RULE, "timeframe": timeframe, "exit_rule": exit_rule}
+            ),
             costs=Costs(commission_pct=0.05, slippage_bps=2),
-            fill=fill,
+            fill=fill,  # type: ignore[arg-type]
         )
         reference = run_reference(bars, config)
         fast = run_kernel(bars, config)

@@ -38,6 +38,7 @@ from tradebot.backtest.kernel import (
     moving_averages,
 )
 from tradebot.core import book, risk, signals, sizing
+from tradebot.core import costs as costs_module
 from tradebot.core.costs import Costs
 from tradebot.core.params import StrategyParams
 from tradebot.core.rules import ExitCode, Rules, SizingCode
@@ -90,6 +91,12 @@ def test_stops_compiled_are_the_stops_in_python(
     same(risk.trail(qty, best, high, low), jit(risk.trail)(qty, best, high, low))
     for code in (-1, 0, 1, 2, 3, 4):
         same(risk.cooldown_until(rules, code, 7, 3), jit(risk.cooldown_until)(rules, code, 7, 3))
+
+
+@pytest.mark.parametrize("qty", [1.7e17, 2.0**52, 2.0**63 * 1.5, 1e300, 12.3456])
+def test_rounding_to_the_step_compiled_is_the_python_one_even_past_int64(qty: float) -> None:
+    for step in (0.001, 1.0, 0.0):
+        same(costs_module.floor_to_step(qty, step), jit(costs_module.floor_to_step)(qty, step))
 
 
 @settings(max_examples=300, deadline=None)

@@ -22,6 +22,9 @@ def test_short_window_must_be_below_long_window() -> None:
         ({"ma_type": "wma"}, "ma_type"),
         ({"risk": {"cooldown_bars": -1}}, "risk.cooldown_bars"),
         ({"bogus": 1}, "bogus"),
+        ({"timeframe": "2m"}, "timeframe"),
+        ({"timeframe": "1H"}, "timeframe"),
+        ({"exit_rule": "nearest"}, "exit_rule"),
     ],
 )
 def test_bad_values_name_the_field(data: dict[str, object], field: str) -> None:
@@ -68,13 +71,43 @@ def test_risk_sizing_needs_a_stop() -> None:
 
 def test_camel_case_and_snake_case_both_accepted() -> None:
     camel = StrategyParams.model_validate(
-        {"shortWindow": 5, "longWindow": 20, "stopLossPct": 2, "risk": {"cooldownBars": 3}}
+        {
+            "shortWindow": 5,
+            "longWindow": 20,
+            "stopLossPct": 2,
+            "risk": {"cooldownBars": 3},
+            "exitRule": "target-first",
+        }
     )
     snake = StrategyParams.model_validate(
-        {"short_window": 5, "long_window": 20, "stop_loss_pct": 2, "risk": {"cooldown_bars": 3}}
+        {
+            "short_window": 5,
+            "long_window": 20,
+            "stop_loss_pct": 2,
+            "risk": {"cooldown_bars": 3},
+            "exit_rule": "target-first",
+        }
     )
     assert camel == snake
-    assert camel.model_dump(by_alias=True)["shortWindow"] == 5
+    dumped = camel.model_dump(by_alias=True)
+    assert (dumped["shortWindow"], dumped["exitRule"], dumped["timeframe"]) == (5, "target-first", "tick")
+
+
+def test_the_defaults_keep_todays_behaviour_and_the_cli_args_name_only_what_differs() -> None:
+    params = StrategyParams()
+    assert (params.timeframe, params.exit_rule) == ("tick", "stop-first")
+    assert not any(arg.startswith(("--timeframe", "--exit-rule")) for arg in params.to_cli_args())
+    hourly = StrategyParams(timeframe="1h", exit_rule="target-first").to_cli_args()
+    assert {"--timeframe=1h", "--exit-rule=target-first"} <= set(hourly)
+
+
+def test_the_cli_choices_are_the_models() -> None:
+    from tradebot.backtest.cliargs import EXIT_RULE_CHOICES, TIMEFRAME_CHOICES
+    from tradebot.core.bars import TIMEFRAMES
+    from tradebot.core.params import EXIT_RULES
+
+    assert TIMEFRAME_CHOICES == TIMEFRAMES
+    assert EXIT_RULE_CHOICES == EXIT_RULES
 
 
 def test_cli_args_reproduce_the_params() -> None:
@@ -90,6 +123,8 @@ def test_cli_args_reproduce_the_params() -> None:
             "stop_loss_pct": 2.5,
             "trailing_stop_pct": 4,
             "allow_short": True,
+            "timeframe": "15m",
+            "exit_rule": "open-nearest",
             "sizing": "risk-pct:1",
             "qty_step": 0.01,
             "risk": {"cooldown_bars": 2, "max_daily_loss_pct": 3, "max_gross_exposure": 2},

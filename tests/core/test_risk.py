@@ -47,6 +47,55 @@ def test_a_short_position_mirrors_it() -> None:
     assert stop_exit(STOPS, -10.0, 100.0, 100.0, 100.0, 125.0, 75.0)[0] == ExitCode.STOP_LOSS
 
 
+@pytest.mark.parametrize(
+    ("exit_rule", "open_", "expected"),
+    [
+        # Long from 100 (stop 90, target 120), a bar from 85 to 125: which level came first is unknown.
+        ("stop-first", 100.0, (ExitCode.STOP_LOSS, 90.0)),
+        ("stop-first", 118.0, (ExitCode.STOP_LOSS, 90.0)),
+        ("target-first", 100.0, (ExitCode.TAKE_PROFIT, 120.0)),
+        ("target-first", 92.0, (ExitCode.TAKE_PROFIT, 120.0)),
+        ("open-nearest", 100.0, (ExitCode.STOP_LOSS, 90.0)),  # 10 to the stop, 20 to the target
+        ("open-nearest", 115.0, (ExitCode.TAKE_PROFIT, 120.0)),  # 25 to the stop, 5 to the target
+        ("open-nearest", 105.0, (ExitCode.STOP_LOSS, 90.0)),  # as near: the stop
+    ],
+)
+def test_a_bar_reaching_both_stop_and_target_exits_by_the_named_rule(
+    exit_rule: str, open_: float, expected: tuple[int, float]
+) -> None:
+    both = rules(stop_loss_pct=10, take_profit_pct=20, exit_rule=exit_rule)
+    assert stop_exit(both, 10.0, 100.0, 100.0, open_, 125.0, 85.0) == expected
+    # Gaps through one level at the open fill there whatever the rule; a bar reaching one level exits there.
+    assert stop_exit(both, 10.0, 100.0, 100.0, 80.0, 125.0, 75.0) == (ExitCode.STOP_LOSS, 80.0)
+    assert stop_exit(both, 10.0, 100.0, 100.0, 130.0, 131.0, 85.0) == (ExitCode.TAKE_PROFIT, 130.0)
+    assert stop_exit(both, 10.0, 100.0, 100.0, 100.0, 119.0, 85.0) == (ExitCode.STOP_LOSS, 90.0)
+    assert stop_exit(both, 10.0, 100.0, 100.0, 100.0, 125.0, 91.0) == (ExitCode.TAKE_PROFIT, 120.0)
+
+
+@pytest.mark.parametrize(
+    ("exit_rule", "open_", "expected_code"),
+    [
+        ("stop-first", 85.0, ExitCode.STOP_LOSS),
+        ("target-first", 105.0, ExitCode.TAKE_PROFIT),
+        ("open-nearest", 105.0, ExitCode.STOP_LOSS),  # short from 100: 5 to the stop (110), 25 to the target
+        ("open-nearest", 85.0, ExitCode.TAKE_PROFIT),  # 25 to the stop, 5 to the target (80)
+    ],
+)
+def test_a_short_position_mirrors_the_exit_rules(exit_rule: str, open_: float, expected_code: int) -> None:
+    both = rules(stop_loss_pct=10, take_profit_pct=20, exit_rule=exit_rule)
+    code, price = stop_exit(both, -10.0, 100.0, 100.0, open_, 115.0, 75.0)
+    assert code == expected_code
+    assert price == pytest.approx(110.0 if code == ExitCode.STOP_LOSS else 80.0)
+
+
+def test_a_trailing_stop_meets_the_exit_rules_too() -> None:
+    # Best 110 since entry at 100: the trail (99) is the stop; the target is 120.
+    trailing = {"trailing_stop_pct": 10, "take_profit_pct": 20}
+    bar = (10.0, 100.0, 110.0, 118.0, 121.0, 98.0)
+    assert stop_exit(rules(**trailing), *bar)[0] == ExitCode.TRAILING_STOP
+    assert stop_exit(rules(**trailing, exit_rule="open-nearest"), *bar) == (ExitCode.TAKE_PROFIT, 120.0)
+
+
 def test_the_tighter_of_stop_loss_and_trailing_stop_is_the_stop() -> None:
     both = rules(stop_loss_pct=10, trailing_stop_pct=5)
     # Best price 110 since entry at 100: the trail (104.5) is above the stop-loss (90).

@@ -9,8 +9,16 @@ import pytest
 
 from tradebot.core.costs import Costs
 from tradebot.core.models import OrderReason
-from tradebot.core.params import SIZING_KINDS, RiskLimits, SizingKind, StrategyParams
-from tradebot.core.rules import ExitCode, Rules, SizingCode, exit_reason, sizing_code
+from tradebot.core.params import EXIT_RULES, SIZING_KINDS, ExitRule, RiskLimits, SizingKind, StrategyParams
+from tradebot.core.rules import (
+    ExitCode,
+    ExitRuleCode,
+    Rules,
+    SizingCode,
+    exit_reason,
+    exit_rule_code,
+    sizing_code,
+)
 
 # Each parameter (`costs.` for a cost), a value to change it to, and the fields of `Rules` that must
 # change with it, to what.
@@ -19,6 +27,7 @@ CHANGES: list[tuple[str, Any, dict[str, Any]]] = [
     ("stop_loss_pct", 2.0, {"stop_loss_pct": 2.0}),
     ("take_profit_pct", 3.0, {"take_profit_pct": 3.0}),
     ("trailing_stop_pct", 4.0, {"trailing_stop_pct": 4.0}),
+    ("exit_rule", "open-nearest", {"exit_rule": ExitRuleCode.OPEN_NEAREST}),
     ("sizing", "notional:500", {"sizing": SizingCode.NOTIONAL, "sizing_value": 500.0}),
     ("qty_step", 0.01, {"qty_step": 0.01}),
     ("risk.max_gross_exposure", 2.0, {"max_gross_exposure": 2.0}),
@@ -32,6 +41,8 @@ CHANGES: list[tuple[str, Any, dict[str, Any]]] = [
 ]
 # Parameters that never reach `Rules`: they make the moving averages, computed before any rule runs.
 MOVING_AVERAGE_PARAMETERS = {"ma_type", "short_window", "long_window"}
+# Parameters the engines read themselves: the timeframe makes the bars (and whether stops see their range).
+ENGINE_PARAMETERS = {"timeframe"}
 
 
 def changed(path: str, value: Any) -> Rules:
@@ -58,11 +69,11 @@ def test_each_parameter_lands_in_its_own_field(path: str, value: Any, fields: di
 
 def test_no_parameter_and_no_field_is_left_out() -> None:
     """A new parameter must reach the rules (so the kernel sees it) or be declared as an input of
-    the moving averages; a new field of `Rules` must come from some parameter."""
+    the moving averages or of the engines; a new field of `Rules` must come from some parameter."""
     parameters = {name for name in StrategyParams.model_fields if name != "risk"}
     parameters |= {f"risk.{name}" for name in RiskLimits.model_fields}
     parameters |= {f"costs.{name}" for name in Costs.model_fields}
-    assert parameters - MOVING_AVERAGE_PARAMETERS == {path for path, _, _ in CHANGES}
+    assert parameters - MOVING_AVERAGE_PARAMETERS - ENGINE_PARAMETERS == {path for path, _, _ in CHANGES}
     assert set().union(*(fields for _, _, fields in CHANGES)) == set(Rules._fields)
 
 
@@ -93,3 +104,11 @@ def test_exit_codes_are_order_reasons() -> None:
     ]
     with pytest.raises(ValueError, match="-1"):
         exit_reason(-1)
+
+
+def test_exit_rule_codes_are_the_exit_rules_one_for_one() -> None:
+    rules = get_args(ExitRule)
+    assert set(rules) == set(EXIT_RULES)
+    assert sorted(exit_rule_code(rule) for rule in rules) == sorted(ExitRuleCode)
+    for rule in rules:
+        assert exit_rule_code(rule).name.lower().replace("_", "-") == rule

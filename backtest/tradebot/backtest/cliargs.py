@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 # The engine's FILL_MODELS, spelled out so that parsing flags does not import the engine (and pandas);
 # tests/backtest/test_cli.py checks that the two agree.
 FILL_CHOICES: tuple[str, ...] = ("close", "next-open")
+# Likewise core.bars.TIMEFRAMES and core.params.EXIT_RULES (core.bars imports numpy).
+TIMEFRAME_CHOICES: tuple[str, ...] = (
+    "tick", "1s", "5s", "15s", "30s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"
+)  # fmt: skip
+EXIT_RULE_CHOICES: tuple[str, ...] = ("stop-first", "target-first", "open-nearest")
 
 # StrategyParams field (dotted for nested) -> flag; used for flags and for naming errors.
 PARAM_FLAGS: dict[str, str] = {
@@ -31,6 +36,8 @@ PARAM_FLAGS: dict[str, str] = {
     "take_profit_pct": "--take-profit-pct",
     "trailing_stop_pct": "--trailing-stop-pct",
     "allow_short": "--allow-short",
+    "timeframe": "--timeframe",
+    "exit_rule": "--exit-rule",
     "sizing": "--sizing",
     "qty_step": "--qty-step",
     "risk.max_position_qty": "--max-position-qty",
@@ -96,6 +103,19 @@ def add_strategy_arguments(parser: argparse.ArgumentParser, *, ranges: bool = Fa
         help="trailing stop, percent from the best price" + range_note,
     )
     group.add_argument("--allow-short", action="store_true", help="sell short on downward crosses")
+    group.add_argument(
+        "--timeframe",
+        choices=TIMEFRAME_CHOICES,
+        default="tick",
+        metavar="TF",
+        help="trade on TF bars (1s ... 1d; finer data is aggregated) or on each row as it is (tick)",
+    )
+    group.add_argument(
+        "--exit-rule",
+        choices=EXIT_RULE_CHOICES,
+        default="stop-first",
+        help="which exit fills when one bar reaches both the stop and the take-profit",
+    )
     group.add_argument(
         "--sizing",
         default="all-in",

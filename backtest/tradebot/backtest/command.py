@@ -160,12 +160,18 @@ def _run(args: argparse.Namespace, profile: Profile, warm_up: threading.Thread) 
 
 
 def _backtest(args: argparse.Namespace, data: MarketData, config: BacktestConfig, profile: Profile) -> int:
-    from tradebot.backtest.data import Ticks
+    from tradebot.backtest.data import DataError, at_timeframe
     from tradebot.backtest.result import run_backtest
 
     with profile.phase("run"):
-        # Ticks are backtested one bar per tick (the `tick` timeframe): where --timeframe aggregates.
-        bars = data.as_bars() if isinstance(data, Ticks) else data
+        try:
+            bars = at_timeframe(data, config.params.timeframe, args.data)
+        except DataError as exc:
+            return _error(exc)
+        if len(bars) < 2:
+            return _error(
+                f"{args.data} makes {len(bars)} {config.params.timeframe} bar(s); a backtest needs at least 2"
+            )
         result = run_backtest(bars.frame(), config, engine=args.engine)
 
     from tradebot.backtest import report
@@ -177,7 +183,7 @@ def _backtest(args: argparse.Namespace, data: MarketData, config: BacktestConfig
             out.buffer.write(report.result_json(result.stats, result.trades, result.params_dict()) + b"\n")
             out.buffer.flush()
         else:
-            report.print_report(result.stats, result.trades)
+            report.print_report(result.stats, result.trades, setup=result.setup_line())
         if args.result_file:
             Path(args.result_file).write_bytes(
                 report.result_json(result.stats, result.trades.iloc[0:0], {}, indent=False) + b"\n"
@@ -192,6 +198,7 @@ def _backtest(args: argparse.Namespace, data: MarketData, config: BacktestConfig
                 result.raw.short_ma,
                 result.raw.long_ma,
                 result.trades,
+                setup=result.setup_line(),
             ),
             report.plot_equity_drawdown(
                 folder / "equity_drawdown.png",

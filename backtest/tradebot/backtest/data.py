@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 
+from tradebot.core.bars import TICK, BarArrays, aggregate, describe_ns, timeframe_ns
 from tradebot.core.errors import TradebotError
 
 if TYPE_CHECKING:  # pandas and pyarrow load on first use: `tradebot backtest` overlaps them with reading
@@ -47,6 +48,8 @@ __all__ = [
     "DataError",
     "MarketData",
     "Ticks",
+    "at_timeframe",
+    "data_step_ns",
     "load_market_data",
     "load_ohlcv",
     "read_market_data",
@@ -121,17 +124,15 @@ def _datetime_index(ts: IntArray) -> pd.DatetimeIndex:
 
 
 @dataclass(frozen=True, eq=False)
-class Bars:
+class Bars(BarArrays):
     """OHLCV bars: ``ts`` is epoch nanoseconds (UTC) of each bar's open, strictly ascending; prices are
     finite and > 0 with ``low <= min(open, close)`` and ``high >= max(open, close)``; volume >= 0."""
 
     kind: ClassVar[Literal["bars"]] = "bars"
-    ts: IntArray
-    open: FloatArray
-    high: FloatArray
-    low: FloatArray
-    close: FloatArray
-    volume: FloatArray
+
+    @classmethod
+    def of(cls, arrays: BarArrays) -> Bars:
+        return cls(**vars(arrays))
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -166,6 +167,45 @@ class Ticks:
 
 
 MarketData = Bars | Ticks
+
+
+def data_step_ns(data: MarketData) -> int | None:
+    """The data's own timeframe as inferred from its timestamps: 0 for ticks, the shortest step between
+    consecutive bars for bars (gaps such as nights and weekends are longer), None for a single bar."""
+    if isinstance(data, Ticks):
+        return 0
+    if len(data) < 2:
+        return None
+    return int(np.diff(data.ts).min())
+
+
+def at_timeframe(data: MarketData, timeframe: str, path: str | Path) -> Bars:
+    """The bars a backtest on `timeframe` runs over. `tick`: one bar per row as it is (a tick is a bar of
+    one price). A bar timeframe: ticks and finer bars are aggregated into bars of it (see
+    `tradebot.core.bars`), bars already at it are returned unchanged, and coarser bars (or bars it is not
+    a whole number of) are a `DataError` naming both timeframes."""
+    if timeframe == TICK:
+        return data.as_bars() if isinstance(data, Ticks) else data
+    length = timeframe_ns(timeframe)
+    if isinstance(data, Ticks):
+        price = data.price
+        return Bars.of(aggregate(data.ts, price, price, price, price, data.size, length))
+    step = data_step_ns(data)
+    if step is None or step == length:
+        return data
+    if step > length:
+        raise DataError(
+            path,
+            f"the data is {describe_ns(step)} bars, coarser than --timeframe {timeframe}: bars cannot be"
+            f" split; use --timeframe {describe_ns(step)} or coarser, or finer data",
+        )
+    if length % step:
+        raise DataError(
+            path,
+            f"--timeframe {timeframe} is not a whole number of the data's {describe_ns(step)} bars,"
+            " so they cannot be aggregated into it",
+        )
+    return Bars.of(aggregate(data.ts, data.open, data.high, data.low, data.close, data.volume, length))
 
 
 # ----------------------------------------------------------------------------------------------- layout

@@ -3,8 +3,11 @@
 It is slow by design (one Python call per bar) and is the definition of correct: the fast kernel
 must reproduce its trades exactly. Fill models, with no look-ahead:
 - `close`: every decision is made and filled at the bar's close (what the live pipeline does per tick);
-- `next-open`: decisions at the close fill at the next bar's open; stops watch each bar's range and
-  fill at the stop level, or at the open when the bar gapped through it.
+- `next-open`: decisions at the close fill at the next bar's open.
+Stops watch each bar's range (open, high, low) and fill at the stop level, or at the open when the bar
+gapped through it, under `next-open` and whenever the parameters name a bar timeframe (`1s` ... `1d`):
+with timeframe `tick` and `close` fills every row is one price, as the live strategy sees a tick.
+A bar that reaches both the stop and the take-profit exits by the parameters' `exit_rule`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tradebot.backtest.trades import TradeLog, trades_frame
+from tradebot.core.bars import TICK
 from tradebot.core.costs import Costs
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 from tradebot.core.models import OrderReason, OrderRequest, Side
@@ -33,6 +37,12 @@ class BacktestConfig:
     initial_cash: float = DEFAULT_INITIAL_CASH
     fill: FillModel = "close"
     symbol: str = "ASSET"
+
+    @property
+    def stops_see_bar_range(self) -> bool:
+        """Whether stops are checked against each bar's open, high and low before its close (else at
+        the close only, a bar being one price: the `tick` timeframe filled at the close)."""
+        return self.fill == "next-open" or self.params.timeframe != TICK
 
 
 @dataclass(frozen=True)
@@ -68,20 +78,22 @@ def run_reference(bars: pd.DataFrame, config: BacktestConfig) -> RawResult:
         log.record(bar, order.side.sign, order.qty, executed, fee, order.reason)
 
     pending: list[OrderRequest] = []
+    next_open = config.fill == "next-open"
+    bar_range = config.stops_see_bar_range
     for i in range(n):
         ts = timestamps[i]
         cause = f"bar:{i}"
-        if config.fill == "next-open":
-            for order in pending:
-                fill(i, order, float(opens[i]))
+        for order in pending:
+            fill(i, order, float(opens[i]))
+        if bar_range:
             for order in strategy.on_intrabar(
                 symbol, float(opens[i]), float(highs[i]), float(lows[i]), ts, cause
             ):
                 fill(i, order, order.ref_price)
-            step = strategy.on_price(symbol, float(closes[i]), ts, cause, check_stops=False)
+        step = strategy.on_price(symbol, float(closes[i]), ts, cause, check_stops=not bar_range)
+        if next_open:
             pending = step.orders
         else:
-            step = strategy.on_price(symbol, float(closes[i]), ts, cause)
             for order in step.orders:
                 fill(i, order, order.ref_price)
         short_ma[i] = step.short_ma

@@ -75,6 +75,7 @@ class KernelBars(NamedTuple):
 class KernelSetup(NamedTuple):
     rules: Rules
     next_open: bool  # fill model: decisions at the close fill at the next open (else at the close)
+    bar_range: bool  # stops see each bar's open, high and low before its close (else the close only)
     initial_cash: float
 
     @classmethod
@@ -82,6 +83,7 @@ class KernelSetup(NamedTuple):
         return cls(
             rules=Rules.of(config.params, config.costs),
             next_open=config.fill == "next-open",
+            bar_range=config.stops_see_bar_range,
             initial_cash=config.initial_cash,
         )
 
@@ -212,6 +214,7 @@ def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     closes = bars.close
     days = bars.day
     next_open = setup.next_open
+    bar_range = setup.bar_range
     initial_cash = setup.initial_cash
     n = closes.shape[0]
     state = np.zeros(13)
@@ -253,13 +256,11 @@ def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     last_r = 0.0
 
     for i in range(n):
-        if next_open:
-            # The open: fill what the previous close decided (on_fill).
-            for k in range(p_count):
-                trades = _apply_fill(
-                    state, trades, i, p_side[k], p_qty[k], opens[i], p_reason[k], rules, record
-                )
-            p_count = 0
+        # The open: fill what the previous close decided (on_fill; next-open fills only).
+        for k in range(p_count):
+            trades = _apply_fill(state, trades, i, p_side[k], p_qty[k], opens[i], p_reason[k], rules, record)
+        p_count = 0
+        if bar_range:
             # on_intrabar: roll the day, stops against the bar's range, move the best price, fill.
             if use_day and days[i] != day:
                 day = days[i]
@@ -289,7 +290,7 @@ def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
         position = qty
         cash_after = cash
         fills = 0
-        if not next_open and qty != 0.0:
+        if not bar_range and qty != 0.0:
             code, exit_at = stop_exit(rules, qty, state[_ENTRY], state[_BEST], price, price, price)
             if code != NO_EXIT:
                 cooldown_end = cooldown_until(rules, code, bar_index, cooldown_end)

@@ -262,11 +262,20 @@ def render_trades_table(trades: pd.DataFrame, last: int = 10) -> Table:
     return table
 
 
-def print_report(stats: Mapping[str, Any], trades: pd.DataFrame, console: Console | None = None) -> None:
-    """Print the statistics table and the last 10 trades."""
+def print_report(
+    stats: Mapping[str, Any],
+    trades: pd.DataFrame,
+    console: Console | None = None,
+    *,
+    setup: str | None = None,
+) -> None:
+    """Print the statistics table and the last 10 trades, under `setup` (the timeframe, the fill model and
+    the exit rule: what decides how the same data trades) when given."""
     from rich.console import Console
 
     out = console if console is not None else Console()
+    if setup:
+        out.print(setup, markup=False)
     out.print(render_stats_table(stats))
     if len(trades):
         out.print(render_trades_table(trades))
@@ -329,8 +338,9 @@ def plot_price_with_trades(
     short_ma: np.ndarray | None,
     long_ma: np.ndarray | None,
     trades: pd.DataFrame,
+    setup: str | None = None,
 ) -> Path:
-    """Price with both moving averages and trade markers; long series are downsampled for the lines
+    """Price with both moving averages and trade markers (`setup` under the title); long series are downsampled for the lines
     (bucket min/max of the price) while trade markers stay at their exact times and prices."""
     x = _naive_utc(index)
     px = np.asarray(close, dtype=np.float64)
@@ -364,7 +374,7 @@ def plot_price_with_trades(
         for mask, xs, ys, marker, colour, name in marker_specs:
             if mask.any():
                 ax.scatter(xs[mask], ys[mask], marker=marker, color=colour, s=40, zorder=3, label=name)
-    ax.set_title("Price, moving averages and trades")
+    ax.set_title("Price, moving averages and trades" + (f"\n{setup}" if setup else ""))
     ax.set_ylabel("price")
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

@@ -26,6 +26,14 @@ class BacktestResult:
     def trades(self) -> pd.DataFrame:
         return self.raw.trades
 
+    def setup_line(self) -> str:
+        """The choices that decide how the same data trades, in one line for the reports."""
+        params = self.config.params
+        return (
+            f"timeframe {params.timeframe}, fill {self.config.fill}, exit rule {params.exit_rule}"
+            " (when one bar reaches both the stop and the take-profit)"
+        )
+
     def params_dict(self) -> dict[str, Any]:
         return {
             **self.config.params.model_dump(mode="json"),

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from tradebot.backtest.data import DataError, load_ohlcv
+    from tradebot.backtest.data import DataError, at_timeframe, load_market_data
     from tradebot.backtest.sweep import run_sweep, walk_forward
 
     try:
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         first = {field: values[0] for field, values in grid.items()}
         # The base config validates every fixed flag; per-combination validity is checked in the sweep.
         base = build_config(args, {**first, "short_window": 1, "long_window": 2})
-        bars = load_ohlcv(args.data)
+        bars = at_timeframe(load_market_data(args.data), base.params.timeframe, args.data).frame()
     except (UsageError, DataError, OSError) as exc:
         print(f"tradebot sweep: error: {exc}", file=sys.stderr)
         return 2

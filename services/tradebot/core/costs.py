@@ -42,4 +42,10 @@ def commission(qty: float, price: float, commission_pct: float, commission_fixed
 def floor_to_step(qty: float, step: float) -> float:
     if step <= 0.0:
         return qty
-    return math.floor(qty / step + 1e-9) * step
+    scaled = qty / step + 1e-9
+    if scaled >= 4_503_599_627_370_496.0:
+        # 2**52 and up a float is a whole number already; and compiled by numba math.floor would give an
+        # int64, which overflows past 2**63 (prices near 0 size entries that big): the kernel then refused
+        # entries the reference made.
+        return scaled * step
+    return math.floor(scaled) * step

@@ -13,8 +13,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from tradebot.core.bars import TICK, Timeframe
+
 SizingKind = Literal["all-in", "qty", "notional", "equity-pct", "risk-pct"]
 SIZING_KINDS: tuple[str, ...] = ("all-in", "qty", "notional", "equity-pct", "risk-pct")
+# Which exit fills when one bar reaches both the stop and the take-profit (the bar's path is unknown).
+ExitRule = Literal["stop-first", "target-first", "open-nearest"]
+EXIT_RULES: tuple[str, ...] = ("stop-first", "target-first", "open-nearest")
 
 
 class _Model(BaseModel):
@@ -122,6 +127,20 @@ class StrategyParams(_Model):
         description="Trailing-stop distance from the best price since entry, in percent.",
     )
     allow_short: bool = Field(default=False, description="Also sell short on a downward cross.")
+    timeframe: Timeframe = Field(
+        default=TICK,
+        description=(
+            "Bars the strategy trades on: tick (every trade is a bar) or 1s to 1d bars, labelled by their"
+            " open time and aligned to the UTC epoch. The live strategy takes tick only for now."
+        ),
+    )
+    exit_rule: ExitRule = Field(
+        default="stop-first",
+        description=(
+            "Which exit fills when one bar reaches both the stop and the take-profit: stop-first,"
+            " target-first, or open-nearest (the level nearer the bar's open)."
+        ),
+    )
     sizing: Sizing = Field(default_factory=Sizing, description="Entry size.")
     qty_step: float = Field(
         default=1.0, ge=0, description="Quantities are rounded down to a multiple of this (0 = fractional)."
@@ -163,6 +182,10 @@ class StrategyParams(_Model):
             args.append(f"--cooldown-bars={self.risk.cooldown_bars}")
         if self.allow_short:
             args.append("--allow-short")
+        if self.timeframe != TICK:
+            args.append(f"--timeframe={self.timeframe}")
+        if self.exit_rule != "stop-first":
+            args.append(f"--exit-rule={self.exit_rule}")
         return args
 
     def to_env_json(self) -> str:

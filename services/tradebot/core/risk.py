@@ -12,7 +12,7 @@ import math
 from datetime import datetime
 from enum import IntEnum
 
-from tradebot.core.rules import NO_EXIT, ExitCode, Rules
+from tradebot.core.rules import NO_EXIT, ExitCode, ExitRuleCode, Rules
 
 
 class EntryBlock(IntEnum):
@@ -28,8 +28,9 @@ def stop_exit(
 ) -> tuple[int, float]:
     """The stop that closes a position of `qty` over a price range, and at what price:
     (`ExitCode`, price), or (`NO_EXIT`, NaN). `best_price` is the best price since entry (the
-    trailing stop's reference). The tighter of the stop-loss and the trailing stop is the stop;
-    a range that reaches both the stop and the take-profit exits at the stop."""
+    trailing stop's reference). The tighter of the stop-loss and the trailing stop is the stop; a
+    range that reaches both the stop and the take-profit exits by `rules.exit_rule`: at the stop
+    (stop-first), at the target (target-first), or at the level nearer the open (open-nearest)."""
     long = qty > 0.0
     stop = math.nan
     stop_code = ExitCode.STOP_LOSS
@@ -55,24 +56,24 @@ def stop_exit(
             if long
             else entry_price * (1.0 - rules.take_profit_pct / 100.0)
         )
-    if long:
-        if open_ <= stop:
-            return stop_code, open_
-        if open_ >= target:
-            return ExitCode.TAKE_PROFIT, open_
-        if low <= stop:
-            return stop_code, stop
-        if high >= target:
-            return ExitCode.TAKE_PROFIT, target
-    else:
-        if open_ >= stop:
-            return stop_code, open_
-        if open_ <= target:
-            return ExitCode.TAKE_PROFIT, open_
-        if high >= stop:
-            return stop_code, stop
-        if low <= target:
-            return ExitCode.TAKE_PROFIT, target
+    # A gap through a level at the open fills there (the open is on one side of both levels only).
+    if open_ <= stop if long else open_ >= stop:
+        return stop_code, open_
+    if open_ >= target if long else open_ <= target:
+        return ExitCode.TAKE_PROFIT, open_
+    stop_hit = low <= stop if long else high >= stop
+    target_hit = high >= target if long else low <= target
+    if stop_hit and target_hit:
+        # The bar reached both: its path is unknown, so the named exit rule decides.
+        if rules.exit_rule == ExitRuleCode.TARGET_FIRST:
+            stop_hit = False
+        elif rules.exit_rule == ExitRuleCode.OPEN_NEAREST:
+            # Equally near: the stop (the conservative answer).
+            stop_hit = abs(open_ - stop) <= abs(target - open_)
+    if stop_hit:
+        return stop_code, stop
+    if target_hit:
+        return ExitCode.TAKE_PROFIT, target
     return NO_EXIT, math.nan
 
 

@@ -15,7 +15,7 @@ from typing import Final, NamedTuple
 
 from tradebot.core.costs import Costs
 from tradebot.core.models import OrderReason
-from tradebot.core.params import SizingKind, StrategyParams
+from tradebot.core.params import ExitRule, SizingKind, StrategyParams
 
 
 class SizingCode(IntEnum):
@@ -30,6 +30,18 @@ class SizingCode(IntEnum):
 
 def sizing_code(kind: SizingKind) -> SizingCode:
     return SizingCode[kind.upper().replace("-", "_")]
+
+
+class ExitRuleCode(IntEnum):
+    """`StrategyParams.exit_rule` as a number; the member's name is the rule in upper case, `-` as `_`."""
+
+    STOP_FIRST = 0
+    TARGET_FIRST = 1
+    OPEN_NEAREST = 2
+
+
+def exit_rule_code(rule: ExitRule) -> ExitRuleCode:
+    return ExitRuleCode[rule.upper().replace("-", "_")]
 
 
 class ExitCode(IntEnum):
@@ -56,6 +68,7 @@ class Rules(NamedTuple):
     stop_loss_pct: float  # NaN: none (all percentages)
     take_profit_pct: float
     trailing_stop_pct: float
+    exit_rule: ExitRuleCode  # a bar that reaches both the stop and the take-profit
     sizing: SizingCode
     sizing_value: float  # 0 for all-in
     qty_step: float
@@ -76,6 +89,7 @@ class Rules(NamedTuple):
             stop_loss_pct=_pct(params.stop_loss_pct),
             take_profit_pct=_pct(params.take_profit_pct),
             trailing_stop_pct=_pct(params.trailing_stop_pct),
+            exit_rule=exit_rule_code(params.exit_rule),
             sizing=sizing_code(params.sizing.kind),
             sizing_value=0.0 if params.sizing.value is None else params.sizing.value,
             qty_step=params.qty_step,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tradebot.adapters.connect import PipelineSettings, Wiring, run_pipeline_service
 from tradebot.adapters.topics import pipeline_topics
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
+from tradebot.core.live import check_live_params
 from tradebot.core.models import Identifier
 from tradebot.core.params import StrategyParams
 from tradebot.kit.settings import comma_list
@@ -28,6 +29,12 @@ class StrategySettings(PipelineSettings):
     )
     strategy_initial_cash: float = Field(default=DEFAULT_INITIAL_CASH, gt=0)
     strategy_batch_max: int = Field(default=5000, ge=1, le=100_000)
+
+    @field_validator("strategy_params")
+    @classmethod
+    def _live_params(cls, params: StrategyParams) -> StrategyParams:
+        # Refused at start-up (naming the variable), never traded on ticks in silence.
+        return check_live_params(params)
 
     def symbol_list(self) -> list[str]:
         return comma_list(self.strategy_symbols)
