@@ -445,7 +445,7 @@ def test_the_backtest_guard_refuses_forged_backtest_pods_and_jobs(
     }
     refused_job = create(forger, stdin=json.dumps(job))
     assert refused_job.returncode != 0
-    assert "only the tradebot operator and the CronJob controller" in refused_job.stderr
+    assert "only the tradebot operator, the CronJob controller and cluster admins" in refused_job.stderr
     # The controllers' identity passes.
     assert create(stdin=pod("by-the-controller", labels)).returncode == 0
     for kind in ("validatingadmissionpolicybindings", "validatingadmissionpolicies"):
