@@ -366,6 +366,11 @@ class KafkaConsumer:
             self._consumer.close()
 
 
+# librdkafka's codes for a connection the broker refused: login (SASL) failed, TLS handshake failed.
+_REFUSALS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL})
+# The BusError name of a refused connection.
+_REFUSED = "CONNECTION_REFUSED"
+
 # Replicas a topic gets by default: three, or every broker of a smaller cluster.
 _MAX_DEFAULT_REPLICAS = 3
 
@@ -397,16 +402,65 @@ class KafkaBus:
         client_config: dict[str, str] | None = None,
         replication_factor: int | None = None,
         min_insync_replicas: int | None = None,
+        refusal_hint: str = "",
     ) -> None:
         self._replication_factor = replication_factor
         self._min_insync_replicas = min_insync_replicas
+        self._refusal_hint = refusal_hint
+        self._refusal: str | None = None
         self._base: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             # librdkafka's own messages go through logging (JSON in a container), not raw to stderr.
             "logger": logging.getLogger("tradebot.adapters.librdkafka"),
+            "error_cb": self._on_client_error,
             **(client_config or {}),
         }
         self._admin: AdminClient | None = AdminClient(dict(self._base))
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        # A refused login or TLS handshake reaches the caller only as "transport failure" (librdkafka
+        # retries it like a broken connection); keep its reason so errors can say why.
+        if error.code() in _REFUSALS:
+            self._refusal = error.str()
+
+    def _error(self, action: str, exc: BaseException) -> BusError:
+        """`_bus_error`, saying why the broker refused the connection when it did (bad credentials,
+        an untrusted certificate) instead of librdkafka's bare "Broker transport failure"."""
+        admin = self._admin
+        if admin is not None:
+            admin.poll(0)  # serves error_cb
+        error = _bus_error(action, exc)
+        if self._refusal is None:
+            return error
+        hint = f" ({self._refusal_hint})" if self._refusal_hint else ""
+        return BusError(
+            f"{error}: Kafka refused the connection: {self._refusal}{hint}",
+            code=error.code,
+            name=_REFUSED,
+            retriable=False,
+        )
+
+    def _metadata(self, action: str, timeout: float = _TIMEOUT_S) -> Any:
+        """The cluster's metadata, asked in slices of a second so that a refused connection (which librdkafka
+        retries like a broken one) ends the wait at once with its reason instead of after `timeout`."""
+        admin = self._open_admin()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                metadata = admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            except KafkaException as exc:
+                admin.poll(0)  # serves error_cb
+                if self._refusal is not None or time.monotonic() >= deadline:
+                    raise self._error(action, exc) from exc
+                continue
+            self._refusal = None  # a success clears an old refusal (credentials rotated since)
+            return metadata
+
+    def check_connection(self, timeout: float = 1.5) -> None:
+        """One metadata request: returns when a broker answers it (over TLS and logged in, where configured),
+        else raises BusError naming the refusal (see `_error`). What readiness asks of Kafka."""
+        if not self._metadata("asking Kafka for metadata", timeout).brokers:
+            raise BusError("Kafka answered without any broker")
 
     def _open_admin(self) -> AdminClient:
         """The admin client, or BusError once the bus is closed (as the memory bus does)."""
@@ -454,7 +508,7 @@ class KafkaBus:
             except KafkaException as exc:
                 error = _kafka_error(exc)
                 if error is None or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise _bus_error(f"creating topic {name}", exc) from exc
+                    raise self._error(f"creating topic {name}", exc) from exc
                 existing.append(name)
         self._wait_for_leaders([spec.name for spec in specs])
         self._warn_if_under_replicated(existing, replicas)
@@ -479,10 +533,7 @@ class KafkaBus:
         """The replication factor and min.insync.replicas `ensure_topics` gives new topics."""
         if self._replication_factor is not None and self._min_insync_replicas is not None:
             return replication_for(0, self._replication_factor, self._min_insync_replicas)
-        try:
-            brokers = len(self._open_admin().list_topics(timeout=_TIMEOUT_S).brokers)
-        except KafkaException as exc:
-            raise _bus_error("counting the brokers", exc) from exc
+        brokers = len(self._metadata("counting the brokers").brokers)
         return replication_for(brokers, self._replication_factor, self._min_insync_replicas)
 
     def _wait_for_leaders(self, names: list[str], timeout: float = _TIMEOUT_S) -> None:
@@ -605,7 +656,7 @@ class KafkaBus:
                 if batch:
                     yield batch
         except KafkaException as exc:
-            raise _bus_error(f"read_all({topic})", exc) from exc
+            raise self._error(f"read_all({topic})", exc) from exc
         finally:
             consumer.close()
 
