@@ -30,7 +30,7 @@ from tests.charts._helm import (
 )
 from tests.plugins._proc import REPO_ROOT
 from tradebot.adapters.connect import PipelineSettings
-from tradebot.kit.settings import ENV_PREFIX
+from tradebot.kit.settings import ENV_PREFIX, load_settings
 from tradebot.strategy.command import StrategySettings
 
 VALUES_FILES = sorted(p.name for p in VALUES_DIR.glob("*.yaml"))
@@ -611,8 +611,8 @@ def test_kafka_sasl_and_redis_tls_reach_every_service_and_the_strategies(helm_bi
     # The strategy reads every key it is handed, and the settings load (password and CA included).
     read = {f"{ENV_PREFIX}{name.upper()}" for name in StrategySettings.model_fields}
     assert set(shared) <= read, set(shared) - read
-    settings = PipelineSettings(
-        **{key.removeprefix(ENV_PREFIX).lower(): value for key, value in shared.items()}
+    settings = load_settings(
+        PipelineSettings, **{key.removeprefix(ENV_PREFIX).lower(): value for key, value in shared.items()}
     )
     assert settings.kafka_client_config()["sasl.password"] == kafka["sasl"]["password"]
 
