@@ -217,12 +217,14 @@ class KafkaTransactionalProducer(KafkaProducer):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         self.stuck = False
+        self._written: set[str] = set()  # the topics of the open transaction
         try:
             self._producer.init_transactions(_TIMEOUT_S)
         except KafkaException as exc:
             raise _bus_error("init_transactions", exc) from exc
 
     def begin(self) -> None:
+        self._written.clear()
         try:
             self._producer.begin_transaction()
         except KafkaException as exc:
@@ -256,12 +258,23 @@ class KafkaTransactionalProducer(KafkaProducer):
             raise TransactionStuckError("the transaction commit did not return; this producer is abandoned")
         error = outcome.get("error")
         if isinstance(error, KafkaException):
-            raise _bus_error("commit_transaction", error) from error
+            raise _bus_error(f"commit_transaction{self._topics_written()}", error) from error
         if error is not None:
             raise error
         with self._lock:
             self._errors.clear()  # a committed transaction delivered everything
             self._failed = 0
+
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> None:
+        self._written.add(topic)
+        super().produce(topic, value, key, partition)
+
+    def _topics_written(self) -> str:
+        """` (writing fills, orders)`: the commit's error says which request failed (adding partitions,
+        refused for a topic this user may not write) but not which topic; these are the candidates."""
+        return f" (writing {', '.join(sorted(self._written))})" if self._written else ""
 
     def abort(self) -> None:
         if self.stuck:
