@@ -26,6 +26,7 @@ from tests.charts._helm import (
     kinds,
     pod_spec,
     render,
+    template_args,
     workloads,
 )
 from tests.plugins._proc import REPO_ROOT
@@ -690,3 +691,39 @@ def test_kafka_security_values_that_cannot_work_are_refused(
     result = helm(helm_bin, "template", RELEASE, str(CHART), *args)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_each_service_can_have_its_own_kafka_user(helm_bin: Path) -> None:
+    """Issue 14.7: externalKafka.sasl.perService gives a service its own user (and password key), so its ACLs
+    can be its own; the others keep the shared user."""
+    sets = (
+        "externalKafka.sasl.perService.executor.username=executor",
+        "externalKafka.sasl.perService.executor.password=ex-pw",
+    )
+    manifests = render(helm_bin, "kafka-sasl.yaml", sets=sets)
+    credentials = next(s for s in by_kind(manifests, "Secret") if s["metadata"]["name"] == RELEASE)
+    assert base64.b64decode(credentials["data"]["kafka-password-executor"]).decode() == "ex-pw"
+    executor = env_of(pod_spec(find(manifests, "Deployment", "executor"))["containers"][0])
+    assert executor["TRADEBOT_KAFKA_SASL_USERNAME"] == "executor"
+    assert executor["TRADEBOT_KAFKA_SASL_PASSWORD"]["secretKeyRef"]["key"] == "kafka-password-executor"
+    feed = env_of(pod_spec(find(manifests, "Deployment", "feed"))["containers"][0])
+    assert feed["TRADEBOT_KAFKA_SASL_USERNAME"] == "tradebot-services"
+    assert feed["TRADEBOT_KAFKA_SASL_PASSWORD"]["secretKeyRef"]["key"] == "kafka-password"
+    # With existingSecret, the key is looked up there; without a password anywhere, the render says what to set.
+    existing = render(
+        helm_bin, "external.yaml", sets=(*KAFKA_SASL_SETS, "externalKafka.sasl.perService.api.username=api")
+    )
+    api = env_of(pod_spec(find(existing, "Deployment", "api"))["containers"][0])
+    assert api["TRADEBOT_KAFKA_SASL_PASSWORD"]["secretKeyRef"] == {
+        "name": "tradebot-credentials",
+        "key": "kafka-password-api",
+    }
+    result = helm(
+        helm_bin,
+        *template_args("kafka-sasl.yaml", sets=("externalKafka.sasl.perService.feed.username=feed",)),
+    )
+    assert result.returncode != 0
+    assert "externalKafka.sasl.perService.feed.password is empty" in result.stderr
+
+
+KAFKA_SASL_SETS = ("externalKafka.securityProtocol=SASL_SSL", "externalKafka.sasl.username=svc")

@@ -243,16 +243,27 @@ externalKafka.tls.ca goes into the env as it is).
 {{- if and (hasPrefix "SASL_" $k.securityProtocol) (not .Values.existingSecret) (not $k.sasl.password) }}
 {{- fail "externalKafka.sasl.password is empty: set it, or existingSecret with the key existingSecretKeys.kafkaPassword" }}
 {{- end }}
+{{- range $service, $own := $k.sasl.perService }}
+{{- if and $own.username (not $.Values.existingSecret) (not $own.password) }}
+{{- fail (printf "externalKafka.sasl.perService.%s.password is empty: set it, or existingSecret with the key %s-%s" $service $.Values.existingSecretKeys.kafkaPassword $service) }}
+{{- end }}
+{{- end }}
 {{- if and .Values.externalRedis.tls.caInSecret (not .Values.existingSecret) }}
 {{- fail "externalRedis.tls.caInSecret reads the CA from existingSecret: set existingSecret (or give the PEM as externalRedis.tls.ca)" }}
 {{- end }}
 {{- end }}
 
 {{- define "tradebot.kafkaEnv" -}}
-{{- include "tradebot.kafkaSecurityChecked" . }}
-{{- $k := .Values.externalKafka }}
+{{- $root := .root }}
+{{- include "tradebot.kafkaSecurityChecked" $root }}
+{{- $k := $root.Values.externalKafka }}
+{{- /* A service's own user (externalKafka.sasl.perService.<service>) and its password key, else the shared ones. */}}
+{{- $own := index $k.sasl.perService .service | default dict }}
+{{- $username := $own.username | default $k.sasl.username }}
+{{- $passwordKey := $root.Values.existingSecretKeys.kafkaPassword }}
+{{- if $own.username }}{{ $passwordKey = printf "%s-%s" $root.Values.existingSecretKeys.kafkaPassword .service }}{{ end }}
 - name: TRADEBOT_KAFKA_BOOTSTRAP
-  value: {{ include "tradebot.kafkaBootstrap" . | quote }}
+  value: {{ include "tradebot.kafkaBootstrap" $root | quote }}
 {{- if ne $k.securityProtocol "PLAINTEXT" }}
 - name: TRADEBOT_KAFKA_SECURITY_PROTOCOL
   value: {{ $k.securityProtocol | quote }}
@@ -261,19 +272,19 @@ externalKafka.tls.ca goes into the env as it is).
 - name: TRADEBOT_KAFKA_SASL_MECHANISM
   value: {{ $k.sasl.mechanism | quote }}
 - name: TRADEBOT_KAFKA_SASL_USERNAME
-  value: {{ $k.sasl.username | quote }}
+  value: {{ $username | quote }}
 - name: TRADEBOT_KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "tradebot.secretName" . }}
-      key: {{ .Values.existingSecretKeys.kafkaPassword }}
+      name: {{ include "tradebot.secretName" $root }}
+      key: {{ $passwordKey }}
 {{- end }}
 {{- if $k.tls.caInSecret }}
 - name: TRADEBOT_KAFKA_SSL_CA_PEM
   valueFrom:
     secretKeyRef:
-      name: {{ include "tradebot.secretName" . }}
-      key: {{ .Values.existingSecretKeys.kafkaCa }}
+      name: {{ include "tradebot.secretName" $root }}
+      key: {{ $root.Values.existingSecretKeys.kafkaCa }}
 {{- else if $k.tls.ca }}
 - name: TRADEBOT_KAFKA_SSL_CA_PEM
   value: {{ $k.tls.ca | quote }}
