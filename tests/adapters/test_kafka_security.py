@@ -4,6 +4,7 @@ CA is refused with the reason and the settings to check, and readiness says no."
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import uuid
@@ -198,6 +199,9 @@ def test_an_executor_process_runs_with_the_right_password_and_stops_naming_the_w
         right.wait_until("/readyz", lambda: http_ok(f"http://127.0.0.1:{right_port}/readyz"), 60)
     finally:
         right.stop()
+    right_log = right.log_path.read_text()
+    assert "service starting" in right_log
+    assert ADMIN_PASSWORD not in right_log  # the start-up line shows the settings, the password masked
     wrong_password = "wrong-pw-plugh"
     wrong = ServerProcess(
         "executor-wrong",
@@ -212,6 +216,12 @@ def test_an_executor_process_runs_with_the_right_password_and_stops_naming_the_w
         wrong.stop()
     assert wrong.popen.returncode != 0
     log = wrong.log_path.read_text()
-    assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in log
-    assert "TRADEBOT_KAFKA_SASL_PASSWORD" in log
+    (failure,) = [
+        record
+        for record in (json.loads(line) for line in log.splitlines() if line.startswith("{"))
+        if record.get("message") == "main failed"
+    ]
+    assert "Kafka refused the connection" in failure["error"]
+    assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in failure["error"]
+    assert "TRADEBOT_KAFKA_SASL_PASSWORD" in failure["error"]
     assert wrong_password not in log
