@@ -7,6 +7,7 @@ import pytest
 pytest_plugins = [
     "tests.plugins.servers",
     "tests.plugins.kafka_cluster",
+    "tests.plugins.secure_servers",
     "tests.plugins.kube",
     "tests.plugins.tradebot_operator",
     "tests.plugins.cluster",

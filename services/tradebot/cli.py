@@ -51,6 +51,11 @@ COMMANDS: tuple[Command, ...] = (
         "tradebot.backtest.sweep_command",
     ),
     Command("operator", "run the TradingStrategy operator (kopf)", "tradebot.operator.command"),
+    Command(
+        "kafka-acls",
+        "the Kafka ACLs of one component's user (least privilege): print or --apply",
+        "tradebot.adapters.kafka_acls",
+    ),
 )
 
 

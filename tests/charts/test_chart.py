@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ from tests.charts._helm import (
     workloads,
 )
 from tests.plugins._proc import REPO_ROOT
-from tradebot.kit.settings import ENV_PREFIX
+from tradebot.adapters.connect import PipelineSettings
+from tradebot.kit.settings import ENV_PREFIX, load_settings
 from tradebot.strategy.command import StrategySettings
 
 VALUES_FILES = sorted(p.name for p in VALUES_DIR.glob("*.yaml"))
@@ -671,3 +673,155 @@ def test_readme_names_every_credential_source() -> None:
         assert f"existingSecretKeys.{key}" in readme, key
     for phrase in ("existingSecret", "operator.sharedEnvExistingSecret", "at least 32 characters", "GitOps"):
         assert phrase in readme, phrase
+
+
+def _shared_env(manifests: list[Manifest]) -> dict[str, str]:
+    secret = next(s for s in by_kind(manifests, "Secret") if s["metadata"]["name"].endswith("-shared-env"))
+    data: dict[str, str] = secret["stringData"]
+    return data
+
+
+def test_kafka_sasl_and_redis_tls_reach_every_service_and_the_strategies(helm_bin: Path) -> None:
+    """Issue 13.12: a managed Kafka (SASL_SSL) and Redis (TLS): each service and the strategy pods' shared env
+    get the protocol, mechanism, user, password (from the Secret) and CAs."""
+    manifests = render(helm_bin, "kafka-sasl.yaml")
+    values = yaml.safe_load((VALUES_DIR / "kafka-sasl.yaml").read_text())
+    kafka, redis = values["externalKafka"], values["externalRedis"]
+    credentials = next(s for s in by_kind(manifests, "Secret") if s["metadata"]["name"] == RELEASE)
+    assert base64.b64decode(credentials["data"]["kafka-password"]).decode() == kafka["sasl"]["password"]
+    for name in ("feed", "executor", "api"):
+        env = env_of(pod_spec(find(manifests, "Deployment", name))["containers"][0])
+        assert env["TRADEBOT_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert env["TRADEBOT_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        assert env["TRADEBOT_KAFKA_SASL_USERNAME"] == "tradebot-services"
+        assert env["TRADEBOT_KAFKA_SASL_PASSWORD"]["secretKeyRef"] == {
+            "name": RELEASE,
+            "key": "kafka-password",
+        }
+        assert env["TRADEBOT_KAFKA_SSL_CA_PEM"] == kafka["tls"]["ca"]
+        assert env["TRADEBOT_REDIS_SSL_CA_PEM"] == redis["tls"]["ca"]
+        assert env["TRADEBOT_REDIS_URL"] == redis["url"]
+    shared = _shared_env(manifests)
+    assert shared["TRADEBOT_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert shared["TRADEBOT_KAFKA_SASL_USERNAME"] == "tradebot-services"
+    assert shared["TRADEBOT_KAFKA_SASL_PASSWORD"] == kafka["sasl"]["password"]
+    assert shared["TRADEBOT_KAFKA_SSL_CA_PEM"] == kafka["tls"]["ca"]
+    assert shared["TRADEBOT_REDIS_SSL_CA_PEM"] == redis["tls"]["ca"]
+    # The strategy reads every key it is handed, and the settings load (password and CA included).
+    read = {f"{ENV_PREFIX}{name.upper()}" for name in StrategySettings.model_fields}
+    assert set(shared) <= read, set(shared) - read
+    settings = load_settings(
+        PipelineSettings, **{key.removeprefix(ENV_PREFIX).lower(): value for key, value in shared.items()}
+    )
+    assert settings.kafka_client_config()["sasl.password"] == kafka["sasl"]["password"]
+
+
+def test_kafka_password_and_cas_from_an_existing_secret(helm_bin: Path) -> None:
+    sets = (
+        "externalKafka.securityProtocol=SASL_SSL",
+        "externalKafka.sasl.mechanism=PLAIN",
+        "externalKafka.sasl.username=svc",
+        "externalKafka.tls.caInSecret=true",
+        "externalRedis.tls.caInSecret=true",
+        "existingSecretKeys.kafkaPassword=kp",
+    )
+    manifests = render(helm_bin, "external.yaml", sets=sets)
+    for name in ("feed", "executor", "api"):
+        env = env_of(pod_spec(find(manifests, "Deployment", name))["containers"][0])
+        assert env["TRADEBOT_KAFKA_SASL_MECHANISM"] == "PLAIN"
+        assert env["TRADEBOT_KAFKA_SASL_PASSWORD"]["secretKeyRef"] == {
+            "name": "tradebot-credentials",
+            "key": "kp",
+        }
+        assert env["TRADEBOT_KAFKA_SSL_CA_PEM"]["secretKeyRef"] == {
+            "name": "tradebot-credentials",
+            "key": "kafka-ca.crt",
+        }
+        assert env["TRADEBOT_REDIS_SSL_CA_PEM"]["secretKeyRef"] == {
+            "name": "tradebot-credentials",
+            "key": "redis-ca.crt",
+        }
+    # Without a cluster to look the Secret up in, the shared env has the user but no password (as for Redis).
+    shared = _shared_env(manifests)
+    assert shared["TRADEBOT_KAFKA_SASL_USERNAME"] == "svc"
+    assert "TRADEBOT_KAFKA_SASL_PASSWORD" not in shared
+
+
+def test_plaintext_kafka_adds_no_security_settings(helm_bin: Path) -> None:
+    manifests = render(helm_bin)
+    env = env_of(pod_spec(find(manifests, "Deployment", "executor"))["containers"][0])
+    assert not [name for name in env if "SASL" in name or "SSL" in name or "SECURITY" in name]
+    assert not [name for name in _shared_env(manifests) if "SASL" in name or "SSL" in name]
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (("externalKafka.securityProtocol=SASL_SSL",), "the in-chart broker is PLAINTEXT"),
+        (
+            (
+                "kafka.enabled=false",
+                "externalKafka.bootstrap=k:9096",
+                "externalKafka.securityProtocol=SASL_SSL",
+            ),
+            "needs externalKafka.sasl.username",
+        ),
+        (
+            (
+                "kafka.enabled=false",
+                "externalKafka.bootstrap=k:9096",
+                "externalKafka.securityProtocol=SASL_SSL",
+                "externalKafka.sasl.username=svc",
+            ),
+            "externalKafka.sasl.password is empty",
+        ),
+        (
+            ("kafka.enabled=false", "externalKafka.bootstrap=k:9096", "externalKafka.tls.caInSecret=true"),
+            "externalKafka.tls.caInSecret reads the CA from existingSecret",
+        ),
+        (("externalKafka.sasl.mechanism=GSSAPI",), "mechanism"),
+    ],
+)
+def test_kafka_security_values_that_cannot_work_are_refused(
+    helm_bin: Path, sets: tuple[str, ...], message: str
+) -> None:
+    args = [arg for assignment in sets for arg in ("--set", assignment)]
+    result = helm(helm_bin, "template", RELEASE, str(CHART), *args)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_each_service_can_have_its_own_kafka_user(helm_bin: Path) -> None:
+    """Issue 14.7: externalKafka.sasl.perService gives a service its own user (and password key), so its ACLs
+    can be its own; the others keep the shared user."""
+    sets = (
+        "externalKafka.sasl.perService.executor.username=executor",
+        "externalKafka.sasl.perService.executor.password=ex-pw",
+    )
+    manifests = render(helm_bin, "kafka-sasl.yaml", sets=sets)
+    credentials = next(s for s in by_kind(manifests, "Secret") if s["metadata"]["name"] == RELEASE)
+    assert base64.b64decode(credentials["data"]["kafka-password-executor"]).decode() == "ex-pw"
+    executor = env_of(pod_spec(find(manifests, "Deployment", "executor"))["containers"][0])
+    assert executor["TRADEBOT_KAFKA_SASL_USERNAME"] == "executor"
+    assert executor["TRADEBOT_KAFKA_SASL_PASSWORD"]["secretKeyRef"]["key"] == "kafka-password-executor"
+    feed = env_of(pod_spec(find(manifests, "Deployment", "feed"))["containers"][0])
+    assert feed["TRADEBOT_KAFKA_SASL_USERNAME"] == "tradebot-services"
+    assert feed["TRADEBOT_KAFKA_SASL_PASSWORD"]["secretKeyRef"]["key"] == "kafka-password"
+    # With existingSecret, the key is looked up there; without a password anywhere, the render says what to set.
+    existing = render(
+        helm_bin, "external.yaml", sets=(*KAFKA_SASL_SETS, "externalKafka.sasl.perService.api.username=api")
+    )
+    api = env_of(pod_spec(find(existing, "Deployment", "api"))["containers"][0])
+    assert api["TRADEBOT_KAFKA_SASL_PASSWORD"]["secretKeyRef"] == {
+        "name": "tradebot-credentials",
+        "key": "kafka-password-api",
+    }
+    result = helm(
+        helm_bin,
+        *template_args("kafka-sasl.yaml", sets=("externalKafka.sasl.perService.feed.username=feed",)),
+    )
+    assert result.returncode != 0
+    assert "externalKafka.sasl.perService.feed.password is empty" in result.stderr
+
+
+KAFKA_SASL_SETS = ("externalKafka.securityProtocol=SASL_SSL", "externalKafka.sasl.username=svc")

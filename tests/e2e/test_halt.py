@@ -58,7 +58,7 @@ def test_halted_strategy_entries_are_refused_and_visible(pipeline: Pipeline[Kafk
         # the last of each key is the committed state.
         symbols = {
             key.split("/", 1)[1]: state
-            for key, state in read_keyed(pipeline.kafka.bootstrap, "strategy-state")
+            for key, state in read_keyed(pipeline.kafka.bootstrap, "strategy-state.parity")
             if key.startswith("parity/")
         }
         return bool(broker) and all(

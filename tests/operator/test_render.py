@@ -289,3 +289,18 @@ def test_shared_env_copy_for_a_strategy_in_another_namespace() -> None:
     )
     env_from = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
     assert env_from[0] == {"secretRef": {"name": "ema-shared-env", "optional": True}}
+
+
+def test_a_strategy_can_have_its_own_kafka_user() -> None:
+    """Issue 14.7: the strategy's own user from its Secret, over the shared env's (env wins over envFrom), so its
+    ACLs can be its own; a change of Secret rolls the pods."""
+    own = _deployment(_spec(kafkaCredentialsSecret="alpha-kafka"))
+    env = {entry["name"]: entry for entry in _container(own)["env"]}
+    for key in ("username", "password"):
+        assert env[f"TRADEBOT_KAFKA_SASL_{key.upper()}"]["valueFrom"] == {
+            "secretKeyRef": {"name": "alpha-kafka", "key": key}
+        }
+    shared = _deployment(_spec())
+    assert not [name for name in (e["name"] for e in _container(shared)["env"]) if "SASL" in name]
+    hash_of = render.CONFIG_HASH_ANNOTATION
+    assert own["metadata"]["annotations"][hash_of] != shared["metadata"]["annotations"][hash_of]

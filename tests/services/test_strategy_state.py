@@ -17,7 +17,7 @@ from tests.services.test_executor_metrics import until
 from tradebot.adapters.bus import Record
 from tradebot.adapters.kafka import KafkaBus
 from tradebot.adapters.memory_bus import MemoryBus
-from tradebot.adapters.topics import STRATEGY_STATE, TICKS, pipeline_topics
+from tradebot.adapters.topics import TICKS, pipeline_topics, strategy_state_topic
 from tradebot.core.costs import Costs
 from tradebot.core.models import Tick
 from tradebot.core.params import MAX_WINDOW, StrategyParams
@@ -90,7 +90,7 @@ async def test_the_largest_state_allowed_commits_and_is_restored(own_kafka: Kafk
     state = first.strategy.snapshot()
     assert all(len(s["long_ma"]["recent"]) == MAX_WINDOW for s in state["symbols"].values())
     whole = len(json.dumps(state).encode())
-    records = bus.read_all(STRATEGY_STATE, timeout=60.0)
+    records = bus.read_all(strategy_state_topic("big"), timeout=60.0)
     largest = max(len(record.value) for record in records)
     print(f"one snapshot record: {whole} bytes; largest state record now: {largest} bytes")
     assert whole > KAFKA_RECORD_LIMIT > largest

@@ -183,6 +183,18 @@ Env entries for the Redis connection (password first so $(TRADEBOT_REDIS_PASSWOR
 {{- end }}
 - name: TRADEBOT_REDIS_URL
   value: {{ include "tradebot.redisUrl" . | quote }}
+{{- if not .Values.redis.enabled }}
+{{- if .Values.externalRedis.tls.caInSecret }}
+- name: TRADEBOT_REDIS_SSL_CA_PEM
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tradebot.secretName" . }}
+      key: {{ .Values.existingSecretKeys.redisCa }}
+{{- else if .Values.externalRedis.tls.ca }}
+- name: TRADEBOT_REDIS_SSL_CA_PEM
+  value: {{ .Values.externalRedis.tls.ca | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -218,9 +230,71 @@ Env shared by every Python service.
       fieldPath: metadata.namespace
 {{- end }}
 
+{{/*
+Kafka security (externalKafka.securityProtocol/sasl/tls): the in-chart broker is PLAINTEXT only, and a CA kept in
+the credentials Secret needs existingSecret (the chart's own Secret holds no CA: a CA is no secret, so
+externalKafka.tls.ca goes into the env as it is).
+*/}}
+{{- define "tradebot.kafkaSecurityChecked" -}}
+{{- $k := .Values.externalKafka }}
+{{- if and .Values.kafka.enabled (ne $k.securityProtocol "PLAINTEXT") }}
+{{- fail "externalKafka.securityProtocol applies to an external Kafka (kafka.enabled=false): the in-chart broker is PLAINTEXT" }}
+{{- end }}
+{{- if and $k.tls.caInSecret (not .Values.existingSecret) }}
+{{- fail "externalKafka.tls.caInSecret reads the CA from existingSecret: set existingSecret (or give the PEM as externalKafka.tls.ca)" }}
+{{- end }}
+{{- if and (hasPrefix "SASL_" $k.securityProtocol) (not $k.sasl.username) }}
+{{- fail (printf "externalKafka.securityProtocol=%s needs externalKafka.sasl.username" $k.securityProtocol) }}
+{{- end }}
+{{- if and (hasPrefix "SASL_" $k.securityProtocol) (not .Values.existingSecret) (not $k.sasl.password) }}
+{{- fail "externalKafka.sasl.password is empty: set it, or existingSecret with the key existingSecretKeys.kafkaPassword" }}
+{{- end }}
+{{- range $service, $own := $k.sasl.perService }}
+{{- if and $own.username (not $.Values.existingSecret) (not $own.password) }}
+{{- fail (printf "externalKafka.sasl.perService.%s.password is empty: set it, or existingSecret with the key %s-%s" $service $.Values.existingSecretKeys.kafkaPassword $service) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.externalRedis.tls.caInSecret (not .Values.existingSecret) }}
+{{- fail "externalRedis.tls.caInSecret reads the CA from existingSecret: set existingSecret (or give the PEM as externalRedis.tls.ca)" }}
+{{- end }}
+{{- end }}
+
 {{- define "tradebot.kafkaEnv" -}}
+{{- $root := .root }}
+{{- include "tradebot.kafkaSecurityChecked" $root }}
+{{- $k := $root.Values.externalKafka }}
+{{- /* A service's own user (externalKafka.sasl.perService.<service>) and its password key, else the shared ones. */}}
+{{- $own := index $k.sasl.perService .service | default dict }}
+{{- $username := $own.username | default $k.sasl.username }}
+{{- $passwordKey := $root.Values.existingSecretKeys.kafkaPassword }}
+{{- if $own.username }}{{ $passwordKey = printf "%s-%s" $root.Values.existingSecretKeys.kafkaPassword .service }}{{ end }}
 - name: TRADEBOT_KAFKA_BOOTSTRAP
-  value: {{ include "tradebot.kafkaBootstrap" . | quote }}
+  value: {{ include "tradebot.kafkaBootstrap" $root | quote }}
+{{- if ne $k.securityProtocol "PLAINTEXT" }}
+- name: TRADEBOT_KAFKA_SECURITY_PROTOCOL
+  value: {{ $k.securityProtocol | quote }}
+{{- end }}
+{{- if hasPrefix "SASL_" $k.securityProtocol }}
+- name: TRADEBOT_KAFKA_SASL_MECHANISM
+  value: {{ $k.sasl.mechanism | quote }}
+- name: TRADEBOT_KAFKA_SASL_USERNAME
+  value: {{ $username | quote }}
+- name: TRADEBOT_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tradebot.secretName" $root }}
+      key: {{ $passwordKey }}
+{{- end }}
+{{- if $k.tls.caInSecret }}
+- name: TRADEBOT_KAFKA_SSL_CA_PEM
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tradebot.secretName" $root }}
+      key: {{ $root.Values.existingSecretKeys.kafkaCa }}
+{{- else if $k.tls.ca }}
+- name: TRADEBOT_KAFKA_SSL_CA_PEM
+  value: {{ $k.tls.ca | quote }}
+{{- end }}
 {{- end }}
 
 {{/*

@@ -149,6 +149,21 @@ def _tmp_volume() -> dict[str, Any]:
     return {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}
 
 
+def _kafka_credentials_env(spec: TradingStrategySpec) -> list[dict[str, Any]]:
+    """The strategy's own Kafka user from its Secret: `env` wins over `envFrom`, so over the shared env's user
+    (a user whose ACLs let it write its own state topic and no other strategy's)."""
+    secret = spec.kafka_credentials_secret
+    if secret is None:
+        return []
+    return [
+        {
+            "name": f"TRADEBOT_KAFKA_SASL_{key.upper()}",
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": key}},
+        }
+        for key in ("username", "password")
+    ]
+
+
 def render_deployment(
     name: str,
     namespace: str,
@@ -160,7 +175,14 @@ def render_deployment(
     """The strategy Deployment; a config-hash annotation on the pod template rolls pods on any spec change."""
     configmap = render_configmap(name, namespace, spec)
     image = spec.image or default_image
-    config_hash = canonical_hash({"data": configmap["data"], "image": image, "resources": spec.resources})
+    config_hash = canonical_hash(
+        {
+            "data": configmap["data"],
+            "image": image,
+            "resources": spec.resources,
+            "kafka_credentials": spec.kafka_credentials_secret,
+        }
+    )
     env_from: list[dict[str, Any]] = [{"configMapRef": {"name": configmap["metadata"]["name"]}}]
     if shared_env_from:
         # Bus and store endpoints (and credentials) are shared by every strategy: one Secret the chart owns.
@@ -175,6 +197,7 @@ def render_deployment(
         "env": [
             {"name": "TRADEBOT_HTTP_PORT", "value": str(HTTP_PORT)},
             {"name": "TRADEBOT_METRICS_PORT", "value": str(METRICS_PORT)},
+            *_kafka_credentials_env(spec),
         ],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "livenessProbe": {**probe, "httpGet": {"path": "/livez", "port": "metrics"}, "failureThreshold": 3},

@@ -247,6 +247,16 @@ class TradingStrategySpec(StrategyParams):
     backtest: BacktestSpec | None = Field(
         default=None, description="Backtest these parameters in the cluster."
     )
+    kafka_credentials_secret: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description=(
+            "Secret in the strategy's namespace with the keys `username` and `password`: the strategy's own"
+            " Kafka SASL user (its ACLs from `tradebot kafka-acls strategy`), used instead of the shared one."
+        ),
+    )
 
     @field_validator("resources")
     @classmethod

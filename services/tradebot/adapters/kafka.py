@@ -217,12 +217,14 @@ class KafkaTransactionalProducer(KafkaProducer):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         self.stuck = False
+        self._written: set[str] = set()  # the topics of the open transaction
         try:
             self._producer.init_transactions(_TIMEOUT_S)
         except KafkaException as exc:
             raise _bus_error("init_transactions", exc) from exc
 
     def begin(self) -> None:
+        self._written.clear()
         try:
             self._producer.begin_transaction()
         except KafkaException as exc:
@@ -256,12 +258,23 @@ class KafkaTransactionalProducer(KafkaProducer):
             raise TransactionStuckError("the transaction commit did not return; this producer is abandoned")
         error = outcome.get("error")
         if isinstance(error, KafkaException):
-            raise _bus_error("commit_transaction", error) from error
+            raise _bus_error(f"commit_transaction{self._topics_written()}", error) from error
         if error is not None:
             raise error
         with self._lock:
             self._errors.clear()  # a committed transaction delivered everything
             self._failed = 0
+
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> None:
+        self._written.add(topic)
+        super().produce(topic, value, key, partition)
+
+    def _topics_written(self) -> str:
+        """` (writing fills, orders)`: the commit's error says which request failed (adding partitions,
+        refused for a topic this user may not write) but not which topic; these are the candidates."""
+        return f" (writing {', '.join(sorted(self._written))})" if self._written else ""
 
     def abort(self) -> None:
         if self.stuck:
@@ -366,6 +379,11 @@ class KafkaConsumer:
             self._consumer.close()
 
 
+# librdkafka's codes for a connection the broker refused: login (SASL) failed, TLS handshake failed.
+_REFUSALS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL})
+# The BusError name of a refused connection.
+_REFUSED = "CONNECTION_REFUSED"
+
 # Replicas a topic gets by default: three, or every broker of a smaller cluster.
 _MAX_DEFAULT_REPLICAS = 3
 
@@ -397,16 +415,65 @@ class KafkaBus:
         client_config: dict[str, str] | None = None,
         replication_factor: int | None = None,
         min_insync_replicas: int | None = None,
+        refusal_hint: str = "",
     ) -> None:
         self._replication_factor = replication_factor
         self._min_insync_replicas = min_insync_replicas
+        self._refusal_hint = refusal_hint
+        self._refusal: str | None = None
         self._base: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             # librdkafka's own messages go through logging (JSON in a container), not raw to stderr.
             "logger": logging.getLogger("tradebot.adapters.librdkafka"),
+            "error_cb": self._on_client_error,
             **(client_config or {}),
         }
         self._admin: AdminClient | None = AdminClient(dict(self._base))
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        # A refused login or TLS handshake reaches the caller only as "transport failure" (librdkafka
+        # retries it like a broken connection); keep its reason so errors can say why.
+        if error.code() in _REFUSALS:
+            self._refusal = error.str()
+
+    def _error(self, action: str, exc: BaseException) -> BusError:
+        """`_bus_error`, saying why the broker refused the connection when it did (bad credentials,
+        an untrusted certificate) instead of librdkafka's bare "Broker transport failure"."""
+        admin = self._admin
+        if admin is not None:
+            admin.poll(0)  # serves error_cb
+        error = _bus_error(action, exc)
+        if self._refusal is None:
+            return error
+        hint = f" ({self._refusal_hint})" if self._refusal_hint else ""
+        return BusError(
+            f"{error}: Kafka refused the connection: {self._refusal}{hint}",
+            code=error.code,
+            name=_REFUSED,
+            retriable=False,
+        )
+
+    def _metadata(self, action: str, timeout: float = _TIMEOUT_S) -> Any:
+        """The cluster's metadata, asked in slices of a second so that a refused connection (which librdkafka
+        retries like a broken one) ends the wait at once with its reason instead of after `timeout`."""
+        admin = self._open_admin()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                metadata = admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            except KafkaException as exc:
+                admin.poll(0)  # serves error_cb
+                if self._refusal is not None or time.monotonic() >= deadline:
+                    raise self._error(action, exc) from exc
+                continue
+            self._refusal = None  # a success clears an old refusal (credentials rotated since)
+            return metadata
+
+    def check_connection(self, timeout: float = 1.5) -> None:
+        """One metadata request: returns when a broker answers it (over TLS and logged in, where configured),
+        else raises BusError naming the refusal (see `_error`). What readiness asks of Kafka."""
+        if not self._metadata("asking Kafka for metadata", timeout).brokers:
+            raise BusError("Kafka answered without any broker")
 
     def _open_admin(self) -> AdminClient:
         """The admin client, or BusError once the bus is closed (as the memory bus does)."""
@@ -454,7 +521,7 @@ class KafkaBus:
             except KafkaException as exc:
                 error = _kafka_error(exc)
                 if error is None or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise _bus_error(f"creating topic {name}", exc) from exc
+                    raise self._error(f"creating topic {name}", exc) from exc
                 existing.append(name)
         self._wait_for_leaders([spec.name for spec in specs])
         self._warn_if_under_replicated(existing, replicas)
@@ -479,10 +546,7 @@ class KafkaBus:
         """The replication factor and min.insync.replicas `ensure_topics` gives new topics."""
         if self._replication_factor is not None and self._min_insync_replicas is not None:
             return replication_for(0, self._replication_factor, self._min_insync_replicas)
-        try:
-            brokers = len(self._open_admin().list_topics(timeout=_TIMEOUT_S).brokers)
-        except KafkaException as exc:
-            raise _bus_error("counting the brokers", exc) from exc
+        brokers = len(self._metadata("counting the brokers").brokers)
         return replication_for(brokers, self._replication_factor, self._min_insync_replicas)
 
     def _wait_for_leaders(self, names: list[str], timeout: float = _TIMEOUT_S) -> None:
@@ -605,7 +669,7 @@ class KafkaBus:
                 if batch:
                     yield batch
         except KafkaException as exc:
-            raise _bus_error(f"read_all({topic})", exc) from exc
+            raise self._error(f"read_all({topic})", exc) from exc
         finally:
             consumer.close()
 

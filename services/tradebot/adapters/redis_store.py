@@ -122,6 +122,8 @@ class RedisStore:
         self,
         url: str,
         *,
+        ssl_ca_file: str | None = None,
+        ssl_ca_pem: str | None = None,
         prefix: str = "tradebot",
         timeout_s: float = 5.0,
         connect_timeout_s: float = 2.0,
@@ -136,11 +138,19 @@ class RedisStore:
         self.stream_maxlen = stream_maxlen
         # Every call is bounded: a Redis that stops answering (paused, partitioned, overloaded) raises
         # a retriable StoreError after `timeout_s` instead of hanging the caller's event loop task.
+        # A rediss:// URL means TLS; the server's certificate is checked against the given CA (else the
+        # system's CAs). An ACL user is the URL's user name (`rediss://user:pw@host`).
+        tls: dict[str, Any] = {}
+        if ssl_ca_file is not None:
+            tls["ssl_ca_certs"] = ssl_ca_file
+        if ssl_ca_pem is not None:
+            tls["ssl_ca_data"] = ssl_ca_pem
         self._redis = aioredis.Redis.from_url(
             url,
             decode_responses=True,
             socket_timeout=timeout_s,
             socket_connect_timeout=connect_timeout_s,
+            **tls,
         )
         self._prefix = prefix
         self._apply_fill = self._redis.register_script(_APPLY_FILL)

@@ -1,8 +1,9 @@
 """The pipeline's topics and the JSON envelopes on them (documented in services/README.md).
 
 Every value is versioned JSON (`schema_version` inside each model). Keys are the symbol, so one
-symbol's messages stay in order on one partition; `strategy-state` is keyed by strategy id and
-compacted (the latest snapshot per strategy is what a restart needs).
+symbol's messages stay in order on one partition; each strategy's state is its own compacted topic,
+`strategy-state.<id>` (the latest snapshot is what a restart needs; one topic each so that Kafka ACLs can let a
+strategy write its own state and no other's).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ TICKS_DLQ = "ticks.dlq"
 ORDERS = "orders"
 FILLS = "fills"
 SIGNALS = "signals"
+# Before per-strategy state topics every strategy's snapshot was on this one (read once for a migration).
 STRATEGY_STATE = "strategy-state"
 # Halt and resume commands, keyed by strategy id: the source of truth of whether a strategy may enter.
 CONTROL = "strategy-control"
@@ -39,13 +41,22 @@ def pipeline_topics(partitions: int = 6) -> list[TopicSpec]:
         # partition keeps a single order of fills, and nothing expires.
         TopicSpec(FILLS, partitions=1, retention_ms=-1),
         TopicSpec(SIGNALS, partitions=partitions, retention_ms=7 * DAY_MS),
-        TopicSpec(STRATEGY_STATE, partitions=1, compacted=True),
         # Compacted: the latest command per strategy is its state, kept forever however old.
         TopicSpec(CONTROL, partitions=1, compacted=True),
         # Compacted, segments rolled hourly: the executor's rebuild reads one record per position plus at
         # most about an hour of fills, however long `fills` is.
         TopicSpec(POSITIONS, partitions=1, compacted=True, segment_ms=3_600_000),
     ]
+
+
+def strategy_state_topic(strategy_id: str) -> str:
+    """The compacted topic of one strategy's snapshot."""
+    return f"{STRATEGY_STATE}.{strategy_id}"
+
+
+def strategy_topics(strategy_id: str) -> list[TopicSpec]:
+    """The topics one strategy adds to the pipeline's: its state."""
+    return [TopicSpec(strategy_state_topic(strategy_id), partitions=1, compacted=True)]
 
 
 def position_key(strategy_id: str, symbol: str) -> bytes:

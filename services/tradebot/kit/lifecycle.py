@@ -214,7 +214,8 @@ async def _supervise(
             await asyncio.wait({main_task})
             exit_code = 1
     if not main_task.cancelled() and (error := main_task.exception()) is not None:
-        logger.error("main failed", exc_info=error)
+        # The error's own words in the record (not only at the end of the traceback): what an operator greps.
+        logger.error("main failed", exc_info=error, extra={"error": f"{type(error).__name__}: {error}"})
         exit_code = 1
     else:
         logger.info("main finished")

@@ -215,7 +215,9 @@ def _describe(cls: type[BaseSettings], exc: ValidationError) -> str:
         location = tuple(str(part) for part in error["loc"])
         where = _env_name(cls, location) if location else cls.__name__
         problem = f"{where}: {error['msg']}"
-        if error["type"] != "missing":
+        # A rule over several fields (a model validator) has the whole input as its input: never echoed,
+        # as it holds every secret the others do.
+        if error["type"] != "missing" and location:
             shown = _MASK if _is_secret(cls, location) else _shorten(repr(error["input"]))
             problem += f" (got {shown})"
         problems.append(problem)

@@ -1,7 +1,7 @@
 """Consume ticks, run the strategy, produce orders, exactly once.
 
 Each poll batch is one Kafka transaction (`adapters/transactional.py`) holding the orders and signals it
-caused, a snapshot of the strategy's state (to the compacted `strategy-state` topic) and the consumer's
+caused, a snapshot of the strategy's state (to its compacted `strategy-state.<id>` topic) and the consumer's
 offsets. A crash or an abort at any moment therefore leaves either all of a batch or none of it: once
 this instance has fenced its predecessor, the last committed snapshot and the committed offsets describe
 the same point, and the replayed ticks re-create the same orders with the same ids. The consumer also reads `fills`, to undo the fills it assumed for orders the paper
@@ -26,7 +26,16 @@ from pydantic import ValidationError
 
 from tradebot.adapters.bus import Bus, BusError, Producer, Record
 from tradebot.adapters.store import Store
-from tradebot.adapters.topics import FILLS, ORDERS, SIGNALS, STRATEGY_STATE, TICKS, FillRecord
+from tradebot.adapters.topics import (
+    FILLS,
+    ORDERS,
+    SIGNALS,
+    STRATEGY_STATE,
+    TICKS,
+    FillRecord,
+    strategy_state_topic,
+    strategy_topics,
+)
 from tradebot.adapters.transactional import TransactionalLoop
 from tradebot.core.costs import Costs
 from tradebot.core.live import LiveStrategy
@@ -133,6 +142,8 @@ class StrategyRunner:
         self.bus = bus
         self.store = store
         self.metrics = metrics
+        self.state_topic = strategy_state_topic(strategy_id)
+        self._state_topic_ready = False
         self.strategy = self._fresh()
         self.generation = uuid.uuid4().hex  # of the strategy's state records (see _produce_state)
         self._dirty_all = True
@@ -177,14 +188,12 @@ class StrategyRunner:
     # -- the transactional loop's batch processor -------------------------------------------------
     def rebuild(self) -> None:
         """The strategy as its last committed snapshot left it; a fresh one when there is none."""
-        head_key, symbol_prefix = self.strategy_id.encode(), f"{self.strategy_id}/".encode()
-        head: bytes | None = None
-        parts: dict[str, bytes] = {}
-        for record in self.bus.read_all(STRATEGY_STATE, read_committed=True, timeout=30.0):
-            if record.key == head_key:
-                head = record.value
-            elif record.key is not None and record.key.startswith(symbol_prefix):
-                parts[record.key[len(symbol_prefix) :].decode()] = record.value
+        if not self._state_topic_ready:  # the strategy's own topic: made by the strategy, once
+            self.bus.ensure_topics(strategy_topics(self.strategy_id))
+            self._state_topic_ready = True
+        head, parts = self._read_state(self.state_topic)
+        if head is None:
+            head, parts = self._legacy_state()
         self.strategy = self._fresh()
         self.generation = uuid.uuid4().hex
         self._dirty_all = True
@@ -270,8 +279,28 @@ class StrategyRunner:
         self._produce_state(producer, changed)
         self._batch_ticks = ticks
 
+    def _read_state(self, topic: str) -> tuple[bytes | None, dict[str, bytes]]:
+        """The last head record of this strategy on `topic` and the last record of each of its symbols."""
+        head_key, symbol_prefix = self.strategy_id.encode(), f"{self.strategy_id}/".encode()
+        head: bytes | None = None
+        parts: dict[str, bytes] = {}
+        for record in self.bus.read_all(topic, read_committed=True, timeout=30.0):
+            if record.key == head_key:
+                head = record.value
+            elif record.key is not None and record.key.startswith(symbol_prefix):
+                parts[record.key[len(symbol_prefix) :].decode()] = record.value
+        return head, parts
+
+    def _legacy_state(self) -> tuple[bytes | None, dict[str, bytes]]:
+        """The snapshot a strategy wrote before state topics were per strategy (on the shared
+        `strategy-state`), so an upgrade resumes from it; none when that topic is gone or not readable."""
+        try:
+            return self._read_state(STRATEGY_STATE)
+        except BusError:
+            return None, {}
+
     def _produce_state(self, producer: Producer, changed: set[str]) -> None:
-        """The snapshot as records of `strategy-state`: the head (cash, day, parameters) keyed by the
+        """The snapshot as records of the strategy's state topic: the head (cash, day, parameters) keyed by the
         strategy id and each symbol that `changed` keyed `<strategy>/<symbol>`, in the batch's
         transaction. One record for everything outgrew Kafka's 1 MB record limit (20 symbols with
         windows of 3000 made 1.18 MB: every transaction aborted); a symbol's record is bounded by
@@ -279,9 +308,9 @@ class StrategyRunner:
         sid, strategy = self.strategy_id, self.strategy
         for symbol in sorted(changed & set(strategy.symbols)):
             state = {**strategy.symbol_snapshot(symbol), "generation": self.generation}
-            producer.produce(STRATEGY_STATE, json.dumps(state).encode(), key=f"{sid}/{symbol}".encode())
+            producer.produce(self.state_topic, json.dumps(state).encode(), key=f"{sid}/{symbol}".encode())
         head = {**strategy.head_snapshot(), "generation": self.generation}
-        producer.produce(STRATEGY_STATE, json.dumps(head).encode(), key=sid.encode())
+        producer.produce(self.state_topic, json.dumps(head).encode(), key=sid.encode())
 
     def committed(self) -> None:
         self._dirty_all = False
