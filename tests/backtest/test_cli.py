@@ -327,3 +327,49 @@ def test_fill_choices_are_the_engines_and_a_bad_flag_is_named_before_a_bad_file(
     code, _, err = run_cli(capsys, "backtest", "--data", missing, "--short-window", "2", "--long-window", "3")
     assert code == 2
     assert "missing.csv" in err
+
+
+WALK_FORWARD = ("--short-window", "3,5,8", "--long-window", "20,40", "--train-ratio", "2")
+
+
+def test_walk_forward_plot_is_written_and_named(
+    capsys: pytest.CaptureFixture[str], hourly_csv: Path, tmp_path: Path
+) -> None:
+    # `--walk-forward N --plot DIR` used to write nothing and say nothing.
+    args = ("sweep", "--data", str(hourly_csv), *WALK_FORWARD, "--walk-forward", "3", "--plot", str(tmp_path))
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    plot = tmp_path / "walk_forward_sharpe.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {plot}" in out
+
+
+def test_walk_forward_with_windows_too_short_for_a_signal_is_refused_with_a_fold_count_that_works(
+    capsys: pytest.CaptureFixture[str], hourly_csv: Path
+) -> None:
+    # `--walk-forward 200` used to fill the table with nan: test windows shorter than the long average.
+    args = ("sweep", "--data", str(hourly_csv), *WALK_FORWARD, "--json", "--walk-forward")
+    code, out, err = run_cli(capsys, *args, "200")
+    assert code == 2
+    assert out == ""
+    assert "no longer than the longest long window (40)" in err
+    most = int(err.split("use at most ")[1].split(" folds")[0])
+    code, out, err = run_cli(capsys, *args, str(most))
+    assert code == 0, err
+    folds = json.loads(out)["folds"]
+    assert len(folds) == most
+    assert all(fold["out_of_sample_trades"] is not None for fold in folds)
+
+
+def test_a_long_window_longer_than_the_data_is_warned_about(
+    capsys: pytest.CaptureFixture[str], hourly_csv: Path
+) -> None:
+    # `--long-window 5000` on fewer bars used to return 0 trades without a word.
+    bars = len(pd.read_csv(hourly_csv))
+    backtest = ("backtest", "--data", str(hourly_csv), "--short-window", "5", "--json", "--long-window")
+    code, out, err = run_cli(capsys, *backtest, str(bars + 10))
+    assert code == 0
+    assert json.loads(out)["stats"]["n_trades"] == 0
+    assert f"needs {bars + 10} prices before its first value and the data has {bars}" in err
+    code, _, err = run_cli(capsys, *backtest, "20")
+    assert "warning" not in err

@@ -159,6 +159,18 @@ def _run(args: argparse.Namespace, profile: Profile, warm_up: threading.Thread) 
     return _backtest(args, data, config, profile)
 
 
+def too_few_bars_warning(bars: int, long_window: int, timeframe: str) -> str | None:
+    """Why a run can make no trade at all, said before it runs: the long average needs `long_window` bars
+    before the first cross can happen (a run that ends with 0 trades and no word looks like a bug)."""
+    if bars > long_window:
+        return None
+    unit = "prices" if timeframe == "tick" else f"{timeframe} bars"
+    return (
+        f"the long moving average needs {long_window} {unit} before its first value and the data has {bars}:"
+        " no crossing, so no trade, can happen (use a shorter --long-window, or more data)"
+    )
+
+
 def _backtest(args: argparse.Namespace, data: MarketData, config: BacktestConfig, profile: Profile) -> int:
     from tradebot.backtest.data import DataError, at_timeframe
     from tradebot.backtest.result import run_backtest
@@ -172,6 +184,10 @@ def _backtest(args: argparse.Namespace, data: MarketData, config: BacktestConfig
             return _error(
                 f"{args.data} makes {len(bars)} {config.params.timeframe} bar(s); a backtest needs at least 2"
             )
+        if (
+            warning := too_few_bars_warning(len(bars), config.params.long_window, config.params.timeframe)
+        ) is not None:
+            print(f"tradebot backtest: warning: {warning}", file=sys.stderr)
         result = run_backtest(bars.frame(), config, engine=args.engine)
 
     from tradebot.backtest import report

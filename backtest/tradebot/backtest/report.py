@@ -448,3 +448,31 @@ def plot_sweep_heatmap(path: str | Path, table: pd.DataFrame, x: str, y: str, me
                 colour = "black" if value > mid else "white"
                 ax.text(col, row, f"{value:.3g}", ha="center", va="center", fontsize=7, color=colour)
     return _save(fig, path)
+
+
+def plot_walk_forward(path: str | Path, table: pd.DataFrame, metric: str) -> Path:
+    """In-sample against out-of-sample ``metric`` per walk-forward fold, side by side: a wide gap is
+    overfitting made visible. Each fold is labelled with its test window's first day."""
+    in_sample, out_of_sample = f"in_sample_{metric}", f"out_of_sample_{metric}"
+    for col in (in_sample, out_of_sample, "fold", "test_start"):
+        if col not in table.columns:
+            raise KeyError(f"column {col!r} not in the walk-forward table (columns: {list(table.columns)})")
+    folds = np.arange(len(table))
+    fig = _new_figure(max(6.0, 0.5 * len(table) + 3), 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.4
+    ins = pd.to_numeric(table[in_sample], errors="coerce").to_numpy(dtype=np.float64)
+    outs = pd.to_numeric(table[out_of_sample], errors="coerce").to_numpy(dtype=np.float64)
+    ax.bar(folds - width / 2, ins, width, label="in sample (training window)", color="#1f77b4")
+    ax.bar(folds + width / 2, outs, width, label="out of sample (test window)", color="#ff7f0e")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    labels = [
+        f"{fold}\n{pd.Timestamp(start):%Y-%m-%d}"
+        for fold, start in zip(table["fold"], table["test_start"], strict=True)
+    ]
+    ax.set_xticks(folds, labels, fontsize=8)
+    ax.set_xlabel("fold (test window start, UTC)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"walk-forward: {metric} in and out of sample")
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, path)

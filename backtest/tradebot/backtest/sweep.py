@@ -229,6 +229,15 @@ def walk_forward(
     train_len = int(block * train_ratio)
     if block < 2 or train_len < 2:
         raise ValueError(f"{n} bars are too few for {folds} walk-forward folds")
+    # A window no longer than the long average has no signal at all: its metrics would be empty (NaN).
+    longest = max(grid.get("long_window", [base.params.long_window]))
+    if block <= longest:
+        most = int(n / (longest + 1) - train_ratio)
+        advice = f"use at most {most} folds" if most >= 1 else "use more data or shorter long windows"
+        raise ValueError(
+            f"{folds} walk-forward folds of {n} bars make test windows of {block} bars, no longer than the"
+            f" longest long window ({longest}): they could make no signal; {advice}"
+        )
     rows: list[dict[str, Any]] = []
     for k in range(folds):
         test_start = train_len + k * block

@@ -170,6 +170,12 @@ def run(args: argparse.Namespace) -> int:
 def _emit_walk_forward(args: argparse.Namespace, table: Any) -> int:
     if args.csv:
         table.to_csv(args.csv, index=False)
+    if args.plot:
+        from tradebot.backtest.report import plot_walk_forward
+
+        path = plot_walk_forward(Path(args.plot) / f"walk_forward_{args.metric}.png", table, args.metric)
+        if not args.json:
+            print(f"wrote {path}")
     if args.json:
         print(
             json.dumps(
