@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import hmac
 import re
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
@@ -29,11 +31,20 @@ from tradebot.adapters.connect import PipelineSettings
 from tradebot.adapters.store import CURSOR_PATTERN, Store, StoreError
 from tradebot.adapters.store import Page as StorePage
 from tradebot.adapters.store import Query as StoreQuery
-from tradebot.adapters.topics import CONTROL, HaltCommand, pipeline_topics
-from tradebot.core.models import Fill, OrderRequest, Position, Signal
+from tradebot.adapters.topics import (
+    COMMAND_ID_PATTERN,
+    COMMANDS,
+    CONTROL,
+    ExitCommand,
+    HaltCommand,
+    pipeline_topics,
+)
+from tradebot.core.models import Fill, OrderRequest, Position, Signal, order_id
 from tradebot.core.views import (
     EquityCurve,
     EquityPoint,
+    ExitOrder,
+    ExitRequested,
     FillPage,
     HaltState,
     Health,
@@ -358,32 +369,113 @@ async def resume(request: Request, store: StoreDep, strategy_id: str, _: AuthDep
     return HaltState(id=strategy_id, halted=False)
 
 
+CommandIdQuery = Annotated[
+    str | None,
+    Query(
+        pattern=COMMAND_ID_PATTERN,
+        description="An idempotency key: a request repeated with the same key makes no second order "
+        "(without one, a new key is drawn; a repeat then finds the position already closed).",
+    ),
+]
+
+
+async def _exit(
+    request: Request, store: Store, strategy_id: str, symbol: str | None, command_id: str | None
+) -> ExitRequested:
+    registered = {s["id"]: s for s in await store.strategies()}
+    if strategy_id not in registered:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no strategy {strategy_id!r}")
+    symbols = [str(name) for name in registered[strategy_id].get("symbols", [])]
+    if symbol is not None and symbol not in symbols:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"strategy {strategy_id!r} does not trade {symbol!r}")
+    command = ExitCommand(
+        command_id=command_id or uuid.uuid4().hex,
+        strategy_id=strategy_id,
+        symbol=symbol,
+        ts=datetime.now(UTC),
+    )
+    if not await _send(request, COMMANDS, command.model_dump_json().encode(), command.key()):
+        # Without Kafka nothing reads a command: refuse rather than pretend.
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "force-exit needs Kafka (the API runs without it)"
+        )
+    targets = symbols if symbol is None else [symbol]
+    open_in = {p.symbol for p in await store.positions(strategy_id) if p.qty != 0.0}
+    return ExitRequested(
+        strategy_id=strategy_id,
+        symbol=symbol,
+        command_id=command.command_id,
+        orders=[
+            ExitOrder(symbol=s, order_id=order_id(strategy_id, s, command.cause()))
+            for s in targets
+            if s in open_in
+        ],
+    )
+
+
+@router.post(
+    "/strategies/{strategy_id}/positions/{symbol}/exit",
+    tags=["strategies"],
+    summary="Force-exit one open trade at the last price (needs the token)",
+    responses=CONTROL_ERRORS,
+)
+async def force_exit(
+    request: Request,
+    store: StoreDep,
+    strategy_id: str,
+    symbol: str,
+    _: AuthDep,
+    command_id: CommandIdQuery = None,
+) -> ExitRequested:
+    return await _exit(request, store, strategy_id, symbol, command_id)
+
+
+@router.post(
+    "/strategies/{strategy_id}/close-all",
+    tags=["strategies"],
+    summary="Force-exit every open trade of a strategy (needs the token)",
+    responses=CONTROL_ERRORS,
+)
+async def close_all(
+    request: Request, store: StoreDep, strategy_id: str, _: AuthDep, command_id: CommandIdQuery = None
+) -> ExitRequested:
+    return await _exit(request, store, strategy_id, None, command_id)
+
+
 # How long a halt or resume waits for Kafka's acknowledgement before it answers 503 (not recorded).
 CONTROL_ACK_TIMEOUT_S = 10.0
+
+
+async def _send(request: Request, topic: str, value: bytes, key: bytes) -> bool:
+    """Records `value` on `topic` and returns once Kafka acknowledged it (503 when it did not); False
+    without a bus (tests of the API alone)."""
+    producer: Producer | None = request.app.state.control_producer
+    bus: Bus | None = request.app.state.bus
+    if producer is None or bus is None:
+        return False
+    partitions: int = request.app.state.topic_partitions
+
+    def send() -> None:
+        # Created here, not at start-up: the API's reads must not wait for Kafka. Never left to the
+        # broker's auto-creation, which would make the topic uncompacted.
+        bus.ensure_topics(pipeline_topics(partitions))
+        producer.produce(topic, value, key=key)
+        producer.flush(CONTROL_ACK_TIMEOUT_S)
+
+    try:
+        await asyncio.to_thread(send)
+    except BusError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"the command was not recorded (Kafka): {exc}"
+        ) from exc
+    return True
 
 
 async def _command(request: Request, store: Store, command: HaltCommand) -> None:
     """Records the command on `strategy-control` (the executor's source of truth, so a halt holds even
     when Redis loses it) and answers only once Kafka acknowledged it; then mirrors it to Redis for
     readers. Without a bus (tests of the API alone) only Redis is written."""
-    producer: Producer | None = request.app.state.control_producer
-    bus: Bus | None = request.app.state.bus
-    if producer is not None and bus is not None:
-        partitions: int = request.app.state.topic_partitions
-
-        def send() -> None:
-            # Created here, not at start-up: the API's reads must not wait for Kafka. Never left to the
-            # broker's auto-creation, which would make the topic uncompacted.
-            bus.ensure_topics(pipeline_topics(partitions))
-            producer.produce(CONTROL, command.model_dump_json().encode(), key=command.key())
-            producer.flush(CONTROL_ACK_TIMEOUT_S)
-
-        try:
-            await asyncio.to_thread(send)
-        except BusError as exc:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE, f"the command was not recorded (Kafka): {exc}"
-            ) from exc
+    if await _send(request, CONTROL, command.model_dump_json().encode(), command.key()):
         # Recorded in Kafka: when Redis does not answer, the executor projects it there once it does.
         with contextlib.suppress(StoreError):
             await store.set_halted(command.strategy_id, command.halted)
