@@ -53,12 +53,15 @@ class Running:
     strategy_stop: ShutdownEvent = field(init=False)
     seq: int = 0
 
-    def ticks(self, symbol: str, prices: list[float]) -> None:
+    async def ticks(self, symbol: str, prices: list[float]) -> None:
+        """What the feed does: each tick on `ticks`, and into the store's prices."""
         producer = self.bus.producer("test-feed")
         for price in prices:
             self.seq += 1
             tick = Tick(symbol=symbol, price=price, ts=T0 + timedelta(minutes=self.seq), seq=self.seq)
             producer.produce(TICKS, tick.model_dump_json().encode(), key=symbol.encode())
+            await self.store.append_price(symbol, price, tick.ts)
+            await self.store.set_last_price(symbol, price, tick.ts)
         producer.flush()
         producer.close()
 
@@ -136,7 +139,7 @@ async def wait_position(run: Running, symbol: str, qty: float, within_s: float =
 async def test_a_repeated_force_exit_makes_one_order_and_one_fill(running: Running) -> None:
     run = running
     # Falling then rising: the short average crosses above the long one, an entry of 10.
-    run.ticks("AAA", [100.0, 99.0, 98.0, 97.0, 104.0, 106.0])
+    await run.ticks("AAA", [100.0, 99.0, 98.0, 97.0, 104.0, 106.0])
     await wait_position(run, "AAA", 10.0)
 
     assert (await run.api.post("/strategies/fx/positions/AAA/exit")).status_code == 401
@@ -168,7 +171,7 @@ async def test_a_repeated_force_exit_makes_one_order_and_one_fill(running: Runni
         await run.api.post("/strategies/fx/positions/AAA/exit?command_id=retry-1", headers=AUTH)
     ).status_code == 200
     # Prices that would hit the 1% stop of the closed position: no stop-loss exit follows.
-    run.ticks("AAA", [95.0, 90.0])
+    await run.ticks("AAA", [95.0, 90.0])
     await until(
         "the restarted strategy read the new ticks",
         lambda: run.strategy.strategy.book.holding("AAA").last_price == 90.0,
@@ -188,13 +191,30 @@ async def test_a_repeated_force_exit_makes_one_order_and_one_fill(running: Runni
     assert run.strategy.position_of("AAA") == 0.0
     assert await position(run, "AAA") == 0.0
 
+    # The trade is closed (reason force_exit) and no longer open; the summary counts it.
+    listed = (await run.api.get("/trades?strategy=fx")).json()
+    assert listed["open"] == []
+    assert [(t["symbol"], t["exit_reason"], t["qty"]) for t in listed["closed"]] == [
+        ("AAA", "force_exit", 10.0)
+    ]
+    summary = (await run.api.get("/summary")).json()
+    assert summary["items"][0]["trades"] == 1
+    assert summary["total"]["realized_pnl"] == pytest.approx(listed["closed"][0]["pnl"])
+    curve = (await run.api.get("/equity/marked?strategy=fx")).json()["points"]
+    assert curve[-1]["equity"] == pytest.approx(summary["items"][0]["equity"])
+
 
 async def test_close_all_exits_every_open_position_of_the_strategy(running: Running) -> None:
     run = running
-    run.ticks("AAA", [100.0, 99.0, 98.0, 97.0, 104.0, 106.0])
-    run.ticks("BBB", [50.0, 49.0, 48.0, 47.0, 52.0, 53.0])
+    await run.ticks("AAA", [100.0, 99.0, 98.0, 97.0, 104.0, 106.0])
+    await run.ticks("BBB", [50.0, 49.0, 48.0, 47.0, 52.0, 53.0])
     await wait_position(run, "AAA", 10.0)
     await wait_position(run, "BBB", 10.0)
+    listed = (await run.api.get("/trades?strategy=fx")).json()
+    assert [(t["symbol"], t["side"], t["qty"], t["stop_loss"]) for t in listed["open"]] == [
+        ("AAA", "long", 10.0, pytest.approx(104.0 * 0.99)),
+        ("BBB", "long", 10.0, pytest.approx(52.0 * 0.99)),
+    ]
     answer = await run.api.post("/strategies/fx/close-all", headers=AUTH)
     assert answer.status_code == 200, answer.text
     assert answer.json()["symbol"] is None

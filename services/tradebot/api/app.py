@@ -15,6 +15,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -39,7 +40,23 @@ from tradebot.adapters.topics import (
     HaltCommand,
     pipeline_topics,
 )
-from tradebot.core.models import Fill, OrderRequest, Position, Signal, order_id
+from tradebot.core.cockpit import (
+    ClosedTrade,
+    Execution,
+    MarkedEquity,
+    OpenTrade,
+    SummaryList,
+    Trades,
+    combined,
+    marked_equity,
+    profit_by,
+    summary,
+    trades,
+    with_drawdown,
+)
+from tradebot.core.defaults import DEFAULT_INITIAL_CASH
+from tradebot.core.models import Fill, FillStatus, OrderRequest, Position, Signal, order_id
+from tradebot.core.params import StrategyParams
 from tradebot.core.views import (
     EquityCurve,
     EquityPoint,
@@ -290,6 +307,147 @@ async def equity(
     return EquityCurve(
         strategy_id=strategy, points=[EquityPoint(ts=ts, equity=value) for ts, value in points]
     )
+
+
+# The most orders and fills of one strategy the trade, summary and marked-equity routes read (the oldest
+# beyond are left out, and the routes say so in their descriptions); prices: the store keeps 5,000 a symbol.
+MAX_EXECUTIONS = 20_000
+PRICE_POINTS = 5000
+
+
+async def _log(fetch: Callable[[StoreQuery], Awaitable[StorePage]], strategy: str) -> list[dict[str, Any]]:
+    """The newest MAX_EXECUTIONS entries of a log for one strategy, oldest first."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while len(items) < MAX_EXECUTIONS:
+        page = await fetch(StoreQuery(strategy_id=strategy, limit=1000, cursor=cursor, newest_first=True))
+        items += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return items[:MAX_EXECUTIONS][::-1]
+
+
+@dataclass
+class _Book:
+    """One strategy's record, read once per request, and what core.cockpit makes of it."""
+
+    info: dict[str, Any]
+    initial_cash: float
+    open: list[OpenTrade]
+    closed: list[ClosedTrade]
+    curve: list[tuple[datetime, float]]
+    realized: float
+    unrealized: float
+    exposure: float
+
+
+async def _book(store: Store, info: dict[str, Any], last: dict[str, tuple[float, datetime]]) -> _Book:
+    sid = str(info["id"])
+    orders_log, fills_log = await asyncio.gather(_log(store.orders, sid), _log(store.fills, sid))
+    sent = {str(o["id"]): OrderRequest.model_validate(o, strict=False) for o in orders_log}
+    executions = []
+    for item in fills_log:
+        fill = Fill.model_validate(item, strict=False)
+        if fill.status is not FillStatus.FILLED:
+            continue
+        order = sent.get(fill.order_id)
+        executions.append(
+            Execution(
+                symbol=fill.symbol,
+                side=fill.side.sign,
+                qty=fill.qty,
+                price=fill.price,
+                commission=fill.commission,
+                # Event time: the price the strategy acted on (the fill's own is the executor's clock).
+                ts=order.ts if order is not None else fill.ts,
+                reason=fill.reason,
+            )
+        )
+    executions.sort(key=lambda ex: ex.ts)
+    symbols = sorted({str(s) for s in info.get("symbols", [])} | {ex.symbol for ex in executions})
+    histories = await asyncio.gather(*(store.prices(symbol, PRICE_POINTS) for symbol in symbols))
+    prices = dict(zip(symbols, histories, strict=True))
+    params = StrategyParams.model_validate(info["params"]) if info.get("params") else None
+    initial_cash = float(info.get("initial_cash") or DEFAULT_INITIAL_CASH)
+    open_trades, closed = trades(sid, executions, last, params)
+    # The trailing stop's reference: the best price since entry.
+    if params is not None and params.trailing_stop_pct is not None:
+        best = {}
+        for trade in open_trades:
+            since = [price for ts, price in prices.get(trade.symbol, []) if ts >= trade.entry_ts] or [
+                trade.entry_price
+            ]
+            best[trade.symbol] = max(since) if trade.side == "long" else min(since)
+        open_trades, _ = trades(sid, executions, last, params, best)
+    positions = await _marked_positions(store, sid, None)
+    return _Book(
+        info=info,
+        initial_cash=initial_cash,
+        open=open_trades,
+        closed=closed,
+        curve=marked_equity(initial_cash, executions, prices),
+        realized=sum(p.realized_pnl - p.commissions for p in positions),
+        unrealized=sum(p.unrealized_pnl for p in positions),
+        exposure=sum(abs(p.qty) * p.last_price for p in positions),
+    )
+
+
+async def _books(store: Store, strategy: str | None) -> list[_Book]:
+    registered = [s for s in await store.strategies() if strategy is None or s["id"] == strategy]
+    last = await store.last_prices()
+    return list(await asyncio.gather(*(_book(store, info, last) for info in registered)))
+
+
+@router.get("/trades", tags=["trading"], summary="Open and closed trades, profit per symbol and per day")
+async def trade_list(store: StoreDep, strategy: str | None = None) -> Trades:
+    """Each position from flat to flat is a trade, its time the event time of its orders; flat positions
+    are not open trades. From each strategy's newest 20,000 orders and fills."""
+    books = await _books(store, strategy)
+    closed = sorted((t for b in books for t in b.closed), key=lambda t: t.exit_ts, reverse=True)
+    return Trades(
+        open=[t for b in books for t in b.open],
+        closed=closed,
+        by_symbol=profit_by(closed, "symbol"),
+        by_day=profit_by(closed, "day"),
+    )
+
+
+@router.get(
+    "/summary", tags=["trading"], summary="Per strategy and in total: equity, P&L, drawdown, trade statistics"
+)
+async def summary_list(store: StoreDep) -> SummaryList:
+    """P&L in currency and in percent of the initial cash; drawdown of the equity marked at every price."""
+    books = await _books(store, None)
+    items = [
+        summary(str(b.info["id"]), b.initial_cash, b.realized, b.unrealized, b.exposure, b.curve, b.closed)
+        for b in books
+    ]
+    total = summary(
+        "total",
+        sum(b.initial_cash for b in books),
+        sum(b.realized for b in books),
+        sum(b.unrealized for b in books),
+        sum(b.exposure for b in books),
+        combined([(b.initial_cash, b.curve) for b in books]),
+        [t for b in books for t in b.closed],
+    )
+    return SummaryList(items=items, total=total)
+
+
+@router.get(
+    "/equity/marked",
+    tags=["trading"],
+    summary="A strategy's equity marked at every price, with drawdown",
+    responses={404: _error("No such strategy")},
+)
+async def equity_marked(store: StoreDep, strategy: str) -> MarkedEquity:
+    """Cash plus open positions at every price point of the strategy's symbols (the newest 5,000 of each):
+    the curve a backtest of the same prices draws."""
+    books = await _books(store, strategy)
+    if not books:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no strategy {strategy!r}")
+    return MarkedEquity(strategy_id=strategy, points=with_drawdown(books[0].curve))
 
 
 @router.get("/prices", tags=["market"], summary="The last price of every symbol")
