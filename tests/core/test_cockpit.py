@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,11 @@ from tradebot.core.cockpit import (
 )
 from tradebot.core.models import OrderReason
 from tradebot.core.params import StrategyParams
+
+
+def approx(value: float) -> Any:
+    """`pytest.approx`, typed so that it may stand in a tuple compared with floats."""
+    return pytest.approx(value)
 
 
 def at(day: int, hour: int) -> datetime:
@@ -51,8 +57,8 @@ def test_trades_pair_entries_and_exits_with_profit_in_percent_and_duration() -> 
     params = StrategyParams(stop_loss_pct=2.0, take_profit_pct=5.0, trailing_stop_pct=3.0)
     open_trades, closed = trades("s", EXECUTIONS, MARKS, params)
     assert [(t.symbol, t.pnl, t.pnl_pct, t.duration_s, t.exit_reason) for t in closed] == [
-        ("AAA", pytest.approx(98.0), pytest.approx(9.8), 7200.0, OrderReason.EXIT_CROSS),
-        ("BBB", pytest.approx(-100.0), pytest.approx(-10.0), 3600.0, OrderReason.FORCE_EXIT),
+        ("AAA", approx(98.0), approx(9.8), 7200.0, OrderReason.EXIT_CROSS),
+        ("BBB", approx(-100.0), approx(-10.0), 3600.0, OrderReason.FORCE_EXIT),
     ]
     assert len(open_trades) == 1  # BBB is flat: not an open trade
     held = open_trades[0]
@@ -63,22 +69,22 @@ def test_trades_pair_entries_and_exits_with_profit_in_percent_and_duration() -> 
         105.0,
         at(3, 11),
     )
-    assert held.unrealized_pnl == pytest.approx(-50.0)
-    assert held.unrealized_pct == pytest.approx(-50.0 / 1050.0 * 100.0)
+    assert held.unrealized_pnl == approx(-50.0)
+    assert held.unrealized_pct == approx(-50.0 / 1050.0 * 100.0)
     assert held.duration_s == 3600.0
     assert (held.stop_loss, held.take_profit, held.trailing_stop) == (
-        pytest.approx(102.9),
-        pytest.approx(110.25),
-        pytest.approx(101.85),
+        approx(102.9),
+        approx(110.25),
+        approx(101.85),
     )
 
 
 def test_short_stop_levels_sit_above_the_entry() -> None:
     params = StrategyParams(stop_loss_pct=2.0, take_profit_pct=5.0, trailing_stop_pct=3.0, allow_short=True)
     assert stop_levels(params, False, 100.0, 90.0) == (
-        pytest.approx(102.0),
-        pytest.approx(95.0),
-        pytest.approx(92.7),
+        approx(102.0),
+        approx(95.0),
+        approx(92.7),
     )
     assert stop_levels(None, True, 100.0, 100.0) == (None, None, None)
 
@@ -86,12 +92,12 @@ def test_short_stop_levels_sit_above_the_entry() -> None:
 def test_profit_per_symbol_and_per_day() -> None:
     _, closed = trades("s", EXECUTIONS, MARKS)
     assert [(p.key, p.trades, p.pnl) for p in profit_by(closed, "symbol")] == [
-        ("AAA", 1, pytest.approx(98.0)),
-        ("BBB", 1, pytest.approx(-100.0)),
+        ("AAA", 1, approx(98.0)),
+        ("BBB", 1, approx(-100.0)),
     ]
     assert [(p.key, p.pnl) for p in profit_by(closed, "day")] == [
-        ("2024-01-03", pytest.approx(-100.0)),
-        ("2024-01-02", pytest.approx(98.0)),
+        ("2024-01-03", approx(-100.0)),
+        ("2024-01-02", approx(98.0)),
     ]
 
 
@@ -100,14 +106,14 @@ def test_equity_is_marked_at_every_price_including_open_positions() -> None:
     assert [ts for ts, _ in curve] == sorted(ts for series in PRICES.values() for ts, _ in series)
     assert [value for _, value in curve] == pytest.approx([9999, 9899, 10098, 10098, 9998, 9997, 9947])
     drawdowns = [p.drawdown_pct for p in with_drawdown(curve)]
-    assert drawdowns[1] == pytest.approx(100 / 9999 * 100)  # the open position's dip, between fills
-    assert drawdowns[-1] == pytest.approx(151 / 10098 * 100)
+    assert drawdowns[1] == approx(100 / 9999 * 100)  # the open position's dip, between fills
+    assert drawdowns[-1] == approx(151 / 10098 * 100)
 
 
 def test_an_execution_after_the_last_price_adds_a_point() -> None:
     late = Execution("AAA", SELL, 10, 100.0, 0.0, at(4, 0), OrderReason.FORCE_EXIT)
     curve = marked_equity(10_000.0, [*EXECUTIONS, late], PRICES)
-    assert curve[-1] == (at(4, 0), pytest.approx(9947.0))
+    assert curve[-1] == (at(4, 0), approx(9947.0))
 
 
 def test_summary_from_hand_computed_numbers() -> None:
@@ -115,14 +121,14 @@ def test_summary_from_hand_computed_numbers() -> None:
     curve = marked_equity(10_000.0, EXECUTIONS, PRICES)
     # Realised net of commissions: 100 - 100 - 3 fees; unrealised 10 x (100 - 105).
     got = summary("s", 10_000.0, -3.0, -50.0, 1000.0, curve, closed)
-    assert got.equity == pytest.approx(9947.0)
-    assert (got.pnl, got.pnl_pct) == (pytest.approx(-53.0), pytest.approx(-0.53))
-    assert (got.realized_pnl, got.realized_pct) == (pytest.approx(-3.0), pytest.approx(-0.03))
-    assert (got.unrealized_pnl, got.unrealized_pct) == (pytest.approx(-50.0), pytest.approx(-0.5))
-    assert got.today_pnl == pytest.approx(9947.0 - 10098.0)  # since the last point of 2 January
+    assert got.equity == approx(9947.0)
+    assert (got.pnl, got.pnl_pct) == (approx(-53.0), approx(-0.53))
+    assert (got.realized_pnl, got.realized_pct) == (approx(-3.0), approx(-0.03))
+    assert (got.unrealized_pnl, got.unrealized_pct) == (approx(-50.0), approx(-0.5))
+    assert got.today_pnl == approx(9947.0 - 10098.0)  # since the last point of 2 January
     assert got.exposure == 1000.0
-    assert got.max_drawdown_pct == pytest.approx(151 / 10098 * 100)
-    assert (got.trades, got.win_rate_pct, got.profit_factor) == (2, 50.0, pytest.approx(0.98))
+    assert got.max_drawdown_pct == approx(151 / 10098 * 100)
+    assert (got.trades, got.win_rate_pct, got.profit_factor) == (2, 50.0, approx(0.98))
 
 
 def test_summary_without_trades_or_losses() -> None:
