@@ -335,8 +335,11 @@ def trades_panel(settings: DashboardSettings) -> None:
     symbol = _selected(SYMBOL_KEY)
     token = api_token(settings)
     flash = st.session_state.pop(EXIT_FLASH_KEY, None)
-    if flash is not None:
-        (st.success if flash[0] == "success" else st.error)(flash[1])
+    # Containers keep the fragment's element count the same whatever is shown inside them (a changing
+    # count left stale tables behind on a refresh).
+    with st.container():
+        if flash is not None:
+            (st.success if flash[0] == "success" else st.error)(flash[1])
     try:
         with client(settings) as api:
             data: Trades = api.trades(strategy_id)
@@ -346,29 +349,38 @@ def trades_panel(settings: DashboardSettings) -> None:
     opened = [t for t in data.open if symbol is None or t.symbol == symbol]
     closed = [t for t in data.closed if symbol is None or t.symbol == symbol]
     st.subheader("Open trades")
-    if not opened:
-        st.info("No open trade" + _filter_text(strategy_id, symbol).replace(";", ":") + ".")
-    else:
-        st.dataframe(
-            trade_table(opened, OPEN_TRADE_COLUMNS, ["entry_ts"]).round(4), hide_index=True, width="stretch"
-        )
-        common = {"timeout": settings.api_timeout_seconds, "token": token or "", "api_url": settings.api_url}
-        buttons = st.columns(min(len(opened), 6) + 1)
-        for i, trade in enumerate(opened):
-            key = command_id(trade.strategy_id, trade.symbol, trade.entry_ts.isoformat())
-            buttons[i % (len(buttons) - 1)].button(
-                f"Force exit {trade.strategy_id} {trade.symbol}", key=f"exit-{trade.strategy_id}-{trade.symbol}",
-                disabled=token is None, on_click=_exit,
-                kwargs={"strategy_id": trade.strategy_id, "symbol": trade.symbol, "key": key, **common},
-                help="Close this trade at the last price" if token else "needs the API token",
-            )  # fmt: skip
-        for sid in sorted({t.strategy_id for t in opened}):
-            mine = sorted(f"{t.symbol}@{t.entry_ts.isoformat()}" for t in data.open if t.strategy_id == sid)
-            buttons[-1].button(
-                f"Close all {sid}", key=f"close-all-{sid}", disabled=token is None, on_click=_exit,
-                kwargs={"strategy_id": sid, "symbol": None, "key": command_id(sid, *mine), **common},
-                help="Close every open trade of this strategy" if token else "needs the API token",
-            )  # fmt: skip
+    with st.container():
+        if not opened:
+            st.info("No open trade" + _filter_text(strategy_id, symbol).replace(";", ":") + ".")
+        else:
+            st.dataframe(
+                trade_table(opened, OPEN_TRADE_COLUMNS, ["entry_ts"]).round(4),
+                hide_index=True,
+                width="stretch",
+            )
+            common = {
+                "timeout": settings.api_timeout_seconds,
+                "token": token or "",
+                "api_url": settings.api_url,
+            }
+            buttons = st.columns(min(len(opened), 6) + 1)
+            for i, trade in enumerate(opened):
+                key = command_id(trade.strategy_id, trade.symbol, trade.entry_ts.isoformat())
+                buttons[i % (len(buttons) - 1)].button(
+                    f"Force exit {trade.strategy_id} {trade.symbol}", key=f"exit-{trade.strategy_id}-{trade.symbol}",
+                    disabled=token is None, on_click=_exit,
+                    kwargs={"strategy_id": trade.strategy_id, "symbol": trade.symbol, "key": key, **common},
+                    help="Close this trade at the last price" if token else "needs the API token",
+                )  # fmt: skip
+            for sid in sorted({t.strategy_id for t in opened}):
+                mine = sorted(
+                    f"{t.symbol}@{t.entry_ts.isoformat()}" for t in data.open if t.strategy_id == sid
+                )
+                buttons[-1].button(
+                    f"Close all {sid}", key=f"close-all-{sid}", disabled=token is None, on_click=_exit,
+                    kwargs={"strategy_id": sid, "symbol": None, "key": command_id(sid, *mine), **common},
+                    help="Close every open trade of this strategy" if token else "needs the API token",
+                )  # fmt: skip
     st.subheader("Closed trades")
     st.caption(f"newest {TABLE_ROWS} of {len(closed)} first" + _filter_text(strategy_id, symbol))
     st.dataframe(
