@@ -1,5 +1,5 @@
 """The live page's cockpit in a real browser (issue 16): read the summary, force-exit the open trade, find
-it closed in the closed-trades table. Screenshots go to tests/dashboard/output like test_browser's."""
+it closed in the closed-trades table and in the event log. Screenshots go to tests/dashboard/output like test_browser's."""
 
 from __future__ import annotations
 
@@ -54,6 +54,9 @@ def test_force_exit_from_the_live_page(api_url: str, dashboard: tuple[str, int],
             # The closed-trades table is the one with an exit_reason column.
             closed = page.locator(TABLE).filter(has_text="exit_reason").filter(has_text="force_exit")
             expect(closed.first).to_be_visible(timeout=20_000)
+            # The event log holds the request and the fill of the force-exit.
+            log = page.locator(TABLE).filter(has_text="message").filter(has_text="force-exit-request")
+            expect(log.first).to_contain_text("force_exit: sell 72", timeout=20_000)
             page.screenshot(path=str(after), full_page=True)
             assert page.locator('[data-testid="stException"]').count() == 0
         finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -136,7 +137,10 @@ async def wait_position(run: Running, symbol: str, qty: float, within_s: float =
         await asyncio.sleep(0.1)
 
 
-async def test_a_repeated_force_exit_makes_one_order_and_one_fill(running: Running) -> None:
+async def test_a_repeated_force_exit_makes_one_order_and_one_fill(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tradebot.executor.runner")
     run = running
     # Falling then rising: the short average crosses above the long one, an entry of 10.
     await run.ticks("AAA", [100.0, 99.0, 98.0, 97.0, 104.0, 106.0])
@@ -202,6 +206,18 @@ async def test_a_repeated_force_exit_makes_one_order_and_one_fill(running: Runni
     assert summary["total"]["realized_pnl"] == pytest.approx(listed["closed"][0]["pnl"])
     curve = (await run.api.get("/equity/marked?strategy=fx")).json()["points"]
     assert curve[-1]["equity"] == pytest.approx(summary["items"][0]["equity"])
+
+    # The event log: the entry, the force-exit request (once per request) and the force-exit fill.
+    events = (await run.api.get("/events?strategy=fx")).json()["items"]
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("force-exit") == 1
+    assert kinds.count("entry") == 1
+    assert kinds.count("force-exit-request") == 4
+    # And one structured log line for the force-exit fill in the executor's log.
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "force-exit"]
+    assert [(r.name, getattr(r, "symbol", None), getattr(r, "qty", None)) for r in lines] == [
+        ("tradebot.executor.runner", "AAA", 10.0)
+    ]
 
 
 async def test_close_all_exits_every_open_position_of_the_strategy(running: Running) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,12 +43,16 @@ from tradebot.adapters.topics import (
 )
 from tradebot.core.cockpit import (
     ClosedTrade,
+    EventKind,
+    EventList,
     Execution,
     MarkedEquity,
     OpenTrade,
+    StrategyEvent,
     SummaryList,
     Trades,
     combined,
+    fill_event,
     marked_equity,
     profit_by,
     summary,
@@ -82,6 +87,8 @@ from tradebot.core.views import (
 )
 from tradebot.kit.app import create_service_app
 from tradebot.kit.settings import comma_list
+
+logger = logging.getLogger(__name__)
 
 # The live page charts a handful of symbols; a bound keeps one request from asking for the whole store.
 MAX_MARKET_SYMBOLS = 50
@@ -512,6 +519,7 @@ async def _known(store: Store, strategy_id: str) -> None:
 async def halt(request: Request, store: StoreDep, strategy_id: str, _: AuthDep) -> HaltState:
     await _known(store, strategy_id)
     await _command(request, store, HaltCommand(strategy_id=strategy_id, halted=True))
+    await _event(store, strategy_id, "halt", None, "halted: no new entries")
     return HaltState(id=strategy_id, halted=True)
 
 
@@ -524,6 +532,7 @@ async def halt(request: Request, store: StoreDep, strategy_id: str, _: AuthDep) 
 async def resume(request: Request, store: StoreDep, strategy_id: str, _: AuthDep) -> HaltState:
     await _known(store, strategy_id)
     await _command(request, store, HaltCommand(strategy_id=strategy_id, halted=False))
+    await _event(store, strategy_id, "resume", None, "resumed: entries allowed")
     return HaltState(id=strategy_id, halted=False)
 
 
@@ -559,6 +568,10 @@ async def _exit(
         )
     targets = symbols if symbol is None else [symbol]
     open_in = {p.symbol for p in await store.positions(strategy_id) if p.qty != 0.0}
+    what = f"force-exit of {symbol}" if symbol else "close-all"
+    await _event(
+        store, strategy_id, "force-exit-request", symbol, f"{what} requested (command {command.command_id})"
+    )
     return ExitRequested(
         strategy_id=strategy_id,
         symbol=symbol,
@@ -598,6 +611,40 @@ async def close_all(
     request: Request, store: StoreDep, strategy_id: str, _: AuthDep, command_id: CommandIdQuery = None
 ) -> ExitRequested:
     return await _exit(request, store, strategy_id, None, command_id)
+
+
+async def _event(store: Store, strategy_id: str, kind: EventKind, symbol: str | None, message: str) -> None:
+    """A command given, recorded: one structured log line, and an entry of the store's event log (best effort:
+    the command itself is on Kafka already)."""
+    event = StrategyEvent(
+        ts=datetime.now(UTC), strategy_id=strategy_id, kind=kind, symbol=symbol, message=message
+    )
+    logger.info(message, extra={"event": kind, "strategy": strategy_id, "symbol": symbol})
+    with contextlib.suppress(StoreError):
+        await store.append_event(event)
+
+
+@router.get(
+    "/events",
+    tags=["strategies"],
+    summary="A strategy's events: entries, exits, stop-outs, refusals, halts, force-exits",
+)
+async def events(
+    store: StoreDep,
+    strategy: str | None = None,
+    limit: int = Query(default=100, ge=1, le=1000, description="The newest events, at most this many."),
+) -> EventList:
+    """Fills and refusals (at their orders' event time) merged with the commands given (at the time given)."""
+    query = StoreQuery(strategy_id=strategy, limit=limit)
+    (sent, _), (filled, _), (given, _) = await asyncio.gather(
+        _records(store.orders, query, OrderRequest),
+        _records(store.fills, query, Fill),
+        _records(store.events, query, StrategyEvent),
+    )
+    times = {order.id: order.ts for order in sent}
+    merged = [*given, *(fill_event(fill, times.get(fill.order_id, fill.ts)) for fill in filled)]
+    merged.sort(key=lambda event: event.ts, reverse=True)
+    return EventList(items=merged[:limit])
 
 
 # How long a halt or resume waits for Kafka's acknowledgement before it answers 503 (not recorded).

@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from tradebot.core.models import AwareDatetime, FiniteFloat, OrderReason
+from tradebot.core.models import AwareDatetime, Fill, FillStatus, FiniteFloat, OrderReason
 from tradebot.core.params import StrategyParams
 from tradebot.core.views import View
 
@@ -123,6 +123,69 @@ class Summary(View):
     )
     profit_factor: FiniteFloat | None = Field(
         description="Gross profit over gross loss of closed trades; null without a losing trade."
+    )
+
+
+EventKind = Literal[
+    "entry",
+    "exit",
+    "stop-out",
+    "take-profit",
+    "force-exit",
+    "refusal",
+    "halt",
+    "resume",
+    "force-exit-request",
+]
+
+
+class StrategyEvent(View):
+    """Something a strategy did or had done to it, as the live page's event log shows it."""
+
+    ts: AwareDatetime = Field(
+        description="Fills: the event time of the order; commands: when they were given."
+    )
+    strategy_id: str
+    kind: EventKind
+    symbol: str | None = None
+    message: str
+    order_id: str | None = None
+
+
+class EventList(View):
+    items: list[StrategyEvent] = Field(description="Newest first.")
+
+
+FILL_EVENT_KINDS: dict[OrderReason, EventKind] = {
+    OrderReason.ENTRY_LONG: "entry",
+    OrderReason.ENTRY_SHORT: "entry",
+    OrderReason.EXIT_CROSS: "exit",
+    OrderReason.END_OF_DATA: "exit",
+    OrderReason.STOP_LOSS: "stop-out",
+    OrderReason.TRAILING_STOP: "stop-out",
+    OrderReason.TAKE_PROFIT: "take-profit",
+    OrderReason.FORCE_EXIT: "force-exit",
+}
+
+
+def fill_event(fill: Fill, ts: datetime) -> StrategyEvent:
+    """The event a fill or refusal is (`ts`: its order's event time)."""
+    if fill.status is FillStatus.REJECTED:
+        return StrategyEvent(
+            ts=ts,
+            strategy_id=fill.strategy_id,
+            kind="refusal",
+            symbol=fill.symbol,
+            message=f"{fill.reason.value} {fill.side.value} refused: {fill.reject_reason}",
+            order_id=fill.order_id,
+        )
+    return StrategyEvent(
+        ts=ts,
+        strategy_id=fill.strategy_id,
+        kind=FILL_EVENT_KINDS.get(fill.reason, "exit"),
+        symbol=fill.symbol,
+        message=f"{fill.reason.value}: {fill.side.value} {fill.qty:g} at {fill.price:.4f}",
+        order_id=fill.order_id,
     )
 
 

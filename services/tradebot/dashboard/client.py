@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from tradebot.core.cockpit import MarkedEquity, MarkedPoint, SummaryList, Trades
+from tradebot.core.cockpit import EventList, MarkedEquity, MarkedPoint, StrategyEvent, SummaryList, Trades
 from tradebot.core.errors import TradebotError
 from tradebot.core.models import Position
 from tradebot.core.views import (
@@ -160,6 +160,9 @@ class ApiClient:
 
     def trades(self, strategy: str | None = None) -> Trades:
         return self._request("GET", "/trades", Trades, params={"strategy": strategy})
+
+    def events(self, strategy: str | None = None, *, limit: int = 100) -> list[StrategyEvent]:
+        return self._request("GET", "/events", EventList, params={"strategy": strategy, "limit": limit}).items
 
     def equity_marked(self, strategy: str) -> list[MarkedPoint]:
         return self._request("GET", "/equity/marked", MarkedEquity, params={"strategy": strategy}).points

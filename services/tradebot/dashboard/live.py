@@ -67,6 +67,8 @@ CLOSED_TRADE_COLUMNS = [
     "exit_ts", "strategy_id", "symbol", "side", "qty", "entry_ts", "entry_price", "exit_price", "exit_reason",
     "pnl", "pnl_pct", "duration",
 ]  # fmt: skip
+EVENT_COLUMNS = ["ts", "strategy_id", "kind", "symbol", "message", "order_id"]
+EVENT_ROWS = 100
 SUMMARY_COLUMNS = [
     "strategy_id", "equity", "pnl", "pnl_pct", "realized_pnl", "realized_pct", "unrealized_pnl",
     "unrealized_pct", "today_pnl", "exposure", "max_drawdown_pct", "trades", "win_rate_pct", "profit_factor",
@@ -449,6 +451,22 @@ def strategies_panel(settings: DashboardSettings) -> None:
             )  # fmt: skip
 
 
+def events_panel(settings: DashboardSettings) -> None:
+    """The strategy's events, newest first: entries, exits, stop-outs, refusals, halts, force-exits."""
+    strategy_id = _selected(STRATEGY_KEY)
+    try:
+        with client(settings) as api:
+            events = api.events(strategy_id, limit=EVENT_ROWS)
+    except ApiUnavailable as exc:
+        show_api_error(exc, settings)
+        return
+    st.caption(f"newest {EVENT_ROWS} first" + _filter_text(strategy_id, None) + "; times in UTC")
+    frame = table(events, EVENT_COLUMNS)
+    if not frame.empty:
+        frame["ts"] = frame["ts"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    st.dataframe(frame, hide_index=True, width="stretch")
+
+
 def market_panel(
     settings: DashboardSettings, strategies: dict[str, StrategyInfo], symbols: list[str]
 ) -> None:
@@ -622,6 +640,8 @@ def render() -> None:
     st.subheader("Summary")
     _fragment(every, summary_panel)(settings)
     _fragment(every, trades_panel)(settings)
+    st.subheader("Events")
+    _fragment(every, events_panel)(settings)
     st.subheader("Strategies")
     _fragment(every, strategies_panel)(settings)
     st.subheader("Prices, moving averages and trades")
