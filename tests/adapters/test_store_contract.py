@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from tests.adapters.conftest import StoreFactory
 from tests.plugins.servers import RedisServer
 from tradebot.adapters.store import Query, Store, ViewLostError
+from tradebot.core.cockpit import StrategyEvent
 from tradebot.core.models import Fill, OrderReason, OrderRequest, Position, Side, Signal, order_id
 
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
@@ -253,6 +254,25 @@ async def test_signals(store: Store) -> None:
     assert pages == 4
     since = await store.signals(Query(since=T0 + timedelta(minutes=9), newest_first=False))
     assert [item["ts"] for item in since.items] == [s.model_dump(mode="json")["ts"] for s in signals[9:]]
+
+
+async def test_events(store: Store) -> None:
+    events = [
+        StrategyEvent(
+            ts=T0 + timedelta(minutes=i),
+            strategy_id=STRATEGIES[i % 2],
+            kind="halt" if i % 3 else "force-exit-request",
+            symbol=None if i % 3 else "AAPL",
+            message=f"event {i}",
+        )
+        for i in range(7)
+    ]
+    for event in events:
+        await store.append_event(event, maxlen=5)
+    page = await store.events(Query(limit=100))
+    assert page.items == [e.model_dump(mode="json") for e in reversed(events[-5:])]
+    beta = await store.events(Query(strategy_id="beta", limit=100))
+    assert [item["message"] for item in beta.items] == ["event 5", "event 3"]
 
 
 async def test_equity_curve(store: Store) -> None:

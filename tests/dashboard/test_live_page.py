@@ -23,7 +23,8 @@ def _live(env: pytest.MonkeyPatch, url: str, token: str | None) -> AppTest:
 
 
 def _table(at: AppTest, column: str) -> pd.DataFrame:
-    """The first dataframe on the page with `column` (orders: ref_price; fills: order_id)."""
+    """The first dataframe on the page with `column` (orders: ref_price; fills: reject_reason; positions:
+    avg_price)."""
     for element in at.dataframe:
         frame = element.value
         if column in frame.columns:
@@ -45,7 +46,7 @@ def test_live_page_shows_the_replays_orders_and_fills(
     strategy = at.selectbox(key="live_strategy")
     assert set(strategy.options) >= {"sma-fast", "ema-slow"}
     orders = _table(at, "ref_price")
-    fills = _table(at, "order_id")
+    fills = _table(at, "reject_reason")
     assert len(orders) > 0
     assert set(orders["symbol"]) == {"GOOG"}
     assert len(fills) > 0
@@ -57,10 +58,13 @@ def test_live_page_shows_the_replays_orders_and_fills(
         "stop_loss",
         "take_profit",
         "trailing_stop",
+        "force_exit",  # the browser test force-exits a trade of this session's replay
     }
-    positions = _table(at, "realized_pnl")
+    positions = _table(at, "avg_price")
     assert set(positions["symbol"]) == {"GOOG"}
-    assert [m.label for m in at.metric] == ["total P&L", "realised", "unrealised", "commissions"]
+    summary = ["Equity", "P&L", "Realised", "Unrealised", "Today", "Open exposure", "Max drawdown", "Trades"]
+    summary += ["Win rate", "Profit factor"]
+    assert [m.label for m in at.metric] == [*summary, "total P&L", "realised", "unrealised", "commissions"]
 
 
 def test_strategy_filter_changes_the_rows(api_url: str, dashboard_env: pytest.MonkeyPatch) -> None:
@@ -73,7 +77,7 @@ def test_strategy_filter_changes_the_rows(api_url: str, dashboard_env: pytest.Mo
     at.selectbox(key="live_strategy").set_value("ema-slow").run()
     ema = _table(at, "ref_price")
     assert set(ema["strategy_id"]) == {"ema-slow"}
-    assert set(_table(at, "order_id")["strategy_id"]) == {"ema-slow"}
+    assert set(_table(at, "reject_reason")["strategy_id"]) == {"ema-slow"}
     assert at.selectbox(key="live_strategy").value == "ema-slow"  # kept in session state
 
     at.selectbox(key="live_strategy").set_value("__all__").run()

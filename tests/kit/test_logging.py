@@ -111,15 +111,35 @@ def test_uvicorn_loggers_go_through_the_same_formatter(capsys: pytest.CaptureFix
     configure_logging(load_settings(SecretiveSettings))
     logging.getLogger("uvicorn.error").info("Started server process [%d]", 42)
     access = logging.getLogger("uvicorn.access")
-    access.info('%s - "%s %s HTTP/%s" %d', "10.0.0.1:5000", "GET", "/orders/7", "1.1", 200)
+    access.info('%s - "%s %s HTTP/%s" %d', "10.0.0.1:5000", "POST", "/strategies/s/halt", "1.1", 200)
     access.info('%s - "%s %s HTTP/%s" %d', "10.0.0.1:5000", "GET", "/readyz", "1.1", 200)
+    access.info('%s - "%s %s HTTP/%s" %d', "10.0.0.1:5000", "GET", "/fills?limit=200", "1.1", 200)
     access.info('%s - "%s %s HTTP/%s" %d', "10.0.0.1:5000", "GET", "/readyz", "1.1", 503)
-    server, order, failed_probe = _lines(capsys)
+    access.info('%s - "%s %s HTTP/%s" %d', "10.0.0.1:5000", "GET", "/fills?limit=0", "1.1", 422)
+    server, halt, failed_probe, failed_read = _lines(capsys)
     assert server["logger"] == "uvicorn.error"
     assert server["message"] == "Started server process [42]"
-    assert (order["method"], order["path"], order["status"]) == ("GET", "/orders/7", 200)
-    # A passing probe is noise every few seconds; a failing one is news.
+    assert (halt["method"], halt["path"], halt["status"], halt["level"]) == (
+        "POST",
+        "/strategies/s/halt",
+        200,
+        "INFO",
+    )
+    # A passing probe or a dashboard's polling read is noise every few seconds (debug level); a failure is news.
     assert (failed_probe["path"], failed_probe["status"]) == ("/readyz", 503)
+    assert (failed_read["path"], failed_read["status"]) == ("/fills?limit=0", 422)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_probe_and_polling_access_logs_are_at_debug_level(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(load_settings(SecretiveSettings, log_level="debug"))
+    access = logging.getLogger("uvicorn.access")
+    access.info('%s - "%s %s HTTP/%s" %d', "10.0.0.1:5000", "GET", "/metrics", "1.1", 200)
+    access.info('%s - "%s %s HTTP/%s" %d', "10.0.0.1:5000", "GET", "/summary", "1.1", 200)
+    assert [(line["path"], line["level"]) for line in _lines(capsys)] == [
+        ("/metrics", "DEBUG"),
+        ("/summary", "DEBUG"),
+    ]
 
 
 @pytest.mark.usefixtures("restore_logging")

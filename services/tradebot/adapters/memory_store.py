@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tradebot.adapters.store import Page, Query, ViewLostError, parse_cursor
+from tradebot.core.cockpit import StrategyEvent
 from tradebot.core.models import Fill, OrderRequest, Position, Signal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -97,6 +98,7 @@ class MemoryStore:
         self._orders = _Log()
         self._fills = _Log()
         self._signals = _Log()
+        self._events = _Log()
         # The newest applied order ids (insertion order = offset order), bounded like RedisStore's.
         self._applied: dict[str, None] = {}
         self._applied_offset = -1
@@ -200,6 +202,16 @@ class MemoryStore:
     async def signals(self, query: Query) -> Page:
         async with self._lock:
             return self._signals.query(query)
+
+    async def append_event(self, event: StrategyEvent, maxlen: int = 5000) -> None:
+        async with self._lock:
+            self._events.append(
+                event.strategy_id, event.symbol or "", event.ts, event.model_dump_json(), maxlen
+            )
+
+    async def events(self, query: Query) -> Page:
+        async with self._lock:
+            return self._events.query(query)
 
     async def append_equity(self, strategy_id: str, ts: datetime, equity: float, maxlen: int = 10000) -> None:
         async with self._lock:

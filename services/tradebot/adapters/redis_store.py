@@ -5,6 +5,7 @@ Keys:
     {prefix}:prices:{symbol}     stream price, ts (iso); trimmed to `maxlen` exactly
     {prefix}:orders              stream json, order_id, strategy_id, symbol, ts (epoch µs); about `stream_maxlen`
     {prefix}:fills               stream json, order_id, strategy_id, symbol, ts (epoch µs); about `stream_maxlen`
+    {prefix}:events              stream json, strategy_id, symbol, ts (epoch µs): commands given (halt, resume, force-exit)
     {prefix}:signals             stream json, strategy_id, symbol, ts (epoch µs); trimmed to `maxlen` (the executor's projection of `signals` passes `stream_maxlen`)
     {prefix}:applied_ids         zset   the newest `stream_maxlen` (+100) applied order ids, scored by offset
     {prefix}:applied_offset      string the `fills` topic offset of the last applied fill
@@ -40,6 +41,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tradebot.adapters.store import MAX_CURSOR_PART, Page, Query, StoreError, ViewLostError, parse_cursor
+from tradebot.core.cockpit import StrategyEvent
 from tradebot.core.models import Fill, OrderRequest, Position, Signal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -282,6 +284,22 @@ class RedisStore:
 
     async def signals(self, query: Query) -> Page:
         return await self._query(self._key("signals"), query)
+
+    async def append_event(self, event: StrategyEvent, maxlen: int = 5000) -> None:
+        await self._redis.xadd(
+            self._key("events"),
+            {
+                "json": event.model_dump_json(),
+                "strategy_id": event.strategy_id,
+                "symbol": event.symbol or "",
+                "ts": micros(event.ts),
+            },
+            maxlen=maxlen,
+            approximate=False,
+        )
+
+    async def events(self, query: Query) -> Page:
+        return await self._query(self._key("events"), query)
 
     async def append_equity(self, strategy_id: str, ts: datetime, equity: float, maxlen: int = 10000) -> None:
         await self._redis.xadd(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from tradebot.core.cockpit import StrategyEvent
 from tradebot.core.errors import TradebotError
 from tradebot.core.models import Fill, OrderRequest, Position, Signal
 
@@ -112,6 +113,10 @@ class Store(Protocol):
     async def append_equity(
         self, strategy_id: str, ts: datetime, equity: float, maxlen: int = 10000
     ) -> None: ...
+
+    # Commands given to strategies (halts, resumes, force-exits), for the live page's event log (the API).
+    async def append_event(self, event: StrategyEvent, maxlen: int = 5000) -> None: ...
+    async def events(self, query: Query) -> Page: ...
     async def equity_curve(self, strategy_id: str, limit: int = 1000) -> list[tuple[datetime, float]]: ...
 
     # Strategies: registration and the halt flag.

@@ -12,10 +12,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tradebot.adapters.bus import TopicSpec
-from tradebot.core.models import Fill, OrderRequest, Position
+from tradebot.core.models import AwareDatetime, Fill, Identifier, OrderRequest, Position, Symbol
 
 TICKS = "ticks"
 TICKS_DLQ = "ticks.dlq"
@@ -26,6 +26,9 @@ SIGNALS = "signals"
 STRATEGY_STATE = "strategy-state"
 # Halt and resume commands, keyed by strategy id: the source of truth of whether a strategy may enter.
 CONTROL = "strategy-control"
+# Force-exit and close-all commands, keyed by strategy id, read by the strategy itself (it owns its
+# positions, so it sends the exit order and knows at once that the position is closed).
+COMMANDS = "strategy-commands"
 # The executor's book: the position after each fill, keyed "strategy|symbol", compacted (its rebuild).
 POSITIONS = "positions"
 
@@ -43,6 +46,8 @@ def pipeline_topics(partitions: int = 6) -> list[TopicSpec]:
         TopicSpec(SIGNALS, partitions=partitions, retention_ms=7 * DAY_MS),
         # Compacted: the latest command per strategy is its state, kept forever however old.
         TopicSpec(CONTROL, partitions=1, compacted=True),
+        # Not compacted: each command is an event; one partition keeps them in the order given.
+        TopicSpec(COMMANDS, partitions=1, retention_ms=7 * DAY_MS),
         # Compacted, segments rolled hourly: the executor's rebuild reads one record per position plus at
         # most about an hour of fills, however long `fills` is.
         TopicSpec(POSITIONS, partitions=1, compacted=True, segment_ms=3_600_000),
@@ -85,6 +90,32 @@ class HaltCommand(BaseModel):
 
     def key(self) -> bytes:
         return self.strategy_id.encode()
+
+
+# What a command id may be (a client's idempotency key): it seeds the exit orders' ids.
+COMMAND_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+
+
+class ExitCommand(BaseModel):
+    """A value on `strategy-commands` (key: the strategy id): close the strategy's position in `symbol`, or
+    in each of its symbols when `symbol` is None (close-all). `command_id` seeds the exit orders' ids, so a
+    repeated command (a client's retry, a strategy replaying its batch) makes the same orders, which the
+    executor fills once; and the strategy, which assumed the first exit filled, finds nothing to close."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = 1
+    command_id: str = Field(pattern=COMMAND_ID_PATTERN)
+    strategy_id: Identifier
+    symbol: Symbol | None = None
+    ts: AwareDatetime
+
+    def key(self) -> bytes:
+        return self.strategy_id.encode()
+
+    def cause(self) -> str:
+        """The exit orders' cause (with the strategy and symbol, their id)."""
+        return f"force-exit:{self.command_id}"
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
@@ -29,11 +33,40 @@ from tradebot.adapters.connect import PipelineSettings
 from tradebot.adapters.store import CURSOR_PATTERN, Store, StoreError
 from tradebot.adapters.store import Page as StorePage
 from tradebot.adapters.store import Query as StoreQuery
-from tradebot.adapters.topics import CONTROL, HaltCommand, pipeline_topics
-from tradebot.core.models import Fill, OrderRequest, Position, Signal
+from tradebot.adapters.topics import (
+    COMMAND_ID_PATTERN,
+    COMMANDS,
+    CONTROL,
+    ExitCommand,
+    HaltCommand,
+    pipeline_topics,
+)
+from tradebot.core.cockpit import (
+    ClosedTrade,
+    EventKind,
+    EventList,
+    Execution,
+    MarkedEquity,
+    OpenTrade,
+    StrategyEvent,
+    SummaryList,
+    Trades,
+    combined,
+    fill_event,
+    marked_equity,
+    profit_by,
+    summary,
+    trades,
+    with_drawdown,
+)
+from tradebot.core.defaults import DEFAULT_INITIAL_CASH
+from tradebot.core.models import Fill, FillStatus, OrderRequest, Position, Signal, order_id
+from tradebot.core.params import StrategyParams
 from tradebot.core.views import (
     EquityCurve,
     EquityPoint,
+    ExitOrder,
+    ExitRequested,
     FillPage,
     HaltState,
     Health,
@@ -54,6 +87,8 @@ from tradebot.core.views import (
 )
 from tradebot.kit.app import create_service_app
 from tradebot.kit.settings import comma_list
+
+logger = logging.getLogger(__name__)
 
 # The live page charts a handful of symbols; a bound keeps one request from asking for the whole store.
 MAX_MARKET_SYMBOLS = 50
@@ -281,6 +316,147 @@ async def equity(
     )
 
 
+# The most orders and fills of one strategy the trade, summary and marked-equity routes read (the oldest
+# beyond are left out, and the routes say so in their descriptions); prices: the store keeps 5,000 a symbol.
+MAX_EXECUTIONS = 20_000
+PRICE_POINTS = 5000
+
+
+async def _log(fetch: Callable[[StoreQuery], Awaitable[StorePage]], strategy: str) -> list[dict[str, Any]]:
+    """The newest MAX_EXECUTIONS entries of a log for one strategy, oldest first."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while len(items) < MAX_EXECUTIONS:
+        page = await fetch(StoreQuery(strategy_id=strategy, limit=1000, cursor=cursor, newest_first=True))
+        items += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return items[:MAX_EXECUTIONS][::-1]
+
+
+@dataclass
+class _Book:
+    """One strategy's record, read once per request, and what core.cockpit makes of it."""
+
+    info: dict[str, Any]
+    initial_cash: float
+    open: list[OpenTrade]
+    closed: list[ClosedTrade]
+    curve: list[tuple[datetime, float]]
+    realized: float
+    unrealized: float
+    exposure: float
+
+
+async def _book(store: Store, info: dict[str, Any], last: dict[str, tuple[float, datetime]]) -> _Book:
+    sid = str(info["id"])
+    orders_log, fills_log = await asyncio.gather(_log(store.orders, sid), _log(store.fills, sid))
+    sent = {str(o["id"]): OrderRequest.model_validate(o, strict=False) for o in orders_log}
+    executions = []
+    for item in fills_log:
+        fill = Fill.model_validate(item, strict=False)
+        if fill.status is not FillStatus.FILLED:
+            continue
+        order = sent.get(fill.order_id)
+        executions.append(
+            Execution(
+                symbol=fill.symbol,
+                side=fill.side.sign,
+                qty=fill.qty,
+                price=fill.price,
+                commission=fill.commission,
+                # Event time: the price the strategy acted on (the fill's own is the executor's clock).
+                ts=order.ts if order is not None else fill.ts,
+                reason=fill.reason,
+            )
+        )
+    executions.sort(key=lambda ex: ex.ts)
+    symbols = sorted({str(s) for s in info.get("symbols", [])} | {ex.symbol for ex in executions})
+    histories = await asyncio.gather(*(store.prices(symbol, PRICE_POINTS) for symbol in symbols))
+    prices = dict(zip(symbols, histories, strict=True))
+    params = StrategyParams.model_validate(info["params"]) if info.get("params") else None
+    initial_cash = float(info.get("initial_cash") or DEFAULT_INITIAL_CASH)
+    open_trades, closed = trades(sid, executions, last, params)
+    # The trailing stop's reference: the best price since entry.
+    if params is not None and params.trailing_stop_pct is not None:
+        best = {}
+        for trade in open_trades:
+            since = [price for ts, price in prices.get(trade.symbol, []) if ts >= trade.entry_ts] or [
+                trade.entry_price
+            ]
+            best[trade.symbol] = max(since) if trade.side == "long" else min(since)
+        open_trades, _ = trades(sid, executions, last, params, best)
+    positions = await _marked_positions(store, sid, None)
+    return _Book(
+        info=info,
+        initial_cash=initial_cash,
+        open=open_trades,
+        closed=closed,
+        curve=marked_equity(initial_cash, executions, prices),
+        realized=sum(p.realized_pnl - p.commissions for p in positions),
+        unrealized=sum(p.unrealized_pnl for p in positions),
+        exposure=sum(abs(p.qty) * p.last_price for p in positions),
+    )
+
+
+async def _books(store: Store, strategy: str | None) -> list[_Book]:
+    registered = [s for s in await store.strategies() if strategy is None or s["id"] == strategy]
+    last = await store.last_prices()
+    return list(await asyncio.gather(*(_book(store, info, last) for info in registered)))
+
+
+@router.get("/trades", tags=["trading"], summary="Open and closed trades, profit per symbol and per day")
+async def trade_list(store: StoreDep, strategy: str | None = None) -> Trades:
+    """Each position from flat to flat is a trade, its time the event time of its orders; flat positions
+    are not open trades. From each strategy's newest 20,000 orders and fills."""
+    books = await _books(store, strategy)
+    closed = sorted((t for b in books for t in b.closed), key=lambda t: t.exit_ts, reverse=True)
+    return Trades(
+        open=[t for b in books for t in b.open],
+        closed=closed,
+        by_symbol=profit_by(closed, "symbol"),
+        by_day=profit_by(closed, "day"),
+    )
+
+
+@router.get(
+    "/summary", tags=["trading"], summary="Per strategy and in total: equity, P&L, drawdown, trade statistics"
+)
+async def summary_list(store: StoreDep) -> SummaryList:
+    """P&L in currency and in percent of the initial cash; drawdown of the equity marked at every price."""
+    books = await _books(store, None)
+    items = [
+        summary(str(b.info["id"]), b.initial_cash, b.realized, b.unrealized, b.exposure, b.curve, b.closed)
+        for b in books
+    ]
+    total = summary(
+        "total",
+        sum(b.initial_cash for b in books),
+        sum(b.realized for b in books),
+        sum(b.unrealized for b in books),
+        sum(b.exposure for b in books),
+        combined([(b.initial_cash, b.curve) for b in books]),
+        [t for b in books for t in b.closed],
+    )
+    return SummaryList(items=items, total=total)
+
+
+@router.get(
+    "/equity/marked",
+    tags=["trading"],
+    summary="A strategy's equity marked at every price, with drawdown",
+    responses={404: _error("No such strategy")},
+)
+async def equity_marked(store: StoreDep, strategy: str) -> MarkedEquity:
+    """Cash plus open positions at every price point of the strategy's symbols (the newest 5,000 of each):
+    the curve a backtest of the same prices draws."""
+    books = await _books(store, strategy)
+    if not books:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no strategy {strategy!r}")
+    return MarkedEquity(strategy_id=strategy, points=with_drawdown(books[0].curve))
+
+
 @router.get("/prices", tags=["market"], summary="The last price of every symbol")
 async def last_prices(store: StoreDep) -> LastPrices:
     last = await store.last_prices()
@@ -343,6 +519,7 @@ async def _known(store: Store, strategy_id: str) -> None:
 async def halt(request: Request, store: StoreDep, strategy_id: str, _: AuthDep) -> HaltState:
     await _known(store, strategy_id)
     await _command(request, store, HaltCommand(strategy_id=strategy_id, halted=True))
+    await _event(store, strategy_id, "halt", None, "halted: no new entries")
     return HaltState(id=strategy_id, halted=True)
 
 
@@ -355,35 +532,155 @@ async def halt(request: Request, store: StoreDep, strategy_id: str, _: AuthDep) 
 async def resume(request: Request, store: StoreDep, strategy_id: str, _: AuthDep) -> HaltState:
     await _known(store, strategy_id)
     await _command(request, store, HaltCommand(strategy_id=strategy_id, halted=False))
+    await _event(store, strategy_id, "resume", None, "resumed: entries allowed")
     return HaltState(id=strategy_id, halted=False)
+
+
+CommandIdQuery = Annotated[
+    str | None,
+    Query(
+        pattern=COMMAND_ID_PATTERN,
+        description="An idempotency key: a request repeated with the same key makes no second order "
+        "(without one, a new key is drawn; a repeat then finds the position already closed).",
+    ),
+]
+
+
+async def _exit(
+    request: Request, store: Store, strategy_id: str, symbol: str | None, command_id: str | None
+) -> ExitRequested:
+    registered = {s["id"]: s for s in await store.strategies()}
+    if strategy_id not in registered:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no strategy {strategy_id!r}")
+    symbols = [str(name) for name in registered[strategy_id].get("symbols", [])]
+    if symbol is not None and symbol not in symbols:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"strategy {strategy_id!r} does not trade {symbol!r}")
+    command = ExitCommand(
+        command_id=command_id or uuid.uuid4().hex,
+        strategy_id=strategy_id,
+        symbol=symbol,
+        ts=datetime.now(UTC),
+    )
+    if not await _send(request, COMMANDS, command.model_dump_json().encode(), command.key()):
+        # Without Kafka nothing reads a command: refuse rather than pretend.
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "force-exit needs Kafka (the API runs without it)"
+        )
+    targets = symbols if symbol is None else [symbol]
+    open_in = {p.symbol for p in await store.positions(strategy_id) if p.qty != 0.0}
+    what = f"force-exit of {symbol}" if symbol else "close-all"
+    await _event(
+        store, strategy_id, "force-exit-request", symbol, f"{what} requested (command {command.command_id})"
+    )
+    return ExitRequested(
+        strategy_id=strategy_id,
+        symbol=symbol,
+        command_id=command.command_id,
+        orders=[
+            ExitOrder(symbol=s, order_id=order_id(strategy_id, s, command.cause()))
+            for s in targets
+            if s in open_in
+        ],
+    )
+
+
+@router.post(
+    "/strategies/{strategy_id}/positions/{symbol}/exit",
+    tags=["strategies"],
+    summary="Force-exit one open trade at the last price (needs the token)",
+    responses=CONTROL_ERRORS,
+)
+async def force_exit(
+    request: Request,
+    store: StoreDep,
+    strategy_id: str,
+    symbol: str,
+    _: AuthDep,
+    command_id: CommandIdQuery = None,
+) -> ExitRequested:
+    return await _exit(request, store, strategy_id, symbol, command_id)
+
+
+@router.post(
+    "/strategies/{strategy_id}/close-all",
+    tags=["strategies"],
+    summary="Force-exit every open trade of a strategy (needs the token)",
+    responses=CONTROL_ERRORS,
+)
+async def close_all(
+    request: Request, store: StoreDep, strategy_id: str, _: AuthDep, command_id: CommandIdQuery = None
+) -> ExitRequested:
+    return await _exit(request, store, strategy_id, None, command_id)
+
+
+async def _event(store: Store, strategy_id: str, kind: EventKind, symbol: str | None, message: str) -> None:
+    """A command given, recorded: one structured log line, and an entry of the store's event log (best effort:
+    the command itself is on Kafka already)."""
+    event = StrategyEvent(
+        ts=datetime.now(UTC), strategy_id=strategy_id, kind=kind, symbol=symbol, message=message
+    )
+    logger.info(message, extra={"event": kind, "strategy": strategy_id, "symbol": symbol})
+    with contextlib.suppress(StoreError):
+        await store.append_event(event)
+
+
+@router.get(
+    "/events",
+    tags=["strategies"],
+    summary="A strategy's events: entries, exits, stop-outs, refusals, halts, force-exits",
+)
+async def events(
+    store: StoreDep,
+    strategy: str | None = None,
+    limit: int = Query(default=100, ge=1, le=1000, description="The newest events, at most this many."),
+) -> EventList:
+    """Fills and refusals (at their orders' event time) merged with the commands given (at the time given)."""
+    query = StoreQuery(strategy_id=strategy, limit=limit)
+    (sent, _), (filled, _), (given, _) = await asyncio.gather(
+        _records(store.orders, query, OrderRequest),
+        _records(store.fills, query, Fill),
+        _records(store.events, query, StrategyEvent),
+    )
+    times = {order.id: order.ts for order in sent}
+    merged = [*given, *(fill_event(fill, times.get(fill.order_id, fill.ts)) for fill in filled)]
+    merged.sort(key=lambda event: event.ts, reverse=True)
+    return EventList(items=merged[:limit])
 
 
 # How long a halt or resume waits for Kafka's acknowledgement before it answers 503 (not recorded).
 CONTROL_ACK_TIMEOUT_S = 10.0
 
 
+async def _send(request: Request, topic: str, value: bytes, key: bytes) -> bool:
+    """Records `value` on `topic` and returns once Kafka acknowledged it (503 when it did not); False
+    without a bus (tests of the API alone)."""
+    producer: Producer | None = request.app.state.control_producer
+    bus: Bus | None = request.app.state.bus
+    if producer is None or bus is None:
+        return False
+    partitions: int = request.app.state.topic_partitions
+
+    def send() -> None:
+        # Created here, not at start-up: the API's reads must not wait for Kafka. Never left to the
+        # broker's auto-creation, which would make the topic uncompacted.
+        bus.ensure_topics(pipeline_topics(partitions))
+        producer.produce(topic, value, key=key)
+        producer.flush(CONTROL_ACK_TIMEOUT_S)
+
+    try:
+        await asyncio.to_thread(send)
+    except BusError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"the command was not recorded (Kafka): {exc}"
+        ) from exc
+    return True
+
+
 async def _command(request: Request, store: Store, command: HaltCommand) -> None:
     """Records the command on `strategy-control` (the executor's source of truth, so a halt holds even
     when Redis loses it) and answers only once Kafka acknowledged it; then mirrors it to Redis for
     readers. Without a bus (tests of the API alone) only Redis is written."""
-    producer: Producer | None = request.app.state.control_producer
-    bus: Bus | None = request.app.state.bus
-    if producer is not None and bus is not None:
-        partitions: int = request.app.state.topic_partitions
-
-        def send() -> None:
-            # Created here, not at start-up: the API's reads must not wait for Kafka. Never left to the
-            # broker's auto-creation, which would make the topic uncompacted.
-            bus.ensure_topics(pipeline_topics(partitions))
-            producer.produce(CONTROL, command.model_dump_json().encode(), key=command.key())
-            producer.flush(CONTROL_ACK_TIMEOUT_S)
-
-        try:
-            await asyncio.to_thread(send)
-        except BusError as exc:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE, f"the command was not recorded (Kafka): {exc}"
-            ) from exc
+    if await _send(request, CONTROL, command.model_dump_json().encode(), command.key()):
         # Recorded in Kafka: when Redis does not answer, the executor projects it there once it does.
         with contextlib.suppress(StoreError):
             await store.set_halted(command.strategy_id, command.halted)

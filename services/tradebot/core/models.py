@@ -58,6 +58,8 @@ class OrderReason(StrEnum):
     TAKE_PROFIT = "take_profit"
     TRAILING_STOP = "trailing_stop"
     END_OF_DATA = "end_of_data"
+    # Closed by a person through the API (force-exit of one trade, or close-all of a strategy).
+    FORCE_EXIT = "force_exit"
 
 
 class Message(BaseModel):

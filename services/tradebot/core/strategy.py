@@ -249,6 +249,18 @@ class CrossoverStrategy:
         self.state(symbol)
         self.book.fill(symbol, side.sign * qty, price, fee)
 
+    def force_exit(self, symbol: str, ts: datetime, cause: str) -> OrderRequest | None:
+        """The order that closes the position in `symbol` at its last price (a person's force-exit), or
+        None when there is none to close. The caller applies its fill like any other order's, so the
+        strategy knows at once that the position is closed and its stops and crosses leave it be."""
+        held = self.book.holdings.get(symbol)
+        if held is None or held.qty == 0.0 or not math.isfinite(held.last_price) or held.last_price <= 0.0:
+            return None
+        side = Side.SELL if held.qty > 0.0 else Side.BUY
+        return self._order(
+            symbol, side, abs(held.qty), OrderReason.FORCE_EXIT, held.last_price, ts, cause, leg=0
+        )
+
     # -- internals -------------------------------------------------------------------------------
     def _roll_day(self, ts: datetime) -> None:
         if not tracks_daily_loss(self.rules):

@@ -124,6 +124,20 @@ class HaltState(View):
     halted: bool
 
 
+class ExitOrder(View):
+    symbol: str
+    order_id: str = Field(description="The exit order's id (find its fill in /fills).")
+
+
+class ExitRequested(View):
+    """A force-exit or close-all, recorded: the strategy sends the exit orders at the symbols' last prices."""
+
+    strategy_id: str
+    symbol: str | None = Field(description="The symbol closed; null for close-all (every symbol).")
+    command_id: str = Field(description="Repeat the request with this `command_id` to retry it safely.")
+    orders: list[ExitOrder] = Field(description="One exit order per symbol that held a position when asked.")
+
+
 class Health(View):
     status: str
 

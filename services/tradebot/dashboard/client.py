@@ -15,11 +15,13 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from tradebot.core.cockpit import EventList, MarkedEquity, MarkedPoint, StrategyEvent, SummaryList, Trades
 from tradebot.core.errors import TradebotError
 from tradebot.core.models import Position
 from tradebot.core.views import (
     EquityCurve,
     EquityPoint,
+    ExitRequested,
     FillPage,
     HaltState,
     LastPrice,
@@ -153,6 +155,18 @@ class ApiClient:
         params: dict[str, QueryValue] = {"strategy": strategy, "limit": limit}
         return self._request("GET", "/equity", EquityCurve, params=params).points
 
+    def summary(self) -> SummaryList:
+        return self._request("GET", "/summary", SummaryList)
+
+    def trades(self, strategy: str | None = None) -> Trades:
+        return self._request("GET", "/trades", Trades, params={"strategy": strategy})
+
+    def events(self, strategy: str | None = None, *, limit: int = 100) -> list[StrategyEvent]:
+        return self._request("GET", "/events", EventList, params={"strategy": strategy, "limit": limit}).items
+
+    def equity_marked(self, strategy: str) -> list[MarkedPoint]:
+        return self._request("GET", "/equity/marked", MarkedEquity, params={"strategy": strategy}).points
+
     def last_prices(self) -> list[LastPrice]:
         return self._request("GET", "/prices", LastPrices).items
 
@@ -180,6 +194,27 @@ class ApiClient:
 
     def resume(self, strategy_id: str, token: str | None = None) -> HaltState:
         return self._control(strategy_id, "resume", token)
+
+    def force_exit(
+        self, strategy_id: str, symbol: str, command_id: str | None = None, token: str | None = None
+    ) -> ExitRequested:
+        """Closes one open trade; the same `command_id` again makes no second order."""
+        path = f"/strategies/{quote(strategy_id, safe='')}/positions/{quote(symbol, safe='')}/exit"
+        return self._post_command(path, "force-exit", command_id, token)
+
+    def close_all(
+        self, strategy_id: str, command_id: str | None = None, token: str | None = None
+    ) -> ExitRequested:
+        path = f"/strategies/{quote(strategy_id, safe='')}/close-all"
+        return self._post_command(path, "close-all", command_id, token)
+
+    def _post_command(
+        self, path: str, action: str, command_id: str | None, token: str | None
+    ) -> ExitRequested:
+        token = token or self.token
+        if not token:
+            raise ApiUnavailable(f"{action} needs the API token (TRADEBOT_API_TOKEN)", status=401)
+        return self._request("POST", path, ExitRequested, params={"command_id": command_id}, token=token)
 
     def _control(self, strategy_id: str, action: str, token: str | None) -> HaltState:
         token = token or self.token

@@ -1,5 +1,7 @@
-"""The Live page: prices with the strategy's moving averages and its trades, orders, fills, positions,
-P&L, equity and drawdown, and each strategy's parameters with halt/resume.
+"""The Live page: at the top the summary (per strategy and in total: equity, P&L in currency and percent,
+drawdown, trade statistics) and the open trades with force-exit and close-all; then the closed trades,
+profit per symbol and per day, prices with the strategy's moving averages and its trades, orders, fills,
+positions, the equity marked at every price and its drawdown, and each strategy's parameters with halt/resume.
 
 Everything comes from the tradebot HTTP API. The data parts are fragments that refresh every
 `refresh_seconds` on their own, so the page never reloads and the selectors (kept in
@@ -9,6 +11,7 @@ part that needs it and is retried on the next refresh.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -18,6 +21,7 @@ import pandas as pd
 import streamlit as st
 from pydantic import BaseModel
 
+from tradebot.core.cockpit import MarkedPoint, Summary, Trades
 from tradebot.core.indicators import MovingAverage
 from tradebot.core.models import Fill, FillStatus, OrderRequest
 from tradebot.core.params import StrategyParams
@@ -30,6 +34,7 @@ ALL = "__all__"
 STRATEGY_KEY = "live_strategy"
 SYMBOL_KEY = "live_symbol"
 FLASH_KEY = "live_flash"
+EXIT_FLASH_KEY = "live_exit_flash"
 KNOWN_KEY = "live_known_strategies"
 TABLE_ROWS = 200
 PRICE_POINTS = 2000
@@ -43,15 +48,30 @@ MARKER_KINDS: dict[str, str] = {
     "take_profit": "exit",
     "stop_loss": "stop-out",
     "trailing_stop": "stop-out",
+    "force_exit": "force-exit",
 }
-MARKER_DOMAIN = ["entry long", "entry short", "exit", "stop-out", "rejected"]
-MARKER_SHAPES = ["triangle-up", "triangle-down", "cross", "diamond", "square"]
-MARKER_COLOURS = ["#2ca02c", "#d62728", "#111111", "#e377c2", "#7f7f7f"]
+MARKER_DOMAIN = ["entry long", "entry short", "exit", "stop-out", "force-exit", "rejected"]
+MARKER_SHAPES = ["triangle-up", "triangle-down", "cross", "diamond", "circle", "square"]
+MARKER_COLOURS = ["#2ca02c", "#d62728", "#111111", "#e377c2", "#9467bd", "#7f7f7f"]
 
 ORDER_COLUMNS = ["ts", "strategy_id", "symbol", "side", "qty", "reason", "ref_price", "id", "cause"]
 FILL_COLUMNS = [
     "ts", "strategy_id", "symbol", "side", "qty", "price", "commission", "status", "reason",
     "reject_reason", "order_id",
+]  # fmt: skip
+OPEN_TRADE_COLUMNS = [
+    "strategy_id", "symbol", "side", "qty", "entry_ts", "entry_price", "last_price", "unrealized_pnl",
+    "unrealized_pct", "duration", "stop_loss", "take_profit", "trailing_stop",
+]  # fmt: skip
+CLOSED_TRADE_COLUMNS = [
+    "exit_ts", "strategy_id", "symbol", "side", "qty", "entry_ts", "entry_price", "exit_price", "exit_reason",
+    "pnl", "pnl_pct", "duration",
+]  # fmt: skip
+EVENT_COLUMNS = ["ts", "strategy_id", "kind", "symbol", "message", "order_id"]
+EVENT_ROWS = 100
+SUMMARY_COLUMNS = [
+    "strategy_id", "equity", "pnl", "pnl_pct", "realized_pnl", "realized_pct", "unrealized_pnl",
+    "unrealized_pct", "today_pnl", "exposure", "max_drawdown_pct", "trades", "win_rate_pct", "profit_factor",
 ]  # fmt: skip
 POSITION_COLUMNS = [
     "strategy_id", "symbol", "qty", "avg_price", "last_price", "realized_pnl", "unrealized_pnl", "commissions",
@@ -100,8 +120,39 @@ def markers(orders: Sequence[OrderRequest], fills: Sequence[Fill]) -> pd.DataFra
     return frame
 
 
-def equity_frame(points: Sequence[EquityPoint], strategy_id: str) -> pd.DataFrame:
-    """Equity after each fill and its drawdown (percent below the running peak)."""
+def duration_text(seconds: float) -> str:
+    """`3d 04:05:06`, `04:05:06`: a trade's duration as a trader reads it."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86_400)
+    clock = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}d {clock}" if days else clock
+
+
+def trade_table(items: Sequence[BaseModel], columns: list[str], times: Sequence[str]) -> pd.DataFrame:
+    """A trades table: times in UTC, durations as text."""
+    frame = pd.DataFrame([item.model_dump(mode="json") for item in items])
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame["duration"] = frame["duration_s"].map(duration_text)
+    for column in times:
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601").dt.strftime(
+            "%Y-%m-%d %H:%M:%S"
+        )
+    return frame[[c for c in columns if c in frame.columns]]
+
+
+def summary_table(rows: Sequence[Summary]) -> pd.DataFrame:
+    return table(rows, SUMMARY_COLUMNS).round(2)
+
+
+def command_id(*parts: str) -> str:
+    """An idempotency key for a force-exit or close-all button: the same trade (strategy, symbol and entry
+    time) gives the same key, so a double click or a retry closes it once and never a later trade."""
+    return "ui-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def equity_frame(points: Sequence[EquityPoint | MarkedPoint], strategy_id: str) -> pd.DataFrame:
+    """Equity (marked at every price) and its drawdown (percent below the running peak)."""
     frame = pd.DataFrame([(p.ts, p.equity) for p in points], columns=["ts", "equity"])
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     frame["equity"] = pd.to_numeric(frame["equity"])
@@ -220,8 +271,8 @@ def _selected(key: str) -> str | None:
     return None if value in (None, ALL) else str(value)
 
 
-def _flash(kind: str, text: str) -> None:
-    st.session_state[FLASH_KEY] = (kind, text)
+def _flash(kind: str, text: str, key: str = FLASH_KEY) -> None:
+    st.session_state[key] = (kind, text)
 
 
 def _control(action: str, strategy_id: str, api_url: str, token: str, timeout: float) -> None:
@@ -238,7 +289,123 @@ def _control(action: str, strategy_id: str, api_url: str, token: str, timeout: f
     _flash("success", f"{strategy_id} {'halted: no new entries' if action == 'halt' else 'resumed'}")
 
 
+def _exit(strategy_id: str, symbol: str | None, key: str, api_url: str, token: str, timeout: float) -> None:
+    """Force-exit (one symbol) or close-all (`symbol` None) button callback."""
+    what = f"{strategy_id} {symbol}" if symbol else f"every open trade of {strategy_id}"
+    try:
+        with ApiClient(api_url, token=token, timeout=timeout) as api:
+            answer = api.force_exit(strategy_id, symbol, key) if symbol else api.close_all(strategy_id, key)
+    except ApiUnavailable as exc:
+        _flash("error", f"Could not force-exit {what}: {exc.message}", EXIT_FLASH_KEY)
+        return
+    sent = ", ".join(o.symbol for o in answer.orders) or "nothing was open"
+    _flash("success", f"Force-exit of {what} sent ({sent}); it shows as closed once filled", EXIT_FLASH_KEY)
+
+
 # -- fragments ----------------------------------------------------------------------------------------
+def summary_panel(settings: DashboardSettings) -> None:
+    """What a trader reads first: per strategy and in total, equity, P&L, drawdown and trade statistics."""
+    strategy_id = _selected(STRATEGY_KEY)
+    try:
+        with client(settings) as api:
+            data = api.summary()
+    except ApiUnavailable as exc:
+        show_api_error(exc, settings)
+        return
+    shown = next((row for row in data.items if row.strategy_id == strategy_id), data.total)
+    label = shown.strategy_id if shown.strategy_id != "total" else "all strategies"
+    st.caption(
+        f"Summary of {label}; currency of the account, percent of the initial cash ({shown.initial_cash:,.2f})"
+    )
+    top = st.columns(5)
+    top[0].metric("Equity", f"{shown.equity:,.2f}", f"{shown.pnl_pct:+.2f}%")
+    top[1].metric("P&L", f"{shown.pnl:+,.2f}", f"{shown.pnl_pct:+.2f}%")
+    top[2].metric("Realised", f"{shown.realized_pnl:+,.2f}", f"{shown.realized_pct:+.2f}%")
+    top[3].metric("Unrealised", f"{shown.unrealized_pnl:+,.2f}", f"{shown.unrealized_pct:+.2f}%")
+    top[4].metric("Today", f"{shown.today_pnl:+,.2f}")
+    second = st.columns(5)
+    second[0].metric("Open exposure", f"{shown.exposure:,.2f}")
+    second[1].metric("Max drawdown", f"{shown.max_drawdown_pct:.2f}%")
+    second[2].metric("Trades", f"{shown.trades}")
+    second[3].metric("Win rate", "-" if shown.win_rate_pct is None else f"{shown.win_rate_pct:.1f}%")
+    second[4].metric("Profit factor", "-" if shown.profit_factor is None else f"{shown.profit_factor:.2f}")
+    st.dataframe(summary_table([*data.items, data.total]), hide_index=True, width="stretch")
+
+
+def trades_panel(settings: DashboardSettings) -> None:
+    """Open trades with force-exit and close-all; closed trades; profit per symbol and per day."""
+    strategy_id = _selected(STRATEGY_KEY)
+    symbol = _selected(SYMBOL_KEY)
+    token = api_token(settings)
+    flash = st.session_state.pop(EXIT_FLASH_KEY, None)
+    # Containers keep the fragment's element count the same whatever is shown inside them (a changing
+    # count left stale tables behind on a refresh).
+    with st.container():
+        if flash is not None:
+            (st.success if flash[0] == "success" else st.error)(flash[1])
+    try:
+        with client(settings) as api:
+            data: Trades = api.trades(strategy_id)
+    except ApiUnavailable as exc:
+        show_api_error(exc, settings)
+        return
+    opened = [t for t in data.open if symbol is None or t.symbol == symbol]
+    closed = [t for t in data.closed if symbol is None or t.symbol == symbol]
+    st.subheader("Open trades")
+    with st.container():
+        if not opened:
+            st.info("No open trade" + _filter_text(strategy_id, symbol).replace(";", ":") + ".")
+        else:
+            st.dataframe(
+                trade_table(opened, OPEN_TRADE_COLUMNS, ["entry_ts"]).round(4),
+                hide_index=True,
+                width="stretch",
+            )
+            common = {
+                "timeout": settings.api_timeout_seconds,
+                "token": token or "",
+                "api_url": settings.api_url,
+            }
+            buttons = st.columns(min(len(opened), 6) + 1)
+            for i, trade in enumerate(opened):
+                key = command_id(trade.strategy_id, trade.symbol, trade.entry_ts.isoformat())
+                buttons[i % (len(buttons) - 1)].button(
+                    f"Force exit {trade.strategy_id} {trade.symbol}", key=f"exit-{trade.strategy_id}-{trade.symbol}",
+                    disabled=token is None, on_click=_exit,
+                    kwargs={"strategy_id": trade.strategy_id, "symbol": trade.symbol, "key": key, **common},
+                    help="Close this trade at the last price" if token else "needs the API token",
+                )  # fmt: skip
+            for sid in sorted({t.strategy_id for t in opened}):
+                mine = sorted(
+                    f"{t.symbol}@{t.entry_ts.isoformat()}" for t in data.open if t.strategy_id == sid
+                )
+                buttons[-1].button(
+                    f"Close all {sid}", key=f"close-all-{sid}", disabled=token is None, on_click=_exit,
+                    kwargs={"strategy_id": sid, "symbol": None, "key": command_id(sid, *mine), **common},
+                    help="Close every open trade of this strategy" if token else "needs the API token",
+                )  # fmt: skip
+    st.subheader("Closed trades")
+    st.caption(f"newest {TABLE_ROWS} of {len(closed)} first" + _filter_text(strategy_id, symbol))
+    st.dataframe(
+        trade_table(closed[:TABLE_ROWS], CLOSED_TRADE_COLUMNS, ["exit_ts", "entry_ts"]).round(4),
+        hide_index=True,
+        width="stretch",
+    )
+    by_symbol, by_day = st.columns(2)
+    with by_symbol:
+        st.markdown("**Profit per symbol**")
+        st.dataframe(
+            table(data.by_symbol, ["strategy_id", "key", "trades", "pnl"]).rename(columns={"key": "symbol"}).round(2),
+            hide_index=True, width="stretch",
+        )  # fmt: skip
+    with by_day:
+        st.markdown("**Profit per day (UTC, by exit)**")
+        st.dataframe(
+            table(data.by_day, ["strategy_id", "key", "trades", "pnl"]).rename(columns={"key": "day"}).round(2),
+            hide_index=True, width="stretch",
+        )  # fmt: skip
+
+
 def strategies_panel(settings: DashboardSettings) -> None:
     token = api_token(settings)
     flash = st.session_state.pop(FLASH_KEY, None)
@@ -283,6 +450,22 @@ def strategies_panel(settings: DashboardSettings) -> None:
                 kwargs={"action": "resume", "strategy_id": sid, **common},
                 help="Allow entries again" if token else "needs the API token",
             )  # fmt: skip
+
+
+def events_panel(settings: DashboardSettings) -> None:
+    """The strategy's events, newest first: entries, exits, stop-outs, refusals, halts, force-exits."""
+    strategy_id = _selected(STRATEGY_KEY)
+    try:
+        with client(settings) as api:
+            events = api.events(strategy_id, limit=EVENT_ROWS)
+    except ApiUnavailable as exc:
+        show_api_error(exc, settings)
+        return
+    st.caption(f"newest {EVENT_ROWS} first" + _filter_text(strategy_id, None) + "; times in UTC")
+    frame = table(events, EVENT_COLUMNS)
+    if not frame.empty:
+        frame["ts"] = frame["ts"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    st.dataframe(frame, hide_index=True, width="stretch")
 
 
 def market_panel(
@@ -342,7 +525,7 @@ def activity_panel(settings: DashboardSettings, strategy_ids: list[str]) -> None
             fills = api.log(FillPage, strategy_id, symbol, limit=TABLE_ROWS)
             positions = api.positions(strategy_id)
             pnl = api.pnl()
-            curves = [(sid, api.equity(sid)) for sid in chosen]
+            curves = [(sid, api.equity_marked(sid)) for sid in chosen]
     except ApiUnavailable as exc:
         show_api_error(exc, settings)
         return
@@ -379,7 +562,7 @@ def activity_panel(settings: DashboardSettings, strategy_ids: list[str]) -> None
         st.altair_chart(equity, width="stretch")
         st.altair_chart(drawdown, width="stretch")
     else:
-        st.info("No fills yet: the equity curve starts with the first one.")
+        st.info("No prices yet: the equity curve starts with the first one.")
 
     left, right = st.columns(2)
     with left:
@@ -455,6 +638,11 @@ def render() -> None:
         format_func=lambda v: "All symbols" if v == ALL else v,
     )
 
+    st.subheader("Summary")
+    _fragment(every, summary_panel)(settings)
+    _fragment(every, trades_panel)(settings)
+    st.subheader("Events")
+    _fragment(every, events_panel)(settings)
     st.subheader("Strategies")
     _fragment(every, strategies_panel)(settings)
     st.subheader("Prices, moving averages and trades")

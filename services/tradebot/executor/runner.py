@@ -39,8 +39,9 @@ from tradebot.adapters.topics import (
     position_key,
 )
 from tradebot.adapters.transactional import TransactionalLoop
+from tradebot.core.cockpit import fill_event
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
-from tradebot.core.models import FillStatus, OrderRequest, Position, RejectCode, Signal
+from tradebot.core.models import Fill, FillStatus, OrderRequest, Position, RejectCode, Signal
 from tradebot.executor.broker import PaperBroker
 from tradebot.kit.lifecycle import ShutdownEvent
 from tradebot.kit.metrics import ConsumerLagGauge, PerRegistry
@@ -154,6 +155,28 @@ class _BookValue(NamedTuple):
     unrealized: float
     exposure: float
     equity: float
+
+
+def _log_fill(fill: Fill, order: OrderRequest) -> None:
+    """One structured line per fill or refusal: a trader's events in the service's log (entries, exits,
+    stop-outs, force-exits, refusals), not only in the store."""
+    event = fill_event(fill, order.ts)
+    logger.info(
+        event.message,
+        extra={
+            "event": event.kind,
+            "strategy": fill.strategy_id,
+            "symbol": fill.symbol,
+            "side": fill.side.value,
+            "qty": fill.qty,
+            "price": fill.price,
+            "reason": fill.reason.value,
+            "status": fill.status.value,
+            "reject_code": fill.reject_code.value if fill.reject_code else None,
+            "order_id": fill.order_id,
+            "event_ts": order.ts.isoformat(),
+        },
+    )
 
 
 class ExecutorRunner:
@@ -327,6 +350,7 @@ class ExecutorRunner:
             else:
                 code = result.fill.reject_code.value if result.fill.reject_code else "unknown"
                 self.metrics.rejected.labels(strategy=order.strategy_id, reason=code).inc()
+            _log_fill(result.fill, order)
             lag = wall - order.ts.timestamp()
             if 0.0 <= lag < 60.0:  # a live tick's age; replays of old data are not latency
                 self.metrics.latency.observe(lag)

@@ -27,11 +27,13 @@ from pydantic import ValidationError
 from tradebot.adapters.bus import Bus, BusError, Producer, Record
 from tradebot.adapters.store import Store
 from tradebot.adapters.topics import (
+    COMMANDS,
     FILLS,
     ORDERS,
     SIGNALS,
     STRATEGY_STATE,
     TICKS,
+    ExitCommand,
     FillRecord,
     strategy_state_topic,
     strategy_topics,
@@ -151,7 +153,7 @@ class StrategyRunner:
             bus,
             self,
             group=f"strategy-{strategy_id}",
-            topics=[TICKS, FILLS],
+            topics=[TICKS, FILLS, COMMANDS],
             batch_max=batch_max,
             poll_timeout_s=poll_timeout_s,
             lag=metrics.lag,
@@ -268,6 +270,8 @@ class StrategyRunner:
                     strategy.on_broker_answer(
                         fill_record.order, filled=fill_record.fill.status is FillStatus.FILLED
                     )
+            elif record.topic == COMMANDS:
+                changed.update(self._on_command(record, producer))
         if strategy.counters.untracked_orders > untracked and started - self._untracked_warned_at > 60.0:
             self._untracked_warned_at = started
             logger.warning(
@@ -298,6 +302,39 @@ class StrategyRunner:
             return self._read_state(STRATEGY_STATE)
         except BusError:
             return None, {}
+
+    def _on_command(self, record: Record, producer: Producer) -> set[str]:
+        """A force-exit or close-all for this strategy: the exit orders, sent and assumed filled like the
+        strategy's own (so it does not exit the same position again). The symbols it touched."""
+        try:
+            command = ExitCommand.model_validate_json(record.value)
+        except ValidationError:
+            logger.error("unreadable record on strategy-commands", extra={"offset": record.offset})
+            return set()
+        if command.strategy_id != self.strategy_id:
+            return set()
+        symbols = sorted(self.symbols) if command.symbol is None else [command.symbol]
+        touched: set[str] = set()
+        for symbol in symbols:
+            order = self.strategy.force_exit(symbol, command.ts, command.cause())
+            if order is None:
+                continue
+            producer.produce(ORDERS, order.model_dump_json().encode(), key=order.symbol.encode())
+            self.strategy.assume_filled(order)
+            touched.add(symbol)
+            self.metrics.orders.labels(
+                strategy=self.strategy_id, side=order.side.value, reason=order.reason.value
+            ).inc()
+        logger.info(
+            "force-exit command",
+            extra={
+                "event": "force_exit",
+                "strategy": self.strategy_id,
+                "command_id": command.command_id,
+                "symbols": sorted(touched),
+            },
+        )
+        return touched
 
     def _produce_state(self, producer: Producer, changed: set[str]) -> None:
         """The snapshot as records of the strategy's state topic: the head (cash, day, parameters) keyed by the
