@@ -37,7 +37,6 @@ from pydantic import ValidationError
 from pydantic.alias_generators import to_snake
 
 from tradebot.adapters.connect import Wiring
-from tradebot.core.live import check_live_params
 from tradebot.core.params import RiskLimits, StrategyParams
 from tradebot.kit.ports import free_port, reserve_ports
 from tradebot.kit.prometheus import LocalPrometheus, default_rules_file
@@ -163,10 +162,7 @@ def parse_strategies(specs: list[str]) -> list[tuple[str, StrategyParams]]:
         except ValidationError as exc:
             problems = "\n".join(f"  {problem}" for problem in describe_params_error(exc))
             raise SystemExit(f"tradebot up: error: --strategy {name}:\n{problems}") from None
-        try:
-            parsed.append((name, check_live_params(params)))
-        except ValueError as exc:
-            raise SystemExit(f"tradebot up: error: --strategy {name}: {exc}") from None
+        parsed.append((name, params))
     return parsed
 
 

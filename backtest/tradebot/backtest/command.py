@@ -160,9 +160,10 @@ def _run(args: argparse.Namespace, profile: Profile, warm_up: threading.Thread) 
 
 
 def _backtest(args: argparse.Namespace, data: MarketData, config: BacktestConfig, profile: Profile) -> int:
-    from tradebot.backtest.data import DataError, at_timeframe
-    from tradebot.backtest.result import run_backtest
+    from tradebot.backtest.data import DataError, Ticks, at_timeframe
+    from tradebot.backtest.result import BacktestResult, run_backtest, run_tick_backtest
 
+    result: BacktestResult
     with profile.phase("run"):
         try:
             bars = at_timeframe(data, config.params.timeframe, args.data)
@@ -172,7 +173,11 @@ def _backtest(args: argparse.Namespace, data: MarketData, config: BacktestConfig
             return _error(
                 f"{args.data} makes {len(bars)} {config.params.timeframe} bar(s); a backtest needs at least 2"
             )
-        result = run_backtest(bars.frame(), config, engine=args.engine)
+        if isinstance(data, Ticks) and config.params.timeframe != "tick" and config.fill == "close":
+            # Signals on the bars, stops on every tick: the live strategy's trades (backtest/README.md).
+            result = run_tick_backtest(data.ts, data.price, data.size, config)
+        else:
+            result = run_backtest(bars.frame(), config, engine=args.engine)
 
     from tradebot.backtest import report
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from tradebot.adapters.bus import TopicSpec
+from tradebot.core.bars import Bar
 from tradebot.core.models import Fill, OrderRequest, Position
 
 TICKS = "ticks"
@@ -24,6 +26,8 @@ SIGNALS = "signals"
 STRATEGY_STATE = "strategy-state"
 # Halt and resume commands, keyed by strategy id: the source of truth of whether a strategy may enter.
 CONTROL = "strategy-control"
+# Closed bars, keyed by symbol: the dashboard's candles and a restarting strategy's warm-up history.
+BARS = "bars"
 # The executor's book: the position after each fill, keyed "strategy|symbol", compacted (its rebuild).
 POSITIONS = "positions"
 
@@ -39,6 +43,9 @@ def pipeline_topics(partitions: int = 6) -> list[TopicSpec]:
         # partition keeps a single order of fills, and nothing expires.
         TopicSpec(FILLS, partitions=1, retention_ms=-1),
         TopicSpec(SIGNALS, partitions=partitions, retention_ms=7 * DAY_MS),
+        # 30 days: a warm-up of 10,000 (MAX_WINDOW) bars of 1m is 7 days; of 1h or 1d they are on the
+        # dataset named in the strategy's settings instead.
+        TopicSpec(BARS, partitions=partitions, retention_ms=30 * DAY_MS),
         TopicSpec(STRATEGY_STATE, partitions=1, compacted=True),
         # Compacted: the latest command per strategy is its state, kept forever however old.
         TopicSpec(CONTROL, partitions=1, compacted=True),
@@ -61,6 +68,38 @@ class FillRecord(BaseModel):
     order: OrderRequest
     fill: Fill
     position: Position
+
+
+class BarRecord(BaseModel):
+    """A value on `bars` (key: the symbol): one closed bar of a timeframe, as the strategy `source` built
+    it. Several strategies on one timeframe publish the same bar: readers keep one per open time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = 1
+    symbol: str
+    timeframe: str
+    ts: datetime  # the bar's open time
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    source: str
+
+    @classmethod
+    def of(cls, symbol: str, timeframe: str, bar: Bar, source: str) -> BarRecord:
+        return cls(
+            symbol=symbol,
+            timeframe=timeframe,
+            ts=datetime.fromtimestamp(0, UTC) + timedelta(microseconds=bar.start_ns // 1000),
+            open=bar.open,
+            high=bar.high,
+            low=bar.low,
+            close=bar.close,
+            volume=bar.volume,
+            source=source,
+        )
 
 
 class HaltCommand(BaseModel):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from tradebot.adapters.connect import PipelineSettings, Wiring, run_pipeline_service
 from tradebot.adapters.topics import pipeline_topics
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
-from tradebot.core.live import check_live_params
 from tradebot.core.models import Identifier
 from tradebot.core.params import StrategyParams
 from tradebot.kit.settings import comma_list
@@ -29,12 +28,15 @@ class StrategySettings(PipelineSettings):
     )
     strategy_initial_cash: float = Field(default=DEFAULT_INITIAL_CASH, gt=0)
     strategy_batch_max: int = Field(default=5000, ge=1, le=100_000)
-
-    @field_validator("strategy_params")
-    @classmethod
-    def _live_params(cls, params: StrategyParams) -> StrategyParams:
-        # Refused at start-up (naming the variable), never traded on ticks in silence.
-        return check_live_params(params)
+    strategy_bar_lateness_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description=(
+            "Bar timeframes: also close a bar on the clock this many seconds after its bucket ended (a live"
+            " source that goes quiet); unset, bars close when a later tick arrives (event time, replays)."
+        ),
+    )
 
     def symbol_list(self) -> list[str]:
         return comma_list(self.strategy_symbols)
@@ -62,6 +64,7 @@ async def run_strategy(settings: StrategySettings, wiring: Wiring) -> None:
         store=wiring.store,
         metrics=StrategyMetrics.of(wiring.registry),
         batch_max=settings.strategy_batch_max,
+        bar_lateness_s=settings.strategy_bar_lateness_s,
     )
 
     async def running() -> bool:
