@@ -62,7 +62,8 @@ def tick_file(path: Path, n: int = 12_000, seed: int = 11) -> tuple[np.ndarray, 
     price = np.round(100.0 * np.exp(np.cumsum(rng.normal(0, 0.0008, n))), 2)
     stamps = pd.DatetimeIndex(ts.view("datetime64[ns]"), tz="UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     path.write_text(
-        "timestamp,price,size\n" + "".join(f"{t},{p!r},1\n" for t, p in zip(stamps, price.tolist(), strict=True))
+        "timestamp,price,size\n"
+        + "".join(f"{t},{p!r},1\n" for t, p in zip(stamps, price.tolist(), strict=True))
     )
     return ts, price
 
