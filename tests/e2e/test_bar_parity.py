@@ -6,6 +6,7 @@ bars loses and doubles nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -110,6 +111,26 @@ def fills_of(pipeline: Pipeline, strategy_id: str) -> list[dict[str, Any]]:
     ]
 
 
+async def redis_bars(pipeline: Pipeline, timeframe: str) -> list[dict[str, Any]]:
+    from tradebot.adapters.redis_store import RedisStore
+    from tradebot.adapters.store import Query
+
+    store = RedisStore(pipeline.redis.url)
+    try:
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = await store.bars(
+                timeframe, Query(symbol="GOOG", limit=1000, cursor=cursor, newest_first=False)
+            )
+            items += page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                return items
+    finally:
+        await store.close()
+
+
 def add_strategy(pipeline: Pipeline, strategy_id: str, name: str, timeframe: str) -> None:
     pipeline.add(
         f"strategy-{strategy_id}",
@@ -151,6 +172,14 @@ def test_bar_strategies_replayed_live_trade_as_the_backtest(pipeline: Pipeline, 
             assert {k for k, v in bars if v["source"] == sid} == {"GOOG"}
             assert [b["close"] for b in mine] == want.close[:-1].tolist()
             assert [pd.Timestamp(b["ts"]).value for b in mine] == want.ts[:-1].tolist()
+        # The executor projects them into Redis for the API: one per open time, whoever published it.
+        pipeline.wait_until(
+            f"{tf} bars in Redis",
+            lambda: len(asyncio.run(redis_bars(pipeline, tf))) >= len(want.ts) - 1,  # noqa: B023
+        )
+        stored = asyncio.run(redis_bars(pipeline, tf))
+        assert [pd.Timestamp(b["ts"]).value for b in stored] == want.ts[:-1].tolist()
+        assert [b["close"] for b in stored] == want.close[:-1].tolist()
 
 
 def test_kill_9_of_a_bar_strategy_mid_bar_loses_and_doubles_nothing(

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tradebot.adapters.bus import TopicSpec
 from tradebot.core.bars import Bar
-from tradebot.core.models import Fill, OrderRequest, Position
+from tradebot.core.models import ClosedBar, Fill, OrderRequest, Position
 
 TICKS = "ticks"
 TICKS_DLQ = "ticks.dlq"
@@ -70,36 +70,19 @@ class FillRecord(BaseModel):
     position: Position
 
 
-class BarRecord(BaseModel):
-    """A value on `bars` (key: the symbol): one closed bar of a timeframe, as the strategy `source` built
-    it. Several strategies on one timeframe publish the same bar: readers keep one per open time."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    schema_version: int = 1
-    symbol: str
-    timeframe: str
-    ts: datetime  # the bar's open time
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    source: str
-
-    @classmethod
-    def of(cls, symbol: str, timeframe: str, bar: Bar, source: str) -> BarRecord:
-        return cls(
-            symbol=symbol,
-            timeframe=timeframe,
-            ts=datetime.fromtimestamp(0, UTC) + timedelta(microseconds=bar.start_ns // 1000),
-            open=bar.open,
-            high=bar.high,
-            low=bar.low,
-            close=bar.close,
-            volume=bar.volume,
-            source=source,
-        )
+def closed_bar(symbol: str, timeframe: str, bar: Bar, source: str) -> ClosedBar:
+    """A value on `bars` (key: the symbol)."""
+    return ClosedBar(
+        symbol=symbol,
+        timeframe=timeframe,
+        ts=datetime.fromtimestamp(0, UTC) + timedelta(microseconds=bar.start_ns // 1000),
+        open=bar.open,
+        high=bar.high,
+        low=bar.low,
+        close=bar.close,
+        volume=bar.volume,
+        source=source,
+    )
 
 
 class HaltCommand(BaseModel):

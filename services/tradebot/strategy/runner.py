@@ -34,8 +34,8 @@ from tradebot.adapters.topics import (
     SIGNALS,
     STRATEGY_STATE,
     TICKS,
-    BarRecord,
     FillRecord,
+    closed_bar,
 )
 from tradebot.adapters.transactional import TransactionalLoop
 from tradebot.core.bars import Bar
@@ -310,7 +310,7 @@ class StrategyRunner:
         self._batch_ticks = ticks
 
     def _produce_bar(self, producer: Producer, symbol: str, bar: Bar) -> None:
-        record = BarRecord.of(symbol, self.params.timeframe, bar, self.strategy_id)
+        record = closed_bar(symbol, self.params.timeframe, bar, self.strategy_id)
         producer.produce(BARS, record.model_dump_json().encode(), key=symbol.encode())
         self.metrics.bars.labels(strategy=self.strategy_id).inc()
 
