@@ -125,6 +125,8 @@ class BarBuilder:
     late: int = 0
     # Ticks before this are late: the current bar's open, or the end of the last bar closed on the clock.
     floor_ns: int | None = None
+    # Ticks before this are in the history the strategy warmed up on: skipped, neither built nor late.
+    history_end_ns: int | None = None
     _end_ns: int = field(default=0, repr=False)
 
     @classmethod
@@ -138,6 +140,8 @@ class BarBuilder:
         self, ts_ns: int, open_: float, high: float, low: float, close: float, volume: float
     ) -> Bar | None:
         """A finer bar (by its open time), or a tick as a bar of one price."""
+        if self.history_end_ns is not None and ts_ns < self.history_end_ns:
+            return None
         bar = self.current
         if bar is not None and bar.start_ns <= ts_ns < self._end_ns:
             if high > bar.high:
@@ -179,12 +183,13 @@ class BarBuilder:
             "current": None if self.current is None else asdict(self.current),
             "late": self.late,
             "floor_ns": self.floor_ns,
+            "history_end_ns": self.history_end_ns,
         }
 
     @classmethod
     def restore(cls, length_ns: int, state: dict[str, Any]) -> BarBuilder:
         current = None if state["current"] is None else Bar(**state["current"])
-        builder = cls(length_ns, current, int(state["late"]), state["floor_ns"])
+        builder = cls(length_ns, current, int(state["late"]), state["floor_ns"], state["history_end_ns"])
         if current is not None:
             builder._end_ns = current.start_ns + length_ns
         return builder

@@ -312,6 +312,25 @@ class CrossoverStrategy:
         cause = bar_cause(self.params.timeframe, bar.start_ns)
         return self.on_price(symbol, bar.close, from_epoch_ns(bar.start_ns), cause, check_stops=False)
 
+    def warm_up(self, symbol: str, closes: list[float], history_end_ns: int) -> None:
+        """Bars closed before this instance started (the `bars` topic, or a dataset), oldest first: their
+        closes fill the moving averages, trading nothing, so the first new bar can cross. Ticks before
+        `history_end_ns` (the end of the last of them) are in that history: they are skipped."""
+        st = self.state(symbol)
+        for close in closes:
+            st.crossover.update(close)
+        st.bar_index += len(closes)
+        if st.bars is not None:
+            st.bars.history_end_ns = history_end_ns
+
+    def bars_short(self, symbol: str) -> int:
+        """How many more bar closes the long moving average needs before it has a value."""
+        found = self.symbols.get(symbol)  # read only: readiness asks from another thread
+        if found is None:
+            return self.params.long_window
+        long_ma = found.crossover.long_ma
+        return max(0, long_ma.window - long_ma.count)
+
     def on_tick_stops(self, symbol: str, price: float, ts: datetime, cause: str) -> list[OrderRequest]:
         """Stops against one tick inside the bar being built (filled at the tick's price); it marks the
         position and moves the trailing reference. A stop-out's cooldown counts from that bar."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tradebot.adapters.connect import PipelineSettings, Wiring, run_pipeline_service
 from tradebot.adapters.topics import pipeline_topics
@@ -12,6 +12,10 @@ from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 from tradebot.core.models import Identifier
 from tradebot.core.params import StrategyParams
 from tradebot.kit.settings import comma_list
+
+
+class HistoryTooShortError(Exception):
+    """A bar strategy's moving averages still lack bars: it cannot trade the next bar's cross yet."""
 
 
 class StrategySettings(PipelineSettings):
@@ -37,6 +41,26 @@ class StrategySettings(PipelineSettings):
             " source that goes quiet); unset, bars close when a later tick arrives (event time, replays)."
         ),
     )
+
+    strategy_history: str = Field(
+        default="",
+        description=(
+            "Bar timeframes: warm-up datasets per symbol, SYMBOL=PATH,... (CSV or Parquet as `tradebot"
+            " backtest` reads); unset, a strategy starting afresh warms up from the `bars` topic."
+        ),
+    )
+
+    @field_validator("strategy_history")
+    @classmethod
+    def _symbol_equals_path(cls, value: str) -> str:
+        for item in comma_list(value):
+            symbol, sep, path = item.partition("=")
+            if not (symbol and sep and path):
+                raise ValueError(f"{item!r} is not SYMBOL=PATH")
+        return value
+
+    def history_files(self) -> dict[str, str]:
+        return dict(item.partition("=")[::2] for item in comma_list(self.strategy_history))
 
     def symbol_list(self) -> list[str]:
         return comma_list(self.strategy_symbols)
@@ -65,12 +89,21 @@ async def run_strategy(settings: StrategySettings, wiring: Wiring) -> None:
         metrics=StrategyMetrics.of(wiring.registry),
         batch_max=settings.strategy_batch_max,
         bar_lateness_s=settings.strategy_bar_lateness_s,
+        history_files=settings.history_files(),
     )
 
     async def running() -> bool:
         return runner.ready
 
+    async def warmed_up() -> bool:
+        short = runner.history_short()
+        if short:  # readiness names it: "history too short: GOOG: 12 of 200 1m bars"
+            raise HistoryTooShortError("history too short: " + "; ".join(short))
+        return True
+
     wiring.readiness.add_check(f"strategy-{settings.strategy_id}", running)
+    if settings.strategy_params.timeframe != "tick":
+        wiring.readiness.add_check(f"strategy-{settings.strategy_id}-history", warmed_up)
     await runner.run(wiring.shutdown)
 
 

@@ -38,10 +38,10 @@ from tradebot.adapters.topics import (
     closed_bar,
 )
 from tradebot.adapters.transactional import TransactionalLoop
-from tradebot.core.bars import Bar
+from tradebot.core.bars import TICK, Bar, timeframe_ns
 from tradebot.core.costs import Costs
 from tradebot.core.live import LiveStrategy
-from tradebot.core.models import FillStatus, OrderRequest, Signal, Tick
+from tradebot.core.models import ClosedBar, FillStatus, OrderRequest, Signal, Tick
 from tradebot.core.params import StrategyParams
 from tradebot.core.strategy import epoch_ns
 from tradebot.kit.lifecycle import ShutdownEvent
@@ -148,6 +148,7 @@ class StrategyRunner:
         batch_max: int = 5000,
         poll_timeout_s: float = 0.05,
         bar_lateness_s: float | None = None,
+        history_files: dict[str, str] | None = None,
     ) -> None:
         self.strategy_id = strategy_id
         self.symbols = set(symbols)
@@ -160,6 +161,9 @@ class StrategyRunner:
         # None: bars close on event time only (replays); a number: also on the clock, that long after
         # their bucket ended (a live source).
         self.bar_lateness_s = bar_lateness_s
+        # Warm-up datasets per symbol (CSV or Parquet, any data `tradebot backtest` reads); else `bars`.
+        self.history_files = history_files or {}
+        self.warm_up_seconds = 0.0
         self.strategy = self._fresh()
         self.generation = uuid.uuid4().hex  # of the strategy's state records (see _produce_state)
         self._dirty_all = True
@@ -245,6 +249,68 @@ class StrategyRunner:
                     "stored state has other parameters; starting afresh", extra={"strategy": self.strategy_id}
                 )
         logger.info("strategy state rebuilt", extra={"strategy": self.strategy_id, "restored": restored})
+        if not restored and self.params.timeframe != TICK:
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """A bar strategy starting afresh: the last `long_window` bars of its timeframe per symbol, from the
+        datasets named in its settings or else from the `bars` topic, fill its moving averages so it
+        trades on the first new bar. Too short a history is logged and said in readiness (`history_short`)."""
+        started = time.perf_counter()
+        wanted = self.params.long_window
+        history = self._history_from_files() if self.history_files else self._history_from_topic()
+        for symbol in sorted(self.symbols):
+            bars = history.get(symbol, [])[-wanted:]
+            if bars:
+                end = bars[-1][0] + timeframe_ns(self.params.timeframe)
+                self.strategy.warm_up(symbol, [close for _, close in bars], end)
+            else:
+                self.strategy.state(symbol)
+        self.warm_up_seconds = time.perf_counter() - started
+        short = self.history_short()
+        extra = {"strategy": self.strategy_id, "seconds": round(self.warm_up_seconds, 3), "bars": wanted}
+        if short:
+            logger.warning("history too short to trade on the first bar", extra={**extra, "short": short})
+        else:
+            logger.info("warmed up from history", extra=extra)
+
+    def history_short(self) -> list[str]:
+        """Per symbol whose long moving average still lacks bars: how many it has of how many it needs."""
+        wanted = self.params.long_window
+        return [
+            f"{symbol}: {wanted - missing} of {wanted} {self.params.timeframe} bars"
+            for symbol in sorted(self.symbols)
+            if (missing := self.strategy.bars_short(symbol)) > 0
+        ]
+
+    def _history_from_topic(self) -> dict[str, list[tuple[int, float]]]:
+        """(open time ns, close) per symbol from `bars`, one per open time, oldest first; kept to the last
+        `long_window` as the topic is scanned, so memory does not grow with its length."""
+        keep = self.params.long_window
+        closes: dict[str, dict[int, float]] = {}
+        for batch in self.bus.scan(BARS, read_committed=True, timeout=60.0):
+            for record in batch:
+                try:
+                    bar = ClosedBar.model_validate_json(record.value)
+                except ValidationError:
+                    continue
+                if bar.timeframe != self.params.timeframe or bar.symbol not in self.symbols:
+                    continue
+                seen = closes.setdefault(bar.symbol, {})
+                seen.setdefault(epoch_ns(bar.ts), bar.close)
+                if len(seen) > 2 * keep:
+                    for ts in sorted(seen)[: len(seen) - keep]:
+                        del seen[ts]
+        return {symbol: sorted(seen.items()) for symbol, seen in closes.items()}
+
+    def _history_from_files(self) -> dict[str, list[tuple[int, float]]]:
+        from tradebot.backtest.data import at_timeframe, load_market_data
+
+        history: dict[str, list[tuple[int, float]]] = {}
+        for symbol, path in self.history_files.items():
+            bars = at_timeframe(load_market_data(path), self.params.timeframe, path)
+            history[symbol] = list(zip(bars.ts.tolist(), bars.close.tolist(), strict=True))
+        return history
 
     def process_batch(self, records: list[Record], producer: Producer) -> None:
         """Everything `records` cause, and the state snapshot after them."""
