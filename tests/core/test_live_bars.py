@@ -139,7 +139,10 @@ def test_a_snapshot_in_the_middle_of_a_bar_continues_exactly(
     for i in range(k, len(ts)):
         restored.on_tick(SYMBOL, float(price[i]), float(size[i]), from_epoch_ns(int(ts[i])), f"t{i}", execute)
     assert [o.id for o in before + orders] == [o.id for o in whole]
-    assert restored.snapshot() == json.loads(json.dumps(live_snapshot(ts, price, size, params)))
+    # As JSON: NaN (a day not started, an average not yet full) is not equal to itself.
+    assert json.dumps(restored.snapshot(), sort_keys=True) == json.dumps(
+        live_snapshot(ts, price, size, params), sort_keys=True
+    )
 
 
 def live_snapshot(

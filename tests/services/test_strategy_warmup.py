@@ -98,17 +98,27 @@ def first_new_bar_orders(strategy_runner: StrategyRunner, n: int) -> list[str]:
     return [o.decode() for o in (r.value for r in bus.read_all("orders"))]
 
 
-def test_a_fresh_bar_strategy_warms_up_from_the_bars_topic_and_trades_the_first_new_bar(
-    own_kafka: KafkaBroker, caplog: pytest.LogCaptureFixture
-) -> None:
-    bus = KafkaBus(own_kafka.bootstrap)
+def started_after_history(
+    kafka: KafkaBroker, n: int, caplog: pytest.LogCaptureFixture
+) -> tuple[StrategyRunner, float]:
+    """A strategy started afresh (rebuilt) once `n` bars are on `bars`, and how long its rebuild took."""
+    bus = KafkaBus(kafka.bootstrap)
     bus.ensure_topics(pipeline_topics(1))
-    publish_history(bus, 260)
+    publish_history(bus, n)
     fresh = runner(bus)
     started = time.perf_counter()
     with caplog.at_level(logging.INFO):
         fresh.rebuild()
-    print(f"warm-up of 200 1m bars from the bars topic (780 records): {time.perf_counter() - started:.3f} s")
+    seconds = time.perf_counter() - started
+    bus.close()
+    return fresh, seconds
+
+
+def test_a_fresh_bar_strategy_warms_up_from_the_bars_topic_and_trades_the_first_new_bar(
+    own_kafka: KafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    fresh, seconds = started_after_history(own_kafka, 260, caplog)
+    print(f"warm-up of 200 1m bars from the bars topic (780 records): {seconds:.3f} s")
     assert fresh.history_short() == []
     assert "warmed up from history" in caplog.text
     state = fresh.strategy.symbols["GOOG"]
@@ -121,21 +131,14 @@ def test_a_fresh_bar_strategy_warms_up_from_the_bars_topic_and_trades_the_first_
     assert len(orders) == 1  # the first new bar's close crossed up: an entry, no waiting 200 bars
     assert '"reason":"entry_long"' in orders[0]
     assert builder.late == 0  # the tick inside the history was skipped, not late
-    bus.close()
 
 
 def test_too_short_a_history_is_said_in_readiness_and_the_log(
     own_kafka: KafkaBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    bus = KafkaBus(own_kafka.bootstrap)
-    bus.ensure_topics(pipeline_topics(1))
-    publish_history(bus, 12)
-    fresh = runner(bus)
-    with caplog.at_level(logging.WARNING):
-        fresh.rebuild()
+    fresh, _ = started_after_history(own_kafka, 12, caplog)
     assert fresh.history_short() == ["GOOG: 12 of 200 1m bars"]
     assert "history too short to trade on the first bar" in caplog.text
-    bus.close()
 
 
 def test_a_dataset_named_in_the_settings_is_the_history(tmp_path: Path) -> None:

@@ -104,27 +104,7 @@ def run_reference(bars: pd.DataFrame, config: BacktestConfig) -> RawResult:
         long_ma[i] = step.long_ma
         equity[i] = strategy.equity()
 
-    position = strategy.book.position(symbol)
-    if n and position != 0.0:
-        side = Side.SELL if position > 0 else Side.BUY
-        qty = abs(position)
-        executed, fee = costs.execute(side.sign, qty, float(closes[-1]))
-        strategy.on_fill(side, qty, executed, fee, symbol)
-        log.record(n - 1, side.sign, qty, executed, fee, OrderReason.END_OF_DATA)
-        equity[-1] = strategy.equity()
-
-    trades = trades_frame(
-        index,
-        np.array(log.entry_bar, dtype=np.int64),
-        np.array(log.exit_bar, dtype=np.int64),
-        np.array(log.side, dtype=np.int64),
-        np.array(log.qty),
-        np.array(log.entry_price),
-        np.array(log.exit_price),
-        np.array(log.pnl),
-        np.array(log.exit_reason, dtype=np.int64),
-        np.array(log.commission),
-    )
+    trades = _close_and_tabulate(strategy, config, log, index, float(closes[-1]) if n else 0.0, equity)
     return RawResult(index=index, equity=equity, short_ma=short_ma, long_ma=long_ma, trades=trades)
 
 
@@ -175,15 +155,30 @@ def run_ticks(
     if last is not None:
         close_bar(last)
     index = pd.DatetimeIndex(bars.ts.view("datetime64[ns]"), tz="UTC")
-    position = strategy.book.position(symbol)
+    last_close = float(bars.close[-1]) if n else 0.0
+    trades = _close_and_tabulate(strategy, config, log, index, last_close, equity)
+    return bars, RawResult(index=index, equity=equity, short_ma=short_ma, long_ma=long_ma, trades=trades)
+
+
+def _close_and_tabulate(
+    strategy: CrossoverStrategy,
+    config: BacktestConfig,
+    log: TradeLog,
+    index: pd.DatetimeIndex,
+    last_close: float,
+    equity: np.ndarray,
+) -> pd.DataFrame:
+    """Closes a position still open at the last close (`end_of_data`) and tabulates the trade log."""
+    n = len(index)
+    position = strategy.book.position(config.symbol)
     if n and position != 0.0:
         side = Side.SELL if position > 0 else Side.BUY
         qty = abs(position)
-        executed, fee = costs.execute(side.sign, qty, float(bars.close[-1]))
-        strategy.on_fill(side, qty, executed, fee, symbol)
+        executed, fee = config.costs.execute(side.sign, qty, last_close)
+        strategy.on_fill(side, qty, executed, fee, config.symbol)
         log.record(n - 1, side.sign, qty, executed, fee, OrderReason.END_OF_DATA)
         equity[-1] = strategy.equity()
-    trades = trades_frame(
+    return trades_frame(
         index,
         np.array(log.entry_bar, dtype=np.int64),
         np.array(log.exit_bar, dtype=np.int64),
@@ -195,4 +190,3 @@ def run_ticks(
         np.array(log.exit_reason, dtype=np.int64),
         np.array(log.commission),
     )
-    return bars, RawResult(index=index, equity=equity, short_ma=short_ma, long_ma=long_ma, trades=trades)

@@ -9,12 +9,13 @@ from pydantic import Field, field_validator
 from tradebot.adapters.connect import PipelineSettings, Wiring, run_pipeline_service
 from tradebot.adapters.topics import pipeline_topics
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
+from tradebot.core.errors import TradebotError
 from tradebot.core.models import Identifier
 from tradebot.core.params import StrategyParams
 from tradebot.kit.settings import comma_list
 
 
-class HistoryTooShortError(Exception):
+class HistoryTooShortError(TradebotError):
     """A bar strategy's moving averages still lack bars: it cannot trade the next bar's cross yet."""
 
 
