@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from pydantic import ValidationError
 from pydantic.alias_generators import to_snake
 
+from tradebot.adapters.bus import Bus
 from tradebot.adapters.connect import Wiring
-from tradebot.core.live import check_live_params
 from tradebot.core.params import RiskLimits, StrategyParams
 from tradebot.kit.children import owned_child
 from tradebot.kit.ports import free_port, reserve_ports
@@ -61,6 +61,12 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL (not embedded)")
     parser.add_argument(
         "--replay", metavar="FILE", help="replay this CSV through the simulator instead of random walks"
+    )
+    parser.add_argument(
+        "--until-done",
+        action="store_true",
+        help="with --replay: exit 0 once every tick is processed and every order answered, printing one JSON"
+        " summary (the fills and trades of each strategy) on stdout",
     )
     parser.add_argument("--speed", default="max", help="replay speed: multiple of real time, or 'max'")
     parser.add_argument(
@@ -164,10 +170,7 @@ def parse_strategies(specs: list[str]) -> list[tuple[str, StrategyParams]]:
         except ValidationError as exc:
             problems = "\n".join(f"  {problem}" for problem in describe_params_error(exc))
             raise SystemExit(f"tradebot up: error: --strategy {name}:\n{problems}") from None
-        try:
-            parsed.append((name, check_live_params(params)))
-        except ValueError as exc:
-            raise SystemExit(f"tradebot up: error: --strategy {name}: {exc}") from None
+        parsed.append((name, params))
     return parsed
 
 
@@ -243,6 +246,17 @@ def run(args: argparse.Namespace) -> int:
     if args.replay and args.source:
         print("tradebot up: error: --replay and --source exclude each other", file=sys.stderr)
         return 2
+    if args.until_done and not args.replay:
+        print("tradebot up: error: --until-done needs --replay FILE", file=sys.stderr)
+        return 2
+    if args.until_done:
+        args.no_dashboard = True  # a batch run: nobody watches
+        # stdout carries the summary alone: everything else written to it (our logs, the services') goes
+        # to stderr from here on, the summary to a copy of the original stdout.
+        global _summary_out
+        sys.stdout.flush()
+        _summary_out = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
     for spec in args.scrape:
         job, sep, target = spec.partition("=")
         if not sep or not job or ":" not in target:
@@ -379,8 +393,15 @@ def run_embedded(args: argparse.Namespace, table: list[Service[Any]]) -> int:
             targets = {"up": args.api_port, **{p.name: p.port for p in processes}}
             prometheus = await asyncio.to_thread(start_prometheus, args, targets)
             print_endpoints(args, strategies_in(table), embedded=True, prometheus=prometheus)
+            if args.until_done:
+                metrics = [f"http://{_reachable(args.host)}:{args.api_port}/metrics"]
+                replay = ReplayDone(args.replay, strategies_in(table), bus, metrics)
+                tasks[asyncio.create_task(_until_done(replay, shutdown), name="until-done")] = "until-done"
             done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
             for task in done - {stopping}:
+                if tasks[task] == "until-done" and task.exception() is None:
+                    shutdown.set("replay done")
+                    continue
                 # A service that stops on its own stops everything, as its process would in process mode.
                 shutdown.set(f"{tasks[task]} stopped")
         finally:
@@ -436,13 +457,26 @@ def run_processes(args: argparse.Namespace, table: list[Service[Any]]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     code = 0
+    done: ReplayDone | None = None
     try:
         for row in table:
             processes.append(start_process(row))
         health = {p.name: p.port for p in processes if p.supervised}
         prometheus = start_prometheus(args, {p.name: p.port for p in processes})
         print_endpoints(args, strategies_in(table), embedded=False, health=health, prometheus=prometheus)
+        if args.until_done:
+            from tradebot.adapters.kafka import KafkaBus
+
+            metrics = [
+                f"http://{_reachable(args.host)}:{p.port}/metrics"
+                for p in processes
+                if p.name.startswith("strategy-")
+            ]
+            done = ReplayDone(args.replay, strategies_in(table), KafkaBus(args.kafka), metrics)
         while not stopping:
+            if done is not None and done.check():
+                print_summary(done)
+                break
             for running in processes:
                 if running.supervised and running.popen.poll() is not None:
                     print(
@@ -457,6 +491,8 @@ def run_processes(args: argparse.Namespace, table: list[Service[Any]]) -> int:
             stop_process(running.popen)
         if prometheus is not None:
             prometheus.stop()
+        if done is not None:
+            done.bus.close()
     return code
 
 
@@ -539,3 +575,111 @@ def print_endpoints(
         lines.append(f"  prometheus {prometheus.url}  (alerts: {prometheus.url}/alerts)")
     lines.append("Ctrl-C stops everything.")
     print("\n".join(lines), flush=True)
+
+
+# -- --until-done ------------------------------------------------------------------------------------
+class ReplayDone:
+    """When a replay is over: every strategy has processed every tick of the file (its ticks counter, read
+    from its /metrics) and every order it sent has its answer on `fills`. A fresh pipeline is assumed (its
+    topics hold this run only)."""
+
+    def __init__(self, replay: str, strategy_ids: list[str], bus: Bus, metrics_urls: list[str]) -> None:
+        from tradebot.backtest.data import load_market_data
+
+        self.ticks = len(load_market_data(replay))
+        self.strategy_ids = strategy_ids
+        self.bus = bus
+        self.metrics_urls = metrics_urls
+        self._fills: list[dict[str, Any]] = []
+
+    def counters(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Per strategy, from the strategies' /metrics: ticks processed and orders sent."""
+        import re
+        import urllib.request
+
+        ticks: dict[str, float] = {}
+        orders: dict[str, float] = {}
+        for url in self.metrics_urls:
+            try:
+                with urllib.request.urlopen(url, timeout=2.0) as answer:
+                    text = answer.read().decode()
+            except OSError:
+                continue  # not listening yet
+            for name, sid, value in re.findall(
+                r'^tradebot_strategy_(ticks|orders)_total\{[^}]*strategy="([^"]+)"[^}]*\} (\S+)$', text, re.M
+            ):
+                found = ticks if name == "ticks" else orders
+                found[sid] = found.get(sid, 0.0) + float(value)
+        return ticks, orders
+
+    def check(self) -> bool:
+        """Every tick processed by every strategy, and as many answers on `fills` as each sent orders."""
+        from tradebot.adapters.topics import FILLS
+
+        ticks, orders = self.counters()
+        if any(ticks.get(sid, 0.0) < self.ticks for sid in self.strategy_ids):
+            return False
+        fills = [json.loads(r.value) for r in self.bus.read_all(FILLS, timeout=10.0)]
+        answered = dict.fromkeys(self.strategy_ids, 0)
+        for record in fills:
+            sid = record["order"]["strategy_id"]
+            answered[sid] = answered.get(sid, 0) + 1
+        if any(answered[sid] != orders.get(sid, 0.0) for sid in self.strategy_ids):
+            return False
+        self._fills = fills
+        return True
+
+    def summary(self) -> dict[str, Any]:
+        """Per strategy: its fills, and its round trips with the backtester's trade fields."""
+        per: dict[str, Any] = {}
+        for sid in self.strategy_ids:
+            mine = [f for f in self._fills if f["order"]["strategy_id"] == sid]
+            per[sid] = {"fills": len(mine), "trades": _trades(mine)}
+        return {"ticks": self.ticks, "strategies": per}
+
+
+def _trades(fills: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Round trips from one strategy's filled records in order (refusals skipped); a position still open
+    is not a trade yet."""
+    trades: list[dict[str, Any]] = []
+    opened: dict[str, Any] | None = None
+    for record in fills:
+        fill, order = record["fill"], record["order"]
+        if fill["status"] != "filled":
+            continue
+        if opened is None:
+            opened = record
+            continue
+        entry = opened["fill"]
+        long = entry["side"] == "buy"
+        pnl = (fill["price"] - entry["price"]) * entry["qty"] * (1 if long else -1)
+        commission = entry["commission"] + fill["commission"]
+        trades.append(
+            {
+                "entry_time": opened["order"]["ts"],
+                "exit_time": order["ts"],
+                "side": "long" if long else "short",
+                "qty": entry["qty"],
+                "entry_price": entry["price"],
+                "exit_price": fill["price"],
+                "pnl": pnl - commission,
+                "exit_reason": order["reason"],
+                "commission": commission,
+            }
+        )
+        opened = None
+    return trades
+
+
+_summary_out: Any = None  # the original stdout under --until-done
+
+
+def print_summary(done: ReplayDone) -> None:
+    print(json.dumps(done.summary()), file=_summary_out or sys.stdout, flush=True)
+
+
+async def _until_done(done: ReplayDone, shutdown: Any) -> None:
+    while not await shutdown.sleep(0.5):
+        if await asyncio.to_thread(done.check):
+            print_summary(done)
+            return

@@ -13,7 +13,7 @@ from tests.adapters.conftest import StoreFactory
 from tests.plugins.servers import RedisServer
 from tradebot.adapters.store import Query, Store, ViewLostError
 from tradebot.core.cockpit import StrategyEvent
-from tradebot.core.models import Fill, OrderReason, OrderRequest, Position, Side, Signal, order_id
+from tradebot.core.models import ClosedBar, Fill, OrderReason, OrderRequest, Position, Side, Signal, order_id
 
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 STRATEGIES = ("alpha", "beta")
@@ -275,6 +275,42 @@ async def test_events(store: Store) -> None:
     assert [item["message"] for item in beta.items] == ["event 5", "event 3"]
 
 
+def bar(i: int, symbol: str = "AAPL", timeframe: str = "1m", source: str = "alpha") -> ClosedBar:
+    return ClosedBar(
+        symbol=symbol,
+        timeframe=timeframe,
+        ts=T0 + timedelta(minutes=i),
+        open=100.0 + i,
+        high=102.0 + i,
+        low=99.0 + i,
+        close=101.0 + i,
+        volume=float(abs(i)),
+        source=source,
+    )
+
+
+async def test_bars_keep_one_per_symbol_and_open_time(store: Store) -> None:
+    """Several strategies on one timeframe publish the same bars, and a restarted one publishes again:
+    the log keeps the first of each open time, per symbol and timeframe, in order, trimmed to `maxlen`."""
+    for i in range(12):
+        for symbol in ("AAPL", "MSFT"):
+            assert await store.append_bar(bar(i, symbol), maxlen=20)
+            assert not await store.append_bar(bar(i, symbol, source="beta"), maxlen=20)
+        assert not await store.append_bar(bar(i - 1), maxlen=20)  # an older one, redelivered
+    assert await store.append_bar(bar(0, timeframe="5m"), maxlen=20)
+    page = await store.bars("1m", Query(limit=100))
+    assert page.items == [
+        bar(i, symbol).model_dump(mode="json") for i in reversed(range(2, 12)) for symbol in ("MSFT", "AAPL")
+    ]
+    aapl = await store.bars("1m", Query(symbol="AAPL", since=T0 + timedelta(minutes=9), newest_first=False))
+    assert [item["close"] for item in aapl.items] == [110.0, 111.0, 112.0]
+    items, pages = await walk(lambda q: store.bars("1m", q), Query(limit=7))
+    assert items == page.items
+    assert pages == 3
+    assert (await store.bars("5m", Query())).items == [bar(0, timeframe="5m").model_dump(mode="json")]
+    assert (await store.bars("1h", Query())).items == []
+
+
 async def test_equity_curve(store: Store) -> None:
     points = [(T0 + timedelta(days=i), 10_000.0 + 12.5 * i) for i in range(5)]
     for ts, equity in points:
@@ -327,6 +363,7 @@ async def populate(store: Store) -> None:
     await store.set_last_price("AAPL", 1.0, T0)
     await store.append_price("AAPL", 1.0, T0)
     await store.append_signal(signal(1))
+    await store.append_bar(bar(1))
     await store.append_equity("alpha", T0, 1.0)
     await store.register_strategy("alpha", {})
     await store.set_halted("alpha", True)
@@ -337,6 +374,9 @@ async def assert_empty(store: Store) -> None:
     assert (await store.orders(Query())).items == []
     assert (await store.fills(Query())).items == []
     assert (await store.signals(Query())).items == []
+    assert (await store.bars("1m", Query())).items == []
+    assert await store.append_bar(bar(1))  # the newest open time was forgotten too
+    await store.clear()
     assert await store.positions() == []
     assert await store.last_prices() == {}
     assert await store.prices("AAPL") == []

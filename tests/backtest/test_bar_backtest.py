@@ -164,14 +164,27 @@ def test_timeframe_aggregates_ticks_and_finer_bars_and_leaves_bars_at_it_unchang
     second_bars = tmp_path / "seconds.csv"
     write_ohlcv_csv(resampled(ticks, "1s"), second_bars)
     flags = [*STRATEGY, "--fill", fill, "--timeframe", "1m"]
-    from_ticks = backtest_json(capsys, "--data", str(ticks_path), *flags)
-    assert from_ticks["stats"]["bars"] == len(resampled(ticks, "1min"))  # type: ignore[index]
-    reasons = {trade["exit_reason"] for trade in from_ticks["trades"]}  # type: ignore[attr-defined]
+    from_seconds = backtest_json(capsys, "--data", str(second_bars), *flags)
+    assert from_seconds["stats"]["bars"] == len(resampled(ticks, "1min"))  # type: ignore[index]
+    reasons = {trade["exit_reason"] for trade in from_seconds["trades"]}  # type: ignore[attr-defined]
     assert {"stop_loss", "take_profit"} <= reasons
-    # The same bars, whether the file held ticks, 1s bars or the 1m bars themselves.
-    assert backtest_json(capsys, "--data", str(second_bars), *flags) == from_ticks
-    assert backtest_json(capsys, "--data", str(minute_bars), *flags) == from_ticks
-    assert from_ticks["params"]["timeframe"] == "1m"  # type: ignore[index]
+    # The same bars, whether the file held 1s bars or the 1m bars themselves.
+    assert backtest_json(capsys, "--data", str(minute_bars), *flags) == from_seconds
+    assert from_seconds["params"]["timeframe"] == "1m"  # type: ignore[index]
+    from_ticks = backtest_json(capsys, "--data", str(ticks_path), *flags)
+    assert from_ticks["stats"]["bars"] == from_seconds["stats"]["bars"]  # type: ignore[index]
+    if fill == "next-open":
+        # No live counterpart: the ticks are aggregated and the stops see each bar's range.
+        assert from_ticks == from_seconds
+        return
+    # Filled at the close, tick data trades as the live strategy: signals on the bars, stops on every
+    # tick, filled at the price of the tick that reached them (not at the level a bar range implies).
+    tick_prices = set(ticks["price"].tolist())
+    stops = [t for t in from_ticks["trades"] if t["exit_reason"] in ("stop_loss", "take_profit")]  # type: ignore[attr-defined]
+    assert stops
+    assert all(t["exit_price"] in tick_prices for t in stops)
+    bar_stops = [t for t in from_seconds["trades"] if t["exit_reason"] in ("stop_loss", "take_profit")]  # type: ignore[attr-defined]
+    assert any(t["exit_price"] not in tick_prices for t in bar_stops)
 
 
 def test_bars_already_at_the_timeframe_are_not_touched(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -301,9 +300,3 @@ def test_snapshots_keep_the_format_services_already_wrote() -> None:
     # Every part is covered: a stop-out's cooldown, and an exit doomed by its refused entry.
     assert played.symbols["AAA"].cooldown_until > 0
     assert any(f.doomed for f in played.orders_in_flight("BBB"))
-
-
-def test_a_bar_timeframe_is_refused_naming_it_never_traded_on_ticks() -> None:
-    with pytest.raises(ValueError, match="timeframe '1m': the live strategy trades on ticks only"):
-        make(timeframe="1m")
-    assert make(timeframe="tick").params.timeframe == "tick"

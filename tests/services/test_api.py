@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 
 import pytest
 from fastapi.routing import APIRoute
@@ -13,11 +14,12 @@ from fastapi.testclient import TestClient
 
 from tests.plugins.servers import RedisServer
 from tradebot.adapters.redis_store import RedisStore
-from tradebot.api.app import MAX_MARKET_SYMBOLS, ApiSettings, create_api, router
+from tradebot.api.app import MAX_MARKET_SYMBOLS, ApiSettings, BarTimeframe, create_api, router
+from tradebot.core.bars import TICK, TIMEFRAMES
 from tradebot.core.costs import Costs
-from tradebot.core.models import OrderReason, OrderRequest, Side, order_id
+from tradebot.core.models import ClosedBar, OrderReason, OrderRequest, Side, order_id
 from tradebot.core.params import StrategyParams
-from tradebot.core.views import FillPage, MarketActivity, OrderPage, PriceHistory, StrategyList
+from tradebot.core.views import BarPage, FillPage, MarketActivity, OrderPage, PriceHistory, StrategyList
 from tradebot.executor.broker import PaperBroker
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -83,8 +85,27 @@ def seed(store: RedisStore) -> None:
         await store.set_last_price("BBB", 90.0, T0 + timedelta(hours=1))
         for symbol, base in (("AAA", 100.0), ("BBB", 80.0)):
             await store.append_prices(symbol, [(base + i, T0 + timedelta(minutes=i)) for i in range(50)])
+        # Closed 1m bars as two strategies on the timeframe publish them (each bar twice), and one 5m bar.
+        for i in range(20):
+            for source in ("alpha", "beta"):
+                await store.append_bar(minute_bar("AAA", i, source))
+        await store.append_bar(minute_bar("AAA", 0, "alpha").model_copy(update={"timeframe": "5m"}))
 
     asyncio.run(run())
+
+
+def minute_bar(symbol: str, i: int, source: str) -> ClosedBar:
+    return ClosedBar(
+        symbol=symbol,
+        timeframe="1m",
+        ts=T0 + timedelta(minutes=i),
+        open=100.0 + i,
+        high=101.5 + i,
+        low=99.5 + i,
+        close=100.5 + i,
+        volume=3.0,
+        source=source,
+    )
 
 
 @pytest.fixture
@@ -249,3 +270,43 @@ def test_market_serves_prices_orders_and_fills_of_each_symbol_in_one_request(cli
     assert client.get("/market").status_code == 422  # at least one symbol
     too_many = [f"S{i}" for i in range(MAX_MARKET_SYMBOLS + 1)]
     assert client.get("/market", params={"symbol": too_many}).status_code == 422
+
+
+def test_bars_page_by_symbol_timeframe_and_time_like_the_other_logs(client: TestClient) -> None:
+    """`GET /bars`: one bar per open time however many strategies published it, filtered by symbol and
+    `since` on the open time, paged with the same cursors, limits and errors as the other routes."""
+    first = BarPage.model_validate_json(
+        client.get("/bars", params={"symbol": "AAA", "timeframe": "1m", "limit": 1000}).content
+    )
+    assert [bar.ts for bar in first.items] == [T0 + timedelta(minutes=i) for i in reversed(range(20))]
+    assert {bar.source for bar in first.items} == {"alpha"}  # the first publisher of each bar
+    assert first.next_cursor is None
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {
+            "symbol": "AAA",
+            "timeframe": "1m",
+            "since": (T0 + timedelta(minutes=5)).isoformat(),
+            "order": "asc",
+            "limit": 4,
+        }
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/bars", params=params).json()
+        seen += [bar["ts"] for bar in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [(T0 + timedelta(minutes=i)).isoformat().replace("+00:00", "Z") for i in range(5, 20)]
+    assert client.get("/bars", params={"symbol": "BBB", "timeframe": "1m"}).json()["items"] == []
+    five = client.get("/bars", params={"timeframe": "5m"}).json()["items"]
+    assert [(bar["timeframe"], bar["close"]) for bar in five] == [("5m", 100.5)]
+    assert client.get("/bars", params={"timeframe": "7m"}).status_code == 422
+    assert client.get("/bars", params={"timeframe": "tick"}).status_code == 422
+    assert client.get("/bars").status_code == 422  # the timeframe is required
+    assert client.get("/bars", params={"timeframe": "1m", "cursor": "nonsense"}).status_code == 422
+
+
+def test_the_bars_route_takes_every_bar_timeframe() -> None:
+    assert get_args(BarTimeframe) == tuple(t for t in TIMEFRAMES if t != TICK)

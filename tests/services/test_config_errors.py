@@ -17,8 +17,10 @@ import pytest
             {"TRADEBOT_STRATEGY_PARAMS": '{"shortWindow": 50, "longWindow": 10}'},
             "TRADEBOT_STRATEGY_PARAMS",
         ),
-        # The live strategy builds no bars yet: a bar timeframe is refused, never traded on ticks.
-        ("strategy", {"TRADEBOT_STRATEGY_PARAMS": '{"timeframe": "1h"}'}, "timeframe '1h'"),
+        # A timeframe outside the list is refused naming the variable, never traded on ticks.
+        ("strategy", {"TRADEBOT_STRATEGY_PARAMS": '{"timeframe": "7m"}'}, "TRADEBOT_STRATEGY_PARAMS"),
+        ("strategy", {"TRADEBOT_STRATEGY_BAR_LATENESS_S": "-1"}, "TRADEBOT_STRATEGY_BAR_LATENESS_S"),
+        ("strategy", {"TRADEBOT_STRATEGY_HISTORY": "GOOG"}, "TRADEBOT_STRATEGY_HISTORY"),
         ("strategy", {"TRADEBOT_STRATEGY_ID": "Not A Valid Id"}, "TRADEBOT_STRATEGY_ID"),
         ("feed", {"TRADEBOT_FEED_URL": "http://example.com"}, "TRADEBOT_FEED_URL"),
         ("feed", {"TRADEBOT_FEED_SOURCE": "nasdaq"}, "TRADEBOT_FEED_SOURCE"),

@@ -172,9 +172,10 @@ def too_few_bars_warning(bars: int, long_window: int, timeframe: str) -> str | N
 
 
 def _backtest(args: argparse.Namespace, data: MarketData, config: BacktestConfig, profile: Profile) -> int:
-    from tradebot.backtest.data import DataError, at_timeframe
-    from tradebot.backtest.result import run_backtest
+    from tradebot.backtest.data import DataError, Ticks, at_timeframe
+    from tradebot.backtest.result import BacktestResult, run_backtest, run_tick_backtest
 
+    result: BacktestResult
     with profile.phase("run"):
         try:
             bars = at_timeframe(data, config.params.timeframe, args.data)
@@ -188,7 +189,11 @@ def _backtest(args: argparse.Namespace, data: MarketData, config: BacktestConfig
             warning := too_few_bars_warning(len(bars), config.params.long_window, config.params.timeframe)
         ) is not None:
             print(f"tradebot backtest: warning: {warning}", file=sys.stderr)
-        result = run_backtest(bars.frame(), config, engine=args.engine)
+        if isinstance(data, Ticks) and config.params.timeframe != "tick" and config.fill == "close":
+            # Signals on the bars, stops on every tick: the live strategy's trades (backtest/README.md).
+            result = run_tick_backtest(data.ts, data.price, data.size, config)
+        else:
+            result = run_backtest(bars.frame(), config, engine=args.engine)
 
     from tradebot.backtest import report
 

@@ -8,6 +8,10 @@ Stops watch each bar's range (open, high, low) and fill at the stop level, or at
 gapped through it, under `next-open` and whenever the parameters name a bar timeframe (`1s` ... `1d`):
 with timeframe `tick` and `close` fills every row is one price, as the live strategy sees a tick.
 A bar that reaches both the stop and the take-profit exits by the parameters' `exit_rule`.
+
+`run_ticks` is the backtest of tick data on a bar timeframe, as the live strategy trades it: the ticks
+go one by one through `CrossoverStrategy.on_tick`, which builds the bars (the same `BarBuilder`),
+decides on their closes and checks the stops on every tick (no exit rule needed: the order is known).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tradebot.backtest.trades import TradeLog, trades_frame
-from tradebot.core.bars import TICK
+from tradebot.core.bars import TICK, Bar, BarArrays, aggregate, timeframe_ns
 from tradebot.core.costs import Costs
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 from tradebot.core.models import OrderReason, OrderRequest, Side
@@ -100,16 +104,81 @@ def run_reference(bars: pd.DataFrame, config: BacktestConfig) -> RawResult:
         long_ma[i] = step.long_ma
         equity[i] = strategy.equity()
 
-    position = strategy.book.position(symbol)
+    trades = _close_and_tabulate(strategy, config, log, index, float(closes[-1]) if n else 0.0, equity)
+    return RawResult(index=index, equity=equity, short_ma=short_ma, long_ma=long_ma, trades=trades)
+
+
+def run_ticks(
+    ts: np.ndarray, price: np.ndarray, size: np.ndarray, config: BacktestConfig
+) -> tuple[BarArrays, RawResult]:
+    """Ticks (epoch ns, price, size) on the parameters' bar timeframe: signals on the bars' closes, filled
+    there (`close`), stops on every tick, filled at the tick that reached them. The bars are the
+    aggregate of the ticks; the last one closes at the end of the data. Trades name the bar each fill
+    fell in (entries: the bar whose close crossed; stop exits: the bar their tick belongs to)."""
+    if config.fill != "close":
+        raise ValueError("tick data on a bar timeframe fills at the bar's close (--fill close) only")
+    length = timeframe_ns(config.params.timeframe)
+    bars = aggregate(ts, price, price, price, price, size, length)
+    n = len(bars.ts)
+    strategy = CrossoverStrategy("backtest", config.params, config.costs, config.initial_cash)
+    costs, symbol, log = config.costs, config.symbol, TradeLog()
+    equity, short_ma, long_ma = np.empty(n), np.full(n, np.nan), np.full(n, np.nan)
+    bar = 0  # the bar the current tick falls in: bars closed so far
+
+    def fill(order: OrderRequest) -> None:
+        executed, fee = costs.execute(order.side.sign, order.qty, order.ref_price)
+        strategy.on_fill(order.side, order.qty, executed, fee, symbol)
+        log.record(bar, order.side.sign, order.qty, executed, fee, order.reason)
+
+    def close_bar(last: Bar) -> None:
+        step = strategy.on_bar_close(symbol, last)
+        for order in step.orders:
+            fill(order)
+        short_ma[bar], long_ma[bar] = step.short_ma, step.long_ma
+        equity[bar] = strategy.equity()
+
+    builder = strategy.state(symbol).bars
+    assert builder is not None  # a bar timeframe
+    stamps = pd.DatetimeIndex(ts.view("datetime64[ns]"), tz="UTC").to_pydatetime()
+    # The same steps as `CrossoverStrategy.on_tick`, apart so that each fill names its bar: a tick of a
+    # later bucket closes the bar (filled in that bar), then its own stops are checked (in the next).
+    for i, (tick_ns, tick_price, tick_size) in enumerate(
+        zip(ts.tolist(), price.tolist(), size.tolist(), strict=True)
+    ):
+        last = builder.on_tick(tick_ns, tick_price, tick_size)
+        if last is not None:
+            close_bar(last)
+            bar += 1
+        for order in strategy.on_tick_stops(symbol, tick_price, stamps[i], f"tick:{i}"):
+            fill(order)
+    last = builder.flush()
+    if last is not None:
+        close_bar(last)
+    index = pd.DatetimeIndex(bars.ts.view("datetime64[ns]"), tz="UTC")
+    last_close = float(bars.close[-1]) if n else 0.0
+    trades = _close_and_tabulate(strategy, config, log, index, last_close, equity)
+    return bars, RawResult(index=index, equity=equity, short_ma=short_ma, long_ma=long_ma, trades=trades)
+
+
+def _close_and_tabulate(
+    strategy: CrossoverStrategy,
+    config: BacktestConfig,
+    log: TradeLog,
+    index: pd.DatetimeIndex,
+    last_close: float,
+    equity: np.ndarray,
+) -> pd.DataFrame:
+    """Closes a position still open at the last close (`end_of_data`) and tabulates the trade log."""
+    n = len(index)
+    position = strategy.book.position(config.symbol)
     if n and position != 0.0:
         side = Side.SELL if position > 0 else Side.BUY
         qty = abs(position)
-        executed, fee = costs.execute(side.sign, qty, float(closes[-1]))
-        strategy.on_fill(side, qty, executed, fee, symbol)
+        executed, fee = config.costs.execute(side.sign, qty, last_close)
+        strategy.on_fill(side, qty, executed, fee, config.symbol)
         log.record(n - 1, side.sign, qty, executed, fee, OrderReason.END_OF_DATA)
         equity[-1] = strategy.equity()
-
-    trades = trades_frame(
+    return trades_frame(
         index,
         np.array(log.entry_bar, dtype=np.int64),
         np.array(log.exit_bar, dtype=np.int64),
@@ -121,4 +190,3 @@ def run_reference(bars: pd.DataFrame, config: BacktestConfig) -> RawResult:
         np.array(log.exit_reason, dtype=np.int64),
         np.array(log.commission),
     )
-    return RawResult(index=index, equity=equity, short_ma=short_ma, long_ma=long_ma, trades=trades)

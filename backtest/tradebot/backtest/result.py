@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from tradebot.backtest.engine import BacktestConfig, RawResult, run_reference
+from tradebot.backtest.engine import BacktestConfig, RawResult, run_reference, run_ticks
 from tradebot.backtest.kernel import run_kernel
 from tradebot.backtest.metrics import compute_stats
 
@@ -48,3 +48,12 @@ def run_backtest(bars: pd.DataFrame, config: BacktestConfig, engine: Engine = "k
     close = bars["close"].to_numpy(dtype=np.float64)
     stats = compute_stats(raw.equity, raw.index, raw.trades, close, config.initial_cash)
     return BacktestResult(config=config, raw=raw, close=close, stats=stats)
+
+
+def run_tick_backtest(
+    ts: np.ndarray, price: np.ndarray, size: np.ndarray, config: BacktestConfig
+) -> BacktestResult:
+    """Tick data on a bar timeframe: signals on the bars, stops on the ticks (as the live strategy)."""
+    bars, raw = run_ticks(ts, price, size, config)
+    stats = compute_stats(raw.equity, raw.index, raw.trades, bars.close, config.initial_cash)
+    return BacktestResult(config=config, raw=raw, close=bars.close, stats=stats)

@@ -19,7 +19,7 @@ from typing import Any
 
 from tradebot.adapters.store import Page, Query, ViewLostError, parse_cursor
 from tradebot.core.cockpit import StrategyEvent
-from tradebot.core.models import Fill, OrderRequest, Position, Signal
+from tradebot.core.models import ClosedBar, Fill, OrderRequest, Position, Signal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -99,6 +99,8 @@ class MemoryStore:
         self._fills = _Log()
         self._signals = _Log()
         self._events = _Log()
+        self._bars: dict[str, _Log] = {}  # per timeframe
+        self._last_bar: dict[tuple[str, str], int] = {}  # (timeframe, symbol) -> newest open time (µs)
         # The newest applied order ids (insertion order = offset order), bounded like RedisStore's.
         self._applied: dict[str, None] = {}
         self._applied_offset = -1
@@ -198,6 +200,20 @@ class MemoryStore:
             self._signals.append(
                 signal.strategy_id, signal.symbol, signal.ts, signal.model_dump_json(), maxlen
             )
+
+    async def append_bar(self, bar: ClosedBar, maxlen: int = 100_000) -> bool:
+        async with self._lock:
+            key, ts = (bar.timeframe, bar.symbol), _micros(bar.ts)
+            if ts <= self._last_bar.get(key, -(2**63)):
+                return False
+            self._last_bar[key] = ts
+            log = self._bars.setdefault(bar.timeframe, _Log())
+            log.append(bar.source, bar.symbol, bar.ts, bar.model_dump_json(), maxlen)
+            return True
+
+    async def bars(self, timeframe: str, query: Query) -> Page:
+        async with self._lock:
+            return self._bars.get(timeframe, _Log()).query(query)
 
     async def signals(self, query: Query) -> Page:
         async with self._lock:

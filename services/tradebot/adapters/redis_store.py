@@ -7,6 +7,8 @@ Keys:
     {prefix}:fills               stream json, order_id, strategy_id, symbol, ts (epoch µs); about `stream_maxlen`
     {prefix}:events              stream json, strategy_id, symbol, ts (epoch µs): commands given (halt, resume, force-exit)
     {prefix}:signals             stream json, strategy_id, symbol, ts (epoch µs); trimmed to `maxlen` (the executor's projection of `signals` passes `stream_maxlen`)
+    {prefix}:bars:{timeframe}    stream json, strategy_id (the publisher), symbol, ts (the bar's open, epoch µs); trimmed to `maxlen`
+    {prefix}:bars:last:{timeframe} hash symbol -> open time (epoch µs) of the newest bar appended: one bar per open time
     {prefix}:applied_ids         zset   the newest `stream_maxlen` (+100) applied order ids, scored by offset
     {prefix}:applied_offset      string the `fills` topic offset of the last applied fill
     {prefix}:positions           hash   "{strategy_id}|{symbol}" -> Position JSON
@@ -42,7 +44,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tradebot.adapters.store import MAX_CURSOR_PART, Page, Query, StoreError, ViewLostError, parse_cursor
 from tradebot.core.cockpit import StrategyEvent
-from tradebot.core.models import Fill, OrderRequest, Position, Signal
+from tradebot.core.models import ClosedBar, Fill, OrderRequest, Position, Signal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SCAN_CHUNK = 500
@@ -71,6 +73,19 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', keep, '*', 'json', ARGV[2], 'order_id
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', keep, '*', 'json', ARGV[6], 'order_id', ARGV[1], 'strategy_id', ARGV[3], 'symbol', ARGV[4], 'ts', ARGV[7])
 redis.call('HSET', KEYS[4], ARGV[8], ARGV[9])
 redis.call('SET', KEYS[5], ARGV[10])
+return 1
+"""
+
+# KEYS: bars stream, last-bar hash. ARGV: symbol, open time (µs), json, publisher, maxlen.
+# A bar at or before the symbol's newest is one already kept (another strategy on the timeframe published
+# it, or a redelivery): 0, no change.
+_APPEND_BAR = """
+local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-9223372036854775807')
+if tonumber(ARGV[2]) <= last then
+    return 0
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[5], '*', 'json', ARGV[3], 'strategy_id', ARGV[4], 'symbol', ARGV[1], 'ts', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return 1
 """
 
@@ -156,6 +171,7 @@ class RedisStore:
         )
         self._prefix = prefix
         self._apply_fill = self._redis.register_script(_APPLY_FILL)
+        self._append_bar = self._redis.register_script(_APPEND_BAR)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
@@ -300,6 +316,14 @@ class RedisStore:
 
     async def events(self, query: Query) -> Page:
         return await self._query(self._key("events"), query)
+
+    async def append_bar(self, bar: ClosedBar, maxlen: int = 100_000) -> bool:
+        keys = [self._key("bars", bar.timeframe), self._key("bars", "last", bar.timeframe)]
+        args = [bar.symbol, micros(bar.ts), bar.model_dump_json(), bar.source, maxlen]
+        return bool(await self._append_bar(keys=keys, args=args))
+
+    async def bars(self, timeframe: str, query: Query) -> Page:
+        return await self._query(self._key("bars", timeframe), query)
 
     async def append_equity(self, strategy_id: str, ts: datetime, equity: float, maxlen: int = 10000) -> None:
         await self._redis.xadd(

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from tradebot.core.cockpit import StrategyEvent
 from tradebot.core.errors import TradebotError
-from tradebot.core.models import Fill, OrderRequest, Position, Signal
+from tradebot.core.models import ClosedBar, Fill, OrderRequest, Position, Signal
 
 
 class StoreError(TradebotError):
@@ -117,6 +117,14 @@ class Store(Protocol):
     # Commands given to strategies (halts, resumes, force-exits), for the live page's event log (the API).
     async def append_event(self, event: StrategyEvent, maxlen: int = 5000) -> None: ...
     async def events(self, query: Query) -> Page: ...
+    # Closed bars (the executor's projection of `bars`), one per symbol, timeframe and open time.
+    async def append_bar(self, bar: ClosedBar, maxlen: int = 100_000) -> bool:
+        """Appends `bar` to its timeframe's log unless a bar of that symbol at or after its open time is
+        there (another strategy on the timeframe published it, or a redelivery): then False, no change."""
+
+    async def bars(self, timeframe: str, query: Query) -> Page:
+        """A timeframe's bars as the other logs page (`strategy_id` is the publisher; `since` on the open)."""
+
     async def equity_curve(self, strategy_id: str, limit: int = 1000) -> list[tuple[datetime, float]]: ...
 
     # Strategies: registration and the halt flag.

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradebot.adapters.bus import TopicSpec
-from tradebot.core.models import AwareDatetime, Fill, Identifier, OrderRequest, Position, Symbol
+from tradebot.core.bars import Bar
+from tradebot.core.models import AwareDatetime, ClosedBar, Fill, Identifier, OrderRequest, Position, Symbol
 
 TICKS = "ticks"
 TICKS_DLQ = "ticks.dlq"
@@ -29,6 +31,8 @@ CONTROL = "strategy-control"
 # Force-exit and close-all commands, keyed by strategy id, read by the strategy itself (it owns its
 # positions, so it sends the exit order and knows at once that the position is closed).
 COMMANDS = "strategy-commands"
+# Closed bars, keyed by symbol: the dashboard's candles and a restarting strategy's warm-up history.
+BARS = "bars"
 # The executor's book: the position after each fill, keyed "strategy|symbol", compacted (its rebuild).
 POSITIONS = "positions"
 
@@ -44,6 +48,9 @@ def pipeline_topics(partitions: int = 6) -> list[TopicSpec]:
         # partition keeps a single order of fills, and nothing expires.
         TopicSpec(FILLS, partitions=1, retention_ms=-1),
         TopicSpec(SIGNALS, partitions=partitions, retention_ms=7 * DAY_MS),
+        # 30 days: a warm-up of 10,000 (MAX_WINDOW) bars of 1m is 7 days; of 1h or 1d they are on the
+        # dataset named in the strategy's settings instead.
+        TopicSpec(BARS, partitions=partitions, retention_ms=30 * DAY_MS),
         # Compacted: the latest command per strategy is its state, kept forever however old.
         TopicSpec(CONTROL, partitions=1, compacted=True),
         # Not compacted: each command is an event; one partition keeps them in the order given.
@@ -77,6 +84,21 @@ class FillRecord(BaseModel):
     order: OrderRequest
     fill: Fill
     position: Position
+
+
+def closed_bar(symbol: str, timeframe: str, bar: Bar, source: str) -> ClosedBar:
+    """A value on `bars` (key: the symbol)."""
+    return ClosedBar(
+        symbol=symbol,
+        timeframe=timeframe,
+        ts=datetime.fromtimestamp(0, UTC) + timedelta(microseconds=bar.start_ns // 1000),
+        open=bar.open,
+        high=bar.high,
+        low=bar.low,
+        close=bar.close,
+        volume=bar.volume,
+        source=source,
+    )
 
 
 class HaltCommand(BaseModel):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from tradebot.adapters.bus import (
@@ -74,6 +74,7 @@ class TransactionalLoop:
         batch_max: int,
         poll_timeout_s: float,
         lag: ConsumerLagGauge | None = None,
+        idle_due: Callable[[], bool] | None = None,
     ) -> None:
         self.bus = bus
         self.processor = processor
@@ -82,6 +83,8 @@ class TransactionalLoop:
         self.batch_max = batch_max
         self.poll_timeout_s = poll_timeout_s
         self.lag = lag
+        # Asked after an empty poll: True runs an empty batch (the strategy's bars due on the clock).
+        self.idle_due = idle_due
         self.ready = False  # fenced, rebuilt and consuming
 
     async def run(self, shutdown: ShutdownEvent) -> None:
@@ -92,7 +95,7 @@ class TransactionalLoop:
                 records = await asyncio.to_thread(consumer.poll, self.poll_timeout_s, self.batch_max)
                 if self.lag is not None:
                     self.lag.update(self.group, consumer)
-                if not records:
+                if not records and (self.idle_due is None or not self.idle_due()):
                     continue
                 try:
                     await asyncio.to_thread(self._transaction, records, producer, consumer)

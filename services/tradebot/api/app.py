@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -60,9 +60,10 @@ from tradebot.core.cockpit import (
     with_drawdown,
 )
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
-from tradebot.core.models import Fill, FillStatus, OrderRequest, Position, Signal, order_id
+from tradebot.core.models import ClosedBar, Fill, FillStatus, OrderRequest, Position, Signal, order_id
 from tradebot.core.params import StrategyParams
 from tradebot.core.views import (
+    BarPage,
     EquityCurve,
     EquityPoint,
     ExitOrder,
@@ -265,6 +266,27 @@ async def fills(store: StoreDep, params: QueryDep) -> FillPage:
 async def signals(store: StoreDep, params: QueryDep) -> SignalPage:
     items, cursor = await _records(store.signals, params.to_store(), Signal)
     return SignalPage(items=items, next_cursor=cursor)
+
+
+# The bar timeframes of `tradebot.core.bars.TIMEFRAMES` (tests/services/test_api.py holds them equal).
+BarTimeframe = Literal[
+    "1s", "5s", "15s", "30s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"
+]
+
+
+@router.get("/bars", tags=["trading"], summary="Closed bars of a timeframe (candles)")
+async def bars(
+    store: StoreDep,
+    params: QueryDep,
+    timeframe: Annotated[
+        BarTimeframe, Query(description="The bars' timeframe, as the strategies' `timeframe`.")
+    ],
+) -> BarPage:
+    """Bars the strategies built from ticks and closed, newest first by default (`order=asc` for a chart);
+    `since` and `until` on the bars' open time; `strategy` the publisher."""
+    query = params.to_store()
+    items, cursor = await _records(lambda q: store.bars(timeframe, q), query, ClosedBar)
+    return BarPage(items=items, next_cursor=cursor)
 
 
 async def _marked_positions(store: Store, strategy: str | None, symbol: str | None) -> list[Position]:

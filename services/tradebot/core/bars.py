@@ -12,8 +12,8 @@ and tests/core/test_bars.py proves they make the same bars, and the same as pand
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Final, Literal, TypeVar, get_args
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Literal, TypeVar, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -115,12 +115,18 @@ class Bar:
 @dataclass
 class BarBuilder:
     """The bar being built from ticks fed one by one. `on_tick` answers the bar it closed (the first tick
-    of a later bucket closes the current one) or None; `flush` closes the current bar at the end of the
-    data. A tick older than the current bar's bucket is late: counted in `late`, never merged."""
+    of a later bucket closes the current one) or None; `close_due` closes it on the clock (a live source
+    whose next tick may be far off); `flush` closes it at the end of the data. A tick older than the
+    current bar's bucket, or than the end of a bar already closed, is late: counted in `late`, never
+    merged (a closed bar has been traded on and published)."""
 
     length_ns: int
     current: Bar | None = None
     late: int = 0
+    # Ticks before this are late: the current bar's open, or the end of the last bar closed on the clock.
+    floor_ns: int | None = None
+    # Ticks before this are in the history the strategy warmed up on: skipped, neither built nor late.
+    history_end_ns: int | None = None
     _end_ns: int = field(default=0, repr=False)
 
     @classmethod
@@ -134,6 +140,8 @@ class BarBuilder:
         self, ts_ns: int, open_: float, high: float, low: float, close: float, volume: float
     ) -> Bar | None:
         """A finer bar (by its open time), or a tick as a bar of one price."""
+        if self.history_end_ns is not None and ts_ns < self.history_end_ns:
+            return None
         bar = self.current
         if bar is not None and bar.start_ns <= ts_ns < self._end_ns:
             if high > bar.high:
@@ -143,14 +151,45 @@ class BarBuilder:
             bar.close = close
             bar.volume += volume
             return None
-        if bar is not None and ts_ns < bar.start_ns:
+        if self.floor_ns is not None and ts_ns < self.floor_ns:
             self.late += 1
             return None
         start = bucket_start(ts_ns, self.length_ns)
         self.current = Bar(start, open_, high, low, close, volume)
         self._end_ns = start + self.length_ns
+        self.floor_ns = start
         return bar
+
+    def close_due(self, now_ns: int, lateness_ns: int) -> Bar | None:
+        """Closes the current bar if its bucket ended at least `lateness_ns` before `now_ns` (the clock):
+        a tick of that bucket arriving later is late."""
+        bar = self.current
+        if bar is None or now_ns < self._end_ns + lateness_ns:
+            return None
+        self.current = None
+        self.floor_ns = self._end_ns
+        return bar
+
+    def due(self, now_ns: int) -> bool:
+        """Whether `close_due(now_ns, 0)` would close the current bar."""
+        return self.current is not None and now_ns >= self._end_ns
 
     def flush(self) -> Bar | None:
         bar, self.current = self.current, None
         return bar
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "current": None if self.current is None else asdict(self.current),
+            "late": self.late,
+            "floor_ns": self.floor_ns,
+            "history_end_ns": self.history_end_ns,
+        }
+
+    @classmethod
+    def restore(cls, length_ns: int, state: dict[str, Any]) -> BarBuilder:
+        current = None if state["current"] is None else Bar(**state["current"])
+        builder = cls(length_ns, current, int(state["late"]), state["floor_ns"], state["history_end_ns"])
+        if current is not None:
+            builder._end_ns = current.start_ns + length_ns
+        return builder

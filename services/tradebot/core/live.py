@@ -13,9 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
-from tradebot.core.bars import TICK
 from tradebot.core.models import OrderReason, OrderRequest, Side, position_refusal
-from tradebot.core.params import StrategyParams
 from tradebot.core.strategy import CrossoverStrategy
 
 # Orders in flight tracked per strategy. A live executor answers within a few hundred ms, so a
@@ -23,17 +21,6 @@ from tradebot.core.strategy import CrossoverStrategy
 # transaction) must stay small. Past this the oldest is no longer tracked: its answer is applied
 # as it comes, without re-checking the orders behind it.
 MAX_TRACKED_IN_FLIGHT = 100
-
-
-def check_live_params(params: StrategyParams) -> StrategyParams:
-    """`params` if the live strategy can trade them, else a ValueError naming the parameter: it builds no
-    bars from ticks yet, so a bar timeframe would silently trade on ticks."""
-    if params.timeframe != TICK:
-        raise ValueError(
-            f"timeframe {params.timeframe!r}: the live strategy trades on ticks only for now; set timeframe"
-            f" to tick (bar timeframes run in `tradebot backtest --timeframe {params.timeframe}`)"
-        )
-    return params
 
 
 @dataclass
@@ -62,10 +49,6 @@ class InFlight:
 @dataclass
 class LiveStrategy(CrossoverStrategy):
     in_flight: dict[str, list[InFlight]] = field(default_factory=dict)  # per symbol, in the order sent
-
-    def __post_init__(self) -> None:
-        check_live_params(self.params)
-        super().__post_init__()
 
     def orders_in_flight(self, symbol: str) -> list[InFlight]:
         self.state(symbol)

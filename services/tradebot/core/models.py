@@ -99,6 +99,14 @@ class Bar(Message):
         return self
 
 
+class ClosedBar(Bar):
+    """A bar a strategy built from ticks and closed (on `bars`, in the store, from `GET /bars`): `ts` is its
+    open time; `source` the strategy that published it (several on one timeframe publish the same bar)."""
+
+    timeframe: str = Field(min_length=2, max_length=4)
+    source: Identifier
+
+
 class Signal(Message):
     """A moving-average cross observed by a strategy (emitted whether or not it trades)."""
 

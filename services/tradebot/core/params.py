@@ -131,7 +131,7 @@ class StrategyParams(_Model):
         default=TICK,
         description=(
             "Bars the strategy trades on: tick (every trade is a bar) or 1s to 1d bars, labelled by their"
-            " open time and aligned to the UTC epoch. The live strategy takes tick only for now."
+            " open time and aligned to the UTC epoch."
         ),
     )
     exit_rule: ExitRule = Field(

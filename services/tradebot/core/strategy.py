@@ -19,15 +19,23 @@ the `book`. Per price event (a tick, or a bar's close), in this order:
 For bar data filled at the next open the backtester also calls `on_intrabar(open, high, low)` before
 the close: stops then see the bar's range, fill at the stop level, or at the open when it gapped
 through.
+
+On a bar timeframe fed ticks (the live strategy, and the backtest given tick data), `on_tick` builds the
+bars itself: a bar's close is a price event as above (moving averages, crosses, entries at the close),
+and every tick is checked against the stops in between, in the true order of the prices (a tick is a
+range of one price, so a stop fills at the tick that reached it, as on the `tick` timeframe). Signals
+on bars, stops on ticks: no exit rule is needed, the order is known.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
+from tradebot.core.bars import TICK, Bar, BarBuilder, timeframe_ns
 from tradebot.core.book import Book, Holding, cash_after_exit
 from tradebot.core.costs import Costs
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
@@ -57,6 +65,7 @@ class SymbolState:
     crossover: Crossover
     bar_index: int = -1
     cooldown_until: int = -1  # entries are blocked up to this bar index
+    bars: BarBuilder | None = None  # the bar being built from ticks (bar timeframes fed ticks)
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,35 @@ class Step:
     signal: Signal | None
     short_ma: float
     long_ma: float
+
+
+@dataclass(frozen=True)
+class TickStep:
+    """What one tick produced on any timeframe: its orders (each already passed to the caller's
+    `execute`), the cross it made, the bar it closed (bar timeframes) and whether it came late."""
+
+    orders: list[OrderRequest]
+    signal: Signal | None
+    bar: Bar | None = None
+    late: bool = False
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def epoch_ns(ts: datetime) -> int:
+    """An aware datetime as integer epoch nanoseconds, exactly (no float rounding)."""
+    return (ts - _EPOCH) // _MICROSECOND * 1000
+
+
+def from_epoch_ns(ts_ns: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=ts_ns // 1000)
+
+
+def bar_cause(timeframe: str, start_ns: int) -> str:
+    """A bar's close as an order's cause: the same bar always gives the same order ids."""
+    return f"bar:{timeframe}:{start_ns}"
 
 
 @dataclass
@@ -99,6 +137,8 @@ class CrossoverStrategy:
         found = self.symbols.get(symbol)
         if found is None:
             found = self.symbols[symbol] = SymbolState(Crossover.of(self.params))
+            if self.params.timeframe != TICK:
+                found.bars = BarBuilder.of(self.params.timeframe)
             self.book.holding(symbol)
         return found
 
@@ -141,6 +181,8 @@ class CrossoverStrategy:
             "prev_long": st.crossover.prev_long,
             "bar_index": st.bar_index,
             "cooldown_until": st.cooldown_until,
+            # Bar timeframes only (a tick strategy's snapshot keeps the format services already wrote).
+            **({} if st.bars is None else {"bars": st.bars.snapshot()}),
         }
 
     @classmethod
@@ -167,6 +209,12 @@ class CrossoverStrategy:
                 bar_index=int(state["bar_index"]),
                 cooldown_until=int(state["cooldown_until"]),
             )
+            if strategy.params.timeframe != TICK:
+                length = timeframe_ns(strategy.params.timeframe)
+                bars = state.get("bars")  # absent from snapshots of tick strategies
+                strategy.symbols[name].bars = (
+                    BarBuilder(length) if bars is None else BarBuilder.restore(length, bars)
+                )
             strategy.book.holdings[name] = Holding(
                 qty=float(state["qty"]),
                 entry_price=float(state["entry_price"]),
@@ -222,6 +270,98 @@ class CrossoverStrategy:
                 if entry is not None:
                     orders.append(entry)
         return Step(orders=orders, signal=signal, short_ma=short_ma, long_ma=long_ma)
+
+    def on_tick(
+        self,
+        symbol: str,
+        price: float,
+        size: float,
+        ts: datetime,
+        cause: str,
+        execute: Callable[[OrderRequest], None],
+    ) -> TickStep:
+        """A trade on any timeframe. Each order is passed to `execute` as soon as it is decided, which
+        must fill it (`on_fill`, or the live strategy's assumed fill) before the next decision: the
+        stops of a tick that also closed a bar see the position the bar's close entered."""
+        if self.params.timeframe == TICK:
+            step = self.on_price(symbol, price, ts, cause)
+            for order in step.orders:
+                execute(order)
+            return TickStep(step.orders, step.signal)
+        builder = self.state(symbol).bars
+        assert builder is not None  # made with the state on a bar timeframe
+        late = builder.late
+        closed = builder.on_tick(epoch_ns(ts), price, size)
+        if builder.late > late:
+            return TickStep([], None, late=True)
+        orders: list[OrderRequest] = []
+        signal: Signal | None = None
+        if closed is not None:
+            step = self.on_bar_close(symbol, closed)
+            for order in step.orders:
+                execute(order)
+            orders, signal = step.orders, step.signal
+        for order in self.on_tick_stops(symbol, price, ts, cause):
+            execute(order)
+            orders.append(order)
+        return TickStep(orders, signal, closed)
+
+    def on_bar_close(self, symbol: str, bar: Bar) -> Step:
+        """A bar built from ticks closed (by a later tick, the clock or the end of the data): moving
+        averages, crosses and entries at its close; its ticks have already seen the stops."""
+        cause = bar_cause(self.params.timeframe, bar.start_ns)
+        return self.on_price(symbol, bar.close, from_epoch_ns(bar.start_ns), cause, check_stops=False)
+
+    def warm_up(self, symbol: str, closes: list[float], history_end_ns: int) -> None:
+        """Bars closed before this instance started (the `bars` topic, or a dataset), oldest first: their
+        closes fill the moving averages, trading nothing, so the first new bar can cross. Ticks before
+        `history_end_ns` (the end of the last of them) are in that history: they are skipped."""
+        st = self.state(symbol)
+        for close in closes:
+            st.crossover.update(close)
+        st.bar_index += len(closes)
+        if st.bars is not None:
+            st.bars.history_end_ns = history_end_ns
+
+    def bars_short(self, symbol: str) -> int:
+        """How many more bar closes the long moving average needs before it has a value."""
+        found = self.symbols.get(symbol)  # read only: readiness asks from another thread
+        if found is None:
+            return self.params.long_window
+        long_ma = found.crossover.long_ma
+        return max(0, long_ma.window - long_ma.count)
+
+    def on_tick_stops(self, symbol: str, price: float, ts: datetime, cause: str) -> list[OrderRequest]:
+        """Stops against one tick inside the bar being built (filled at the tick's price); it marks the
+        position and moves the trailing reference. A stop-out's cooldown counts from that bar."""
+        st = self.state(symbol)
+        held = self.book.holding(symbol)
+        self._roll_day(ts)
+        held.last_price = price
+        orders: list[OrderRequest] = []
+        if held.qty != 0.0:
+            stop = self._stop(symbol, st, held, price, price, price, ts, cause, st.bar_index + 1)
+            if stop is not None:
+                orders.append(stop)
+        held.best_price = trail(held.qty, held.best_price, price, price)
+        return orders
+
+    def close_due_bars(
+        self, now: datetime, lateness_ns: int, execute: Callable[[OrderRequest], None]
+    ) -> list[tuple[str, Bar, Step]]:
+        """Closes on the clock every symbol's bar whose bucket ended `lateness_ns` before `now`
+        (a live source that went quiet); each close trades as `on_bar_close`."""
+        now_ns = epoch_ns(now)
+        closed: list[tuple[str, Bar, Step]] = []
+        for name in sorted(self.symbols):
+            builder = self.symbols[name].bars
+            bar = None if builder is None else builder.close_due(now_ns, lateness_ns)
+            if bar is not None:
+                step = self.on_bar_close(name, bar)
+                for order in step.orders:
+                    execute(order)
+                closed.append((name, bar, step))
+        return closed
 
     def on_intrabar(
         self, symbol: str, open_: float, high: float, low: float, ts: datetime, cause: str

@@ -13,7 +13,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradebot.core.costs import Costs
-from tradebot.core.models import AwareDatetime, Fill, FiniteFloat, OrderRequest, Position, Signal
+from tradebot.core.models import AwareDatetime, ClosedBar, Fill, FiniteFloat, OrderRequest, Position, Signal
 from tradebot.core.params import StrategyParams
 
 Item = TypeVar("Item", bound=BaseModel)
@@ -43,6 +43,10 @@ class FillPage(Page[Fill]):
 
 class SignalPage(Page[Signal]):
     """Moving-average crosses as the strategies saw them."""
+
+
+class BarPage(Page[ClosedBar]):
+    """Closed bars of one timeframe, one per symbol and open time."""
 
 
 class PositionList(Items[Position]):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -29,6 +30,7 @@ from pydantic import ValidationError
 from tradebot.adapters.bus import Bus, BusError, Consumer, Producer, Record
 from tradebot.adapters.store import Store, StoreError, ViewLostError
 from tradebot.adapters.topics import (
+    BARS,
     CONTROL,
     FILLS,
     ORDERS,
@@ -41,7 +43,7 @@ from tradebot.adapters.topics import (
 from tradebot.adapters.transactional import TransactionalLoop
 from tradebot.core.cockpit import fill_event
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
-from tradebot.core.models import Fill, FillStatus, OrderRequest, Position, RejectCode, Signal
+from tradebot.core.models import ClosedBar, Fill, FillStatus, OrderRequest, Position, RejectCode, Signal
 from tradebot.executor.broker import PaperBroker
 from tradebot.kit.lifecycle import ShutdownEvent
 from tradebot.kit.metrics import ConsumerLagGauge, PerRegistry
@@ -234,6 +236,7 @@ class ExecutorRunner:
         # Signals resume where the last instance committed (a stable group), so a restart neither drops
         # nor, short of a crash between the write and the commit, repeats them.
         signals = self.bus.consumer(f"{self.group_id}-signals", [SIGNALS], read_committed=True)
+        bars = self.bus.consumer(f"{self.group_id}-bars", [BARS], read_committed=True)
         try:
             # One task group: a bug in the projection or the watcher stops the executor (and the loop)
             # instead of leaving it filling orders with a dead view behind it.
@@ -243,12 +246,15 @@ class ExecutorRunner:
                 signal_task = tasks.create_task(
                     self._project_signals(signals, shutdown), name="executor-signals"
                 )
+                bar_task = tasks.create_task(self._project_bars(bars, shutdown), name="executor-bars")
                 await self.loop.run(shutdown)
                 watcher.cancel()
                 signal_task.cancel()
+                bar_task.cancel()
         finally:
             await asyncio.to_thread(tail.close)
             await asyncio.to_thread(signals.close)
+            await asyncio.to_thread(bars.close)
 
     # -- the transactional loop's batch processor: orders -> fills ----------------------------------
     def rebuild(self) -> None:
@@ -457,13 +463,36 @@ class ExecutorRunner:
                     self._applied_offset = -2  # force a catch-up from the topic
 
     async def _project_signals(self, consumer: Consumer, shutdown: ShutdownEvent) -> None:
-        """Appends each committed signal to the store's bounded signal log, then commits the group's
-        offsets; a batch the store refused is not committed and is read again after a restart."""
+        """Appends each committed signal to the store's bounded signal log."""
+
+        async def append(value: bytes) -> None:
+            await self.store.append_signal(Signal.model_validate_json(value), maxlen=self.signals_maxlen)
+
+        await self._project_log(consumer, SIGNALS, append, shutdown)
+
+    async def _project_bars(self, consumer: Consumer, shutdown: ShutdownEvent) -> None:
+        """Appends each committed bar to its timeframe's log, once per open time (several strategies on
+        one timeframe publish the same bars)."""
+
+        async def append(value: bytes) -> None:
+            await self.store.append_bar(ClosedBar.model_validate_json(value), maxlen=self.signals_maxlen)
+
+        await self._project_log(consumer, BARS, append, shutdown)
+
+    async def _project_log(
+        self,
+        consumer: Consumer,
+        topic: str,
+        append: Callable[[bytes], Awaitable[None]],
+        shutdown: ShutdownEvent,
+    ) -> None:
+        """Appends each committed record of `topic` to the store, then commits the group's offsets; a batch
+        the store refused is not committed and is read again after a restart."""
         while not shutdown.is_set():
             try:
                 records = await asyncio.to_thread(consumer.poll, 0.1, 1000)
             except BusError as exc:
-                logger.warning("reading signals failed", extra={"error": str(exc), "code": exc.name})
+                logger.warning(f"reading {topic} failed", extra={"error": str(exc), "code": exc.name})
                 await shutdown.sleep(1.0)
                 continue
             if not records:
@@ -471,16 +500,14 @@ class ExecutorRunner:
             try:
                 for record in records:
                     try:
-                        signal = Signal.model_validate_json(record.value)
+                        await append(record.value)
                     except ValidationError:
-                        logger.error("unreadable record on signals", extra={"offset": record.offset})
-                        continue
-                    await self.store.append_signal(signal, maxlen=self.signals_maxlen)
+                        logger.error(f"unreadable record on {topic}", extra={"offset": record.offset})
                 await asyncio.to_thread(consumer.commit)
-            except StoreError as exc:  # Redis away: these signals miss the log (the topic keeps them)
+            except StoreError as exc:  # Redis away: these records miss the log (the topic keeps them)
                 logger.warning("store update failed", extra={"error": str(exc)})
             except BusError as exc:  # not committed now: the next commit covers these offsets
-                logger.warning("committing signals failed", extra={"error": str(exc), "code": exc.name})
+                logger.warning(f"committing {topic} failed", extra={"error": str(exc), "code": exc.name})
 
     async def _watch_store(self, shutdown: ShutdownEvent) -> None:
         """Refreshes last prices, projects the halts to the store and rebuilds it when it lost what it held."""

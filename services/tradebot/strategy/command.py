@@ -9,10 +9,14 @@ from pydantic import Field, field_validator
 from tradebot.adapters.connect import PipelineSettings, Wiring, run_pipeline_service
 from tradebot.adapters.topics import pipeline_topics
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
-from tradebot.core.live import check_live_params
+from tradebot.core.errors import TradebotError
 from tradebot.core.models import Identifier
 from tradebot.core.params import StrategyParams
 from tradebot.kit.settings import comma_list
+
+
+class HistoryTooShortError(TradebotError):
+    """A bar strategy's moving averages still lack bars: it cannot trade the next bar's cross yet."""
 
 
 class StrategySettings(PipelineSettings):
@@ -29,12 +33,35 @@ class StrategySettings(PipelineSettings):
     )
     strategy_initial_cash: float = Field(default=DEFAULT_INITIAL_CASH, gt=0)
     strategy_batch_max: int = Field(default=5000, ge=1, le=100_000)
+    strategy_bar_lateness_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description=(
+            "Bar timeframes: also close a bar on the clock this many seconds after its bucket ended (a live"
+            " source that goes quiet); unset, bars close when a later tick arrives (event time, replays)."
+        ),
+    )
 
-    @field_validator("strategy_params")
+    strategy_history: str = Field(
+        default="",
+        description=(
+            "Bar timeframes: warm-up datasets per symbol, SYMBOL=PATH,... (CSV or Parquet as `tradebot"
+            " backtest` reads); unset, a strategy starting afresh warms up from the `bars` topic."
+        ),
+    )
+
+    @field_validator("strategy_history")
     @classmethod
-    def _live_params(cls, params: StrategyParams) -> StrategyParams:
-        # Refused at start-up (naming the variable), never traded on ticks in silence.
-        return check_live_params(params)
+    def _symbol_equals_path(cls, value: str) -> str:
+        for item in comma_list(value):
+            symbol, sep, path = item.partition("=")
+            if not (symbol and sep and path):
+                raise ValueError(f"{item!r} is not SYMBOL=PATH")
+        return value
+
+    def history_files(self) -> dict[str, str]:
+        return dict(item.partition("=")[::2] for item in comma_list(self.strategy_history))
 
     def symbol_list(self) -> list[str]:
         return comma_list(self.strategy_symbols)
@@ -62,12 +89,22 @@ async def run_strategy(settings: StrategySettings, wiring: Wiring) -> None:
         store=wiring.store,
         metrics=StrategyMetrics.of(wiring.registry),
         batch_max=settings.strategy_batch_max,
+        bar_lateness_s=settings.strategy_bar_lateness_s,
+        history_files=settings.history_files(),
     )
 
     async def running() -> bool:
         return runner.ready
 
+    async def warmed_up() -> bool:
+        short = runner.history_short()
+        if short:  # readiness names it: "history too short: GOOG: 12 of 200 1m bars"
+            raise HistoryTooShortError("history too short: " + "; ".join(short))
+        return True
+
     wiring.readiness.add_check(f"strategy-{settings.strategy_id}", running)
+    if settings.strategy_params.timeframe != "tick":
+        wiring.readiness.add_check(f"strategy-{settings.strategy_id}-history", warmed_up)
     await runner.run(wiring.shutdown)
 
 

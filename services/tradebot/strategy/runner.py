@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 from tradebot.adapters.bus import Bus, BusError, Producer, Record
 from tradebot.adapters.store import Store
 from tradebot.adapters.topics import (
+    BARS,
     COMMANDS,
     FILLS,
     ORDERS,
@@ -35,14 +37,17 @@ from tradebot.adapters.topics import (
     TICKS,
     ExitCommand,
     FillRecord,
+    closed_bar,
     strategy_state_topic,
     strategy_topics,
 )
 from tradebot.adapters.transactional import TransactionalLoop
+from tradebot.core.bars import TICK, Bar, timeframe_ns
 from tradebot.core.costs import Costs
 from tradebot.core.live import LiveStrategy
-from tradebot.core.models import FillStatus, Tick
+from tradebot.core.models import ClosedBar, FillStatus, OrderRequest, Signal, Tick
 from tradebot.core.params import StrategyParams
+from tradebot.core.strategy import epoch_ns
 from tradebot.kit.lifecycle import ShutdownEvent
 from tradebot.kit.metrics import ConsumerLagGauge, PerRegistry
 
@@ -104,12 +109,23 @@ class StrategyMetrics(PerRegistry):
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
+        self.bars = Counter(
+            "tradebot_strategy_bars", "Bars closed (and published to bars).", ["strategy"], registry=r
+        )
+        self.late_ticks = Counter(
+            "tradebot_strategy_late_ticks",
+            "Ticks that came after their bar had closed: counted and logged, never merged.",
+            ["strategy"],
+            registry=r,
+        )
         self.lag = ConsumerLagGauge.of(r)
 
     def start(self, strategy_id: str, symbols: list[str], position_of: Callable[[str], float]) -> None:
         """Series known up front start at 0, so rates and alerts see a 0 rather than nothing. Positions
         are read when scraped: the hot loop does not set one gauge per symbol per batch."""
         self.ticks.labels(strategy=strategy_id)
+        self.bars.labels(strategy=strategy_id)
+        self.late_ticks.labels(strategy=strategy_id)
         for result in ("committed", "aborted"):
             self.transactions.labels(strategy=strategy_id, result=result)
         for symbol in symbols:
@@ -135,6 +151,8 @@ class StrategyRunner:
         metrics: StrategyMetrics,
         batch_max: int = 5000,
         poll_timeout_s: float = 0.05,
+        bar_lateness_s: float | None = None,
+        history_files: dict[str, str] | None = None,
     ) -> None:
         self.strategy_id = strategy_id
         self.symbols = set(symbols)
@@ -146,6 +164,12 @@ class StrategyRunner:
         self.metrics = metrics
         self.state_topic = strategy_state_topic(strategy_id)
         self._state_topic_ready = False
+        # None: bars close on event time only (replays); a number: also on the clock, that long after
+        # their bucket ended (a live source).
+        self.bar_lateness_s = bar_lateness_s
+        # Warm-up datasets per symbol (CSV or Parquet, any data `tradebot backtest` reads); else `bars`.
+        self.history_files = history_files or {}
+        self.warm_up_seconds = 0.0
         self.strategy = self._fresh()
         self.generation = uuid.uuid4().hex  # of the strategy's state records (see _produce_state)
         self._dirty_all = True
@@ -157,6 +181,7 @@ class StrategyRunner:
             batch_max=batch_max,
             poll_timeout_s=poll_timeout_s,
             lag=metrics.lag,
+            idle_due=self.clock_due,
         )
         self._untracked_warned_at = -math.inf
         self._batch_started = 0.0
@@ -228,6 +253,68 @@ class StrategyRunner:
                     "stored state has other parameters; starting afresh", extra={"strategy": self.strategy_id}
                 )
         logger.info("strategy state rebuilt", extra={"strategy": self.strategy_id, "restored": restored})
+        if not restored and self.params.timeframe != TICK:
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """A bar strategy starting afresh: the last `long_window` bars of its timeframe per symbol, from the
+        datasets named in its settings or else from the `bars` topic, fill its moving averages so it
+        trades on the first new bar. Too short a history is logged and said in readiness (`history_short`)."""
+        started = time.perf_counter()
+        wanted = self.params.long_window
+        history = self._history_from_files() if self.history_files else self._history_from_topic()
+        for symbol in sorted(self.symbols):
+            bars = history.get(symbol, [])[-wanted:]
+            if bars:
+                end = bars[-1][0] + timeframe_ns(self.params.timeframe)
+                self.strategy.warm_up(symbol, [close for _, close in bars], end)
+            else:
+                self.strategy.state(symbol)
+        self.warm_up_seconds = time.perf_counter() - started
+        short = self.history_short()
+        extra = {"strategy": self.strategy_id, "seconds": round(self.warm_up_seconds, 3), "bars": wanted}
+        if short:
+            logger.warning("history too short to trade on the first bar", extra={**extra, "short": short})
+        else:
+            logger.info("warmed up from history", extra=extra)
+
+    def history_short(self) -> list[str]:
+        """Per symbol whose long moving average still lacks bars: how many it has of how many it needs."""
+        wanted = self.params.long_window
+        return [
+            f"{symbol}: {wanted - missing} of {wanted} {self.params.timeframe} bars"
+            for symbol in sorted(self.symbols)
+            if (missing := self.strategy.bars_short(symbol)) > 0
+        ]
+
+    def _history_from_topic(self) -> dict[str, list[tuple[int, float]]]:
+        """(open time ns, close) per symbol from `bars`, one per open time, oldest first; kept to the last
+        `long_window` as the topic is scanned, so memory does not grow with its length."""
+        keep = self.params.long_window
+        closes: dict[str, dict[int, float]] = {}
+        for batch in self.bus.scan(BARS, read_committed=True, timeout=60.0):
+            for record in batch:
+                try:
+                    bar = ClosedBar.model_validate_json(record.value)
+                except ValidationError:
+                    continue
+                if bar.timeframe != self.params.timeframe or bar.symbol not in self.symbols:
+                    continue
+                seen = closes.setdefault(bar.symbol, {})
+                seen.setdefault(epoch_ns(bar.ts), bar.close)
+                if len(seen) > 2 * keep:
+                    for ts in sorted(seen)[: len(seen) - keep]:
+                        del seen[ts]
+        return {symbol: sorted(seen.items()) for symbol, seen in closes.items()}
+
+    def _history_from_files(self) -> dict[str, list[tuple[int, float]]]:
+        from tradebot.backtest.data import at_timeframe, load_market_data
+
+        history: dict[str, list[tuple[int, float]]] = {}
+        for symbol, path in self.history_files.items():
+            bars = at_timeframe(load_market_data(path), self.params.timeframe, path)
+            history[symbol] = list(zip(bars.ts.tolist(), bars.close.tolist(), strict=True))
+        return history
 
     def process_batch(self, records: list[Record], producer: Producer) -> None:
         """Everything `records` cause, and the state snapshot after them."""
@@ -237,6 +324,21 @@ class StrategyRunner:
         ticks = 0
         untracked = strategy.counters.untracked_orders
         changed: set[str] = set()
+
+        def execute(order: OrderRequest) -> None:
+            producer.produce(ORDERS, order.model_dump_json().encode(), key=order.symbol.encode())
+            # Assume the paper broker's fill; a refusal comes back on `fills`.
+            strategy.assume_filled(order)
+            self.metrics.orders.labels(strategy=sid, side=order.side.value, reason=order.reason.value).inc()
+
+        if self.bar_lateness_s is not None:
+            # A live source gone quiet: its bars close on the clock (a later tick of theirs is late).
+            lateness_ns = int(self.bar_lateness_s * 1e9)
+            for symbol, bar, closed in strategy.close_due_bars(datetime.now(UTC), lateness_ns, execute):
+                changed.add(symbol)
+                self._produce_bar(producer, symbol, bar)
+                if closed.signal is not None:
+                    self._produce_signal(producer, closed.signal)
         for record in records:
             if record.topic == TICKS:
                 try:
@@ -247,19 +349,15 @@ class StrategyRunner:
                     continue
                 ticks += 1
                 changed.add(tick.symbol)
-                step = strategy.on_price(tick.symbol, tick.price, tick.ts, tick_cause(tick))
-                for order in step.orders:
-                    producer.produce(ORDERS, order.model_dump_json().encode(), key=order.symbol.encode())
-                    # Assume the paper broker's fill; a refusal comes back on `fills`.
-                    strategy.assume_filled(order)
-                    self.metrics.orders.labels(
-                        strategy=sid, side=order.side.value, reason=order.reason.value
-                    ).inc()
+                step = strategy.on_tick(
+                    tick.symbol, tick.price, tick.size, tick.ts, tick_cause(tick), execute
+                )
+                if step.late:
+                    self._late_tick(tick)
+                if step.bar is not None:
+                    self._produce_bar(producer, tick.symbol, step.bar)
                 if step.signal is not None:
-                    producer.produce(
-                        SIGNALS, step.signal.model_dump_json().encode(), key=tick.symbol.encode()
-                    )
-                    self.metrics.signals.labels(strategy=sid, direction=step.signal.direction).inc()
+                    self._produce_signal(producer, step.signal)
             elif record.topic == FILLS:
                 try:
                     fill_record = FillRecord.model_validate_json(record.value)
@@ -335,6 +433,33 @@ class StrategyRunner:
             },
         )
         return touched
+
+    def _produce_bar(self, producer: Producer, symbol: str, bar: Bar) -> None:
+        record = closed_bar(symbol, self.params.timeframe, bar, self.strategy_id)
+        producer.produce(BARS, record.model_dump_json().encode(), key=symbol.encode())
+        self.metrics.bars.labels(strategy=self.strategy_id).inc()
+
+    def _produce_signal(self, producer: Producer, signal: Signal) -> None:
+        producer.produce(SIGNALS, signal.model_dump_json().encode(), key=signal.symbol.encode())
+        self.metrics.signals.labels(strategy=self.strategy_id, direction=signal.direction).inc()
+
+    def _late_tick(self, tick: Tick) -> None:
+        """A tick of a bar already closed (and traded on): counted and logged, never merged."""
+        self.metrics.late_ticks.labels(strategy=self.strategy_id).inc()
+        logger.warning(
+            "late tick: its bar already closed; not merged",
+            extra={"strategy": self.strategy_id, "symbol": tick.symbol, "ts": tick.ts.isoformat()},
+        )
+
+    def clock_due(self) -> bool:
+        """Whether a bar is due to close on the clock while no record comes (the loop then runs an empty
+        batch): only with a clock lateness set, for a live source."""
+        if self.bar_lateness_s is None:
+            return False
+        now_ns = epoch_ns(datetime.now(UTC)) - int(self.bar_lateness_s * 1e9)
+        return any(
+            state.bars is not None and state.bars.due(now_ns) for state in self.strategy.symbols.values()
+        )
 
     def _produce_state(self, producer: Producer, changed: set[str]) -> None:
         """The snapshot as records of the strategy's state topic: the head (cash, day, parameters) keyed by the
