@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from tests.e2e.harness import Pipeline, backtest_trades, read_keyed, read_topic
+from tests.plugins.servers import KafkaBroker
 from tradebot.core.bars import aggregate, timeframe_ns
 
 # Two parameter sets with stops: a stop-loss with a take-profit, and a trailing stop that also goes short.
@@ -105,13 +106,13 @@ def live_trips(fills: list[dict[str, Any]]) -> list[Trip]:
     return trips
 
 
-def fills_of(pipeline: Pipeline, strategy_id: str) -> list[dict[str, Any]]:
+def fills_of(pipeline: Pipeline[KafkaBroker], strategy_id: str) -> list[dict[str, Any]]:
     return [
         f for f in read_topic(pipeline.kafka.bootstrap, "fills") if f["order"]["strategy_id"] == strategy_id
     ]
 
 
-async def redis_bars(pipeline: Pipeline, timeframe: str) -> list[dict[str, Any]]:
+async def redis_bars(pipeline: Pipeline[KafkaBroker], timeframe: str) -> list[dict[str, Any]]:
     from tradebot.adapters.redis_store import RedisStore
     from tradebot.adapters.store import Query
 
@@ -131,7 +132,7 @@ async def redis_bars(pipeline: Pipeline, timeframe: str) -> list[dict[str, Any]]
         await store.close()
 
 
-def add_strategy(pipeline: Pipeline, strategy_id: str, name: str, timeframe: str) -> None:
+def add_strategy(pipeline: Pipeline[KafkaBroker], strategy_id: str, name: str, timeframe: str) -> None:
     pipeline.add(
         f"strategy-{strategy_id}",
         ["strategy"],
@@ -141,7 +142,9 @@ def add_strategy(pipeline: Pipeline, strategy_id: str, name: str, timeframe: str
     ).start()
 
 
-def test_bar_strategies_replayed_live_trade_as_the_backtest(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_bar_strategies_replayed_live_trade_as_the_backtest(
+    pipeline: Pipeline[KafkaBroker], tmp_path: Path
+) -> None:
     path = tmp_path / "ticks.csv"
     ts, price = tick_file(path)
     runs = {"a1m": ("a", "1m"), "b5m": ("b", "5m"), "a5m": ("a", "5m"), "b1m": ("b", "1m")}
@@ -183,7 +186,7 @@ def test_bar_strategies_replayed_live_trade_as_the_backtest(pipeline: Pipeline, 
 
 
 def test_kill_9_of_a_bar_strategy_mid_bar_loses_and_doubles_nothing(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline[KafkaBroker], tmp_path: Path
 ) -> None:
     path = tmp_path / "ticks.csv"
     tick_file(path)

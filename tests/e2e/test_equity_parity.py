@@ -8,13 +8,14 @@ import pytest
 
 from tests.e2e.harness import PARAMS, SAMPLE, Pipeline, backtest_trades
 from tests.e2e.test_halt import call
+from tests.plugins.servers import KafkaBroker
 from tradebot.backtest.data import load_ohlcv
 from tradebot.backtest.engine import BacktestConfig
 from tradebot.backtest.result import run_backtest
 from tradebot.core.params import StrategyParams
 
 
-def test_the_marked_live_equity_is_the_backtests_equity_curve(pipeline: Pipeline) -> None:
+def test_the_marked_live_equity_is_the_backtests_equity_curve(pipeline: Pipeline[KafkaBroker]) -> None:
     bars = load_ohlcv(SAMPLE)
     backtest = run_backtest(bars, BacktestConfig(StrategyParams.model_validate(PARAMS), fill="close"))
     expected_trades, result = backtest_trades()  # the CLI's own numbers: `tradebot backtest --json`

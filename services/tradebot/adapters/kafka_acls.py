@@ -5,13 +5,13 @@ What each component may do follows from what its code does:
 - every component makes the pipeline's topics at start (`ensure_topics`): CREATE and DESCRIBE on them, which
   lets it neither read nor write them;
 - feed: writes `ticks` and `ticks.dlq`;
-- strategy `<id>`: reads `ticks` and `fills` in its transactional loop (group and transactional id
-  `strategy-<id>`), writes `orders`, `signals` and its own `strategy-state.<id>` (which it also reads back
-  and makes);
+- strategy `<id>`: reads `ticks`, `fills` and `strategy-commands` (force-exits) in its transactional loop
+  (group and transactional id `strategy-<id>`), writes `orders`, `signals`, `bars` and its own
+  `strategy-state.<id>` (which it also reads back and makes), reads `bars` back (warm-up);
 - executor: reads `orders` and `strategy-control` in its loop (group and transactional id `executor`), writes
   `fills` and `positions`, reads both back (rebuild, Redis projection under groups `executor-projection-*`),
-  reads `signals` (group `executor-signals`);
-- api: writes `strategy-control` (halt and resume);
+  reads `signals` and `bars` (groups `executor-signals`, `executor-bars`);
+- api: writes `strategy-control` (halt and resume) and `strategy-commands` (force-exit, close-all);
 - a full read of a topic (`read_all`/`scan`: the rebuilds) assigns partitions under a group named
   `tradebot-read-all-<uuid>`: READ on that group prefix.
 
@@ -29,6 +29,8 @@ from typing import Literal
 
 from tradebot.adapters.bus import BusError
 from tradebot.adapters.topics import (
+    BARS,
+    COMMANDS,
     CONTROL,
     FILLS,
     ORDERS,
@@ -86,16 +88,18 @@ def component_acls(component: Component, user: str, *, strategy_id: str | None =
             raise ValueError("a strategy's ACLs need its strategy id")
         loop = f"strategy-{strategy_id}"
         state = strategy_state_topic(strategy_id)
-        acls += topic(TICKS, "READ") + topic(FILLS, "READ") + topic(ORDERS, "WRITE") + topic(SIGNALS, "WRITE")
+        acls += topic(TICKS, "READ") + topic(FILLS, "READ") + topic(COMMANDS, "READ")
+        acls += topic(ORDERS, "WRITE") + topic(SIGNALS, "WRITE") + topic(BARS, "READ", "WRITE")
         acls += topic(state, "CREATE", "DESCRIBE", "READ", "WRITE")
         acls += [group(loop), *transactional_id(loop)]
     elif component == "executor":
-        acls += topic(ORDERS, "READ") + topic(CONTROL, "READ") + topic(SIGNALS, "READ")
+        acls += topic(ORDERS, "READ") + topic(CONTROL, "READ") + topic(SIGNALS, "READ") + topic(BARS, "READ")
         acls += topic(FILLS, "READ", "WRITE") + topic(POSITIONS, "READ", "WRITE")
-        acls += [group("executor"), group("executor-signals"), group("executor-projection-", prefixed=True)]
+        acls += [group("executor"), group("executor-signals"), group("executor-bars")]
+        acls.append(group("executor-projection-", prefixed=True))
         acls += transactional_id("executor")
     elif component == "api":
-        acls += topic(CONTROL, "WRITE")
+        acls += topic(CONTROL, "WRITE") + topic(COMMANDS, "WRITE")
     else:  # pragma: no cover - Literal
         raise ValueError(f"unknown component {component!r}")
     return sorted(set(acls))
