@@ -22,6 +22,7 @@ COMPONENTS=(
 	"promtool=prometheus:promtool --version"
 	"chromium=chromium:chromium --version"
 	"kcat=kcat:kcat -V"
+	"openssl=openssl:openssl version"
 )
 
 apt_install() {

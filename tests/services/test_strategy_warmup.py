@@ -18,7 +18,7 @@ from tests.plugins.servers import KafkaBroker
 from tradebot.adapters.bus import Record
 from tradebot.adapters.kafka import KafkaBus
 from tradebot.adapters.memory_bus import MemoryBus
-from tradebot.adapters.topics import BARS, TICKS, pipeline_topics
+from tradebot.adapters.topics import BARS, TICKS, pipeline_topics, strategy_topics
 from tradebot.backtest.data import write_ohlcv_csv
 from tradebot.core.costs import Costs
 from tradebot.core.models import ClosedBar, Tick
@@ -78,7 +78,8 @@ def first_new_bar_orders(strategy_runner: StrategyRunner, n: int) -> list[str]:
     """Ticks of the minute after the history (one of them in the last history minute, skipped) and one of
     the next minute, which closes the first new bar: the orders the batch produced."""
     bus = MemoryBus()
-    bus.ensure_topics(pipeline_topics(1))
+    # The pipeline's topics and the strategy's own state topic (it makes that one on its first rebuild).
+    bus.ensure_topics([*pipeline_topics(1), *strategy_topics(strategy_runner.strategy_id)])
     stamps = [T0 + timedelta(minutes=n - 1, seconds=30), T0 + timedelta(minutes=n, seconds=5)]
     stamps.append(T0 + timedelta(minutes=n + 1, seconds=1))
     records = [
