@@ -155,7 +155,13 @@ for archive in "$TOOLS"/build/images/archives/*.tar; do
 	[[ -f $archive ]] || die "no image archives: run .ci/cluster/images.sh (make cluster does)"
 	name=$(basename "$archive" .tar)
 	stamp=$(cat "$TOOLS/build/images/stamps/$name")
-	[[ -f $STATE/imported/$name && $(cat "$STATE/imported/$name") == "$stamp" ]] && continue
+	# The stamp alone is not enough: the kubelet's image garbage collection removes images no pod uses
+	# (the tests' probe image between runs), so check that containerd still has the archive's image.
+	ref=$(tar -xOf "$archive" manifest.json | jq -r '.[0].RepoTags[0]')
+	if [[ -f $STATE/imported/$name && $(cat "$STATE/imported/$name") == "$stamp" ]] &&
+		ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -Fxq "$ref"; then
+		continue
+	fi
 	ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$archive" >"$LOGS/import-$name.log" 2>&1 ||
 		die "ctr images import $archive failed (log: $LOGS/import-$name.log)"
 	echo "$stamp" >"$STATE/imported/$name"
