@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.plugins._proc import ServerProcess, free_port, port_open, require_tool
+from tests.plugins.servers import SINGLE_NODE_SETTINGS
 
 HEAP_OPTS = "-Xms64m -Xmx256m -XX:TieredStopAtLevel=1"
 ADMIN_USER = "admin"
@@ -128,16 +129,7 @@ def _properties(root: Path, certs: Certificates, port: int, internal_port: int, 
             "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "super.users=User:ANONYMOUS;User:admin;User:plain-admin",
             f"log.dirs={root / 'logs'}",
-            "auto.create.topics.enable=false",
-            "num.partitions=1",
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "transaction.state.log.num.partitions=4",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
+            *SINGLE_NODE_SETTINGS,
             "",
         ]
     )

@@ -22,6 +22,23 @@ from tests.plugins._proc import ServerProcess, free_port, port_open, require_too
 KAFKA_READY_TIMEOUT_S = 120.0
 
 
+# Broker settings every single-node test broker shares (plain and SASL_SSL, tests/plugins/secure_servers.py).
+SINGLE_NODE_SETTINGS = (
+    # Services create their topics; a typo must not silently create a new one.
+    "auto.create.topics.enable=false",
+    "num.partitions=1",
+    # One node: every internal topic has one replica, and few partitions start fast.
+    "offsets.topic.replication.factor=1",
+    "offsets.topic.num.partitions=4",
+    "transaction.state.log.replication.factor=1",
+    "transaction.state.log.min.isr=1",
+    "transaction.state.log.num.partitions=4",
+    "share.coordinator.state.topic.replication.factor=1",
+    "share.coordinator.state.topic.min.isr=1",
+    "group.initial.rebalance.delay.ms=0",
+)
+
+
 @dataclass
 class KafkaBroker:
     """A running single-node KRaft cluster."""
@@ -92,18 +109,7 @@ def _kafka_properties(data_dir: Path, port: int, controller_port: int) -> str:
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             f"log.dirs={data_dir / 'logs'}",
-            # Services create their topics; a typo must not silently create a new one.
-            "auto.create.topics.enable=false",
-            "num.partitions=1",
-            # One node: every internal topic has one replica, and few partitions start fast.
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "transaction.state.log.num.partitions=4",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
+            *SINGLE_NODE_SETTINGS,
             "transaction.abort.timed.out.transaction.cleanup.interval.ms=2000",
             "",
         ]
