@@ -16,7 +16,7 @@ help:
 	@echo "make tools  install Kafka, Redis, Prometheus, Chromium, kcat, etcd, kube-apiserver, helm into .tools/"
 	@echo "make lint   ruff, mypy (strict), import-linter"
 	@echo "make cluster       a local single-node Kubernetes (no Docker) with the chart installed; make cluster-down undoes it"
-	@echo "make test-cluster  tests/cluster on that local cluster (not yet part of make test)"
+	@echo "make test-cluster  only tests/cluster, on that local cluster (make test runs it too)"
 	@echo "make bench  benchmarks against peers (backtesting.py, vectorbt, raw Kafka); never part of make test"
 	@echo "make lock   re-resolve the dependencies within pyproject.toml's ranges and pin them in .ci/constraints.txt"
 
@@ -70,10 +70,16 @@ demo: venv
 	@echo "==> starting the pipeline and the dashboard (tradebot up --embedded)"
 	$(VENV)/bin/tradebot up --embedded
 
-test: venv tools
-	$(PY) -m pytest --ignore=tests/benchmarks --ignore=tests/cluster
+# Two pytest runs: the suite on host servers, then tests/cluster on a real single-node Kubernetes (started and
+# stopped by its session fixture, or a running `make cluster` reused). Apart, so the node's start and its pods
+# never load the timing-sensitive tests; both always run and either failing fails `make test`.
+test: venv cluster-tools
+	$(PY) -m pytest --ignore=tests/benchmarks --ignore=tests/cluster; suite=$$?; \
+	$(PY) -m pytest tests/cluster; cluster=$$?; \
+	echo "==> make test: suite exit $$suite, tests/cluster exit $$cluster"; \
+	test $$suite -eq 0 -a $$cluster -eq 0
 
-# tests/cluster on a real single-node Kubernetes (reuses a running `make cluster`, else starts and stops one).
+# tests/cluster alone (part of `make test`), reusing a running `make cluster`, else starting and stopping one.
 test-cluster: cluster-tools
 	$(PY) -m pytest tests/cluster
 
