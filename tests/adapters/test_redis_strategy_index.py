@@ -7,6 +7,7 @@ commands are counted by the server (`INFO commandstats`, those run by scripts in
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -103,13 +104,13 @@ async def test_a_filtered_page_costs_a_few_commands_however_long_the_log(
     for limit in (1, 100):
         for newest_first in (True, False):
             none_query = Query(strategy_id="b", limit=limit, newest_first=newest_first)
-            none, cost = await commands_run(admin, lambda q=none_query: store.orders(q))
+            none, cost = await commands_run(admin, functools.partial(store.orders, none_query))
             assert none.items == []
             assert none.next_cursor is None
             assert cost <= MOST_COMMANDS_PER_FILTERED_PAGE, (limit, newest_first, cost)
 
             some_query = Query(strategy_id="c", limit=limit, newest_first=newest_first)
-            some, cost = await commands_run(admin, lambda q=some_query: store.fills(q))
+            some, cost = await commands_run(admin, functools.partial(store.fills, some_query))
             expected = [trade(i, "c")[0].id for i in sorted(few, reverse=newest_first)][:limit]
             assert [item["order_id"] for item in some.items] == expected
             assert cost <= MOST_COMMANDS_PER_FILTERED_PAGE, (limit, newest_first, cost)
@@ -132,14 +133,16 @@ async def test_a_log_written_before_the_strategy_streams_is_answered_by_strategy
 
     async def append_as_before(i: int, strategy: str) -> None:
         order = trade(i, strategy)[0]
-        fields = {
-            "json": order.model_dump_json(),
-            "order_id": order.id,
-            "strategy_id": strategy,
-            "symbol": "AAA",
-            "ts": micros(order.ts),
-        }
-        await admin.xadd(log, fields)
+        await admin.xadd(
+            log,
+            {
+                "json": order.model_dump_json(),
+                "order_id": order.id,
+                "strategy_id": strategy,
+                "symbol": "AAA",
+                "ts": micros(order.ts),
+            },
+        )
 
     async def ids(strategy: str) -> list[str]:
         return [item["id"] for item in (await store.orders(Query(strategy_id=strategy, limit=1000))).items]
