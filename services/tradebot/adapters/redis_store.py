@@ -7,8 +7,8 @@ Keys:
     {prefix}:fills               stream json, order_id, strategy_id, symbol, ts (epoch µs); about `stream_maxlen`
     {prefix}:events              stream json, strategy_id, symbol, ts (epoch µs): commands given (halt, resume, force-exit)
     {prefix}:signals             stream json, strategy_id, symbol, ts (epoch µs); trimmed to `maxlen` (the executor's projection of `signals` passes `stream_maxlen`)
-    {prefix}:{log}:strategy:{id} stream the entries of one strategy in the orders, fills, events and signals logs, each
-                                 under its id there (the same cursor on both); trimmed with its log
+    {prefix}:{log}:strategy:{id} stream strategy_id, symbol, ts of one strategy's entries in the orders, fills, events and
+                                 signals logs, each under its id there (the same cursor on both); trimmed with its log
     {prefix}:{log}:indexed       string the newest id of the log that its strategy streams hold (see _INDEX_LOG)
     {prefix}:bars:{timeframe}    stream json, strategy_id (the publisher), symbol, ts (the bar's open, epoch µs); trimmed to `maxlen`
     {prefix}:bars:last:{timeframe} hash symbol -> open time (epoch µs) of the newest bar appended: one bar per open time
@@ -25,10 +25,11 @@ message's own `ts`. The cursor is the stream id of the last item of the previous
 page continues strictly after it, so walking the pages neither skips nor repeats an entry, even
 while new ones are appended. `next_cursor` is None on the last page.
 
-A page filtered by strategy (the orders, fills, events and signals logs) reads that strategy's stream, so it costs
-a few calls however many entries of other strategies the log holds (issue 14.11: a strategy with no entries
-scanned all 20k of the log, 1,251 calls). Those streams hold copies of the entries, not ids, so a page is one
-read, not one more per item; they double the memory of the logs.
+A page filtered by strategy (the orders, fills, events and signals logs) reads that strategy's stream, then the
+page's entries from the log in one round trip, so it costs three round trips however many entries of other
+strategies the log holds (issue 14.11: a strategy with no entries scanned all 20k of the log, 1,251 calls). Those
+streams keep what a query filters on, not the JSON: whole copies would double the memory of the logs (68 MB more
+for 100k orders and fills, against the chart's 200 MB `maxmemory`), for one round trip less.
 
 The price, signal and equity streams are trimmed exactly (`MAXLEN n`, not `~`) so `maxlen` means the same here
 and in memory. The order log and fills are trimmed approximately (`MAXLEN ~ stream_maxlen`: whole macro nodes,
@@ -57,10 +58,28 @@ from tradebot.core.models import ClosedBar, Fill, OrderRequest, Position, Signal
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SCAN_CHUNK = 500
 
-# Appends an entry to a log and a copy, under the same id, to its strategy's stream, which is trimmed to the
+# What a strategy stream keeps of an entry: what a query filters on, under the entry's id (the JSON is read from
+# the log), so the streams add about a tenth to the memory of their logs, not as much again.
+_ENTRY_KEYS = """
+local function entry_keys(fields)
+    local kept = {}
+    for i = 1, #fields, 2 do
+        local name = fields[i]
+        if name == 'strategy_id' or name == 'symbol' or name == 'ts' then
+            kept[#kept + 1] = name
+            kept[#kept + 1] = fields[i + 1]
+        end
+    end
+    return kept
+end
+"""
+
+# Appends an entry to a log and its keys, under the same id, to its strategy's stream, which is trimmed to the
 # log's oldest id; then moves the log's `indexed` mark to the new id if it was at the log's newest before (an
 # entry appended by a version without strategy streams leaves it behind: _INDEX_LOG catches up).
-_INDEXED_XADD = """
+_INDEXED_XADD = (
+    _ENTRY_KEYS
+    + """
 local function indexed_xadd(log, index, mark, trim, maxlen, fields)
     local before = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
     local added = {'XADD', log, 'MAXLEN', trim, maxlen, '*'}
@@ -68,13 +87,14 @@ local function indexed_xadd(log, index, mark, trim, maxlen, fields)
     local id = redis.call(unpack(added))
     local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1][1]
     local copy = {'XADD', index, 'MINID', '~', oldest, id}
-    for _, value in ipairs(fields) do copy[#copy + 1] = value end
+    for _, value in ipairs(entry_keys(fields)) do copy[#copy + 1] = value end
     redis.call(unpack(copy))
     if not before or redis.call('GET', mark) == before[1] then
         redis.call('SET', mark, id)
     end
 end
 """
+)
 
 # KEYS: applied, orders, fills, positions, applied_offset, orders' strategy stream, fills' strategy stream,
 #       orders' indexed mark, fills' indexed mark
@@ -125,7 +145,9 @@ indexed_xadd(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], fields)
 # log: when the mark is behind (data written before they existed, an upgrade: the mark is absent; or by such a
 # version since), the entries after the mark are copied; if that finds a copy out of order (a newer version
 # appended meanwhile), each strategy stream in the log is written again from the start. Once, atomically.
-_INDEX_LOG = """
+_INDEX_LOG = (
+    _ENTRY_KEYS
+    + """
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
 if not newest then
     return false
@@ -151,7 +173,7 @@ local function copy_from(start, rewrite)
                 rewritten[index] = true
             end
             local copy = {'XADD', index, entry[1]}
-            for _, value in ipairs(fields) do copy[#copy + 1] = value end
+            for _, value in ipairs(entry_keys(fields)) do copy[#copy + 1] = value end
             local added = redis.pcall(unpack(copy))
             if type(added) == 'table' and added.err then
                 return false
@@ -169,6 +191,7 @@ end
 redis.call('SET', KEYS[2], newest[1])
 return oldest
 """
+)
 
 # KEYS: bars stream, last-bar hash. ARGV: symbol, open time (µs), json, publisher, maxlen.
 # A bar at or before the symbol's newest is one already kept (another strategy on the timeframe published
@@ -481,6 +504,7 @@ class RedisStore:
         # A strategy stream may still hold entries its log trimmed (it is trimmed when its strategy appends):
         # those older than the log's oldest are not read.
         oldest: tuple[int, int] | None = None
+        log = key
         if indexed and query.strategy_id is not None:
             first = await self._index_log(keys=[key, f"{key}:indexed"], args=[f"{key}:strategy:"])
             if first is None:
@@ -508,7 +532,7 @@ class RedisStore:
                     and (since is None or ts >= since)
                     and (until is None or ts < until)
                 ):
-                    found.append((entry_id, fields["json"]))
+                    found.append((entry_id, fields.get("json", "")))
                     if len(found) > query.limit:
                         break
             if len(entries) < chunk or (
@@ -518,4 +542,20 @@ class RedisStore:
             bound = f"({entries[-1][0]}"
         page = found[: query.limit]
         next_cursor = page[-1][0] if len(found) > query.limit else None
+        if oldest is not None:
+            page = await self._entries(log, [entry_id for entry_id, _ in page])
         return Page(items=[json.loads(raw) for _, raw in page], next_cursor=next_cursor)
+
+    async def _entries(self, log: str, ids: list[str]) -> list[tuple[str, str]]:
+        """The JSON of these entries of `log`, in one round trip; one trimmed since it was found is left out."""
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xrange(log, min=entry_id, max=entry_id)
+            answers: list[list[tuple[str, dict[str, str]]]] = await pipe.execute()
+        return [
+            (entry_id, entries[0][1]["json"])
+            for entry_id, entries in zip(ids, answers, strict=True)
+            if entries
+        ]
