@@ -144,7 +144,8 @@ indexed_xadd(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], fields)
 # Returns the log's oldest id (false when empty), after making the strategy streams hold every entry of the
 # log: when the mark is behind (data written before they existed, an upgrade: the mark is absent; or by such a
 # version since), the entries after the mark are copied; if that finds a copy out of order (a newer version
-# appended meanwhile), each strategy stream in the log is written again from the start. Once, atomically.
+# appended meanwhile), each strategy stream in the log is written again from the start. Once, atomically (it
+# names the strategy streams itself, not in KEYS: one Redis, as every script here assumes, not a Cluster).
 _INDEX_LOG = (
     _ENTRY_KEYS
     + """
@@ -515,7 +516,9 @@ class RedisStore:
             key = f"{key}:strategy:{query.strategy_id}"
         since = None if query.since is None else micros(query.since)
         until = None if query.until is None else micros(query.until)
-        found: list[tuple[str, str]] = []  # (stream id, json); one more than `limit` tells a next page exists
+        # (stream id, json: "" from a strategy stream, read from the log once the page is known); one more than
+        # `limit` tells a next page exists
+        found: list[tuple[str, str]] = []
         chunk = max(min(query.limit * 4, _SCAN_CHUNK), 16)
         while len(found) <= query.limit:
             if query.newest_first:
