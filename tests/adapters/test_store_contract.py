@@ -119,6 +119,9 @@ async def test_apply_fill_is_idempotent(store: Store) -> None:
     assert fills.items == [fill.model_dump(mode="json")]
     assert orders.next_cursor is None
     assert fills.next_cursor is None
+    # Nor is the strategy's own view of the logs written twice.
+    assert (await store.orders(Query(strategy_id="alpha"))).items == orders.items
+    assert (await store.fills(Query(strategy_id="alpha"))).items == fills.items
 
 
 async def test_positions(store: Store) -> None:
@@ -188,6 +191,86 @@ async def test_pagination_neither_skips_nor_repeats(store: Store, limit: int, ne
     expected_beta = [o.id for o in (reversed(orders) if newest_first else orders) if o.strategy_id == "beta"]
     items, _ = await walk(store.fills, Query(strategy_id="beta", limit=limit, newest_first=newest_first))
     assert [item["order_id"] for item in items] == expected_beta
+
+
+async def fill_unevenly(store: Store) -> list[OrderRequest]:
+    """40 trades: alpha's mostly, beta's every 8th, gamma's twice; one minute apart, in time order."""
+    orders: list[OrderRequest] = []
+    for i in range(40):
+        strategy = "gamma" if i in (13, 27) else "beta" if i % 8 == 3 else "alpha"
+        order, fill, position = trade(i, strategy, SYMBOLS[i % 3])
+        assert await store.apply_fill(order, fill, position, source_offset=i)
+        orders.append(order)
+    return orders
+
+
+@pytest.mark.parametrize("limit", [1, 3, 100])
+@pytest.mark.parametrize("newest_first", [True, False])
+async def test_filtered_pagination_by_strategy_and_time(store: Store, limit: int, newest_first: bool) -> None:
+    """Issue 14.11: a page filtered by strategy (one with many entries, few, none), with or without a time
+    window, walks exactly the log's matching entries, as the unfiltered walk filtered afterwards."""
+    orders = await fill_unevenly(store)
+    ordered = list(reversed(orders)) if newest_first else orders
+    windows = [(None, None), (T0 + timedelta(minutes=10), T0 + timedelta(minutes=30)), (T0, T0)]
+    for strategy in ("alpha", "beta", "gamma", "nobody"):
+        for since, until in windows:
+            query = Query(
+                strategy_id=strategy, since=since, until=until, limit=limit, newest_first=newest_first
+            )
+            items, pages = await walk(store.orders, query)
+            expected = [
+                o.id
+                for o in ordered
+                if o.strategy_id == strategy
+                and (since is None or o.ts >= since)
+                and (until is None or o.ts < until)
+            ]
+            assert [item["id"] for item in items] == expected, (strategy, since, until)
+            assert pages == max(1, -(-len(expected) // limit))
+            fills, _ = await walk(store.fills, query)
+            assert [item["order_id"] for item in fills] == expected
+
+
+@pytest.mark.parametrize("newest_first", [True, False])
+async def test_cursors_carry_over_between_filtered_and_unfiltered_pages(
+    store: Store, newest_first: bool
+) -> None:
+    """A cursor is a position in the log, whichever page handed it out: a filtered page after an unfiltered
+    page's cursor (and the other way round) continues strictly after that entry."""
+    orders = await fill_unevenly(store)
+    ordered = list(reversed(orders)) if newest_first else orders
+    unfiltered = await store.orders(Query(limit=10, newest_first=newest_first))
+    assert unfiltered.next_cursor is not None
+    beta = await store.orders(
+        Query(strategy_id="beta", limit=100, cursor=unfiltered.next_cursor, newest_first=newest_first)
+    )
+    assert [item["id"] for item in beta.items] == [o.id for o in ordered[10:] if o.strategy_id == "beta"]
+    first_beta = await store.orders(Query(strategy_id="beta", limit=1, newest_first=newest_first))
+    assert first_beta.next_cursor is not None
+    rest = await store.orders(Query(limit=100, cursor=first_beta.next_cursor, newest_first=newest_first))
+    after = next(i for i, o in enumerate(ordered) if o.strategy_id == "beta") + 1
+    assert [item["id"] for item in rest.items] == [o.id for o in ordered[after:]]
+
+
+@pytest.mark.parametrize("newest_first", [True, False])
+async def test_a_filtered_page_holds_only_what_the_log_kept(store: Store, newest_first: bool) -> None:
+    """A strategy that stopped appending while the others filled the log past `maxlen` has its trimmed entries
+    gone from its filtered pages too, and its kept ones there, in order, whatever the cursor."""
+    appended = [signal(i, "beta" if i in (1, 2, 9) else "alpha") for i in range(14)]
+    for s in appended[:5]:
+        await store.append_signal(s, maxlen=6)
+    # A cursor handed out before the trimming (at beta's first entry) pages on to what is kept.
+    early = await store.signals(Query(strategy_id="beta", limit=1, newest_first=False))
+    assert early.items == [appended[1].model_dump(mode="json")]
+    for s in appended[5:]:
+        await store.append_signal(s, maxlen=6)
+    kept = appended[-6:]
+    expected = [s.model_dump(mode="json") for s in (reversed(kept) if newest_first else kept)]
+    for strategy in ("alpha", "beta", "nobody"):
+        items, _ = await walk(store.signals, Query(strategy_id=strategy, limit=1, newest_first=newest_first))
+        assert items == [item for item in expected if item["strategy_id"] == strategy]
+    after_early = await store.signals(Query(strategy_id="beta", newest_first=False, cursor=early.next_cursor))
+    assert after_early.items == [appended[9].model_dump(mode="json")]
 
 
 async def test_pagination_is_stable_while_the_log_grows(store: Store) -> None:

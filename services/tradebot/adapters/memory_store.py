@@ -41,14 +41,29 @@ class _Entry:
 class _Log:
     entries: list[_Entry] = field(default_factory=list)
     next_seq: int = 1
+    # Each strategy's entries, as RedisStore's strategy streams: a filtered page reads only them. Trimmed
+    # when their strategy appends; a query skips those older than the log's oldest.
+    by_strategy: dict[str, list[_Entry]] = field(default_factory=dict)
 
     def append(
         self, strategy_id: str, symbol: str, ts: datetime, raw: str, maxlen: int | None = None
     ) -> None:
-        self.entries.append(_Entry(self.next_seq, strategy_id, symbol, _micros(ts), raw))
+        entry = _Entry(self.next_seq, strategy_id, symbol, _micros(ts), raw)
+        self.entries.append(entry)
         self.next_seq += 1
         if maxlen is not None and len(self.entries) > maxlen:
             del self.entries[: len(self.entries) - max(maxlen, 0)]
+        own = self.by_strategy.setdefault(strategy_id, [])
+        own.append(entry)
+        del own[: self._first_kept(own)]
+
+    def _first_kept(self, entries: list[_Entry]) -> int:
+        """Where the entries still in the log begin in `entries` (a strategy's, in append order)."""
+        return (
+            bisect.bisect_left(entries, self.entries[0].seq, key=lambda e: e.seq)
+            if self.entries
+            else len(entries)
+        )
 
     def query(self, query: Query) -> Page:
         if query.limit < 1:
@@ -58,16 +73,16 @@ class _Log:
             after = parse_cursor(query.cursor)[0]
         since = None if query.since is None else _micros(query.since)
         until = None if query.until is None else _micros(query.until)
+        scanned, start = self.entries, 0
+        if query.strategy_id is not None:
+            scanned = self.by_strategy.get(query.strategy_id, [])
+            start = self._first_kept(scanned)
         if query.newest_first:
-            end = (
-                len(self.entries)
-                if after is None
-                else bisect.bisect_left(self.entries, after, key=lambda e: e.seq)
-            )
-            candidates = (self.entries[i] for i in range(end - 1, -1, -1))
+            end = len(scanned) if after is None else bisect.bisect_left(scanned, after, key=lambda e: e.seq)
+            candidates = (scanned[i] for i in range(end - 1, start - 1, -1))
         else:
-            begin = 0 if after is None else bisect.bisect_right(self.entries, after, key=lambda e: e.seq)
-            candidates = (self.entries[i] for i in range(begin, len(self.entries)))
+            begin = 0 if after is None else bisect.bisect_right(scanned, after, key=lambda e: e.seq)
+            candidates = (scanned[i] for i in range(max(begin, start), len(scanned)))
         found: list[_Entry] = []
         for entry in candidates:
             if (

@@ -7,6 +7,9 @@ Keys:
     {prefix}:fills               stream json, order_id, strategy_id, symbol, ts (epoch µs); about `stream_maxlen`
     {prefix}:events              stream json, strategy_id, symbol, ts (epoch µs): commands given (halt, resume, force-exit)
     {prefix}:signals             stream json, strategy_id, symbol, ts (epoch µs); trimmed to `maxlen` (the executor's projection of `signals` passes `stream_maxlen`)
+    {prefix}:{log}:strategy:{id} stream strategy_id, symbol, ts of one strategy's entries in the orders, fills, events and
+                                 signals logs, each under its id there (the same cursor on both); trimmed with its log
+    {prefix}:{log}:indexed       string the newest id of the log that its strategy streams hold (see _INDEX_LOG)
     {prefix}:bars:{timeframe}    stream json, strategy_id (the publisher), symbol, ts (the bar's open, epoch µs); trimmed to `maxlen`
     {prefix}:bars:last:{timeframe} hash symbol -> open time (epoch µs) of the newest bar appended: one bar per open time
     {prefix}:applied_ids         zset   the newest `stream_maxlen` (+100) applied order ids, scored by offset
@@ -21,6 +24,12 @@ Query semantics (shared with MemoryStore): the logs are ordered by when an entry
 message's own `ts`. The cursor is the stream id of the last item of the previous page, and the next
 page continues strictly after it, so walking the pages neither skips nor repeats an entry, even
 while new ones are appended. `next_cursor` is None on the last page.
+
+A page filtered by strategy (the orders, fills, events and signals logs) reads that strategy's stream, then the
+page's entries from the log in one round trip, so it costs three round trips however many entries of other
+strategies the log holds (issue 14.11: a strategy with no entries scanned all 20k of the log, 1,251 calls). Those
+streams keep what a query filters on, not the JSON: whole copies would double the memory of the logs (68 MB more
+for 100k orders and fills, against the chart's 200 MB `maxmemory`), for one round trip less.
 
 The price, signal and equity streams are trimmed exactly (`MAXLEN n`, not `~`) so `maxlen` means the same here
 and in memory. The order log and fills are trimmed approximately (`MAXLEN ~ stream_maxlen`: whole macro nodes,
@@ -49,13 +58,55 @@ from tradebot.core.models import ClosedBar, Fill, OrderRequest, Position, Signal
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SCAN_CHUNK = 500
 
-# KEYS: applied, orders, fills, positions, applied_offset
+# What a strategy stream keeps of an entry: what a query filters on, under the entry's id (the JSON is read from
+# the log), so the streams add about a tenth to the memory of their logs, not as much again.
+_ENTRY_KEYS = """
+local function entry_keys(fields)
+    local kept = {}
+    for i = 1, #fields, 2 do
+        local name = fields[i]
+        if name == 'strategy_id' or name == 'symbol' or name == 'ts' then
+            kept[#kept + 1] = name
+            kept[#kept + 1] = fields[i + 1]
+        end
+    end
+    return kept
+end
+"""
+
+# Appends an entry to a log and its keys, under the same id, to its strategy's stream, which is trimmed to the
+# log's oldest id; then moves the log's `indexed` mark to the new id if it was at the log's newest before (an
+# entry appended by a version without strategy streams leaves it behind: _INDEX_LOG catches up).
+_INDEXED_XADD = (
+    _ENTRY_KEYS
+    + """
+local function indexed_xadd(log, index, mark, trim, maxlen, fields)
+    local before = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+    local added = {'XADD', log, 'MAXLEN', trim, maxlen, '*'}
+    for _, value in ipairs(fields) do added[#added + 1] = value end
+    local id = redis.call(unpack(added))
+    local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1][1]
+    local copy = {'XADD', index, 'MINID', '~', oldest, id}
+    for _, value in ipairs(entry_keys(fields)) do copy[#copy + 1] = value end
+    redis.call(unpack(copy))
+    if not before or redis.call('GET', mark) == before[1] then
+        redis.call('SET', mark, id)
+    end
+end
+"""
+)
+
+# KEYS: applied, orders, fills, positions, applied_offset, orders' strategy stream, fills' strategy stream,
+#       orders' indexed mark, fills' indexed mark
 # ARGV: order id, order json, strategy, symbol, order ts, fill json, fill ts, position field, position json, offset,
 #       retention (entries kept in the logs and ids in the applied set), expect applied (1: the caller applied
 #       fills here before, so no applied offset means the view was wiped: -1, no change)
 # A fill at or below the applied offset was applied already (`fills` has one partition: offsets only grow);
-# the applied set, the newest ids by offset, catches the same order id again at a later offset.
-_APPLY_FILL = """
+# the applied set, the newest ids by offset, catches the same order id again at a later offset. Nothing, the
+# strategy streams included, is written for a fill applied already.
+_APPLY_FILL = (
+    _INDEXED_XADD
+    + """
 local stored = redis.call('GET', KEYS[5])
 if not stored and ARGV[12] == '1' then
     return -1
@@ -69,12 +120,79 @@ redis.call('ZADD', KEYS[1], ARGV[10], ARGV[1])
 if redis.call('ZCARD', KEYS[1]) > keep + 100 then
     redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -keep - 1)
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', keep, '*', 'json', ARGV[2], 'order_id', ARGV[1], 'strategy_id', ARGV[3], 'symbol', ARGV[4], 'ts', ARGV[5])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', keep, '*', 'json', ARGV[6], 'order_id', ARGV[1], 'strategy_id', ARGV[3], 'symbol', ARGV[4], 'ts', ARGV[7])
+indexed_xadd(KEYS[2], KEYS[6], KEYS[8], '~', keep,
+    {'json', ARGV[2], 'order_id', ARGV[1], 'strategy_id', ARGV[3], 'symbol', ARGV[4], 'ts', ARGV[5]})
+indexed_xadd(KEYS[3], KEYS[7], KEYS[9], '~', keep,
+    {'json', ARGV[6], 'order_id', ARGV[1], 'strategy_id', ARGV[3], 'symbol', ARGV[4], 'ts', ARGV[7]})
 redis.call('HSET', KEYS[4], ARGV[8], ARGV[9])
 redis.call('SET', KEYS[5], ARGV[10])
 return 1
 """
+)
+
+# KEYS: log, its strategy stream, its indexed mark. ARGV: '~' or '=' (trimming), maxlen, the field/value pairs.
+_APPEND_INDEXED = (
+    _INDEXED_XADD
+    + """
+local fields = {}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+indexed_xadd(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], fields)
+"""
+)
+
+# KEYS: log, its indexed mark. ARGV: the strategy streams' key prefix ("{log}:strategy:").
+# Returns the log's oldest id (false when empty), after making the strategy streams hold every entry of the
+# log: when the mark is behind (data written before they existed, an upgrade: the mark is absent; or by such a
+# version since), the entries after the mark are copied; if that finds a copy out of order (a newer version
+# appended meanwhile), each strategy stream in the log is written again from the start. Once, atomically (it
+# names the strategy streams itself, not in KEYS: one Redis, as every script here assumes, not a Cluster).
+_INDEX_LOG = (
+    _ENTRY_KEYS
+    + """
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if not newest then
+    return false
+end
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1]
+local mark = redis.call('GET', KEYS[2])
+if mark == newest[1] then
+    return oldest
+end
+local function copy_from(start, rewrite)
+    local rewritten = {}
+    while true do
+        local entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 1000)
+        for _, entry in ipairs(entries) do
+            local fields = entry[2]
+            local strategy = ''
+            for i = 1, #fields, 2 do
+                if fields[i] == 'strategy_id' then strategy = fields[i + 1] end
+            end
+            local index = ARGV[1] .. strategy
+            if rewrite and not rewritten[index] then
+                redis.call('DEL', index)
+                rewritten[index] = true
+            end
+            local copy = {'XADD', index, entry[1]}
+            for _, value in ipairs(entry_keys(fields)) do copy[#copy + 1] = value end
+            local added = redis.pcall(unpack(copy))
+            if type(added) == 'table' and added.err then
+                return false
+            end
+        end
+        if #entries < 1000 then
+            return true
+        end
+        start = '(' .. entries[#entries][1]
+    end
+end
+if not (mark and copy_from('(' .. mark, false)) then
+    copy_from('-', true)
+end
+redis.call('SET', KEYS[2], newest[1])
+return oldest
+"""
+)
 
 # KEYS: bars stream, last-bar hash. ARGV: symbol, open time (µs), json, publisher, maxlen.
 # A bar at or before the symbol's newest is one already kept (another strategy on the timeframe published
@@ -172,6 +290,8 @@ class RedisStore:
         self._prefix = prefix
         self._apply_fill = self._redis.register_script(_APPLY_FILL)
         self._append_bar = self._redis.register_script(_APPEND_BAR)
+        self._append_indexed = self._redis.register_script(_APPEND_INDEXED)
+        self._index_log = self._redis.register_script(_INDEX_LOG)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
@@ -240,6 +360,10 @@ class RedisStore:
                 self._key("fills"),
                 self._key("positions"),
                 self._key("applied_offset"),
+                self._key("orders", "strategy", order.strategy_id),
+                self._key("fills", "strategy", order.strategy_id),
+                self._key("orders", "indexed"),
+                self._key("fills", "indexed"),
             ],
             args=[
                 order.id,
@@ -286,33 +410,25 @@ class RedisStore:
     # Signals and equity.
 
     async def append_signal(self, signal: Signal, maxlen: int = 5000) -> None:
-        await self._redis.xadd(
-            self._key("signals"),
-            {
-                "json": signal.model_dump_json(),
-                "strategy_id": signal.strategy_id,
-                "symbol": signal.symbol,
-                "ts": micros(signal.ts),
-            },
-            maxlen=maxlen,
-            approximate=False,
+        await self._append(
+            "signals", signal.strategy_id, signal.symbol, signal.ts, signal.model_dump_json(), maxlen
         )
 
     async def signals(self, query: Query) -> Page:
         return await self._query(self._key("signals"), query)
 
     async def append_event(self, event: StrategyEvent, maxlen: int = 5000) -> None:
-        await self._redis.xadd(
-            self._key("events"),
-            {
-                "json": event.model_dump_json(),
-                "strategy_id": event.strategy_id,
-                "symbol": event.symbol or "",
-                "ts": micros(event.ts),
-            },
-            maxlen=maxlen,
-            approximate=False,
+        await self._append(
+            "events", event.strategy_id, event.symbol or "", event.ts, event.model_dump_json(), maxlen
         )
+
+    async def _append(
+        self, log: str, strategy_id: str, symbol: str, ts: datetime, raw: str, maxlen: int
+    ) -> None:
+        """Appends to `log` and its strategy stream, trimmed to `maxlen` exactly."""
+        keys = [self._key(log), self._key(log, "strategy", strategy_id), self._key(log, "indexed")]
+        fields = ["json", raw, "strategy_id", strategy_id, "symbol", symbol, "ts", micros(ts)]
+        await self._append_indexed(keys=keys, args=["=", maxlen, *fields])
 
     async def events(self, query: Query) -> Page:
         return await self._query(self._key("events"), query)
@@ -323,7 +439,8 @@ class RedisStore:
         return bool(await self._append_bar(keys=keys, args=args))
 
     async def bars(self, timeframe: str, query: Query) -> Page:
-        return await self._query(self._key("bars", timeframe), query)
+        # Not indexed by strategy (the publisher): bars are read by symbol and timeframe.
+        return await self._query(self._key("bars", timeframe), query, indexed=False)
 
     async def append_equity(self, strategy_id: str, ts: datetime, equity: float, maxlen: int = 10000) -> None:
         await self._redis.xadd(
@@ -372,7 +489,8 @@ class RedisStore:
 
     # Queries over the logs.
 
-    async def _query(self, key: str, query: Query) -> Page:
+    async def _query(self, key: str, query: Query, *, indexed: bool = True) -> Page:
+        """A page of the log at `key`; with a strategy, of that strategy's stream when `indexed`."""
         check_query(query)
         if query.cursor is None:
             bound = "+" if query.newest_first else "-"
@@ -384,9 +502,23 @@ class RedisStore:
             if cursor_id == edge:
                 return Page(items=[], next_cursor=None)
             bound = f"({cursor_id[0]}-{cursor_id[1]}"
+        # A strategy stream may still hold entries its log trimmed (it is trimmed when its strategy appends):
+        # those older than the log's oldest are not read.
+        oldest: tuple[int, int] | None = None
+        log = key
+        if indexed and query.strategy_id is not None:
+            first = await self._index_log(keys=[key, f"{key}:indexed"], args=[f"{key}:strategy:"])
+            if first is None:
+                return Page(items=[], next_cursor=None)
+            oldest = parse_cursor(first)
+            if not query.newest_first and (query.cursor is None or parse_cursor(query.cursor) < oldest):
+                bound = first
+            key = f"{key}:strategy:{query.strategy_id}"
         since = None if query.since is None else micros(query.since)
         until = None if query.until is None else micros(query.until)
-        found: list[tuple[str, str]] = []  # (stream id, json); one more than `limit` tells a next page exists
+        # (stream id, json: "" from a strategy stream, read from the log once the page is known); one more than
+        # `limit` tells a next page exists
+        found: list[tuple[str, str]] = []
         chunk = max(min(query.limit * 4, _SCAN_CHUNK), 16)
         while len(found) <= query.limit:
             if query.newest_first:
@@ -394,6 +526,8 @@ class RedisStore:
             else:
                 entries = await self._redis.xrange(key, min=bound, max="+", count=chunk)
             for entry_id, fields in entries:
+                if oldest is not None and parse_cursor(entry_id) < oldest:
+                    continue  # trimmed from the log (newest first, only older ones follow)
                 ts = int(fields["ts"])
                 if (
                     (query.strategy_id is None or fields["strategy_id"] == query.strategy_id)
@@ -401,12 +535,30 @@ class RedisStore:
                     and (since is None or ts >= since)
                     and (until is None or ts < until)
                 ):
-                    found.append((entry_id, fields["json"]))
+                    found.append((entry_id, fields.get("json", "")))
                     if len(found) > query.limit:
                         break
-            if len(entries) < chunk:
+            if len(entries) < chunk or (
+                oldest is not None and query.newest_first and parse_cursor(entries[-1][0]) < oldest
+            ):
                 break
             bound = f"({entries[-1][0]}"
         page = found[: query.limit]
         next_cursor = page[-1][0] if len(found) > query.limit else None
+        if oldest is not None:
+            page = await self._entries(log, [entry_id for entry_id, _ in page])
         return Page(items=[json.loads(raw) for _, raw in page], next_cursor=next_cursor)
+
+    async def _entries(self, log: str, ids: list[str]) -> list[tuple[str, str]]:
+        """The JSON of these entries of `log`, in one round trip; one trimmed since it was found is left out."""
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xrange(log, min=entry_id, max=entry_id)
+            answers: list[list[tuple[str, dict[str, str]]]] = await pipe.execute()
+        return [
+            (entry_id, entries[0][1]["json"])
+            for entry_id, entries in zip(ids, answers, strict=True)
+            if entries
+        ]
