@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pandas as pd
 import pytest
@@ -373,3 +374,25 @@ def test_a_long_window_longer_than_the_data_is_warned_about(
     assert f"needs {bars + 10} prices before its first value and the data has {bars}" in err
     code, _, err = run_cli(capsys, *backtest, "20")
     assert "warning" not in err
+
+
+@pytest.mark.parametrize("command", ["backtest", "sweep"])
+def test_help_says_what_every_fill_mode_does(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """Issue 16.10: `--help` describes each of the engine's fill modes: when it fills, at what price, and
+    how stops meet the bar's high and low (a mode added to the engine without a text fails here)."""
+    from tradebot.backtest.cliargs import FILL_HELP, FILL_HELP_COMMON
+    from tradebot.backtest.engine import FillModel
+
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    # argparse wraps the text (also after a hyphen): compare without whitespace.
+    shown = "".join(capsys.readouterr().out.split())
+    modes = get_args(FillModel)
+    assert set(FILL_HELP) == set(modes)
+    for mode in modes:
+        assert "".join(f"{mode}: {FILL_HELP[mode]}".split()) in shown, mode
+    assert "".join(FILL_HELP_COMMON.split()) in shown
+    assert "low reaches it" in FILL_HELP["close"]
+    assert "next bar's open" in FILL_HELP["next-open"]
+    assert "(a gap) fills at its open" in FILL_HELP_COMMON

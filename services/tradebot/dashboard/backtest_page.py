@@ -19,6 +19,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ValidationError
 from streamlit.delta_generator import DeltaGenerator
 
+from tradebot.backtest.cliargs import FILL_HELP, FILL_HELP_COMMON
 from tradebot.backtest.data import DataError, load_ohlcv
 from tradebot.backtest.engine import FILL_MODELS, BacktestConfig
 from tradebot.backtest.result import BacktestResult, run_backtest
@@ -178,7 +179,7 @@ def choose_config() -> BacktestConfig | None:
         list(FILL_MODELS),
         index=list(FILL_MODELS).index(DEFAULTS.fill),
         key="bt_fill",
-        help="close: at the bar's close; next-open: at the next open",
+        help="\n\n".join([*(f"**{mode}**: {text}" for mode, text in FILL_HELP.items()), FILL_HELP_COMMON]),
     )
     c1, c2, c3, c4 = st.columns(4)
     stop = _float_input(c1, "Stop-loss % (0 = off)", StrategyParams, "stop_loss_pct", "bt_stop", step=0.5)
