@@ -396,3 +396,31 @@ def test_help_says_what_every_fill_mode_does(capsys: pytest.CaptureFixture[str],
     assert "low reaches it" in FILL_HELP["close"]
     assert "next bar's open" in FILL_HELP["next-open"]
     assert "(a gap) fills at its open" in FILL_HELP_COMMON
+
+
+def test_result_tables_show_counts_as_integers_and_every_column_whole(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 16.12: a sweep printed `47.000` trades and `10.0` windows, and rich cut every column of a
+    wide table to `61…` in an 80-column pipe."""
+    data = ["--data", str(SAMPLE)]
+    grid = ["--short-window", "5:15:5", "--long-window", "20,40"]
+    for args in (
+        ["backtest", *data, "--short-window", "10", "--long-window", "30"],
+        ["sweep", *data, *grid],
+        ["sweep", *data, *grid, "--walk-forward", "3"],
+    ):
+        code, out, err = run_cli(capsys, *args)
+        assert code == 0, err
+        assert "…" not in out, out  # no truncated cell or header
+        assert ".000" not in out
+        rows = [line for line in out.splitlines() if line.startswith("│")]
+        assert rows, out
+        # Aligned: every row of a table as wide as its borders.
+        assert len({len(line) for line in rows}) <= 2  # the stats table and the trades table differ
+    header = next(line for line in out.splitlines() if "out_of_sample_trades" in line)
+    assert "short_window" in header
+    fold = next(line for line in out.splitlines() if line.startswith("│    1 │"))
+    cells = [cell.strip() for cell in fold.strip("│").split("│")]
+    assert cells[5:7] in (["10", "40"], ["10", "20"], ["5", "20"], ["5", "40"], ["15", "20"], ["15", "40"])
+    assert cells[-1].isdigit()  # out-of-sample trades: an integer
