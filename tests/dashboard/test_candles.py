@@ -101,7 +101,7 @@ def test_the_chart_is_valid_vega_lite_with_24_hour_utc_axes() -> None:
     params = StrategyParams(short_window=3, long_window=8, timeframe="5m")
     view = candle_view(_bars(20), [_fill(T0 + 12 * FIVE_MIN, OrderReason.ENTRY_LONG)], params, 100)
     spec = json.dumps(candle_chart(view).to_dict(validate=True))
-    assert '"format": "%m-%d %H:%M"' in spec
+    assert "utcFormat(datum.value, '%m-%d %H:%M')" in spec
     assert '"formatType": "utc"' in spec
     assert '"type": "utc"' in spec
     assert '"bind": "scales"' in spec  # zoom and pan

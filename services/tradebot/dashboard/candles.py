@@ -139,11 +139,12 @@ def time_format(timeframe: str) -> str:
 
 def utc_x(field: str, label_format: str, *, title: str | None = "UTC") -> alt.X:
     """A time axis in UTC (Vega's default labels are local time with 12-hour clocks)."""
+    # A label expression: the chart's theme overrode `format`, and Vega's default labels are `01 AM`.
     return alt.X(
         f"{field}:T",
         title=title,
         scale=alt.Scale(type="utc"),
-        axis=alt.Axis(format=label_format, formatType="utc", labelAngle=0, labelOverlap=True),
+        axis=alt.Axis(labelExpr=f"utcFormat(datum.value, '{label_format}')", labelAngle=0, labelOverlap=True),
     )
 
 
@@ -164,8 +165,9 @@ def candle_chart(view: CandleView) -> alt.VConcatChart:
         color=colour,
         tooltip=tooltip,
     )
-    body = candles.mark_bar().encode(
-        x="ts:T", x2="end:T", y="open:Q", y2="close:Q", color=colour, tooltip=tooltip
+    # The outline keeps a bar of one price (open = close, a replay's one tick per bar) a visible line.
+    body = candles.mark_bar(strokeWidth=1).encode(
+        x="ts:T", x2="end:T", y="open:Q", y2="close:Q", color=colour, stroke=colour, tooltip=tooltip
     )
     averages = (
         candles.transform_calculate(**{view.short_label: "datum.short_ma", view.long_label: "datum.long_ma"})
@@ -213,6 +215,7 @@ def candle_chart(view: CandleView) -> alt.VConcatChart:
             x=utc_x("ts", label_format),
             x2="end:T",
             y=alt.Y("volume:Q", title="volume", axis=alt.Axis(format="~s")),
+            y2=alt.datum(0),  # from zero: a bar ranged in x is otherwise a point in y
             color=colour,
             tooltip=tooltip,
         )
