@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pandas as pd
 import pytest
@@ -373,3 +374,53 @@ def test_a_long_window_longer_than_the_data_is_warned_about(
     assert f"needs {bars + 10} prices before its first value and the data has {bars}" in err
     code, _, err = run_cli(capsys, *backtest, "20")
     assert "warning" not in err
+
+
+@pytest.mark.parametrize("command", ["backtest", "sweep"])
+def test_help_says_what_every_fill_mode_does(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """Issue 16.10: `--help` describes each of the engine's fill modes: when it fills, at what price, and
+    how stops meet the bar's high and low (a mode added to the engine without a text fails here)."""
+    from tradebot.backtest.cliargs import FILL_HELP, FILL_HELP_COMMON
+    from tradebot.backtest.engine import FillModel
+
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    # argparse wraps the text (also after a hyphen): compare without whitespace.
+    shown = "".join(capsys.readouterr().out.split())
+    modes = get_args(FillModel)
+    assert set(FILL_HELP) == set(modes)
+    for mode in modes:
+        assert "".join(f"{mode}: {FILL_HELP[mode]}".split()) in shown, mode
+    assert "".join(FILL_HELP_COMMON.split()) in shown
+    assert "low reaches it" in FILL_HELP["close"]
+    assert "next bar's open" in FILL_HELP["next-open"]
+    assert "(a gap) fills at its open" in FILL_HELP_COMMON
+
+
+def test_result_tables_show_counts_as_integers_and_every_column_whole(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 16.12: a sweep printed `47.000` trades and `10.0` windows, and rich cut every column of a
+    wide table to `61…` in an 80-column pipe."""
+    data = ["--data", str(SAMPLE)]
+    grid = ["--short-window", "5:15:5", "--long-window", "20,40"]
+    for args in (
+        ["backtest", *data, "--short-window", "10", "--long-window", "30"],
+        ["sweep", *data, *grid],
+        ["sweep", *data, *grid, "--walk-forward", "3"],
+    ):
+        code, out, err = run_cli(capsys, *args)
+        assert code == 0, err
+        assert "…" not in out, out  # no truncated cell or header
+        assert ".000" not in out
+        rows = [line for line in out.splitlines() if line.startswith("│")]
+        assert rows, out
+        # Aligned: every row of a table as wide as its borders.
+        assert len({len(line) for line in rows}) <= 2  # the stats table and the trades table differ
+    header = next(line for line in out.splitlines() if "out_of_sample_trades" in line)
+    assert "short_window" in header
+    fold = next(line for line in out.splitlines() if line.startswith("│    1 │"))
+    cells = [cell.strip() for cell in fold.strip("│").split("│")]
+    assert cells[5:7] in (["10", "40"], ["10", "20"], ["5", "20"], ["5", "40"], ["15", "20"], ["15", "40"])
+    assert cells[-1].isdigit()  # out-of-sample trades: an integer

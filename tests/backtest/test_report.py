@@ -218,3 +218,19 @@ def test_sweep_heatmap_unknown_column(tmp_path: Path) -> None:
         plot_sweep_heatmap(
             tmp_path / "x.png", pd.DataFrame({"a": [1], "b": [2], "m": [3.0]}), "a", "b", "nope"
         )
+
+
+def test_cells_show_counts_as_integers_and_numbers_with_two_decimals() -> None:
+    from tradebot.backtest.report import format_cell
+
+    assert format_cell("n_trades", 47.0) == "47"
+    assert format_cell("out_of_sample_trades", 3.0) == "3"
+    assert format_cell("short_window", 10.0) == "10"
+    assert format_cell("max_drawdown_duration_bars", 1401) == "1,401"
+    assert format_cell("qty", 93.0) == "93"
+    assert format_cell("qty", 0.125) == "0.125"
+    assert format_cell("in_sample_sharpe", 1.32403) == "1.324"
+    assert format_cell("equity_final", 71924.92) == "71,924.92"
+    assert format_cell("duration_days", 3116.0) == "3,116"
+    assert format_cell("pnl", float("nan")) == "—"
+    assert format_cell("entry_time", pd.Timestamp("2012-12-03", tz="UTC")) == "2012-12-03 00:00"

@@ -296,7 +296,58 @@ def test_snapshots_keep_the_format_services_already_wrote() -> None:
     expected = json.dumps(golden, indent=1)
     assert json.dumps(LiveStrategy.restore(json.loads(text)).snapshot(), indent=1) == expected
     played = golden_run()
-    assert json.dumps(played.snapshot(), indent=1) == expected
+    written = played.snapshot()
+    # Beside the format of old, each symbol names the order that opened its position (force-exits are
+    # keyed by it); the rest is as it was.
+    assert {name: state.pop("entry_id") for name, state in written["symbols"].items()} == played.entry_ids
+    assert set(played.entry_ids) == {"AAA", "BBB"}
+    assert json.dumps(written, indent=1) == expected
     # Every part is covered: a stop-out's cooldown, and an exit doomed by its refused entry.
     assert played.symbols["AAA"].cooldown_until > 0
     assert any(f.doomed for f in played.orders_in_flight("BBB"))
+
+
+def test_a_force_exit_command_runs_once_and_its_order_id_names_the_position_it_closes() -> None:
+    """The same command closing a later position (a snapshot without handled ids) must not reuse the first
+    exit's order id: the executor drops a repeated id while the strategy assumes the exit filled."""
+    strategy = make()
+    first_entry = order(Side.BUY, 10, 100.0, OrderReason.ENTRY_LONG, 1)
+    strategy.assume_filled(first_entry)
+    tick_at = T0 + timedelta(minutes=3)
+    strategy.on_tick("AAA", 101.0, 1.0, tick_at, "tick:AAA:3", strategy.assume_filled)
+    strategy.note_tick("AAA", tick_at)  # as the service does for every tick it trades on
+    exit_1 = strategy.force_exit_once("cmd-1", "AAA", T0 + timedelta(days=900))
+    assert exit_1 is not None
+    assert exit_1.reason is OrderReason.FORCE_EXIT
+    # At the last tick's price and time (the event time of the price it exits at), not the request's.
+    assert (exit_1.ref_price, exit_1.ts) == (101.0, tick_at)
+    assert exit_1.cause == f"force-exit:cmd-1:{first_entry.id}"
+    # The same command and position (a batch replayed after a crash): the same order, which the executor
+    # fills once.
+    assert strategy.force_exit_once("cmd-1", "AAA", T0) == exit_1
+    strategy.assume_filled(exit_1)
+    strategy.remember_command("cmd-1")
+    assert strategy.force_exit_once("cmd-1", "AAA", T0) is None  # handled
+
+    second_entry = order(Side.BUY, 10, 102.0, OrderReason.ENTRY_LONG, 2)
+    strategy.assume_filled(second_entry)
+    assert strategy.force_exit_once("cmd-1", "AAA", T0) is None  # a retry after re-entry: still handled
+    restored = LiveStrategy.restore(json.loads(json.dumps(strategy.snapshot())))
+    assert restored.handled_commands == ["cmd-1"]
+    assert restored.entry_ids == {"AAA": second_entry.id}
+    assert restored.tick_times == {"AAA": tick_at}
+    assert restored.force_exit_once("cmd-1", "AAA", T0) is None
+    restored.handled_commands.clear()  # as a snapshot written before handled ids were kept
+    again = restored.force_exit_once("cmd-1", "AAA", T0)
+    assert again is not None
+    assert again.id != exit_1.id
+
+
+def test_handled_commands_are_bounded() -> None:
+    strategy = make()
+    for n in range(live_module.MAX_HANDLED_COMMANDS + 5):
+        strategy.remember_command(f"c-{n}")
+    strategy.remember_command("c-10")  # known: not added again
+    assert len(strategy.handled_commands) == live_module.MAX_HANDLED_COMMANDS
+    assert strategy.handled_commands[0] == "c-5"
+    assert strategy.handled_commands[-1] == f"c-{live_module.MAX_HANDLED_COMMANDS + 4}"

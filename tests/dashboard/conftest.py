@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -31,19 +33,20 @@ def _count(url: str, path: str) -> int:
     return len(response.json()["items"])
 
 
-@pytest.fixture(scope="session")
-def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def replay_pipeline(workdir: Path, extra_args: Sequence[str] = ()) -> Iterator[str]:
+    """`tradebot up --embedded` replaying the GOOG series (with `extra_args`, e.g. its strategies) until the
+    replay has settled; yields the API URL and stops it."""
     api_port, simulator_port = free_port(), free_port()
     url = f"http://127.0.0.1:{api_port}"
     argv = [
         sys.executable, "-m", "tradebot.cli", "up", "--embedded", "--no-dashboard",
         "--replay", str(REPLAY_CSV), "--symbol", "GOOG", "--speed", "max",
         "--api-port", str(api_port), "--simulator-port", str(simulator_port), "--api-token", API_TOKEN,
+        *extra_args,
     ]  # fmt: skip
     env = {**_base_env(), "TRADEBOT_LOG_JSON": "false"}
-    process = ServerProcess(
-        "tradebot-up", argv, tmp_path_factory.mktemp("tradebot-up"), env=env, cwd=REPO_ROOT
-    )
+    process = ServerProcess("tradebot-up", argv, workdir, env=env, cwd=REPO_ROOT)
     try:
         process.wait_until("orders", lambda: _count(url, "/orders") > 0, timeout=60)
         process.wait_until("fills", lambda: _count(url, "/fills") > 0, timeout=60)
@@ -51,6 +54,12 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         process.stop(timeout=20.0)
+
+
+@pytest.fixture(scope="session")
+def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with replay_pipeline(tmp_path_factory.mktemp("tradebot-up")) as url:
+        yield url
 
 
 def _wait_until_settled(

@@ -107,3 +107,42 @@ def test_the_parameters_start_at_the_models_defaults_and_bounds(backtest: AppTes
     at.selectbox(key="bt_sizing").set_value("qty").run()
     assert not at.exception
     assert any("sizing qty needs a value" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_statistics_read_as_money_percent_counts_and_durations() -> None:
+    """Issue 16.12: `47.000` trades, `6.333e+04` equity and `3116` days were what the page showed."""
+    from tradebot.dashboard.backtest_page import format_stat, number_formats, readable_days
+
+    assert format_stat("n_trades", 47.0) == "47"
+    assert format_stat("max_drawdown_duration_bars", 1401) == "1,401"
+    assert format_stat("equity_final", 63328.77000000001) == "63,328.77"
+    assert format_stat("avg_loss", -2572.4561) == "-2,572.46"
+    assert format_stat("total_return_pct", 533.2877) == "533.29%"
+    assert format_stat("win_rate_pct", 63.63636) == "63.64%"
+    assert format_stat("sharpe", 1.0833788) == "1.083"
+    assert format_stat("profit_factor", float("inf")) == "-"
+    assert format_stat("calmar", None) == "-"
+    assert format_stat("duration_days", 3116.0) == "3,116 days (8.5 years)"
+    assert format_stat("max_drawdown_duration_days", 12.5) == "12.5 days"
+    assert format_stat("start", "2004-08-19T00:00:00+00:00") == "2004-08-19 00:00 UTC"
+    assert readable_days(0.1875) == "04:30:00"
+    formats = number_formats(["n_trades", "short_window", "entry_bar", "pnl", "return_pct", "sortino", "qty"])
+    assert formats == {
+        "n_trades": "%,d", "short_window": "%,d", "entry_bar": "%,d", "pnl": "%,.2f",
+        "return_pct": "%,.2f%%", "sortino": "%.3f", "qty": "%,.6g",
+    }  # fmt: skip
+
+
+def test_the_pages_headline_metrics_are_formatted(backtest: AppTest) -> None:
+    at = backtest
+    at.button(key="bt_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["total return"].endswith("%")
+    assert metrics["win rate"].endswith("%")
+    assert "." not in metrics["trades"]
+    stats = next(d.value for d in at.dataframe if "metric" in d.value.columns)
+    values = dict(zip(stats["metric"], stats["value"], strict=True))
+    assert values["bars"] == "2,148"
+    assert values["equity_final"].count(".") == 1
+    assert len(values["equity_final"].split(".")[1]) == 2

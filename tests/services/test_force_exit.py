@@ -254,3 +254,57 @@ async def test_force_exit_without_kafka_is_refused_not_pretended() -> None:
         assert (
             await api.post("/strategies/fx/close-all?command_id=bad%20id", headers=AUTH)
         ).status_code == 422
+
+
+async def test_a_retried_force_exit_after_re_entry_leaves_the_new_trade_and_a_new_one_closes_it(
+    running: Running,
+) -> None:
+    """The retry of a force-exit that closed one trade, read after the strategy entered again: it made an
+    exit of the new trade with the first exit's order id, which the executor dropped as a duplicate while
+    the strategy assumed it filled (the strategy flat, the broker long). A handled command is now ignored,
+    also after a restart, and a new command closes the new trade."""
+    run = running
+    await run.ticks("AAA", [100.0, 99.0, 98.0, 97.0, 104.0, 106.0])
+    await wait_position(run, "AAA", 10.0)
+    first = await run.api.post("/strategies/fx/positions/AAA/exit?command_id=once-1", headers=AUTH)
+    assert first.status_code == 200, first.text
+    await wait_position(run, "AAA", 0.0)
+    (exit_order,), _ = force_exits(run.bus)
+    # Stamped with the last tick's time (the price it exits at), as the strategy's other orders are.
+    assert datetime.fromisoformat(exit_order["ts"]) == T0 + timedelta(minutes=6)
+
+    # Down, then up again: a new entry of 10.
+    await run.ticks("AAA", [100.0, 97.0, 95.0, 94.0, 99.0, 102.0])
+    await wait_position(run, "AAA", 10.0)
+    await until("the strategy holds the new trade", lambda: run.strategy.position_of("AAA") == 10.0, 30.0)
+
+    # The first request's retry: the command was handled; the new trade stays open on both sides.
+    retry = await run.api.post("/strategies/fx/positions/AAA/exit?command_id=once-1", headers=AUTH)
+    assert retry.status_code == 200
+    await run.stop_strategy()  # ... also for a strategy restarted from its snapshot
+    run.start_strategy()
+    await until(
+        "the restarted strategy holds the trade", lambda: run.strategy.position_of("AAA") == 10.0, 60.0
+    )
+    await run.ticks("AAA", [102.5])  # a batch after the retry: the command has been read by then
+    await until(
+        "the restarted strategy read the tick",
+        lambda: run.strategy.strategy.book.holding("AAA").last_price == 102.5,
+        60.0,
+    )
+    await asyncio.sleep(1.0)
+    assert run.strategy.position_of("AAA") == 10.0
+    assert await position(run, "AAA") == 10.0
+    orders, _ = force_exits(run.bus)
+    assert len(orders) == 1
+
+    # A new command closes the new trade, with an order id of its own.
+    second = await run.api.post("/strategies/fx/positions/AAA/exit?command_id=once-2", headers=AUTH)
+    assert second.status_code == 200, second.text
+    await wait_position(run, "AAA", 0.0)
+    await until("the strategy is flat", lambda: run.strategy.position_of("AAA") == 0.0, 30.0)
+    orders, fills = force_exits(run.bus)
+    assert len({o["id"] for o in orders}) == 2
+    assert len(fills) == 2
+    assert all(f["fill"]["status"] == "filled" for f in fills)
+    assert [o["id"] for o in orders][-1] == second.json()["orders"][0]["order_id"]

@@ -21,6 +21,28 @@ if TYPE_CHECKING:
 # The engine's FILL_MODELS, spelled out so that parsing flags does not import the engine (and pandas);
 # tests/backtest/test_cli.py checks that the two agree.
 FILL_CHOICES: tuple[str, ...] = ("close", "next-open")
+# What each fill mode does, for `--help` (tests/backtest/test_cli.py checks every engine mode has its
+# text). As `engine.run_reference`, `engine.run_ticks` and `core.risk.stop_exit` do it.
+FILL_HELP: dict[str, str] = {
+    "close": (
+        "each decision (entry, cross exit) fills at the close of the bar that made it. Stops and"
+        " take-profits: on a bar --timeframe (1s ... 1d) each bar's open, high and low are checked before"
+        " its close, so a long's stop fills at the stop level when the bar's low reaches it (a short's"
+        " when the high does) and a take-profit at its level; with --timeframe tick each row is one price"
+        " (its close), so a stop fills at the first close at or beyond it; tick data (no OHLC) on a bar"
+        " timeframe checks stops at every tick and fills at that tick's price."
+    ),
+    "next-open": (
+        "a decision at a bar's close fills at the next bar's open (none on the last bar); stops and"
+        " take-profits always watch each bar's open, high and low as above, whatever the timeframe."
+        " Not for tick data on a bar timeframe."
+    ),
+}
+FILL_HELP_COMMON = (
+    "In every mode a bar that opens beyond a stop or target (a gap) fills at its open, a bar that reaches"
+    " both the stop and the take-profit exits by --exit-rule, every fill price moves by --slippage-bps"
+    " against the order, and a position still open at the end closes at the last close."
+)
 # Likewise core.bars.TIMEFRAMES and core.params.EXIT_RULES (core.bars imports numpy).
 TIMEFRAME_CHOICES: tuple[str, ...] = (
     "tick", "1s", "5s", "15s", "30s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"
@@ -150,7 +172,7 @@ def add_strategy_arguments(parser: argparse.ArgumentParser, *, ranges: bool = Fa
         "--fill",
         choices=FILL_CHOICES,
         default="close",
-        help="fill at the signal bar's close or the next bar's open",
+        help=" ".join([*(f"{mode}: {text}" for mode, text in FILL_HELP.items()), FILL_HELP_COMMON]),
     )
     costs.add_argument(
         "--commission-pct", type=float, default=0.0, metavar="C", help="percent of notional per fill"

@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_PLOT_POINTS",
     "STAT_GROUPS",
+    "format_cell",
     "plot_equity_drawdown",
     "plot_price_with_trades",
     "plot_sweep_heatmap",
     "print_report",
+    "print_table",
     "render_stats_table",
     "result_to_json",
 ]
@@ -183,21 +185,59 @@ def _label(key: str) -> str:
     return text[:1].upper() + text[1:] + (" [%]" if key.endswith("_pct") else "")
 
 
-def _fmt(key: str, value: Any) -> str:
+# Columns and statistics that count things: shown as integers whatever their dtype (a sweep's table is
+# float where a numpy array made it so; `47.000 trades` reads as a measurement).
+COUNT_KEYS = frozenset(
+    {"bars", "n_trades", "fold", "short_window", "long_window", "cooldown_bars", "entry_bar", "exit_bar"}
+)
+COUNT_SUFFIXES = ("_bars", "_trades")
+RATIO_KEYS = ("sharpe", "sortino", "calmar", "profit_factor")  # unitless: three decimals
+
+
+def is_count(key: str) -> bool:
+    return key in COUNT_KEYS or key.endswith(COUNT_SUFFIXES)
+
+
+def format_cell(key: str, value: Any) -> str:
+    """One value of a result table as text: counts as integers (`1,234`), ratios with three decimals,
+    quantities as integers when whole, days in whole days, times as `YYYY-MM-DD HH:MM` (UTC), other numbers
+    with thousands separators and two decimals; missing and non-finite values as `—`."""
     if value is None:
         return "—"
     if isinstance(value, bool | str):
         return str(value)
+    if isinstance(value, pd.Timestamp | dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
     if isinstance(value, int | np.integer):
         return f"{int(value):,}"
     if isinstance(value, float | np.floating):
         number = float(value)
         if not math.isfinite(number):
             return "—"
-        if key in {"sharpe", "sortino", "calmar", "profit_factor"}:
+        if is_count(key) or (key in {"qty", "duration_days"} and number.is_integer()):
+            return f"{round(number):,}"
+        if key.endswith(RATIO_KEYS):
             return f"{number:.3f}"
+        if key == "qty":
+            return f"{number:,.6f}".rstrip("0")
+        if key == "duration_days":
+            return f"{number:,.1f}"
         return f"{number:,.2f}"
     return str(value)
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Prints `table` at the width its content needs (at least the console's): rich would otherwise
+    squeeze its columns into an 80-column pipe or terminal and cut every number to `61…`."""
+    from rich.measure import Measurement
+
+    needed = Measurement.get(console, console.options.update(max_width=100_000), table).maximum
+    width = console.width
+    console.width = max(width, needed)  # `print(width=)` is capped at the console's width
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def render_stats_table(stats: Mapping[str, Any]) -> Table:
@@ -221,7 +261,7 @@ def render_stats_table(stats: Mapping[str, Any]) -> Table:
         first = False
         table.add_row(f"[bold cyan]{name.capitalize()}[/]", "")
         for key in keys:
-            table.add_row(f"  {_label(key)}", _fmt(key, stats[key]))
+            table.add_row(f"  {_label(key)}", format_cell(key, stats[key]))
     return table
 
 
@@ -251,13 +291,11 @@ def render_trades_table(trades: pd.DataFrame, last: int = 10) -> Table:
     for row in shown[columns].itertuples(index=False, name=None):
         cells: list[str] = []
         for col, value in zip(columns, row, strict=True):
-            if isinstance(value, pd.Timestamp):
-                cells.append(value.strftime("%Y-%m-%d %H:%M"))
-            elif col == "pnl" and isinstance(value, float | np.floating) and math.isfinite(value):
+            if col == "pnl" and isinstance(value, float | np.floating) and math.isfinite(value):
                 colour = "green" if value > 0 else "red" if value < 0 else "white"
                 cells.append(f"[{colour}]{float(value):,.2f}[/]")
             else:
-                cells.append(_fmt(col, value))
+                cells.append(format_cell(col, value))
         table.add_row(*cells)
     return table
 
@@ -276,9 +314,9 @@ def print_report(
     out = console if console is not None else Console()
     if setup:
         out.print(setup, markup=False)
-    out.print(render_stats_table(stats))
+    print_table(out, render_stats_table(stats))
     if len(trades):
-        out.print(render_trades_table(trades))
+        print_table(out, render_trades_table(trades))
     else:
         out.print("[dim]no trades[/]")
 

@@ -92,7 +92,12 @@ class SweepResult:
     bars: int
 
     def best(self) -> dict[str, Any]:
-        return dict(self.table.iloc[0]) if len(self.table) else {}
+        # `head(1).to_dict` keeps each column's type (`iloc[0]` made every value a float: windows `10.0`).
+        return (
+            {str(k): v for k, v in self.table.head(1).to_dict("records")[0].items()}
+            if len(self.table)
+            else {}
+        )
 
 
 def summary_stats(
@@ -119,7 +124,7 @@ def summary_stats(
         "sortino": mean / downside * math.sqrt(bars_per_year) if downside == downside else nan,
         "max_drawdown_pct": max_dd * 100.0,
         "calmar": cagr / abs(max_dd) if max_dd < 0 and cagr == cagr else nan,
-        "n_trades": n_trades,
+        "n_trades": int(n_trades),  # the kernel's summary holds it as a float
         "win_rate_pct": summary.wins / n_trades * 100.0 if n_trades else nan,
         "profit_factor": summary.gross_win / gross_loss if gross_loss > 0 else nan,
         "exposure_pct": summary.exposure_bars / bars * 100.0 if bars else nan,

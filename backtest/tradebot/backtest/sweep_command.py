@@ -154,14 +154,20 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
+    from tradebot.backtest.report import format_cell, print_table
+
     out = Console()
-    ranked = Table(title=f"{len(result.table)} combinations over {result.bars} bars, ranked by {args.metric}")
+    ranked = Table(
+        title=f"{len(result.table):,} combinations over {result.bars:,} bars, ranked by {args.metric}"
+    )
     shown = result.table.head(args.top)
     for column in shown.columns:
         ranked.add_column(str(column), justify="right")
     for row in shown.itertuples(index=False):
-        ranked.add_row(*(_fmt(value) for value in row))
-    out.print(ranked)
+        ranked.add_row(
+            *(format_cell(str(column), value) for column, value in zip(shown.columns, row, strict=True))
+        )
+    print_table(out, ranked)
     if result.invalid:
         out.print(f"skipped {result.invalid} invalid combinations (short window >= long window and the like)")
     return 0
@@ -189,18 +195,14 @@ def _emit_walk_forward(args: argparse.Namespace, table: Any) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from tradebot.backtest.report import format_cell, print_table
+
     view = Table(title=f"walk-forward, {len(table)} folds, optimising {args.metric}")
     for column in table.columns:
         view.add_column(str(column), justify="right")
     for row in table.itertuples(index=False):
-        view.add_row(*(_fmt(value) for value in row))
-    Console().print(view)
+        view.add_row(
+            *(format_cell(str(column), value) for column, value in zip(table.columns, row, strict=True))
+        )
+    print_table(Console(), view)
     return 0
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.3f}"
-    if hasattr(value, "strftime"):
-        return str(value.strftime("%Y-%m-%d %H:%M"))
-    return str(value)

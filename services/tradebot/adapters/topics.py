@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tradebot.adapters.bus import TopicSpec
 from tradebot.core.bars import Bar
+from tradebot.core.live import force_exit_cause
 from tradebot.core.models import AwareDatetime, ClosedBar, Fill, Identifier, OrderRequest, Position, Symbol
 
 TICKS = "ticks"
@@ -120,9 +121,10 @@ COMMAND_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 
 class ExitCommand(BaseModel):
     """A value on `strategy-commands` (key: the strategy id): close the strategy's position in `symbol`, or
-    in each of its symbols when `symbol` is None (close-all). `command_id` seeds the exit orders' ids, so a
-    repeated command (a client's retry, a strategy replaying its batch) makes the same orders, which the
-    executor fills once; and the strategy, which assumed the first exit filled, finds nothing to close."""
+    in each of its symbols when `symbol` is None (close-all). The strategy executes a `command_id` once (it
+    keeps the ids handled in its snapshot), so a repeated command (a client's retry) makes no second exit;
+    a batch replayed after a crash makes the same orders (their ids: the command and the position's entry
+    order), which the executor fills once."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -135,9 +137,10 @@ class ExitCommand(BaseModel):
     def key(self) -> bytes:
         return self.strategy_id.encode()
 
-    def cause(self) -> str:
-        """The exit orders' cause (with the strategy and symbol, their id)."""
-        return f"force-exit:{self.command_id}"
+    def cause(self, entry_order_id: str = "") -> str:
+        """The cause of the exit of the position `entry_order_id` opened (with the strategy and symbol, the
+        exit order's id): `LiveStrategy.force_exit_once` makes it so."""
+        return force_exit_cause(self.command_id, entry_order_id)
 
 
 @dataclass(frozen=True)

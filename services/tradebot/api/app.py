@@ -60,7 +60,16 @@ from tradebot.core.cockpit import (
     with_drawdown,
 )
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
-from tradebot.core.models import ClosedBar, Fill, FillStatus, OrderRequest, Position, Signal, order_id
+from tradebot.core.models import (
+    ENTRY_REASONS,
+    ClosedBar,
+    Fill,
+    FillStatus,
+    OrderRequest,
+    Position,
+    Signal,
+    order_id,
+)
 from tradebot.core.params import StrategyParams
 from tradebot.core.views import (
     BarPage,
@@ -590,6 +599,7 @@ async def _exit(
         )
     targets = symbols if symbol is None else [symbol]
     open_in = {p.symbol for p in await store.positions(strategy_id) if p.qty != 0.0}
+    entries = {s: await _entry_order(store, strategy_id, s) for s in targets if s in open_in}
     what = f"force-exit of {symbol}" if symbol else "close-all"
     await _event(
         store, strategy_id, "force-exit-request", symbol, f"{what} requested (command {command.command_id})"
@@ -599,11 +609,23 @@ async def _exit(
         symbol=symbol,
         command_id=command.command_id,
         orders=[
-            ExitOrder(symbol=s, order_id=order_id(strategy_id, s, command.cause()))
-            for s in targets
-            if s in open_in
+            ExitOrder(symbol=s, order_id=order_id(strategy_id, s, command.cause(entry)))
+            for s, entry in entries.items()
         ],
     )
+
+
+ENTRY_REASON_VALUES = frozenset(reason.value for reason in ENTRY_REASONS)
+
+
+async def _entry_order(store: Store, strategy_id: str, symbol: str) -> str:
+    """The id of the order that opened the open position in `symbol`: the newest filled entry (the
+    strategy keys its force-exit order by it). Empty when none is in the fills log's newest page."""
+    query = StoreQuery(strategy_id=strategy_id, symbol=symbol, limit=1000, newest_first=True)
+    for item in (await store.fills(query)).items:
+        if item.get("reason") in ENTRY_REASON_VALUES and item.get("status", "filled") == "filled":
+            return str(item["order_id"])
+    return ""
 
 
 @router.post(

@@ -6,14 +6,21 @@ read back from `fills`. A refusal is undone, and the orders still in flight behi
 against the broker's position rule: an exit of an entry that was refused will be refused too, so it
 is undone at once rather than leaving a phantom position for the stops to trade on meanwhile.
 The backtester fills its orders itself and never needs this.
+
+A person's force-exit (`force_exit_once`) is executed once per command id: the ids handled are part of
+the snapshot, so a command read again (a client's retry, after a restart too) makes no second exit. Its
+order id is seeded by the command and the order that opened the position it closes: were the same
+command to close a later position (a snapshot from before handled ids were kept), its exit would not
+share the first exit's id, which the executor drops as a duplicate while this instance assumed it filled.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, Self
 
-from tradebot.core.models import OrderReason, OrderRequest, Side, position_refusal
+from tradebot.core.models import ENTRY_REASONS, OrderReason, OrderRequest, Side, position_refusal
 from tradebot.core.strategy import CrossoverStrategy
 
 # Orders in flight tracked per strategy. A live executor answers within a few hundred ms, so a
@@ -21,6 +28,14 @@ from tradebot.core.strategy import CrossoverStrategy
 # transaction) must stay small. Past this the oldest is no longer tracked: its answer is applied
 # as it comes, without re-checking the orders behind it.
 MAX_TRACKED_IN_FLIGHT = 100
+# Force-exit commands remembered as handled (the newest): a person's retries come within minutes.
+MAX_HANDLED_COMMANDS = 500
+
+
+def force_exit_cause(command_id: str, entry_order_id: str) -> str:
+    """A force-exit order's cause (with the strategy and symbol, its id): the command, and the order that
+    opened the position it closes (empty when unknown: a snapshot from before they were kept)."""
+    return f"force-exit:{command_id}" + (f":{entry_order_id}" if entry_order_id else "")
 
 
 @dataclass
@@ -49,6 +64,31 @@ class InFlight:
 @dataclass
 class LiveStrategy(CrossoverStrategy):
     in_flight: dict[str, list[InFlight]] = field(default_factory=dict)  # per symbol, in the order sent
+    entry_ids: dict[str, str] = field(default_factory=dict)  # per symbol: the order that opened the position
+    handled_commands: list[str] = field(default_factory=list)  # force-exit command ids, oldest first
+    tick_times: dict[str, datetime] = field(default_factory=dict)  # per symbol: the last tick's time
+
+    def note_tick(self, symbol: str, ts: datetime) -> None:
+        """A tick of `symbol` at `ts` was traded on (not late): the time a force-exit is stamped with."""
+        self.tick_times[symbol] = ts
+
+    def force_exit_once(self, command_id: str, symbol: str, requested: datetime) -> OrderRequest | None:
+        """The exit a force-exit command makes in `symbol` (None: nothing open), keyed by the command and
+        the position's entry order. None for a command already handled (`remember_command`).
+
+        The order is stamped with the time of the last tick, whose price it exits at, as every order of
+        the strategy is stamped with its price's event time (the trades and the equity curve are in event
+        time; a replay's force-exit stamped with the request's wall-clock time closed a 2012 trade in
+        2026). `requested` (the command's time) only when no tick has been seen since the start."""
+        if command_id in self.handled_commands:
+            return None
+        ts = self.tick_times.get(symbol, requested)
+        return self.force_exit(symbol, ts, force_exit_cause(command_id, self.entry_ids.get(symbol, "")))
+
+    def remember_command(self, command_id: str) -> None:
+        if command_id not in self.handled_commands:
+            self.handled_commands.append(command_id)
+            del self.handled_commands[:-MAX_HANDLED_COMMANDS]
 
     def orders_in_flight(self, symbol: str) -> list[InFlight]:
         self.state(symbol)
@@ -98,6 +138,12 @@ class LiveStrategy(CrossoverStrategy):
         self._predict_in_flight(order.symbol)
 
     # -- snapshot --------------------------------------------------------------------------------
+    def head_snapshot(self) -> dict[str, Any]:
+        head = super().head_snapshot()
+        if self.handled_commands:  # only then: a strategy never force-exited writes the format it always did
+            head["handled_commands"] = list(self.handled_commands)
+        return head
+
     def snapshot(self) -> dict[str, Any]:
         return {
             **self.head_snapshot(),
@@ -108,6 +154,10 @@ class LiveStrategy(CrossoverStrategy):
         """One symbol's part of `snapshot()`: what the live service stores as a record of its own."""
         state = self._symbol_snapshot(symbol)
         state["in_flight"] = [order.snapshot() for order in self.in_flight.get(symbol, [])]
+        if symbol in self.entry_ids:
+            state["entry_id"] = self.entry_ids[symbol]
+        if symbol in self.tick_times:
+            state["tick_time"] = self.tick_times[symbol].isoformat()
         return state
 
     @classmethod
@@ -116,12 +166,19 @@ class LiveStrategy(CrossoverStrategy):
         for name, state in snap["symbols"].items():
             # Absent from snapshots written before orders in flight were tracked.
             strategy.in_flight[name] = [InFlight.restore(order) for order in state.get("in_flight", [])]
+            if state.get("entry_id"):  # absent from snapshots written before force-exits were keyed by it
+                strategy.entry_ids[name] = str(state["entry_id"])
+            if state.get("tick_time"):
+                strategy.tick_times[name] = datetime.fromisoformat(state["tick_time"])
+        strategy.handled_commands = [str(c) for c in snap.get("handled_commands", [])]
         return strategy
 
     # -- internals -------------------------------------------------------------------------------
     def _apply_assumed(self, symbol: str, order: InFlight) -> None:
         executed, fee = self.costs.execute(order.side.sign, order.qty, order.ref_price)
         self.on_fill(order.side, order.qty, executed, fee, symbol)
+        if order.reason in ENTRY_REASONS:
+            self.entry_ids[symbol] = order.order_id
 
     def _undo_assumed(self, symbol: str, order: InFlight) -> None:
         executed, fee = self.costs.execute(order.side.sign, order.qty, order.ref_price)

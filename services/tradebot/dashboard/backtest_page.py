@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,16 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ValidationError
 from streamlit.delta_generator import DeltaGenerator
 
+from tradebot.backtest.cliargs import FILL_HELP, FILL_HELP_COMMON
 from tradebot.backtest.data import DataError, load_ohlcv
 from tradebot.backtest.engine import FILL_MODELS, BacktestConfig
+from tradebot.backtest.report import RATIO_KEYS, is_count
 from tradebot.backtest.result import BacktestResult, run_backtest
 from tradebot.backtest.sweep import RANK_METRICS, SweepResult, parse_range, run_sweep
 from tradebot.core.costs import Costs
 from tradebot.core.params import SIZING_KINDS, Sizing, StrategyParams
 from tradebot.dashboard.common import load_dashboard_settings
+from tradebot.dashboard.live import duration_text
 from tradebot.dashboard.settings import DashboardSettings
 
 RESULT_KEY = "bt_result"
@@ -36,11 +40,11 @@ SOURCE_FOLDER = "a CSV in the data folder"
 SOURCE_UPLOAD = "upload a CSV"
 MB = 1024 * 1024  # Streamlit's maxUploadSize counts in these
 HEADLINE = (
-    ("total return %", "total_return_pct", "{:,.2f}"),
-    ("sharpe", "sharpe", "{:.2f}"),
-    ("max drawdown %", "max_drawdown_pct", "{:.2f}"),
-    ("trades", "n_trades", "{:d}"),
-    ("win rate %", "win_rate_pct", "{:.1f}"),
+    ("total return", "total_return_pct"),
+    ("sharpe", "sharpe"),
+    ("max drawdown", "max_drawdown_pct"),
+    ("trades", "n_trades"),
+    ("win rate", "win_rate_pct"),
 )
 
 
@@ -178,7 +182,7 @@ def choose_config() -> BacktestConfig | None:
         list(FILL_MODELS),
         index=list(FILL_MODELS).index(DEFAULTS.fill),
         key="bt_fill",
-        help="close: at the bar's close; next-open: at the next open",
+        help="\n\n".join([*(f"**{mode}**: {text}" for mode, text in FILL_HELP.items()), FILL_HELP_COMMON]),
     )
     c1, c2, c3, c4 = st.columns(4)
     stop = _float_input(c1, "Stop-loss % (0 = off)", StrategyParams, "stop_loss_pct", "bt_stop", step=0.5)
@@ -381,31 +385,82 @@ def heatmap(table: pd.DataFrame, metric: str) -> alt.LayerChart | alt.FacetChart
 
 
 # -- results ------------------------------------------------------------------------------------------
-def _fmt(value: Any) -> str:
-    if value is None:
+def readable_days(days: float) -> str:
+    """`3,116 days (8.5 years)`, `12 days`, `1.5 days`, `04:30:00`: a duration in days as a trader reads it."""
+    if days < 1.0:
+        return duration_text(days * 86_400.0)
+    text = f"{days:,.0f} days" if float(days).is_integer() else f"{days:,.1f} days"
+    return text + (f" ({days / 365.25:.1f} years)" if days >= 365.0 else "")
+
+
+def format_stat(key: str, value: Any) -> str:
+    """One backtest statistic as text: counts as integers, percentages with two decimals and `%`, ratios
+    with three decimals, durations in days (and years), amounts of money with thousands separators and two
+    decimals, times in UTC; missing and non-finite values as `-`."""
+    if value is None or isinstance(value, bool):
+        return "-" if value is None else str(value)
+    if isinstance(value, str):
+        stamp = pd.Timestamp(value) if key in {"start", "end"} else None
+        return f"{stamp:%Y-%m-%d %H:%M} UTC" if stamp is not None else value
+    number = float(value)
+    if not np.isfinite(number):
         return "-"
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        if not np.isfinite(number):
-            return "-"
-        return f"{number:,.4g}" if abs(number) < 1e6 else f"{number:,.0f}"
-    return str(value)
+    if is_count(key):
+        return f"{round(number):,}"
+    if key.endswith("_pct"):
+        return f"{number:,.2f}%"
+    if key.endswith(RATIO_KEYS):
+        return f"{number:.3f}"
+    if key.endswith("_days"):
+        return readable_days(number)
+    if key == "bars_per_year":
+        return f"{number:,.0f}" if number.is_integer() else f"{number:,.2f}"
+    return f"{number:,.2f}"
 
 
 def stats_table(stats: dict[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame({"metric": list(stats), "value": [_fmt(v) for v in stats.values()]})
+    return pd.DataFrame({"metric": list(stats), "value": [format_stat(k, v) for k, v in stats.items()]})
+
+
+def number_formats(columns: Sequence[str]) -> dict[str, str]:
+    """printf formats (Streamlit's `NumberColumn`, `,` for thousands) for the numeric columns of the trades
+    and sweep tables: counts as integers, percentages with `%`, ratios with three decimals, the rest (prices,
+    money) with two decimals. The columns stay numbers, so the tables still sort."""
+    formats = {}
+    for column in columns:
+        if is_count(column):
+            formats[column] = "%,d"
+        elif column.endswith("_pct"):
+            formats[column] = "%,.2f%%"
+        elif column.endswith(RATIO_KEYS):
+            formats[column] = "%.3f"
+        elif column == "qty":
+            formats[column] = "%,.6g"
+        else:
+            formats[column] = "%,.2f"
+    return formats
+
+
+def number_columns(frame: pd.DataFrame) -> dict[str, Any]:
+    """`column_config` for `frame`: its numeric columns formatted by `number_formats`, its times in UTC."""
+    numeric = [
+        str(c) for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and frame[c].dtype != bool
+    ]
+    config: dict[str, Any] = {
+        column: st.column_config.NumberColumn(format=fmt) for column, fmt in number_formats(numeric).items()
+    }
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+            config[str(column)] = st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm", timezone="UTC")
+    return config
 
 
 def show_result(result: BacktestResult, label: str) -> None:
     stats = result.stats
     st.subheader(f"Result: {label}")
     st.caption(" ".join(result.config.params.to_cli_args()) + f" --fill={result.config.fill}")
-    for col, (name, key, fmt) in zip(st.columns(len(HEADLINE)), HEADLINE, strict=True):
-        value = stats.get(key)
-        if key == "n_trades":
-            value = int(value or 0)
-        shown = fmt.format(value) if isinstance(value, int | float) and np.isfinite(value) else "-"
-        col.metric(name, shown)
+    for col, (name, key) in zip(st.columns(len(HEADLINE)), HEADLINE, strict=True):
+        col.metric(name, format_stat(key, stats.get(key)))
     left, right = st.columns([1, 3])
     with left:
         st.dataframe(stats_table(stats), hide_index=True, width="stretch", height=560)
@@ -415,7 +470,8 @@ def show_result(result: BacktestResult, label: str) -> None:
         st.altair_chart(curves, width="stretch")
         st.altair_chart(area, width="stretch")
     with st.expander(f"Trades ({len(result.trades)})"):
-        st.dataframe(result.trades, hide_index=True, width="stretch")
+        trades = result.trades
+        st.dataframe(trades, hide_index=True, width="stretch", column_config=number_columns(trades))
 
 
 def sweep_section(bars: pd.DataFrame | None, config: BacktestConfig | None) -> None:
@@ -479,7 +535,8 @@ def sweep_section(bars: pd.DataFrame | None, config: BacktestConfig | None) -> N
     )
     left, right = st.columns([3, 2])
     with left:
-        st.dataframe(table.head(100), hide_index=True, width="stretch")
+        top = table.head(100)
+        st.dataframe(top, hide_index=True, width="stretch", column_config=number_columns(top))
     with right:
         st.altair_chart(heatmap(table, sweep_result.metric), width="stretch")
 

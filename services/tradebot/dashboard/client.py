@@ -19,6 +19,7 @@ from tradebot.core.cockpit import EventList, MarkedEquity, MarkedPoint, Strategy
 from tradebot.core.errors import TradebotError
 from tradebot.core.models import Position
 from tradebot.core.views import (
+    BarPage,
     EquityCurve,
     EquityPoint,
     ExitRequested,
@@ -173,6 +174,17 @@ class ApiClient:
     def price_history(self, symbol: str, *, limit: int = 1000) -> list[PricePoint]:
         path = f"/prices/{quote(symbol, safe='')}"
         return self._request("GET", path, PriceHistory, params={"limit": limit}).points
+
+    def bars(self, symbol: str, timeframe: str, *, limit: int = 1000) -> BarPage:
+        """The newest `limit` closed bars of `symbol` on `timeframe` (at most 1000, newest first);
+        `next_cursor` is set when the API holds older ones."""
+        params: dict[str, QueryValue] = {
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "limit": max(1, min(limit, 1000)),
+            "order": "desc",
+        }
+        return self._request("GET", "/bars", BarPage, params=params)
 
     def market(
         self, symbols: Sequence[str], strategy: str | None = None, *, points: int = 1000, limit: int = 1000

@@ -21,11 +21,13 @@ import pandas as pd
 import streamlit as st
 from pydantic import BaseModel
 
+from tradebot.core.bars import TICK
 from tradebot.core.cockpit import MarkedPoint, Summary, Trades
 from tradebot.core.indicators import MovingAverage
 from tradebot.core.models import Fill, FillStatus, OrderRequest
 from tradebot.core.params import StrategyParams
-from tradebot.core.views import EquityPoint, FillPage, OrderPage, StrategyInfo
+from tradebot.core.views import BarPage, EquityPoint, FillPage, OrderPage, StrategyInfo, SymbolActivity
+from tradebot.dashboard.candles import BARS_LOADED, WINDOWS, candle_chart, candle_view, utc_x
 from tradebot.dashboard.client import ApiClient, ApiUnavailable
 from tradebot.dashboard.common import TOKEN_KEY, api_token, client, load_dashboard_settings, show_api_error
 from tradebot.dashboard.settings import DashboardSettings
@@ -36,6 +38,7 @@ SYMBOL_KEY = "live_symbol"
 FLASH_KEY = "live_flash"
 EXIT_FLASH_KEY = "live_exit_flash"
 KNOWN_KEY = "live_known_strategies"
+BAR_WINDOW_KEY = "live_bar_window"
 TABLE_ROWS = 200
 PRICE_POINTS = 2000
 MARKER_ORDERS = 1000
@@ -190,7 +193,7 @@ def price_chart(
         alt.Chart(lines)
         .mark_line(interpolate="linear", point=len(prices) < 3)
         .encode(
-            x=alt.X("ts:T", title=None),
+            x=utc_x("ts", "%m-%d %H:%M", title="UTC"),
             y=alt.Y("value:Q", title="price", scale=alt.Scale(zero=False)),
             color=alt.Color(
                 "series:N",
@@ -200,7 +203,7 @@ def price_chart(
                 ),
             ),
             tooltip=[
-                alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M:%S"),
+                alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M:%S", formatType="utc"),
                 "series:N",
                 alt.Tooltip("value:Q", format=".4f"),
             ],
@@ -219,7 +222,7 @@ def price_chart(
                 "kind:N", title="orders", scale=alt.Scale(domain=MARKER_DOMAIN, range=MARKER_COLOURS)
             ),
             tooltip=[
-                alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M:%S"),
+                alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M:%S", formatType="utc"),
                 "kind:N",
                 "side:N",
                 "qty:Q",
@@ -238,7 +241,7 @@ def equity_charts(frame: pd.DataFrame) -> tuple[alt.Chart, alt.Chart]:
     # x axis is the fill number unless every point has its own time.
     by_time = frame["ts"].is_unique and len(frame) > 1
     x = alt.X("ts:T", title=None) if by_time else alt.X("fill_no:Q", title="fill #")
-    tooltip = ["strategy:N", alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M:%S"), "fill_no:Q"]
+    tooltip = ["strategy:N", alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M:%S", formatType="utc"), "fill_no:Q"]
     equity = (
         alt.Chart(frame)
         .mark_line(point=len(frame) < 3)
@@ -471,48 +474,78 @@ def events_panel(settings: DashboardSettings) -> None:
 def market_panel(
     settings: DashboardSettings, strategies: dict[str, StrategyInfo], symbols: list[str]
 ) -> None:
+    """Per symbol: candles of the chosen strategy's timeframe when it trades bars and the API has them;
+    otherwise the cached prices (the tick chart). Both with the moving averages and the trades."""
     strategy_id = _selected(STRATEGY_KEY)
     symbol = _selected(SYMBOL_KEY)
     strategy = strategies.get(strategy_id) if strategy_id else None
     shown = [symbol] if symbol else (strategy.symbols if strategy else symbols)
     params = strategy.params if strategy else None
+    on_bars = params is not None and params.timeframe != TICK
     try:
         with client(settings) as api:
-            # One request for every chart: each symbol's prices, orders and fills.
+            # One request for every chart: each symbol's prices, orders and fills; bars one per symbol.
             data = api.market(shown, strategy_id, points=PRICE_POINTS, limit=MARKER_ORDERS)
+            bars: dict[str, BarPage] = (
+                {sym: api.bars(sym, params.timeframe, limit=BARS_LOADED) for sym in shown}
+                if on_bars and params is not None
+                else {}
+            )
     except ApiUnavailable as exc:
         show_api_error(exc, settings)
         return
     if not data:
         st.info("No symbol to chart.")
+    if on_bars:
+        st.radio(
+            "Candles shown", list(WINDOWS), index=0, key=BAR_WINDOW_KEY, horizontal=True,
+            help="The newest bars drawn; drag the chart to pan and scroll to zoom",
+        )  # fmt: skip
     for activity in data:
-        sym = activity.symbol
-        prices = pd.DataFrame([(p.ts, p.price) for p in activity.prices], columns=["ts", "price"])
-        prices["ts"] = pd.to_datetime(prices["ts"], utc=True)
-        if params is not None:
-            short_w, long_w, kind = params.short_window, params.long_window, params.ma_type
-            short, long_ = moving_averages(prices["price"].tolist(), kind, short_w, long_w)
-            short_label, long_label = f"{kind.upper()} {short_w}", f"{kind.upper()} {long_w}"
-        else:
-            short = long_ = [math.nan] * len(prices)
-            short_label, long_label = "short MA", "long MA"
-        prices["short_ma"], prices["long_ma"] = short, long_
-        marks = markers(activity.orders, activity.fills)
-        st.markdown(
-            f"**{sym}** — {len(prices)} cached prices, {len(marks)} orders"
-            + (f" of {strategy_id}" if strategy_id else "")
-        )
-        if prices.empty and marks.empty:
-            st.info(f"No prices or orders for {sym} yet.")
-            continue
-        st.altair_chart(price_chart(prices, marks, short_label, long_label), width="stretch")
-        if params is not None and len(prices) < params.long_window:
-            st.caption(
-                f"The API holds {len(prices)} recent prices of {sym}; the long MA needs "
-                f"{params.long_window} before it shows."
+        page = bars.get(activity.symbol)
+        if params is not None and page is not None and page.items:
+            window = WINDOWS.get(st.session_state.get(BAR_WINDOW_KEY, ""), next(iter(WINDOWS.values())))
+            view = candle_view(
+                page.items, activity.fills, params, window, more_in_store=page.next_cursor is not None
             )
-        elif params is None:
-            st.caption("Choose one strategy to see its moving averages.")
+            st.markdown(f"**{activity.symbol}** — {params.timeframe} candles of {strategy_id}")
+            st.altair_chart(candle_chart(view), width="stretch")
+            st.caption(view.caption)
+            continue
+        if on_bars and params is not None:
+            st.caption(f"No closed {params.timeframe} bars of {activity.symbol} yet: the tick chart instead.")
+        tick_chart(activity, strategy_id, params)
+
+
+def tick_chart(activity: SymbolActivity, strategy_id: str | None, params: StrategyParams | None) -> None:
+    """The cached prices of one symbol with the strategy's moving averages over them and its orders."""
+    sym = activity.symbol
+    prices = pd.DataFrame([(p.ts, p.price) for p in activity.prices], columns=["ts", "price"])
+    prices["ts"] = pd.to_datetime(prices["ts"], utc=True)
+    if params is not None:
+        short_w, long_w, kind = params.short_window, params.long_window, params.ma_type
+        short, long_ = moving_averages(prices["price"].tolist(), kind, short_w, long_w)
+        short_label, long_label = f"{kind.upper()} {short_w}", f"{kind.upper()} {long_w}"
+    else:
+        short = long_ = [math.nan] * len(prices)
+        short_label, long_label = "short MA", "long MA"
+    prices["short_ma"], prices["long_ma"] = short, long_
+    marks = markers(activity.orders, activity.fills)
+    st.markdown(
+        f"**{sym}** — {len(prices)} cached prices, {len(marks)} orders"
+        + (f" of {strategy_id}" if strategy_id else "")
+    )
+    if prices.empty and marks.empty:
+        st.info(f"No prices or orders for {sym} yet.")
+        return
+    st.altair_chart(price_chart(prices, marks, short_label, long_label), width="stretch")
+    if params is not None and len(prices) < params.long_window:
+        st.caption(
+            f"The API holds {len(prices)} recent prices of {sym}; the long MA needs "
+            f"{params.long_window} before it shows."
+        )
+    elif params is None:
+        st.caption("Choose one strategy to see its moving averages.")
 
 
 def activity_panel(settings: DashboardSettings, strategy_ids: list[str]) -> None:

@@ -354,6 +354,8 @@ class StrategyRunner:
                 )
                 if step.late:
                     self._late_tick(tick)
+                else:
+                    strategy.note_tick(tick.symbol, tick.ts)
                 if step.bar is not None:
                     self._produce_bar(producer, tick.symbol, step.bar)
                 if step.signal is not None:
@@ -411,10 +413,19 @@ class StrategyRunner:
             return set()
         if command.strategy_id != self.strategy_id:
             return set()
+        if command.command_id in self.strategy.handled_commands:
+            # A retry (or the batch read again after a restart): executed once already. Its exit, made
+            # again now, would close a position entered since, with an order the executor may drop.
+            logger.info(
+                "force-exit command already handled",
+                extra={"strategy": self.strategy_id, "command_id": command.command_id},
+            )
+            return set()
         symbols = sorted(self.symbols) if command.symbol is None else [command.symbol]
         touched: set[str] = set()
         for symbol in symbols:
-            order = self.strategy.force_exit(symbol, command.ts, command.cause())
+            # Stamped with its price's tick time (see `force_exit_once`), not the request's.
+            order = self.strategy.force_exit_once(command.command_id, symbol, command.ts)
             if order is None:
                 continue
             producer.produce(ORDERS, order.model_dump_json().encode(), key=order.symbol.encode())
@@ -423,6 +434,7 @@ class StrategyRunner:
             self.metrics.orders.labels(
                 strategy=self.strategy_id, side=order.side.value, reason=order.reason.value
             ).inc()
+        self.strategy.remember_command(command.command_id)  # in the head record this batch writes
         logger.info(
             "force-exit command",
             extra={
