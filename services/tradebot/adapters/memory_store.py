@@ -269,8 +269,8 @@ class MemoryStore:
             raise ValueError("ttl_s must be >= 1")
         async with self._lock:
             now = time.monotonic()
-            # Expired marks go when a new one comes: the dict stays as small as Redis' live keys.
-            self._delivered = {k: until for k, until in self._delivered.items() if until > now}
+            if len(self._delivered) % 1000 == 999:  # expired marks go now and then, as Redis' keys expire
+                self._delivered = {k: until for k, until in self._delivered.items() if until > now}
             self._delivered[key] = now + ttl_s
 
     async def was_delivered(self, key: str) -> bool:

@@ -189,19 +189,27 @@ class NotifierRunner:
                 logger.warning("reading the events failed", extra={"error": str(exc), "code": exc.name})
                 await shutdown.sleep(1.0)
                 continue
-            if not records and time.monotonic() - committed_at < IDLE_COMMIT_S:
-                continue
+            told = False
             for record in records:
-                if not await self._notify(record, client, shutdown):
+                finished, told_sinks = await self._notify(record, client, shutdown)
+                if not finished:
                     return  # shutdown mid-delivery: not committed, read again (and not resent) next start
+                told = told or told_sinks
+            # At once after a delivery; else now and then (records no sink wants need no hurry: reading
+            # them again costs nothing), which also puts a new group's starting point on record.
+            if not told and time.monotonic() - committed_at < IDLE_COMMIT_S:
+                continue
             try:
                 await asyncio.to_thread(consumer.commit)
                 committed_at = time.monotonic()
             except BusError as exc:  # read again after a restart; the marks keep the sinks from a repeat
                 logger.warning("committing the events failed", extra={"error": str(exc), "code": exc.name})
 
-    async def _notify(self, record: Record, client: httpx.AsyncClient, shutdown: ShutdownEvent) -> bool:
-        """Delivers one record to every sink that wants it; False if shutdown interrupted it."""
+    async def _notify(
+        self, record: Record, client: httpx.AsyncClient, shutdown: ShutdownEvent
+    ) -> tuple[bool, bool]:
+        """Delivers one record to every sink that wants it: (finished, whether any sink wanted it);
+        not finished if shutdown interrupted it."""
         try:
             event = notification_of(record)
         except ValidationError as exc:
@@ -210,12 +218,12 @@ class NotifierRunner:
                 f"unreadable record on {record.topic}",
                 extra={"offset": record.offset, "error": str(exc.errors()[0])},
             )
-            return True
-        if event is None:
-            return True
-        wanted = [sink for sink in self.sinks if sink.wants(event)]
+            return True, False
+        wanted = [sink for sink in self.sinks if event is not None and sink.wants(event)]
+        if event is None or not wanted:
+            return True, False
         outcomes = await asyncio.gather(*(self._deliver(sink, event, client, shutdown) for sink in wanted))
-        return Outcome.INTERRUPTED not in outcomes
+        return Outcome.INTERRUPTED not in outcomes, True
 
     async def _deliver(
         self, sink: SinkConfig, event: Notification, client: httpx.AsyncClient, shutdown: ShutdownEvent
