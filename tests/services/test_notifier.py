@@ -22,13 +22,18 @@ from tests.plugins.webhooks import Receiver
 from tests.services.test_broker import order
 from tests.services.test_executor_metrics import until
 from tradebot.adapters.bus import Bus, Consumer, Record
+from tradebot.adapters.connect import Wiring
 from tradebot.adapters.kafka import KafkaBus
+from tradebot.adapters.memory_bus import MemoryBus
+from tradebot.adapters.memory_store import MemoryStore
 from tradebot.adapters.redis_store import RedisStore
 from tradebot.adapters.topics import COMMANDS, CONTROL, FILLS, ExitCommand, HaltCommand, pipeline_topics
 from tradebot.core.costs import Costs
 from tradebot.core.models import OrderReason, Side
 from tradebot.executor.broker import PaperBroker
+from tradebot.kit.health import Readiness
 from tradebot.kit.lifecycle import ShutdownEvent
+from tradebot.notifier.command import NotifierSettings, run_notifier
 from tradebot.notifier.runner import NotifierMetrics, NotifierRunner, Retry
 from tradebot.notifier.sinks import SinkConfig
 
@@ -347,3 +352,32 @@ async def test_no_repeat_after_a_crash_between_delivery_and_commit(
     await third.stop()
     assert len(receiver.to("/hook")) == 2
     assert third.metric("duplicate", "hook") == 0
+
+
+async def test_embedded_over_the_memory_bus_and_store(receiver: Receiver) -> None:
+    """What `tradebot up --embedded` runs: the service's own `run_notifier` over the in-memory bus and store,
+    its readiness check joining the process's."""
+    bus, store, readiness, shutdown = MemoryBus(), MemoryStore(), Readiness(), ShutdownEvent()
+    bus.ensure_topics(pipeline_topics(1))
+    sinks = [sink("ops", "discord", receiver.url("/ops"))]
+    settings = NotifierSettings(notifier_sinks=sinks)
+    task = asyncio.create_task(
+        run_notifier(settings, Wiring(bus, store, CollectorRegistry(), readiness, shutdown))
+    )
+    try:
+        for _ in range(200):
+            report = await readiness.evaluate()
+            if report.ready and report.checks:
+                break
+            await asyncio.sleep(0.05)
+        assert report.checks == {"notifier": True}
+        producer = bus.producer("test")
+        halt = HaltCommand(strategy_id="s1", halted=True)
+        producer.produce(CONTROL, halt.model_dump_json().encode(), key=halt.key())
+        producer.flush()
+        await until("the halt at the sink", lambda: len(receiver.to("/ops")) == 1, within_s=10)
+    finally:
+        shutdown.set()
+        await task
+    assert receiver.to("/ops")[0].body == {"content": "[s1] halted: no new entries"}
+    assert await store.was_delivered("ops|control:0:0")
