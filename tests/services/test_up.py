@@ -24,6 +24,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.adapters._wrapped_bus import WrappedBus
+from tests.monitoring.catalogue import EVERY_SERVICE, catalogue, exposition
 from tests.plugins._proc import REPO_ROOT, ServerProcess, free_port
 from tests.plugins.servers import KafkaBroker, RedisServer
 from tests.plugins.webhooks import Receiver
@@ -425,8 +426,15 @@ def test_up_starts_the_notifier_as_its_own_process(
         while not receiver.to("/ops"):
             assert time.monotonic() < deadline, "the halt never reached the sink"
             time.sleep(0.1)
-        metrics = httpx.get(f"http://127.0.0.1:{running.port}/metrics", timeout=5.0).text
-        assert 'tradebot_notifier_sent_total{kind="slack",sink="ops"} 1.0' in metrics
+        metrics_url = f"http://127.0.0.1:{running.port}/metrics"
+        assert 'tradebot_notifier_sent_total{kind="slack",sink="ops"} 1.0' in httpx.get(metrics_url).text
+        # Exactly what services/README.md catalogues for it, with the labels it lists.
+        expected = {e.name: e for e in catalogue() if e.section in {"notifier", EVERY_SERVICE}}
+        exposed = exposition(metrics_url)
+        assert set(exposed) == set(expected)
+        for name, (kind, label_sets) in exposed.items():
+            assert kind == expected[name].type, name
+            assert all(labels == expected[name].labels for labels in label_sets), name
     finally:
         up.stop_process(running.popen)
     assert running.popen.returncode == 0
