@@ -16,12 +16,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from tests.adapters._wrapped_bus import WrappedBus
+from tests.adapters._wrapped_bus import WrappedBus, WrappedConsumer
 from tests.plugins.servers import KafkaBroker, RedisServer
 from tests.plugins.webhooks import Receiver
 from tests.services.test_broker import order
 from tests.services.test_executor_metrics import until
-from tradebot.adapters.bus import Bus, Consumer, Record
+from tradebot.adapters.bus import Bus, Consumer
 from tradebot.adapters.connect import Wiring
 from tradebot.adapters.kafka import KafkaBus
 from tradebot.adapters.memory_bus import MemoryBus
@@ -288,27 +288,9 @@ class NoCommitBus(WrappedBus):
         return NoCommit(super().consumer(group_id, topics, **options))
 
 
-class NoCommit:
-    def __init__(self, inner: Consumer) -> None:
-        self.inner = inner
-
-    def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
-        return self.inner.poll(timeout, max_records)
-
+class NoCommit(WrappedConsumer):
     def commit(self) -> None:
         pass
-
-    def assignment(self) -> list[tuple[str, int]]:
-        return self.inner.assignment()
-
-    def group_metadata(self) -> object:
-        return self.inner.group_metadata()
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        return self.inner.lag()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 async def test_no_repeat_after_a_crash_between_delivery_and_commit(

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.adapters._wrapped_bus import WrappedBus
+from tests.adapters._wrapped_bus import WrappedBus, WrappedConsumer
 from tests.monitoring.catalogue import EVERY_SERVICE, catalogue, exposition
 from tests.plugins._proc import REPO_ROOT, ServerProcess, free_port
 from tests.plugins.servers import KafkaBroker, RedisServer
@@ -248,29 +248,14 @@ class PollLimits(WrappedBus):
         )
 
 
-class NotingConsumer:
+class NotingConsumer(WrappedConsumer):
     def __init__(self, inner: Consumer, limits: set[int]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.limits = limits
 
     def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
         self.limits.add(max_records)
         return self.inner.poll(timeout, max_records)
-
-    def commit(self) -> None:
-        self.inner.commit()
-
-    def assignment(self) -> list[tuple[str, int]]:
-        return self.inner.assignment()
-
-    def group_metadata(self) -> object:
-        return self.inner.group_metadata()
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        return self.inner.lag()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 async def test_the_run_functions_both_modes_share_use_every_setting_they_are_given(
