@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -145,7 +146,10 @@ def sink(
     return SinkConfig(name=name, kind=kind, **secrets, **more)
 
 
-async def test_each_kind_of_sink_gets_its_own_payload(pipeline: Pipeline, receiver: Receiver) -> None:
+async def test_each_kind_of_sink_gets_its_own_payload(
+    pipeline: Pipeline, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     only = [pipeline.a]
     sinks = [
         sink("hook", "webhook", receiver.url("/hook"), strategies=only),
@@ -192,6 +196,11 @@ async def test_each_kind_of_sink_gets_its_own_payload(pipeline: Pipeline, receiv
         {"chat_id": "-10042", "text": t} for t in texts
     ]
     assert running.metric("sent", "tg") == 3
+    # The sinks' URLs and the bot token are secrets: in no log record (httpx logs each request's URL).
+    logged = "\n".join(str(vars(record)) for record in caplog.records)
+    assert "notification sent" in logged
+    assert BOT_TOKEN not in logged
+    assert "/slack" not in logged
 
 
 async def test_sinks_get_only_the_strategies_and_kinds_they_ask_for(

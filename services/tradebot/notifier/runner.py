@@ -165,6 +165,9 @@ class NotifierRunner:
         metrics.know(sinks)
 
     async def run(self, shutdown: ShutdownEvent) -> None:
+        # httpx logs every request's URL at INFO, and a webhook's URL or a Telegram bot token is a secret.
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         consumer = await asyncio.to_thread(
             self.bus.consumer, self.group_id, list(TOPICS), read_committed=True, start=self.start
         )
