@@ -319,7 +319,16 @@ async def test_no_repeat_after_a_crash_between_delivery_and_commit(
         lambda: len(receiver.to("/hook")) == len(receiver.to(telegram)) == 1,
         within_s=30,
     )
-    first.task.cancel()  # killed: nothing committed, no graceful anything
+    # Killed once both deliveries are marked (a kill between a sink's answer and its mark is the one window
+    # left to the webhook's Idempotency-Key), before any commit: nothing committed, nothing graceful.
+    halt_id = receiver.to("/hook")[0].body["id"]
+    for _ in range(200):
+        marks = [await pipeline.store.was_delivered(f"{name}|{halt_id}") for name in ("hook", "tg")]
+        if all(marks):
+            break
+        await asyncio.sleep(0.05)
+    assert all(marks)
+    first.task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first.task
     pipeline.halt(pipeline.a, halted=False)  # sent while no notifier runs
