@@ -184,6 +184,8 @@ def _apply_fill(  # pragma: no cover - compiled
         state[_GLOSS] -= pnl
     if record:
         k = int(state[_NTR])
+        if k >= trades.shape[0]:  # never: `_entry_crosses` bounds the trades; this guards the memory
+            raise IndexError("trade table overflow")
         trades[k, _T_ENTRY_BAR] = state[_OBAR]
         trades[k, _T_EXIT_BAR] = bar
         trades[k, _T_SIDE] = open_side
@@ -301,10 +303,6 @@ def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
                 if use_day and days[j - 1] != day:
                     day = days[j - 1]
                     day_start_equity = cash + 0.0  # flat: the day's first equity is the cash
-                last_prev_equity = cash
-                last_peak = peak
-                last_max_dd = max_dd
-                last_r = 0.0
                 i = j
                 if i == n:
                     break
@@ -400,10 +398,13 @@ def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
         if qty != 0.0:
             exposure += 1
         r = equity / prev_equity - 1.0 if prev_equity != 0.0 else 0.0
-        last_prev_equity = prev_equity
-        last_peak = peak
-        last_max_dd = max_dd
-        last_r = r
+        if i == n - 1:
+            # Kept for the end-of-data close only; saved on every bar they cost a third of the loop's
+            # time (registers spilled to the stack).
+            last_prev_equity = prev_equity
+            last_peak = peak
+            last_max_dd = max_dd
+            last_r = r
         ret_sum += r
         ret_sq += r * r
         # A select, not a branch: the sign of a return is a coin toss the branch predictor loses.
