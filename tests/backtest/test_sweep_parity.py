@@ -35,8 +35,8 @@ def bars_with_gaps(n: int, seed: int) -> pd.DataFrame:
     close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.008, n)))
     open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0, 0.004, n))
     wick = np.abs(rng.normal(0, 0.003, n))
-    index = pd.date_range("2022-01-03", periods=n + 60, freq="1h", tz="UTC")
-    index = index[:400].append(index[460:])
+    hours = pd.date_range("2022-01-03", periods=n + 60, freq="1h", tz="UTC")
+    index = pd.DatetimeIndex(hours[:400].append(hours[460:]))
     return pd.DataFrame(
         {
             "open": open_,
@@ -72,7 +72,7 @@ def test_every_metric_of_every_combination_equals_a_single_run(
     bars = bars_with_gaps(3_000, seed=11)
     arrays = Arrays.from_frame(bars)
     base = BacktestConfig(
-        params=StrategyParams(timeframe=timeframe, take_profit_pct=5, risk=risk),  # type: ignore[arg-type]
+        params=StrategyParams(timeframe=timeframe, take_profit_pct=5, risk=risk),
         costs=COSTS,
         fill=fill,  # type: ignore[arg-type]
     )

@@ -7,6 +7,8 @@ arithmetic of `book`), and the loop here calls them in the order `CrossoverStrat
 with property tests. What is written here alone is the driving loop (one symbol, fills by the fill
 model), the moving averages over whole arrays, the trade table and the running statistics: a change
 to `run_reference` or `CrossoverStrategy.on_price`'s order of steps must change the loop in step.
+The loop jumps over quiet stretches (flat, nothing pending, the equity unchanged) to the next cross
+that could enter: those bars would change nothing, and half the bars of a sweep are such bars.
 
 Its arguments and answer are typed records (NamedTuples; numba reads their fields by name, so no
 argument order can be confused): `KernelBars`, `KernelSetup` (which holds the strategy's `Rules`),
@@ -217,7 +219,7 @@ def _next_entry_cross(  # pragma: no cover - compiled
 ) -> int:
     """The first bar from `start` whose cross could enter (up, or down when shorting), else the end;
     `prev_s` and `prev_l` are the averages at the bar before `start`."""
-    n = short_ma.shape[0]
+    n: int = short_ma.shape[0]
     j = start
     while j < n:
         s = short_ma[j]
@@ -323,9 +325,7 @@ def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
                 cooldown_end = cooldown_until(rules, code, bar_index + 1, cooldown_end)
                 state[_BEST] = trail(q, state[_BEST], highs[i], lows[i])
                 if code != NO_EXIT:
-                    _apply_fill(
-                        state, trades, i, -1 if q > 0.0 else 1, abs(q), exit_at, code, rules, record
-                    )
+                    _apply_fill(state, trades, i, -1 if q > 0.0 else 1, abs(q), exit_at, code, rules, record)
 
         # The close (or tick): on_price.
         price = closes[i]
@@ -388,9 +388,7 @@ def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
             p_count = fills
         else:
             for k in range(fills):
-                _apply_fill(
-                    state, trades, i, f_side[k], f_qty[k], f_price[k], f_reason[k], rules, record
-                )
+                _apply_fill(state, trades, i, f_side[k], f_qty[k], f_price[k], f_reason[k], rules, record)
         qty = state[_QTY]
         equity = state[_CASH] + (qty * price if qty != 0.0 else 0.0)
         if record:
@@ -407,10 +405,8 @@ def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
             last_r = r
         ret_sum += r
         ret_sq += r * r
-        # A select, not a branch: the sign of a return is a coin toss the branch predictor loses.
-        # Adding 0.0 leaves the sum of squares (never -0.0) exactly as it was.
-        down = r if r < 0.0 else 0.0
-        down_sq += down * down
+        if r < 0.0:
+            down_sq += r * r
         prev_equity = equity
         if equity > peak:
             peak = equity
