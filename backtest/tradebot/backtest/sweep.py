@@ -40,6 +40,8 @@ RANK_METRICS = (
 )
 
 Progress = Callable[[int, int], None]
+# A sharded sweep's rows carry their combination's index in the whole grid (the tie-break of a merge).
+SHARD_INDEX_COLUMN = "combination"
 
 
 def parse_range(text: str, kind: type[int] | type[float] = float) -> list[Any]:
@@ -135,11 +137,22 @@ def run_sweep(
     metric: str = "sharpe",
     jobs: int | None = None,
     progress: Progress | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> SweepResult:
+    """Every combination of `grid`, ranked by `metric`. With `shard=(i, n)` only the combinations whose
+    index k (in the grid's deterministic order) has k % n == i, and each row carries k as `combination`:
+    n shards' rows merged and ranked by (metric, k) are the unsharded table (`tradebot.operator.sweep`)."""
     if metric not in RANK_METRICS:
         raise ValueError(f"unknown metric {metric!r}: choose from {', '.join(RANK_METRICS)}")
     arrays = bars if isinstance(bars, Arrays) else Arrays.from_frame(bars)
     combos, invalid = expand_grid(base.params, grid)
+    indexes = list(range(len(combos)))
+    if shard is not None:
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard index {index} is not in 0..{count - 1}")
+        indexes = indexes[index::count]
+        combos = combos[index::count]
     n = len(arrays.close)
     index = arrays.index
     bars_per_year = float(infer_bars_per_year(index))
@@ -184,6 +197,8 @@ def run_sweep(
             if progress is not None:
                 progress(done, total)
     table = pd.DataFrame(rows)
+    if shard is not None:
+        table.insert(0, SHARD_INDEX_COLUMN, indexes)
     if len(table):
         table = table.sort_values(metric, ascending=False, na_position="last", kind="stable").reset_index(
             drop=True
