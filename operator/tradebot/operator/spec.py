@@ -223,7 +223,7 @@ SWEEP_TOP = 10
 _COUNT_SLACK = 1e-9  # as tradebot.backtest.sweep.parse_range: 0.3 / 0.1 counts 3 steps, not 2.99...
 
 
-_RANGE_RULES = [
+_RANGE_RULES: list[Any] = [
     {
         "rule": "has(self.values) ? !(has(self.from) || has(self.to) || has(self.step))"
         " : (has(self.from) && has(self.to) && has(self.step))",
@@ -302,11 +302,11 @@ def _cel_count(field: str) -> str:
     return f"(!has({r}) ? 1 : has({r}.values) ? size({r}.values) : {whole} ? {steps} + 1 : 1)"
 
 
-_PARAMETERS_RULE = {
+_PARAMETERS_RULE: dict[str, Any] = {
     "rule": " || ".join(f"has(self.{field})" for field in _SWEPT),
     "message": "sweep.parameters needs at least one parameter",
 }
-_GRID_RULE = {
+_GRID_RULE: dict[str, Any] = {
     "rule": " * ".join(_cel_count(field) for field in _SWEPT) + f" <= {MAX_SWEEP_COMBINATIONS}",
     "message": f"the sweep grid has more than {MAX_SWEEP_COMBINATIONS} combinations"
     " (its full table must fit in one ConfigMap)",
