@@ -579,8 +579,9 @@ def _replacing(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str,
     patch: dict[str, Any] = dict.fromkeys(set(before) - set(after))
     for key, value in after.items():
         old = before.get(key)
-        both = isinstance(value, Mapping) and isinstance(old, Mapping)
-        patch[key] = _replacing(old, value) if both else value
+        patch[key] = (
+            _replacing(old, value) if isinstance(value, Mapping) and isinstance(old, Mapping) else value
+        )
     return patch
 
 
