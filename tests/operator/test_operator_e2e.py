@@ -168,6 +168,7 @@ def test_service_account_has_exactly_the_grants_it_needs(
         ("create", "cronjobs.batch"),
         ("patch", "cronjobs.batch"),
         ("watch", "pods"),
+        ("get", "pods/log"),
         ("create", "events"),
         ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ]
@@ -183,6 +184,8 @@ def test_service_account_has_exactly_the_grants_it_needs(
         ("delete", "configmaps"),
         ("patch", "events"),
         ("get", "pods"),
+        ("create", "pods/exec"),
+        ("get", "pods/exec"),
         ("list", "namespaces"),
         ("get", "tradingstrategies.tradebot.dev/status"),
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),
