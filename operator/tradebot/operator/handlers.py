@@ -459,9 +459,9 @@ async def _sync_sweep(
         return
     condition, result = outcome.condition, outcome.result
     if result is not None:
-        table = await _sweep_table(kube, body, name, namespace, digest, result["metric"], outcome.shards)
+        problem = await _sweep_table(kube, body, name, namespace, digest, result["metric"], outcome.shards)
         configmap = render.sweep_configmap_name(name)
-        if table is None:
+        if problem is None:
             condition = status.Condition(
                 condition.type,
                 True,
@@ -474,7 +474,7 @@ async def _sync_sweep(
                 condition.type,
                 True,
                 "TableUnavailable",
-                f"{condition.message}; full table unavailable: {table}",
+                f"{condition.message}; full table unavailable: {problem}",
             )
     before = dict(body.status.get("sweep") or {})
     await _write_status(kube, body, generation, [condition], sweep_result=result)
@@ -492,7 +492,7 @@ async def _sweep_table(
     pods: Iterable[BacktestPod],
 ) -> str | None:
     """Apply the ConfigMap with the full table unless it holds this sweep's already: None when it does, else
-    why the shards' logs could not be read (the status still has the best rows)."""
+    why the shards' logs could not give it (the status still has the best rows)."""
     existing = await kube.get("v1", "ConfigMap", render.sweep_configmap_name(name), namespace)
     if existing is not None and (existing.get("data") or {}).get("hash") == digest:
         return None
@@ -502,7 +502,12 @@ async def _sweep_table(
             log = await kube.pod_log(pod.name, namespace, render.COMPONENT_SWEEP)
         except ApiError as exc:
             return f"pods/log of {pod.name}: {exc.status.message}"[:512]
-        tables.append(shards.parse_table_lines(log))
+        rows = shards.parse_table_lines(log)
+        # The log must hold the whole slice the pod reported (a rotated or missing log holds less).
+        expected = shards.decode_shard_result(str((pod.terminated or {}).get("message") or "")).combinations
+        if len(rows) != expected:
+            return f"the log of {pod.name} has {len(rows)} of its {expected} rows"
+        tables.append(rows)
     merged = shards.merge_rows(tables, metric)
     manifest = render.render_sweep_configmap(
         name, namespace, digest=digest, metric=metric, table_csv=shards.table_csv(merged)
