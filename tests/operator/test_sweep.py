@@ -28,7 +28,7 @@ from tradebot.operator import render, status
 from tradebot.operator.spec import SWEEP_METRICS, TradingStrategySpec
 
 SAMPLE = REPO_ROOT / "data" / "historical_data.csv"
-IMAGE_DATA = "/app/data/historical_data.csv"
+IMAGE_DATA = "/opt/tradebot/data/historical_data.csv"  # in the image
 SHARDS = 3
 
 
