@@ -148,11 +148,11 @@ def run_sweep(
     combos, invalid = expand_grid(base.params, grid)
     indexes = list(range(len(combos)))
     if shard is not None:
-        index, count = shard
-        if not 0 <= index < count:
-            raise ValueError(f"shard index {index} is not in 0..{count - 1}")
-        indexes = indexes[index::count]
-        combos = combos[index::count]
+        shard_index, shard_count = shard
+        if not 0 <= shard_index < shard_count:
+            raise ValueError(f"shard index {shard_index} is not in 0..{shard_count - 1}")
+        indexes = indexes[shard_index::shard_count]
+        combos = combos[shard_index::shard_count]
     n = len(arrays.close)
     index = arrays.index
     bars_per_year = float(infer_bars_per_year(index))

@@ -122,8 +122,9 @@ def parse_table_lines(text: str) -> list[Row]:
 def _rank_key(metric: str) -> Any:
     def key(row: Mapping[str, Any]) -> tuple[bool, float, int]:
         value = row.get(metric)
-        missing = value is None or (isinstance(value, float) and math.isnan(value))
-        return (missing, 0.0 if missing else -float(value), int(row[COMBINATION]))
+        number = math.nan if value is None else float(value)
+        missing = math.isnan(number)
+        return (missing, 0.0 if missing else -number, int(row[COMBINATION]))
 
     return key
 
