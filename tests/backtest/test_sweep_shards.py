@@ -15,6 +15,16 @@ from tradebot.core import shards
 
 # short 3..12 x long 6..30 has invalid combinations (short >= long) and n_trades has ties: both must merge
 # in the unsharded order.
+# A row of every sweepable parameter and every metric, each at its longest printed form.
+WIDEST_ROW = {
+    shards.COMBINATION: 1999,
+    "short_window": 99_999,
+    "long_window": 100_000,
+    "stop_loss_pct": 99.1234567891,
+    "take_profit_pct": 9999.1234567891,
+    "trailing_stop_pct": 99.1234567891,
+    **dict.fromkeys([*RANK_METRICS, "exposure_pct", "equity_final"], -1.2345678901234567e-100),
+}
 GRID = ("--short-window", "3:12:3", "--long-window", "6:30:6", "--stop-loss-pct", "1.5,3")
 
 
@@ -108,16 +118,7 @@ def test_an_empty_shard_reports_no_rows(
 def test_the_widest_shard_report_fits_a_termination_message() -> None:
     """MAX_TOP rows of every sweepable parameter and every metric, each at its longest printed form, within
     the 4096 bytes Kubernetes keeps: nothing is dropped."""
-    metrics = [*RANK_METRICS, "exposure_pct", "equity_final"]
-    row = {
-        shards.COMBINATION: 99_999,
-        "short_window": 99_999,
-        "long_window": 100_000,
-        "stop_loss_pct": 99.1234567891,
-        "take_profit_pct": 9999.1234567891,
-        "trailing_stop_pct": 99.1234567891,
-        **dict.fromkeys(metrics, -1.2345678901234567e-100),
-    }
+    row = WIDEST_ROW
     report = shards.ShardResult("sharpe", 49, 50, 2000, 2000, [row] * shards.MAX_TOP)
     message = shards.encode_shard_result(report)
     assert len(message.encode()) <= shards.MAX_MESSAGE_BYTES

@@ -7,8 +7,6 @@ thing the API-server-only tests cannot show): the same as one `tradebot sweep` o
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster.test_03_examples import DATA, EXAMPLES, condition
+from tests.cluster.test_03_examples import DATA, EXAMPLES, condition, namespace_with_prices, run_tradebot
 from tests.plugins._proc import eventually
 from tests.plugins.cluster import LocalCluster
 from tradebot.operator import render, status
@@ -32,13 +30,7 @@ SPEC = TradingStrategySpec.model_validate(MANIFEST["spec"])
 @pytest.fixture(scope="module")
 def sweep_namespace(tradebot_release: LocalCluster) -> Iterator[LocalCluster]:
     cluster = tradebot_release
-    cluster.kubectl("create", "namespace", NAMESPACE)
-    eventually(
-        "the namespace's default service account",
-        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", NAMESPACE).returncode == 0,
-        60,
-    )
-    cluster.kubectl_ok("create", "configmap", "prices", f"--from-file=ohlcv.csv={DATA}", "-n", NAMESPACE)
+    namespace_with_prices(cluster, NAMESPACE)
     cluster.kubectl_ok("apply", "-n", NAMESPACE, "-f", str(EXAMPLE))
     yield cluster
     cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=true", timeout=300)
@@ -51,15 +43,7 @@ def local_sweep(tmp_path: Path) -> tuple[dict[str, Any], str]:
     # The shard's own flags (from --top on) out; the whole grid, ranked, as JSON and CSV instead.
     csv_path = tmp_path / "whole.csv"
     whole = [*args[: args.index("--top")], "--no-progress", "--json", "--csv", str(csv_path)]
-    run = subprocess.run(
-        [sys.executable, "-m", "tradebot.cli", *whole],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
-    result: dict[str, Any] = json.loads(run.stdout)
+    result: dict[str, Any] = json.loads(run_tradebot(whole, timeout=600))
     return result, csv_path.read_text()
 
 

@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from tests.backtest.test_sweep_shards import WIDEST_ROW
 from tests.operator.test_operator_e2e import _apply, _condition, _terminate_pod
 from tests.plugins._proc import REPO_ROOT, eventually
 from tests.plugins.kube import KubeCluster
 from tests.plugins.tradebot_operator import Operator, get_json, kubectl_ok
-from tradebot.backtest.sweep import RANK_METRICS
 from tradebot.cli import main
 from tradebot.core import shards
 from tradebot.operator import render, status
-from tradebot.operator.spec import SWEEP_METRICS, TradingStrategySpec
+from tradebot.operator.spec import TradingStrategySpec
 
 SAMPLE = REPO_ROOT / "data" / "historical_data.csv"
 IMAGE_DATA = "/opt/tradebot/data/historical_data.csv"  # in the image
@@ -103,10 +103,6 @@ def _unsharded(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> tuple[dict
     return whole, csv_path.read_text()
 
 
-def test_rank_metrics_are_the_backtesters() -> None:
-    assert SWEEP_METRICS == RANK_METRICS
-
-
 def test_shards_merged_by_the_operator_equal_one_unsharded_sweep(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -165,17 +161,7 @@ def test_shards_merged_by_the_operator_equal_one_unsharded_sweep(
 
 def test_the_largest_grid_fits_the_configmap() -> None:
     """The schema's cap (2000 combinations) keeps the widest full table well inside a ConfigMap's 1 MiB."""
-    metrics = [*RANK_METRICS, "exposure_pct", "equity_final"]
-    row = {
-        shards.COMBINATION: 1999,
-        "short_window": 99_999,
-        "long_window": 100_000,
-        "stop_loss_pct": 99.1234567891,
-        "take_profit_pct": 9999.1234567891,
-        "trailing_stop_pct": 99.1234567891,
-        **dict.fromkeys(metrics, -1.2345678901234567e-100),
-    }
-    table = shards.table_csv([row] * 2000)
+    table = shards.table_csv([WIDEST_ROW] * 2000)
     assert len(table.encode()) < 1024 * 1024 * 0.9
 
 
@@ -200,6 +186,10 @@ def test_the_largest_grid_fits_the_configmap() -> None:
         ),
         ({"parameters": {"shortWindow": {"values": [5]}}, "shards": 51}, "less than or equal to 50"),
         ({"parameters": {"shortWindow": {"values": [5]}}, "top": 11}, "less than or equal to 10"),
+        (
+            {"parameters": {"shortWindow": {"values": [5]}}, "metric": "luck"},
+            "metric must be one of sharpe, ",
+        ),
     ],
 )
 def test_the_model_refuses_what_the_crd_refuses(sweep: dict[str, Any], message: str) -> None:

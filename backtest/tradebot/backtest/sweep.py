@@ -25,23 +25,10 @@ from tradebot.backtest.engine import BacktestConfig
 from tradebot.backtest.kernel import Arrays, Summary, moving_average, run_kernel, simulate
 from tradebot.backtest.metrics import compute_stats, infer_bars_per_year
 from tradebot.core.params import StrategyParams
-
-# Metrics a sweep can rank by; for every one of them, higher is better.
-RANK_METRICS = (
-    "sharpe",
-    "sortino",
-    "total_return_pct",
-    "cagr_pct",
-    "calmar",
-    "max_drawdown_pct",
-    "win_rate_pct",
-    "profit_factor",
-    "n_trades",
-)
+from tradebot.core.shards import COMBINATION
+from tradebot.core.shards import RANK_METRICS as RANK_METRICS  # where `tradebot sweep` and tests find it
 
 Progress = Callable[[int, int], None]
-# A sharded sweep's rows carry their combination's index in the whole grid (the tie-break of a merge).
-SHARD_INDEX_COLUMN = "combination"
 
 
 def parse_range(text: str, kind: type[int] | type[float] = float) -> list[Any]:
@@ -198,7 +185,7 @@ def run_sweep(
                 progress(done, total)
     table = pd.DataFrame(rows)
     if shard is not None:
-        table.insert(0, SHARD_INDEX_COLUMN, indexes)
+        table.insert(0, COMBINATION, indexes)  # the tie-break of a merge
     if len(table):
         table = table.sort_values(metric, ascending=False, na_position="last", kind="stable").reset_index(
             drop=True

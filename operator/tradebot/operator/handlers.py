@@ -297,11 +297,18 @@ async def _ensure_backtest(
     if spec.backtest.schedule:
         return None  # the CronJob is applied with the strategy's objects
     job = render.render_backtest_job(name, namespace, spec, default_image=settings.strategy_image)
+    created = await _create_owned(kube, body, job, reason="BacktestStarted")
+    if created is not None:
+        BACKTESTS.labels(result="started").inc()
+    return created
+
+
+async def _create_owned(kube: Kube, body: kopf.Body, job: render.Manifest, *, reason: str) -> str | None:
+    """Create `job`, owned by the resource, unless it exists (its name makes it per spec): its name if created."""
     kopf.adopt(job, owner=body)
     if not await kube.create_if_absent(job):
         return None
-    BACKTESTS.labels(result="started").inc()
-    kopf.info(body, reason="BacktestStarted", message=f"Job {job['metadata']['name']} created")
+    kopf.info(body, reason=reason, message=f"{job['kind']} {job['metadata']['name']} created")
     return str(job["metadata"]["name"])
 
 
@@ -320,11 +327,7 @@ async def _ensure_sweep(
     if (body.status.get("sweep") or {}).get("hash") == render.sweep_hash(spec):
         return None
     job = render.render_sweep_job(name, namespace, spec, default_image=settings.strategy_image)
-    kopf.adopt(job, owner=body)
-    if not await kube.create_if_absent(job):
-        return None
-    kopf.info(body, reason="SweepStarted", message=f"Indexed Job {job['metadata']['name']} created")
-    return str(job["metadata"]["name"])
+    return await _create_owned(kube, body, job, reason="SweepStarted")
 
 
 # -- the daemon: owned objects back to the spec, Ready and backtest results into the status --------------

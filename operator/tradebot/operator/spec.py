@@ -20,6 +20,7 @@ from tradebot.core.costs import Costs
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 from tradebot.core.models import Symbol
 from tradebot.core.params import StrategyParams
+from tradebot.core.shards import RANK_METRICS
 
 FillModel = Literal["close", "next-open"]
 # Five cron fields (minute hour day-of-month month day-of-week) or a @-macro, as a CronJob takes them; each
@@ -188,30 +189,6 @@ class Dataset(_Model):
         return self
 
 
-# Metrics a sweep ranks by (tradebot.backtest.sweep.RANK_METRICS, which the operator may not import; a test
-# keeps them equal); higher is better for each.
-SWEEP_METRICS = (
-    "sharpe",
-    "sortino",
-    "total_return_pct",
-    "cagr_pct",
-    "calmar",
-    "max_drawdown_pct",
-    "win_rate_pct",
-    "profit_factor",
-    "n_trades",
-)
-SweepMetric = Literal[
-    "sharpe",
-    "sortino",
-    "total_return_pct",
-    "cagr_pct",
-    "calmar",
-    "max_drawdown_pct",
-    "win_rate_pct",
-    "profit_factor",
-    "n_trades",
-]
 # The full table goes into one ConfigMap (at most 1 MiB): a row of the sweepable parameters and every metric
 # is at most ~400 bytes of CSV, so 2000 combinations (valid or not) stay well inside it.
 MAX_SWEEP_COMBINATIONS = 2000
@@ -335,13 +312,22 @@ class SweepSpec(_Model):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_GRID_RULE]})
 
     parameters: SweepParameters = Field(description="Ranges of the parameters to sweep.")
-    metric: SweepMetric = Field(
-        default="sharpe", description="Rank combinations by this metric (higher wins)."
+    metric: str = Field(
+        default="sharpe",
+        description="Rank combinations by this metric (higher wins).",
+        json_schema_extra={"enum": list(RANK_METRICS)},
     )
     shards: int = Field(
         default=1, ge=1, le=MAX_SWEEP_SHARDS, description="Pods of the Indexed Job, each a slice of the grid."
     )
     top: int = Field(default=SWEEP_TOP, ge=1, le=SWEEP_TOP, description="Rows kept in status.sweep.top.")
+
+    @field_validator("metric")
+    @classmethod
+    def _a_rank_metric(cls, metric: str) -> str:
+        if metric not in RANK_METRICS:
+            raise ValueError(f"metric must be one of {', '.join(RANK_METRICS)}")
+        return metric
 
     @model_validator(mode="after")
     def _bounded_grid(self) -> SweepSpec:

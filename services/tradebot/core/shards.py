@@ -21,6 +21,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# Metrics a sweep can rank by (`tradebot sweep --metric`, a TradingStrategy's backtest.sweep.metric); for every
+# one of them, higher is better.
+RANK_METRICS = (
+    "sharpe",
+    "sortino",
+    "total_return_pct",
+    "cagr_pct",
+    "calmar",
+    "max_drawdown_pct",
+    "win_rate_pct",
+    "profit_factor",
+    "n_trades",
+)
 COMBINATION = "combination"
 # Kubernetes keeps at most this many bytes of a termination message.
 MAX_MESSAGE_BYTES = 4096
