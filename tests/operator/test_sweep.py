@@ -382,3 +382,60 @@ def test_the_operator_runs_one_indexed_job_and_merges_its_shards(
     assert condition["reason"] == "TableUnavailable"
     assert "full table unavailable: the log of sweeper-sweep-" in condition["message"]
     assert get_json(cluster, "configmap", "sweeper-sweep", "-n", namespace) is None
+
+
+class _ShardLogs:
+    """The three calls `_sweep_table` makes of `Kube`, over logs given by the test: the API server alone has
+    no kubelet to serve a pod's log (tests/cluster/test_09_sweep_shards.py reads real ones)."""
+
+    def __init__(self, logs: dict[str, str]) -> None:
+        self.logs = logs
+        self.configmaps: dict[str, dict[str, Any]] = {}
+        self.log_reads: list[str] = []
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        assert (api_version, kind) == ("v1", "ConfigMap")
+        return self.configmaps.get(name)
+
+    async def pod_log(self, name: str, namespace: str, container: str) -> str:
+        assert container == render.COMPONENT_SWEEP
+        self.log_reads.append(name)
+        return self.logs[name]
+
+    async def apply_if_changed(self, manifest: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+        self.configmaps[manifest["metadata"]["name"]] = manifest
+        return True, manifest
+
+
+async def test_the_full_table_comes_from_the_shards_logs_once(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tradebot.operator.handlers import _sweep_table
+
+    spec = _spec()
+    whole, whole_csv = _unsharded(capsys, tmp_path)
+    outputs = _shard_outputs(capsys, monkeypatch, tmp_path, spec)
+    pods = [
+        status.BacktestPod(f"shard-{i}", "job", "job-uid", "d", {"exitCode": 0, "message": message}, i)
+        for i, (message, _) in enumerate(outputs)
+    ]
+    # A log carries what else the container printed on stderr: skipped.
+    logs = {f"shard-{i}": f"a warning\n{out}" for i, (_, out) in enumerate(outputs)}
+    owner = {"apiVersion": "tradebot.dev/v1alpha1", "kind": "TradingStrategy"}
+    body = {**owner, "metadata": {"name": "sweeper", "namespace": "ns", "uid": "ts-uid"}}
+    kube = _ShardLogs(logs)
+    assert await _sweep_table(kube, body, "sweeper", "ns", "d", "sharpe", pods) is None  # type: ignore[arg-type]
+    configmap = kube.configmaps["sweeper-sweep"]
+    assert configmap["data"] == {"hash": "d", "metric": "sharpe", render.SWEEP_TABLE_KEY: whole_csv}
+    assert configmap["metadata"]["ownerReferences"][0]["uid"] == "ts-uid"
+    assert sorted(kube.log_reads) == ["shard-0", "shard-1", "shard-2"]
+    # Written for this spec: the logs are not read again.
+    assert await _sweep_table(kube, body, "sweeper", "ns", "d", "sharpe", pods) is None  # type: ignore[arg-type]
+    assert len(kube.log_reads) == SHARDS
+    # A log that lost rows (rotated, or the pod gone) writes no table and says why.
+    short = _ShardLogs({**logs, "shard-1": "\n".join(logs["shard-1"].splitlines()[:-1])})
+    problem = await _sweep_table(short, body, "sweeper", "ns", "d", "sharpe", pods)  # type: ignore[arg-type]
+    assert problem is not None
+    assert problem.startswith("the log of shard-1 has")
+    assert short.configmaps == {}
+    assert whole["combinations"] == len(whole_csv.splitlines()) - 1
