@@ -128,7 +128,7 @@ def run_sweep(
 ) -> SweepResult:
     """Every combination of `grid`, ranked by `metric`. With `shard=(i, n)` only the combinations whose
     index k (in the grid's deterministic order) has k % n == i, and each row carries k as `combination`:
-    n shards' rows merged and ranked by (metric, k) are the unsharded table (`tradebot.operator.sweep`)."""
+    n shards' rows merged and ranked by (metric, k) are the unsharded table (`tradebot.core.shards.merge_rows`)."""
     if metric not in RANK_METRICS:
         raise ValueError(f"unknown metric {metric!r}: choose from {', '.join(RANK_METRICS)}")
     arrays = bars if isinstance(bars, Arrays) else Arrays.from_frame(bars)
