@@ -4,7 +4,7 @@ no two share a Python interpreter (and its GIL), as no two pipeline services do.
     txn_floor.py feed BOOTSTRAP TOPIC RATE SECONDS   records stamped with time.time() at RATE per second
     txn_floor.py loop BOOTSTRAP IN OUT SECONDS       consume, produce one per record, send offsets, commit
     txn_floor.py observe BOOTSTRAP TOPIC KIND SECONDS WARMUP_S   latency of each committed record
-                                                     (KIND: raw, orders or fills)
+                                                     (KIND: raw, ticks, orders or fills)
 
 The loop is the pipeline's exactly-once hop with nothing else: each poll batch (what is fetched, as
 `TransactionalLoop` does) is one transaction. Its producer and consumer use the pipeline's settings
@@ -103,27 +103,43 @@ def loop(bootstrap: str, source: str, sink: str, seconds: float) -> None:
 def stamp(kind: str, value: bytes) -> float:
     if kind == "raw":
         return float(value)
-    # An order carries its tick's timestamp (the simulator's wall clock at send); a fill, its order.
+    # A tick, and an order made from it, carry the tick's timestamp (the simulator's wall clock at
+    # send); a fill carries its order.
     document = json.loads(value)
     return datetime.fromisoformat((document["order"] if kind == "fills" else document)["ts"]).timestamp()
 
 
+def percentiles(values: list[float], prefix: str) -> dict[str, float | None]:
+    if not values:
+        return {f"{prefix}p50_ms": None, f"{prefix}p99_ms": None}
+    return {
+        f"{prefix}p50_ms": float(np.percentile(values, 50)),
+        f"{prefix}p99_ms": float(np.percentile(values, 99)),
+    }
+
+
 def observe(bootstrap: str, topic: str, kind: str, seconds: float, warmup_s: float) -> None:
+    """Besides stamp to seen, stamp to the record's CreateTime (when its producer called produce(), before
+    any commit), which splits a hop's work from its wait for the commit and the fetch. `ticks` is
+    sampled (one record in 20): its observer must not take the CPU the pipeline is measured on."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"observe-{topic}", **CONSUMER})
     consumer.subscribe([topic])
-    latencies: list[float] = []
+    every = 20 if kind == "ticks" else 1
+    seen_ms: list[float] = []
+    made_ms: list[float] = []
     start = time.time()
+    count = 0
     while time.time() - start < seconds:
         for message in consumer.consume(1000, 0.05):
-            if message.error() is None:
+            count += 1
+            if message.error() is None and count % every == 0:
                 seen = time.time()
                 if seen - start >= warmup_s:
-                    latencies.append((seen - stamp(kind, message.value())) * 1000)
+                    sent = stamp(kind, message.value())
+                    seen_ms.append((seen - sent) * 1000)
+                    made_ms.append(message.timestamp()[1] - sent * 1000)
     consumer.close()
-    result: dict[str, float | int | None] = {"count": len(latencies), "p50_ms": None, "p99_ms": None}
-    if latencies:
-        result.update(p50_ms=float(np.percentile(latencies, 50)), p99_ms=float(np.percentile(latencies, 99)))
-    print(json.dumps(result))
+    print(json.dumps({"count": len(seen_ms), **percentiles(seen_ms, ""), **percentiles(made_ms, "made_")}))
 
 
 def main(argv: list[str]) -> None:
