@@ -79,7 +79,10 @@ def loop(bootstrap: str, source: str, sink: str, seconds: float) -> None:
         after: dict[tuple[str, int], int] = {}
         for message in messages:
             producer.produce(sink, message.value(), key=message.key())
-            after[(message.topic(), message.partition())] = message.offset() + 1
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if topic is None or partition is None or offset is None:  # never for a consumed record
+                raise RuntimeError("a consumed record without its position")
+            after[(topic, partition)] = offset + 1
         producer.poll(0)
         offsets = [TopicPartition(t, p, o) for (t, p), o in after.items()]
         started = time.perf_counter()
@@ -135,7 +138,7 @@ def observe(bootstrap: str, topic: str, kind: str, seconds: float, warmup_s: flo
             if message.error() is None and count % every == 0:
                 seen = time.time()
                 if seen - start >= warmup_s:
-                    sent = stamp(kind, message.value())
+                    sent = stamp(kind, message.value() or b"")
                     seen_ms.append((seen - sent) * 1000)
                     made_ms.append(message.timestamp()[1] - sent * 1000)
     consumer.close()
