@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 PRODUCER: dict[str, Any] = {
     "enable.idempotence": True,
@@ -40,6 +40,16 @@ CONSUMER: dict[str, Any] = {
     "auto.offset.reset": "earliest",
     "fetch.wait.max.ms": 5,
 }
+
+
+def fetched(consumer: Consumer, most: int) -> list[Message]:
+    """Up to `most` messages, as soon as there is one (as `adapters/kafka.py` polls): `consume(n, t)`
+    alone waits all of `t` unless n messages came, which would add up to `t` to every latency here."""
+    messages = consumer.consume(most, 0)
+    if messages:
+        return messages
+    first = consumer.poll(0.05)
+    return [first, *consumer.consume(most - 1, 0)] if first is not None else []
 
 
 def feed(bootstrap: str, topic: str, rate: float, seconds: float) -> None:
@@ -68,11 +78,7 @@ def loop(bootstrap: str, source: str, sink: str, seconds: float) -> None:
     batches: list[int] = []
     deadline = time.time() + seconds
     while time.time() < deadline:
-        messages = consumer.consume(5000, 0)
-        if not messages:
-            first = consumer.poll(0.05)
-            messages = [first, *consumer.consume(4999, 0)] if first is not None else []
-        messages = [m for m in messages if m.error() is None]
+        messages = [m for m in fetched(consumer, 5000) if m.error() is None]
         if not messages:
             continue
         producer.begin_transaction()
@@ -133,7 +139,7 @@ def observe(bootstrap: str, topic: str, kind: str, seconds: float, warmup_s: flo
     start = time.time()
     count = 0
     while time.time() - start < seconds:
-        for message in consumer.consume(1000, 0.05):
+        for message in fetched(consumer, 1000):
             count += 1
             if message.error() is None and count % every == 0:
                 seen = time.time()
