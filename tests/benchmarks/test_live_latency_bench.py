@@ -1,0 +1,246 @@
+"""Issue 17 item 5: live tick-to-fill latency at the rate it names, beside the raw floor of the same run.
+
+For each target rate (1k, 5k, 20k ticks/s over 100 symbols), on one broker, one after the other:
+
+- *pipeline*: simulator (WebSocket) -> feed -> `ticks` -> strategy (one transaction per poll batch) ->
+  `orders` -> executor (one transaction per poll batch) -> `fills`. Achieved rate: records added to
+  `ticks` per second (its high watermarks) over the measuring window. Latency: from the tick's timestamp
+  (the simulator's wall clock when it sent the tick) to when a read_committed consumer in its own process
+  sees the fill. Wall clock because the stamp crosses processes; one host, so one clock. Seeing the fill
+  (not the fill's own `ts`, stamped before the executor commits) is what a reader of `fills` gets.
+- *confluent floor*: `txn_floor.py` processes: a feed at the same rate -> one consume-produce-commit
+  transaction per poll batch -> a read_committed observer; latency from the feed's send stamp to seen.
+  One exactly-once hop with the pipeline's client settings and nothing else; the pipeline has two
+  (strategy, executor) plus the feed, hence the goal: pipeline p99 within 2x this p99.
+- *java perf-test*: Kafka's own `ProducerPerformance` (`kafka-producer-perf-test`) with
+  `--transactional-id` at the same `--throughput`: the broker's produce latency under transactions with
+  the Java client (send to acknowledgement; no consume, no wait for the commit), to tell librdkafka's
+  share from the broker's.
+
+The machine running this is usually shared: figures are upper bounds; the ratio within a run is what
+means something. Run: `pytest tests/benchmarks/test_live_latency_bench.py -s --benchmarks -p no:cacheprovider`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from tests.benchmarks.test_pipeline_bench import FAST, SYMBOLS, flowing, fresh_topics, metric
+from tests.e2e.harness import Pipeline
+from tests.plugins._proc import free_port
+from tests.plugins.servers import KafkaBroker, RedisServer
+
+HERE = Path(__file__).resolve().parent
+RATES = tuple(int(r) for r in os.environ.get("TRADEBOT_BENCH_RATES", "1000,5000,20000").split(","))
+MEASURE_S = float(os.environ.get("TRADEBOT_BENCH_SECONDS", "15"))
+WARMUP_S = 3.0
+GOAL_RATIO = 2.0
+PERF_LINE = re.compile(
+    r"(?P<sent>\d+) records sent, (?P<rate>[\d.]+) records/sec .*? (?P<p50>\d+) ms 50th, "
+    r"(?P<p95>\d+) ms 95th, (?P<p99>\d+) ms 99th"
+)
+
+
+def high_watermarks(bootstrap: str, topic: str) -> int:
+    """Records in `topic` so far (the sum of its partitions' high watermarks)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+        )
+    finally:
+        consumer.close()
+
+
+def floor_process(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "txn_floor.py"), *args], stdout=subprocess.PIPE, text=True
+    )
+
+
+def result_of(process: subprocess.Popen[str], timeout: float = 120) -> dict[str, Any]:
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out
+    parsed: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return parsed
+
+
+def pipeline_at(pipeline: Pipeline[KafkaBroker], kafka: KafkaBroker, rate: int) -> dict[str, Any]:
+    fresh_topics(kafka)
+    sim_port = free_port()
+    tag = f"live{rate}"
+    sim = pipeline.add(
+        f"simulator-{tag}",
+        ["simulator", "--port", str(sim_port)],
+        TRADEBOT_SYMBOLS=",".join(SYMBOLS),
+        TRADEBOT_SIMULATOR_INTERVAL_S=str(len(SYMBOLS) / rate),
+        TRADEBOT_SIMULATOR_VOLATILITY="3.0",
+        TRADEBOT_LOG_LEVEL="WARNING",
+    )
+    executor = pipeline.add(f"executor-{tag}", ["executor"], TRADEBOT_LOG_LEVEL="WARNING")
+    strategy = pipeline.add(
+        f"strategy-{tag}",
+        ["strategy"],
+        TRADEBOT_STRATEGY_ID=tag,
+        TRADEBOT_STRATEGY_SYMBOLS=",".join(SYMBOLS),
+        TRADEBOT_STRATEGY_PARAMS=json.dumps(FAST),
+        TRADEBOT_LOG_LEVEL="WARNING",
+    )
+    feed = pipeline.add(
+        f"feed-{tag}", ["feed"], TRADEBOT_FEED_URL=f"ws://127.0.0.1:{sim_port}", TRADEBOT_LOG_LEVEL="WARNING"
+    )
+    try:
+        for service in (executor, strategy, sim):
+            service.start()
+        for name in (f"executor-{tag}", f"strategy-{tag}"):
+            pipeline.wait_http(name)
+        feed.start()
+        pipeline.wait_until("ticks flowing", flowing(strategy.http_port), 120)
+        seconds = str(MEASURE_S + WARMUP_S)
+        # Orders too: tick to order seen is the feed's and the strategy's share of tick to fill.
+        orders = floor_process("observe", kafka.bootstrap, "orders", "orders", seconds, str(WARMUP_S))
+        ticks = floor_process("observe", kafka.bootstrap, "ticks", "ticks", seconds, str(WARMUP_S))
+        observer = floor_process("observe", kafka.bootstrap, "fills", "fills", seconds, str(WARMUP_S))
+        time.sleep(WARMUP_S)
+        ticks_before, strategy_before = (
+            high_watermarks(kafka.bootstrap, "ticks"),
+            metric(strategy.http_port, "tradebot_strategy_ticks_total"),
+        )
+        batches_before = metric(strategy.http_port, "tradebot_strategy_batch_seconds_count")
+        batch_s_before = metric(strategy.http_port, "tradebot_strategy_batch_seconds_sum")
+        start = time.monotonic()
+        seen = result_of(observer)
+        to_order = result_of(orders)
+        to_tick = result_of(ticks)
+        elapsed = time.monotonic() - start
+        batches = metric(strategy.http_port, "tradebot_strategy_batch_seconds_count") - batches_before
+        batch_s = metric(strategy.http_port, "tradebot_strategy_batch_seconds_sum") - batch_s_before
+        return {
+            **seen,
+            "hops": {"ticks": to_tick, "orders": to_order, "fills": seen},
+            "achieved": (high_watermarks(kafka.bootstrap, "ticks") - ticks_before) / elapsed,
+            "strategy_rate": (metric(strategy.http_port, "tradebot_strategy_ticks_total") - strategy_before)
+            / elapsed,
+            "strategy_batch_ms": 1000 * batch_s / batches if batches else None,
+            "strategy_batch_ticks": (
+                (metric(strategy.http_port, "tradebot_strategy_ticks_total") - strategy_before) / batches
+                if batches
+                else None
+            ),
+        }
+    finally:
+        for service in (feed, sim, strategy, executor):
+            service.stop()
+
+
+def confluent_floor_at(kafka: KafkaBroker, rate: int) -> dict[str, Any]:
+    source = kafka.create_topic(f"floor-in-{rate}", partitions=6)
+    sink = kafka.create_topic(f"floor-out-{rate}", partitions=6)
+    seconds = MEASURE_S + WARMUP_S
+    observer = floor_process("observe", kafka.bootstrap, sink, "raw", str(seconds + 2), str(WARMUP_S))
+    loop = floor_process("loop", kafka.bootstrap, source, sink, str(seconds + 2))
+    time.sleep(2)  # both subscribed (the group joins) before the first record
+    feeder = floor_process("feed", kafka.bootstrap, source, str(rate), str(seconds))
+    fed = result_of(feeder)
+    return {**result_of(observer), **result_of(loop), "achieved": fed["rate"]}
+
+
+def java_floor_at(kafka: KafkaBroker, rate: int, transaction_ms: int) -> dict[str, Any]:
+    topic = kafka.create_topic(f"perf-{rate}", partitions=6)
+    tools = Path(os.environ.get("TRADEBOT_TOOLS_DIR", ".tools")) / "bin" / "kafka-class"
+    out = subprocess.run(
+        [
+            str(tools),
+            "org.apache.kafka.tools.ProducerPerformance",
+            "--topic",
+            topic,
+            "--num-records",
+            str(int(rate * MEASURE_S)),
+            "--record-size",
+            "200",
+            "--throughput",
+            str(rate),
+            "--transactional-id",
+            f"perf-{rate}",
+            "--transaction-duration-ms",
+            str(transaction_ms),
+            "--producer-props",
+            f"bootstrap.servers={kafka.bootstrap}",
+            "acks=all",
+            "linger.ms=1",
+            "compression.type=lz4",
+            # As our transactional producers (KafkaBus.transactional_producer says why).
+            "retry.backoff.ms=5",
+            "retry.backoff.max.ms=50",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=MEASURE_S * 4 + 120,
+        check=True,
+    ).stdout
+    match = PERF_LINE.search(out.strip().splitlines()[-1])
+    assert match, out
+    return {"achieved": float(match["rate"]), "p50_ms": float(match["p50"]), "p99_ms": float(match["p99"])}
+
+
+def fmt(value: float | None) -> str:
+    return "    -" if value is None else f"{value:6.1f}"
+
+
+def test_live_latency_beside_the_raw_floor(
+    own_kafka: KafkaBroker, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    logs = tmp_path / "service-logs"
+    logs.mkdir()
+    pipeline = Pipeline(own_kafka, own_redis, logs)
+    rows: list[str] = []
+    notes: list[str] = []
+    try:
+        for rate in RATES:
+            live = pipeline_at(pipeline, own_kafka, rate)
+            floor = confluent_floor_at(own_kafka, rate)
+            # The Java producer commits about as often as the confluent loop did (its mean batch).
+            every_ms = max(1, round(1000 * floor["batch_mean"] / rate)) if floor["batch_mean"] else 10
+            java = java_floor_at(own_kafka, rate, every_ms)
+            ratio = live["p99_ms"] / floor["p99_ms"] if live["p99_ms"] and floor["p99_ms"] else None
+            rows.append(
+                f"{rate:7,} {live['achieved']:9,.0f} {live['strategy_rate']:9,.0f} {fmt(live['p50_ms'])} "
+                f"{fmt(live['p99_ms'])} {floor['achieved']:9,.0f} {fmt(floor['p50_ms'])} {fmt(floor['p99_ms'])} "
+                f"{java['achieved']:9,.0f} {fmt(java['p50_ms'])} {fmt(java['p99_ms'])}   "
+                + ("    -" if ratio is None else f"{ratio:5.2f}x")
+                + ("  ok" if ratio is not None and ratio <= GOAL_RATIO else "  over")
+            )
+            notes.append(
+                f"{rate:,}/s: pipeline {live['count']} fills seen; from the tick's stamp, p50/p99 ms: "
+                + "; ".join(
+                    f"{topic} produced {fmt(hop['made_p50_ms'])} {fmt(hop['made_p99_ms'])}"
+                    f" seen {fmt(hop['p50_ms'])} {fmt(hop['p99_ms'])}"
+                    for topic, hop in live["hops"].items()
+                )
+                + "\n    strategy batch mean "
+                f"{fmt(live['strategy_batch_ms'])} ms over {fmt(live['strategy_batch_ticks'])} ticks; "
+                f"confluent loop {floor['transactions']} transactions of {floor['batch_mean']:.1f} records, "
+                f"send_offsets+commit p50 {fmt(floor['commit_p50_ms'])} p99 {fmt(floor['commit_p99_ms'])} ms; "
+                f"java commits every {every_ms} ms;\n    confluent floor produced {fmt(floor['made_p50_ms'])}"
+                f" {fmt(floor['made_p99_ms'])} seen {fmt(floor['p50_ms'])} {fmt(floor['p99_ms'])}"
+            )
+            assert live["count"] > 0, "no fill seen"
+            assert floor["count"] > 0, "no floor record seen"
+    finally:
+        pipeline.stop_all()
+        print(
+            "\n== live tick-to-fill latency beside the raw floor, same broker, same run (ms; machine shared:"
+            " upper bounds) ==\n"
+            " target  achieved  strategy  pipeline p50/p99    fed   confluent txn p50/p99    java perf-test"
+            " p50/p99   pipeline p99 / txn p99 (goal <= 2x)\n" + "\n".join(rows) + "\n" + "\n".join(notes)
+        )
