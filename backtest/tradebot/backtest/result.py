@@ -21,6 +21,8 @@ class BacktestResult:
     raw: RawResult
     close: np.ndarray
     stats: dict[str, Any]
+    # Why the run is on this timeframe when it was chosen for the user (`--timeframe auto`), else None.
+    timeframe_why: str | None = None
 
     @property
     def trades(self) -> pd.DataFrame:
@@ -29,8 +31,9 @@ class BacktestResult:
     def setup_line(self) -> str:
         """The choices that decide how the same data trades, in one line for the reports."""
         params = self.config.params
+        why = "" if self.timeframe_why is None else f" ({self.timeframe_why})"
         return (
-            f"timeframe {params.timeframe}, fill {self.config.fill}, exit rule {params.exit_rule}"
+            f"timeframe {params.timeframe}{why}, fill {self.config.fill}, exit rule {params.exit_rule}"
             " (when one bar reaches both the stop and the take-profit)"
         )
 
@@ -40,6 +43,7 @@ class BacktestResult:
             **self.config.costs.model_dump(mode="json"),
             "initial_cash": self.config.initial_cash,
             "fill": self.config.fill,
+            "timeframe_why": self.timeframe_why,
         }
 
 
