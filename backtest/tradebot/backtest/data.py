@@ -226,13 +226,17 @@ def resolve_timeframe(data: MarketData, requested: str) -> ResolvedTimeframe:
     if timeframe is not None:
         return ResolvedTimeframe(timeframe, AUTO, "auto: the data's own interval")
     what = "a single bar" if interval is None else f"{describe_ns(interval)} bars"
+    coarser = [
+        tf for length, tf in _BAR_LENGTHS.items() if interval and length > interval and not length % interval
+    ]
+    aggregate_into = f" (e.g. --timeframe {coarser[0]})" if coarser else ""
     return ResolvedTimeframe(
         TICK,
         AUTO,
         "auto: the data's interval is no bar timeframe",
         f"--timeframe auto: the data is {what}, which is no bar timeframe ({', '.join(TIMEFRAMES[1:])}),"
         " so each row trades as one price at its close (tick) and stops see closes only; choose"
-        " --timeframe tick to say so, or a bar timeframe the interval divides to aggregate",
+        f" --timeframe tick to say so, or a coarser timeframe to aggregate the bars into{aggregate_into}",
     )
 
 
