@@ -115,7 +115,8 @@ def test_an_interval_that_is_no_timeframe_falls_back_to_tick_with_a_warning(
     assert code == 0, err
     (warning,) = [line for line in err.splitlines() if "warning" in line]
     assert "the data is 10m bars, which is no bar timeframe" in warning
-    assert "--timeframe tick" in warning and "--timeframe 30m" in warning
+    assert "--timeframe tick" in warning
+    assert "--timeframe 30m" in warning
     assert json.loads(out)["params"]["timeframe"] == "tick"
 
 
@@ -149,7 +150,9 @@ def test_a_default_sweep_gives_the_single_runs_results(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     path = tmp_path / "daily.csv"
-    write_ohlcv_csv(synthetic_ohlcv(600, seed=5, freq="1D", volatility=0.4).set_axis(business_days(600)), path)
+    write_ohlcv_csv(
+        synthetic_ohlcv(600, seed=5, freq="1D", volatility=0.4).set_axis(business_days(600)), path
+    )
     code, out, err = run_cli(
         capsys, "sweep", "--data", str(path), "--short-window", "3,5", "--long-window", "20,30",
         "--stop-loss-pct", "1,2", "--json", "--no-progress",

@@ -200,8 +200,8 @@ def _backtest(
 ) -> int:
     import dataclasses
 
-    from tradebot.backtest.data import DataError, Ticks, at_timeframe
-    from tradebot.backtest.result import BacktestResult, run_backtest, run_tick_backtest
+    from tradebot.backtest.data import DataError, at_timeframe
+    from tradebot.backtest.result import BacktestResult, run_market_data
 
     result: BacktestResult
     with profile.phase("run"):
@@ -217,11 +217,7 @@ def _backtest(
             warning := too_few_bars_warning(len(bars), config.params.long_window, config.params.timeframe)
         ) is not None:
             print(f"tradebot backtest: warning: {warning}", file=sys.stderr)
-        if isinstance(data, Ticks) and config.params.timeframe != "tick" and config.fill == "close":
-            # Signals on the bars, stops on every tick: the live strategy's trades (backtest/README.md).
-            result = run_tick_backtest(data.ts, data.price, data.size, config)
-        else:
-            result = run_backtest(bars.frame(), config, engine=args.engine)
+        result = run_market_data(data, bars, config, engine=args.engine)
         result = dataclasses.replace(result, timeframe_why=timeframe.why)
 
     from tradebot.backtest import report
