@@ -193,3 +193,13 @@ def test_walk_forward_names_the_resolved_timeframe(
     )  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["timeframe"] == "1d"
+
+
+@pytest.mark.parametrize("command", ["backtest", "sweep"])
+def test_help_says_what_auto_does(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "auto (the default): bar data (OHLC columns) trades on bars of its own interval" in text
+    assert "falls back to tick with a warning" in text
+    assert "on a bar --timeframe (1s ... 1d, and auto on bar data)" in text
