@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.plugins.kube",
     "tests.plugins.tradebot_operator",
     "tests.plugins.cluster",
+    "tests.plugins.webhooks",
 ]
 
 

@@ -43,6 +43,11 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "api", "HTTP API: orders, fills, positions, P&L, strategies; halt/resume", "tradebot.api.command"
     ),
+    Command(
+        "notifier",
+        "fills and control events to webhooks, Slack, Discord, Telegram",
+        "tradebot.notifier.command",
+    ),
     Command("dashboard", "Streamlit dashboard over the API", "tradebot.dashboard.command"),
     Command("backtest", "backtest the crossover strategy over a CSV", "tradebot.backtest.command"),
     Command(

@@ -5,6 +5,7 @@
 - otherwise: each service as its own process (`tradebot <service>`), against `--kafka` and `--redis`.
 - `--source URL`: the feed reads this price source (an exchange, or a simulator run elsewhere) instead of
   a simulator started here.
+- with sinks in TRADEBOT_NOTIFIER_SINKS, the notifier too (its own process, or embedded like the pipeline).
 - `--prometheus`: also a local Prometheus scraping every service and evaluating the alerting and
   recording rules of `manifests/monitoring/`.
 Ctrl-C (or SIGTERM) stops everything cleanly; a service that stops or fails stops everything too.
@@ -293,6 +294,7 @@ def services(args: argparse.Namespace, strategies: list[tuple[str, StrategyParam
     from tradebot.dashboard.settings import DashboardSettings
     from tradebot.executor.command import ExecutorSettings, run_executor
     from tradebot.feed.command import FeedSettings, run_feed
+    from tradebot.notifier.command import NotifierSettings, run_notifier
     from tradebot.simulator.command import SimulatorSettings
     from tradebot.strategy.command import StrategySettings, run_strategy
 
@@ -339,6 +341,9 @@ def services(args: argparse.Namespace, strategies: list[tuple[str, StrategyParam
         symbols=symbols,
     )
     table.append(Service("feed", "feed", feed, run_feed))
+    notifier = settings(NotifierSettings, **pipeline)
+    if notifier.notifier_sinks:  # TRADEBOT_NOTIFIER_SINKS: nothing to notify, nothing to run
+        table.append(Service("notifier", "notifier", notifier, run_notifier))
     api = settings(
         ApiSettings, args.api_port, **pipeline, api_token=args.api_token, cors_origins=dashboard_origins(args)
     )

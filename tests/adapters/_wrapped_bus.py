@@ -41,3 +41,28 @@ class WrappedBus:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class WrappedConsumer:
+    """A consumer that hands every call to another: subclass it to watch or change one kind of call."""
+
+    def __init__(self, inner: Consumer) -> None:
+        self.inner = inner
+
+    def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
+        return self.inner.poll(timeout, max_records)
+
+    def commit(self) -> None:
+        self.inner.commit()
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return self.inner.assignment()
+
+    def group_metadata(self) -> object:
+        return self.inner.group_metadata()
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        return self.inner.lag()
+
+    def close(self) -> None:
+        self.inner.close()

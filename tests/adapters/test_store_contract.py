@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -420,6 +421,18 @@ async def test_strategies_and_the_halt_flag(store: Store) -> None:
     await store.set_halted("alpha", False)
     assert not await store.is_halted("alpha")
     assert [s["halted"] for s in await store.strategies()] == [False, False]
+
+
+async def test_delivery_marks_last_their_ttl(store: Store) -> None:
+    """The notifier's marks: absent until set, present after, gone once their TTL is over."""
+    assert not await store.was_delivered("slack|fill:o1")
+    await store.mark_delivered("slack|fill:o1", ttl_s=1)
+    assert await store.was_delivered("slack|fill:o1")
+    assert not await store.was_delivered("discord|fill:o1")
+    with pytest.raises(ValueError, match="ttl_s"):
+        await store.mark_delivered("x", ttl_s=0)
+    await asyncio.sleep(1.2)
+    assert not await store.was_delivered("slack|fill:o1")
 
 
 async def test_a_wiped_view_is_refused_where_the_writer_expected_its_fills(store: Store) -> None:

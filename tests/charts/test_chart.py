@@ -26,6 +26,7 @@ from tests.charts._helm import (
     kinds,
     pod_spec,
     render,
+    render_text,
     template_args,
     workloads,
 )
@@ -825,3 +826,75 @@ def test_each_service_can_have_its_own_kafka_user(helm_bin: Path) -> None:
 
 
 KAFKA_SASL_SETS = ("externalKafka.securityProtocol=SASL_SSL", "externalKafka.sasl.username=svc")
+
+
+SINKS_SETS = (
+    "notifier.enabled=true",
+    "notifier.sinks[0].name=ops",
+    "notifier.sinks[0].kind=slack",
+    "notifier.sinks[0].url=https://hooks.example/T0/B0/s3cret",
+    "notifier.sinks[0].strategies[0]=fast",
+)
+
+
+def test_the_notifier_is_off_by_default_and_refuses_to_run_without_sinks(helm_bin: Path) -> None:
+    assert "-notifier" not in render_text(helm_bin)
+    refused = helm(helm_bin, *template_args(sets=("notifier.enabled=true",)))
+    assert refused.returncode != 0
+    assert "notifier.enabled needs notifier.sinks" in refused.stderr
+    bad = helm(helm_bin, *template_args(sets=(*SINKS_SETS, "notifier.sinks[0].kind=pager")))
+    assert bad.returncode != 0
+    assert "kind" in bad.stderr
+
+
+def test_the_notifier_deployment_its_secret_and_its_egress(helm_bin: Path) -> None:
+    manifests = render(helm_bin, sets=SINKS_SETS)
+    deployment = find(manifests, "Deployment", "notifier")
+    (container,) = pod_spec(deployment)["containers"]
+    assert container["args"] == ["notifier"]
+    assert [p["name"] for p in container["ports"]] == ["metrics"]
+    env = env_of(container)
+    # The sinks hold credentials: from the chart's Secret, never inline in the pod spec.
+    assert env["TRADEBOT_NOTIFIER_SINKS"]["secretKeyRef"] == {"name": RELEASE, "key": "notifier-sinks"}
+    assert "s3cret" not in yaml.safe_dump(deployment)
+    (secret,) = [s for s in by_kind(manifests, "Secret") if s["metadata"]["name"] == RELEASE]
+    sinks = json.loads(base64.b64decode(secret["data"]["notifier-sinks"]))
+    assert sinks == [
+        {"name": "ops", "kind": "slack", "url": "https://hooks.example/T0/B0/s3cret", "strategies": ["fast"]}
+    ]
+    # What the service reads from that variable is what was given.
+    from tradebot.notifier.command import NotifierSettings
+
+    read = load_settings(NotifierSettings, notifier_sinks=sinks)
+    assert [(s.name, s.kind, s.strategies) for s in read.notifier_sinks] == [("ops", "slack", ["fast"])]
+    assert find(manifests, "Service", "notifier")["spec"]["ports"][0]["name"] == "metrics"
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(manifests, "NetworkPolicy")}
+    egress = policies[f"{RELEASE}-notifier"]["egress"]
+    to_pods = {
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        for rule in egress
+        for peer in rule.get("to", [])
+        if "podSelector" in peer
+    }
+    assert to_pods == {"kafka", "redis"}
+    (sinks_rule,) = [rule for rule in egress if any("ipBlock" in peer for peer in rule.get("to", []))]
+    assert sinks_rule["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+    assert sinks_rule["ports"] == [{"port": 443, "protocol": "TCP"}]
+    # Kafka and Redis admit it (only while it runs: the default render above has no such peer).
+    for store in (f"{RELEASE}-kafka", f"{RELEASE}-redis"):
+        peers = [peer for rule in policies[store]["ingress"] for peer in rule["from"]]
+        assert {"app.kubernetes.io/component": "notifier"}.items() <= next(
+            p["podSelector"]["matchLabels"]
+            for p in peers
+            if p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "notifier"
+        ).items()
+
+
+def test_the_notifier_sinks_from_an_existing_secret(helm_bin: Path) -> None:
+    manifests = render(helm_bin, sets=(*GITOPS_SETS, "notifier.enabled=true"))
+    assert "Secret" not in kinds(manifests)
+    container = pod_spec(find(manifests, "Deployment", "notifier"))["containers"][0]
+    assert env_of(container)["TRADEBOT_NOTIFIER_SINKS"]["secretKeyRef"] == {
+        "name": "tradebot-credentials",
+        "key": "notifier-sinks",
+    }

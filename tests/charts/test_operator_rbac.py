@@ -66,6 +66,7 @@ STRATEGY_NAMESPACE = {
     "jobs.batch": "get list watch create",
     "cronjobs.batch": "get create patch",
     "pods": "list watch",
+    "pods/log": "get",  # issue 17.3: a sweep shard's full table
     "events": "create",
 }
 # A strategy outside the release's namespace gets a copy of the shared-env Secret.

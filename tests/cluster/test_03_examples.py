@@ -34,6 +34,19 @@ def condition(resource: dict[str, Any], type_: str) -> str | None:
     return None
 
 
+def run_tradebot(args: list[str], timeout: float = 300) -> str:
+    """`tradebot <args>` on this host, which must succeed: its stdout."""
+    run = subprocess.run(
+        [sys.executable, "-m", "tradebot.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
 def local_backtest(spec: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """What `tradebot backtest` on this host says for the resource's parameters and the same data."""
     parsed = TradingStrategySpec.model_validate(spec)
@@ -41,14 +54,7 @@ def local_backtest(spec: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     args = render.backtest_args(parsed, parsed.backtest, str(DATA))
     result_file = tmp_path / f"result-{render.backtest_hash(parsed)}.json"
     args[args.index(render.RESULT_PATH)] = str(result_file)
-    run = subprocess.run(
-        [sys.executable, "-m", "tradebot.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
+    run_tradebot(args)
     metrics = status.parse_backtest_result(result_file.read_text())
     return {status.to_camel(key): value for key, value in metrics.items()}
 
@@ -59,18 +65,21 @@ def backtest_in_status(cluster: LocalCluster, name: str, namespace: str = NAMESP
     return result
 
 
+def namespace_with_prices(cluster: LocalCluster, namespace: str) -> None:
+    """A namespace for example strategies, with the ConfigMap `prices` their backtests read (key ohlcv.csv)."""
+    cluster.kubectl("create", "namespace", namespace)
+    eventually(
+        "the namespace's default service account",
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", namespace).returncode == 0,
+        60,
+    )
+    cluster.kubectl_ok("create", "configmap", "prices", f"--from-file=ohlcv.csv={DATA}", "-n", namespace)
+
+
 @pytest.fixture(scope="module")
 def examples_namespace(tradebot_release: LocalCluster) -> Iterator[LocalCluster]:
     cluster = tradebot_release
-    cluster.kubectl("create", "namespace", NAMESPACE)
-    eventually(
-        "the namespace's default service account",
-        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", NAMESPACE).returncode == 0,
-        60,
-    )
-    cluster.kubectl_ok(
-        "create", "configmap", "prices", f"--from-file=ohlcv.csv={DATA}", "-n", NAMESPACE
-    )  # backtest-configmap.yaml's data set
+    namespace_with_prices(cluster, NAMESPACE)
     for path in sorted(EXAMPLES.glob("*.yaml")):
         cluster.kubectl_ok("apply", "-n", NAMESPACE, "-f", str(path))
     yield cluster

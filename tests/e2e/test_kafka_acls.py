@@ -4,30 +4,41 @@ or a halt), while the whole pipeline trades with one user per component."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from tests.e2e.harness import SAMPLE, Pipeline
 from tests.plugins._proc import free_port
 from tests.plugins.secure_servers import ADMIN_PASSWORD, ADMIN_USER, COMPONENT_USERS, SecureKafka
 from tests.plugins.servers import RedisServer
+from tests.plugins.webhooks import Receiver
+from tests.services.test_executor_metrics import until
 from tradebot.adapters.bus import BusError
 from tradebot.adapters.connect import PipelineSettings, kafka_bus
 from tradebot.adapters.kafka import KafkaBus
 from tradebot.adapters.kafka_acls import Component, apply_acls, component_acls, kafka_acls_commands
+from tradebot.adapters.redis_store import RedisStore
 from tradebot.adapters.topics import (
+    COMMANDS,
     CONTROL,
     FILLS,
     ORDERS,
     SIGNALS,
     TICKS,
+    HaltCommand,
     pipeline_topics,
     strategy_state_topic,
     strategy_topics,
 )
+from tradebot.kit.lifecycle import ShutdownEvent
+from tradebot.notifier.runner import NotifierMetrics, NotifierRunner
+from tradebot.notifier.sinks import SinkConfig
 
 # user -> (component, strategy id)
 ROLES: dict[str, tuple[Component, str | None]] = {
@@ -36,6 +47,7 @@ ROLES: dict[str, tuple[Component, str | None]] = {
     "strategy-b": ("strategy", "b"),
     "executor": ("executor", None),
     "api": ("api", None),
+    "notifier": ("notifier", None),
 }
 
 
@@ -202,3 +214,47 @@ def test_the_pipeline_trades_with_one_user_per_component(
         pipeline.stop_all()
     logs = pipeline.logs()
     assert "AUTHORIZATION_FAILED" not in logs, logs
+
+
+async def test_the_notifier_reads_the_events_with_its_own_user(
+    acl_kafka: SecureKafka, redis_server: RedisServer, receiver: Receiver
+) -> None:
+    """Its ACLs are enough to consume under its group: a halt the api user records reaches the sink. It may
+    write nothing (without a WRITE anywhere Kafka does not even give its producer an id)."""
+    acls = component_acls("notifier", "notifier")
+    assert {
+        (a.name, a.operation) for a in acls if a.operation in ("READ", "WRITE") and a.resource == "topic"
+    } == {
+        (FILLS, "READ"),
+        (CONTROL, "READ"),
+        (COMMANDS, "READ"),
+    }
+    api = bus_of(acl_kafka, "api")
+    notifier_bus = bus_of(acl_kafka, "notifier")
+    store = RedisStore(redis_server.url, prefix=f"acl-notify-{uuid.uuid4().hex[:8]}")
+    sid = f"n{uuid.uuid4().hex[:8]}"
+    runner = NotifierRunner(
+        bus=notifier_bus,
+        store=store,
+        sinks=[SinkConfig(name="ops", kind="slack", url=SecretStr(receiver.url("/ops")), strategies=[sid])],
+        metrics=NotifierMetrics(CollectorRegistry()),
+        start="earliest",
+        poll_timeout_s=0.05,
+    )
+    shutdown = ShutdownEvent()
+    task = asyncio.create_task(runner.run(shutdown))
+    try:
+        await until("the notifier's partitions", lambda: runner.ready, within_s=60)
+        producer = api.producer("acl-notifier-test")
+        halt = HaltCommand(strategy_id=sid, halted=True)
+        producer.produce(CONTROL, halt.model_dump_json().encode(), key=halt.key())
+        await asyncio.to_thread(producer.flush, 15.0)
+        producer.close()
+        await until("the halt at the sink", lambda: len(receiver.to("/ops")) == 1, within_s=60)
+    finally:
+        shutdown.set()
+        await task
+        api.close()
+        notifier_bus.close()
+        await store.close()
+    assert receiver.to("/ops")[0].body == {"text": f"[{sid}] halted: no new entries"}

@@ -7,8 +7,11 @@ checked against the same catalogue.
 from __future__ import annotations
 
 import re
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.plugins._proc import REPO_ROOT
 
@@ -106,3 +109,17 @@ def base_metric(name: str) -> str:
 
 def known_metric(name: str) -> bool:
     return base_metric(name) in catalogued_names() or name in EXTERNAL_METRICS
+
+
+def exposition(url: str) -> dict[str, tuple[str, set[frozenset[str]]]]:
+    """The `tradebot_*` metric families a target serves: name (as catalogued) -> type, label sets seen."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    families: dict[str, tuple[str, set[frozenset[str]]]] = {}
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith("tradebot_"):
+            continue
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        labels = {frozenset(sample.labels) - {"le"} for sample in family.samples}
+        families[name] = (family.type, labels)
+    return families

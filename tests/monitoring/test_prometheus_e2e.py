@@ -25,9 +25,8 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.monitoring.catalogue import EVERY_SERVICE, RULES, catalogue
+from tests.monitoring.catalogue import EVERY_SERVICE, RULES, catalogue, exposition
 from tests.monitoring.test_dashboard import panel_queries
 from tests.plugins._proc import (
     REPO_ROOT,
@@ -175,20 +174,6 @@ def replayed(monitored: Monitored) -> Monitored:
     return monitored
 
 
-def _exposition(url: str) -> dict[str, tuple[str, set[frozenset[str]]]]:
-    """The `tradebot_*` metric families a target serves: name (as catalogued) -> type, label sets seen."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    families: dict[str, tuple[str, set[frozenset[str]]]] = {}
-    for family in text_string_to_metric_families(text):
-        if not family.name.startswith("tradebot_"):
-            continue
-        name = f"{family.name}_total" if family.type == "counter" else family.name
-        labels = {frozenset(sample.labels) - {"le"} for sample in family.samples}
-        families[name] = (family.type, labels)
-    return families
-
-
 def test_every_target_is_up_and_exposes_exactly_the_catalogue(replayed: Monitored) -> None:
     def targets_up() -> list[dict[str, Any]] | None:
         active: list[dict[str, Any]] = replayed.api("targets")["activeTargets"]
@@ -204,7 +189,7 @@ def test_every_target_is_up_and_exposes_exactly_the_catalogue(replayed: Monitore
         service = target["labels"]["job"].removeprefix("tradebot-")
         sections = {service} if service == "operator" else {service, EVERY_SERVICE}
         expected = {e.name: e for e in entries if e.section in sections}
-        exposed = _exposition(target["scrapeUrl"])
+        exposed = exposition(target["scrapeUrl"])
         assert set(exposed) - set(expected) == set(), f"{service} exposes metrics the catalogue lacks"
         assert set(expected) - set(exposed) == set(), f"{service} lacks catalogued metrics"
         for name, (kind, label_sets) in exposed.items():
@@ -212,7 +197,7 @@ def test_every_target_is_up_and_exposes_exactly_the_catalogue(replayed: Monitore
             for labels in label_sets:
                 assert labels == expected[name].labels, (service, name, sorted(labels))
     # The simulator is a service too: scrape it directly.
-    exposed = _exposition(f"http://127.0.0.1:{replayed.simulator_metrics_port}/metrics")
+    exposed = exposition(f"http://127.0.0.1:{replayed.simulator_metrics_port}/metrics")
     assert set(exposed) == {e.name for e in entries if e.section in {"simulator", EVERY_SERVICE}}
 
 

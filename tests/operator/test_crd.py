@@ -32,6 +32,10 @@ INVALID_MESSAGES = {
     # issue 14.13: what the API server would refuse in the owned objects is refused on the resource.
     "resources-not-a-quantity.yaml": "spec.resources.limits.memory in body should match",
     "schedule-not-cron.yaml": "spec.backtest.schedule in body should match",
+    # issue 17.3: a sweep's grid is a real, bounded grid run on at least one pod.
+    "sweep-empty-range.yaml": "a sweep range's from must not exceed its to (an empty range)",
+    "sweep-zero-shards.yaml": "spec.backtest.sweep.shards: Invalid value: 0: spec.backtest.sweep.shards in body should be greater than or equal to 1",
+    "sweep-grid-too-large.yaml": "the sweep grid has more than 2000 combinations",
 }
 
 

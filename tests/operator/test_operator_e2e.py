@@ -68,15 +68,23 @@ def _job_pod(cluster: KubeCluster, namespace: str, job: str) -> str:
     return name
 
 
-def _terminate_pod(cluster: KubeCluster, namespace: str, pod: str, *, exit_code: int, message: str) -> None:
-    """Play the kubelet: the backtest container ran and exited with `message` as its termination message."""
+def _terminate_pod(
+    cluster: KubeCluster,
+    namespace: str,
+    pod: str,
+    *,
+    exit_code: int,
+    message: str,
+    container: str = "backtest",
+) -> None:
+    """Play the kubelet: the container ran and exited with `message` as its termination message."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     status = {
         "status": {
             "phase": "Succeeded" if exit_code == 0 else "Failed",
             "containerStatuses": [
                 {
-                    "name": "backtest",
+                    "name": container,
                     "image": "ghcr.io/tradebot/tradebot:0.1.0",
                     "imageID": "",
                     "ready": False,
@@ -168,6 +176,7 @@ def test_service_account_has_exactly_the_grants_it_needs(
         ("create", "cronjobs.batch"),
         ("patch", "cronjobs.batch"),
         ("watch", "pods"),
+        ("get", "pods/log"),
         ("create", "events"),
         ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ]
@@ -183,6 +192,8 @@ def test_service_account_has_exactly_the_grants_it_needs(
         ("delete", "configmaps"),
         ("patch", "events"),
         ("get", "pods"),
+        ("create", "pods/exec"),
+        ("get", "pods/exec"),
         ("list", "namespaces"),
         ("get", "tradingstrategies.tradebot.dev/status"),
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),

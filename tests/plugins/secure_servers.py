@@ -39,6 +39,7 @@ COMPONENT_USERS = {
     "strategy-b": "strategy-b-pw",
     "executor": "executor-pw",
     "api": "api-pw",
+    "notifier": "notifier-pw",
 }
 
 

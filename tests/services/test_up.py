@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,17 +23,20 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.adapters._wrapped_bus import WrappedBus
+from tests.adapters._wrapped_bus import WrappedBus, WrappedConsumer
+from tests.monitoring.catalogue import EVERY_SERVICE, catalogue, exposition
 from tests.plugins._proc import REPO_ROOT, ServerProcess, free_port
 from tests.plugins.servers import KafkaBroker, RedisServer
+from tests.plugins.webhooks import Receiver
 from tests.services.test_broker import order
 from tests.services.test_executor_metrics import until
 from tradebot import up
 from tradebot.adapters.bus import Bus, Consumer, Record
 from tradebot.adapters.connect import Wiring
+from tradebot.adapters.kafka import KafkaBus
 from tradebot.adapters.memory_bus import MemoryBus
 from tradebot.adapters.memory_store import MemoryStore
-from tradebot.adapters.topics import ORDERS
+from tradebot.adapters.topics import CONTROL, ORDERS, HaltCommand
 from tradebot.core.models import OrderReason, Side
 from tradebot.kit.health import Readiness
 from tradebot.kit.lifecycle import ShutdownEvent
@@ -244,29 +248,14 @@ class PollLimits(WrappedBus):
         )
 
 
-class NotingConsumer:
+class NotingConsumer(WrappedConsumer):
     def __init__(self, inner: Consumer, limits: set[int]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.limits = limits
 
     def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
         self.limits.add(max_records)
         return self.inner.poll(timeout, max_records)
-
-    def commit(self) -> None:
-        self.inner.commit()
-
-    def assignment(self) -> list[tuple[str, int]]:
-        return self.inner.assignment()
-
-    def group_metadata(self) -> object:
-        return self.inner.group_metadata()
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        return self.inner.lag()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 async def test_the_run_functions_both_modes_share_use_every_setting_they_are_given(
@@ -358,3 +347,80 @@ def test_each_run_has_its_own_token_and_cors_admits_only_the_dashboard(
     )  # no dashboard, no CORS
     clean_env.setenv("TRADEBOT_API_TOKEN", "from-env-" + "y" * 40)
     assert up.session_token(up_args()) == "from-env-" + "y" * 40
+
+
+def test_the_notifier_runs_only_with_sinks_and_gets_them_whole(clean_env: pytest.MonkeyPatch) -> None:
+    """No sinks, no notifier; with TRADEBOT_NOTIFIER_SINKS it is a row of its own (a process, or embedded),
+    and its sinks, secrets included, reach the process through the environment."""
+    args = up_args("--no-dashboard")
+    assert "notifier" not in {row.name for row in up.services(args, up.parse_strategies([]))}
+    sinks = [
+        {
+            "name": "ops",
+            "kind": "slack",
+            "url": "https://hooks.example/T0/B0/s3cret",
+            "strategies": ["sma-fast"],
+        },
+        {"name": "tg", "kind": "telegram", "bot_token": "1:tok3n", "chat_id": "-100", "events": ["halt"]},
+    ]
+    clean_env.setenv("TRADEBOT_NOTIFIER_SINKS", json.dumps(sinks))
+    rows = {row.name: row for row in up.services(args, up.parse_strategies([]))}
+    notifier = rows["notifier"]
+    assert notifier.command == "notifier"
+    assert notifier.embedded is not None  # `--embedded` runs it in its one process too
+    assert read_back(notifier.settings, clean_env) == notifier.settings
+    shown = json.dumps(notifier.settings.safe_dump())
+    assert "s3cret" not in shown
+    assert "tok3n" not in shown
+
+
+def test_up_starts_the_notifier_as_its_own_process(
+    clean_env: pytest.MonkeyPatch, kafka: KafkaBroker, redis_server: RedisServer, receiver: Receiver
+) -> None:
+    """The notifier's row, started the way `tradebot up` starts every service: a `tradebot notifier` process
+    that becomes ready, posts a halt recorded on Kafka to the sink, and stops cleanly on SIGTERM."""
+    sid = f"n{uuid.uuid4().hex[:8]}"
+    sinks = [{"name": "ops", "kind": "slack", "url": receiver.url("/ops"), "strategies": [sid]}]
+    clean_env.setenv("TRADEBOT_NOTIFIER_SINKS", json.dumps(sinks))
+    clean_env.setenv("TRADEBOT_NOTIFIER_START", "earliest")  # the session's topics: only `sid` is wanted
+    clean_env.setenv("TRADEBOT_NOTIFIER_GROUP", f"notifier-{sid}")
+    clean_env.setenv("TRADEBOT_REDIS_PREFIX", sid)
+    args = up_args("--no-dashboard", "--kafka", kafka.bootstrap, "--redis", redis_server.url)
+    row = next(row for row in up.services(args, up.parse_strategies([])) if row.name == "notifier")
+    running = up.start_process(row)
+    try:
+        ready_url = f"http://127.0.0.1:{running.port}/readyz"
+
+        def ready() -> bool:
+            answer = _get(ready_url)
+            return answer is not None and answer.status_code == 200
+
+        deadline = time.monotonic() + 60
+        while not ready():
+            assert running.popen.poll() is None, "the notifier exited"
+            assert time.monotonic() < deadline, "the notifier never became ready"
+            time.sleep(0.2)
+        bus = KafkaBus(kafka.bootstrap)
+        producer = bus.producer("up-notifier-test")
+        halt = HaltCommand(strategy_id=sid, halted=True)
+        producer.produce(CONTROL, halt.model_dump_json().encode(), key=halt.key())
+        producer.flush()
+        producer.close()
+        bus.close()
+        deadline = time.monotonic() + 30
+        while not receiver.to("/ops"):
+            assert time.monotonic() < deadline, "the halt never reached the sink"
+            time.sleep(0.1)
+        metrics_url = f"http://127.0.0.1:{running.port}/metrics"
+        assert 'tradebot_notifier_sent_total{kind="slack",sink="ops"} 1.0' in httpx.get(metrics_url).text
+        # Exactly what services/README.md catalogues for it, with the labels it lists.
+        expected = {e.name: e for e in catalogue() if e.section in {"notifier", EVERY_SERVICE}}
+        exposed = exposition(metrics_url)
+        assert set(exposed) == set(expected)
+        for name, (kind, label_sets) in exposed.items():
+            assert kind == expected[name].type, name
+            assert all(labels == expected[name].labels for labels in label_sets), name
+    finally:
+        up.stop_process(running.popen)
+    assert running.popen.returncode == 0
+    assert [r.body for r in receiver.to("/ops")] == [{"text": f"[{sid}] halted: no new entries"}]

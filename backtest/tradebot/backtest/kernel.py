@@ -7,6 +7,8 @@ arithmetic of `book`), and the loop here calls them in the order `CrossoverStrat
 with property tests. What is written here alone is the driving loop (one symbol, fills by the fill
 model), the moving averages over whole arrays, the trade table and the running statistics: a change
 to `run_reference` or `CrossoverStrategy.on_price`'s order of steps must change the loop in step.
+The loop jumps over quiet stretches (flat, nothing pending, the equity unchanged) to the next cross
+that could enter: those bars would change nothing, and half the bars of a sweep are such bars.
 
 Its arguments and answer are typed records (NamedTuples; numba reads their fields by name, so no
 argument order can be confused): `KernelBars`, `KernelSetup` (which holds the strategy's `Rules`),
@@ -160,8 +162,8 @@ def _apply_fill(  # pragma: no cover - compiled
     reason: int,
     rules: Rules,
     record: bool,
-) -> np.ndarray:
-    """`CrossoverStrategy.on_fill` plus `TradeLog.record`; returns the (maybe grown) trade table."""
+) -> None:
+    """`CrossoverStrategy.on_fill` plus `TradeLog.record` (into `trades`, sized by `_entry_crosses`)."""
     executed, fee = execute(rules, side, fill_qty, price)
     signed = side * fill_qty
     state[_CASH] -= signed * executed + fee
@@ -174,7 +176,7 @@ def _apply_fill(  # pragma: no cover - compiled
         state[_OQTY] = fill_qty
         state[_OPRICE] = executed
         state[_OFEE] = fee
-        return trades
+        return
     open_side = int(state[_OSIDE])
     pnl = open_side * (executed - state[_OPRICE]) * state[_OQTY] - state[_OFEE] - fee
     if pnl > 0.0:
@@ -184,10 +186,8 @@ def _apply_fill(  # pragma: no cover - compiled
         state[_GLOSS] -= pnl
     if record:
         k = int(state[_NTR])
-        if k == trades.shape[0]:
-            grown = np.empty((2 * k, trades.shape[1]))
-            grown[:k] = trades
-            trades = grown
+        if k >= trades.shape[0]:  # never: `_entry_crosses` bounds the trades; this guards the memory
+            raise IndexError("trade table overflow")
         trades[k, _T_ENTRY_BAR] = state[_OBAR]
         trades[k, _T_EXIT_BAR] = bar
         trades[k, _T_SIDE] = open_side
@@ -199,7 +199,38 @@ def _apply_fill(  # pragma: no cover - compiled
         trades[k, _T_FEE] = state[_OFEE] + fee
     state[_NTR] += 1.0
     state[_OSIDE] = 0.0
-    return trades
+
+
+@numba.njit(nogil=True)
+def _entry_crosses(short_ma: np.ndarray, long_ma: np.ndarray, allow_short: bool) -> int:  # pragma: no cover
+    """How many bars' crosses could enter: the most trades a run can make, as each starts at one."""
+    count = 0
+    j = _next_entry_cross(short_ma, long_ma, 0, math.nan, math.nan, allow_short)
+    n = short_ma.shape[0]
+    while j < n:
+        count += 1
+        j = _next_entry_cross(short_ma, long_ma, j + 1, short_ma[j], long_ma[j], allow_short)
+    return count
+
+
+@numba.njit(nogil=True)
+def _next_entry_cross(  # pragma: no cover - compiled
+    short_ma: np.ndarray, long_ma: np.ndarray, start: int, prev_s: float, prev_l: float, allow_short: bool
+) -> int:
+    """The first bar from `start` whose cross could enter (up, or down when shorting), else the end;
+    `prev_s` and `prev_l` are the averages at the bar before `start`."""
+    n: int = short_ma.shape[0]
+    j = start
+    while j < n:
+        s = short_ma[j]
+        lma = long_ma[j]
+        direction = cross(prev_s, prev_l, s, lma)
+        if direction == UP or (direction != NO_CROSS and allow_short):
+            return j
+        prev_s = s
+        prev_l = lma
+        j += 1
+    return n
 
 
 @numba.njit(nogil=True)
@@ -220,7 +251,8 @@ def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     state = np.zeros(13)
     state[_CASH] = initial_cash
     state[_OBAR] = -1.0
-    trades = np.empty((64 if record else 1, 9))
+    # Sized once, never grown: a trade table reassigned in the loop costs reference counting on every bar.
+    trades = np.empty((_entry_crosses(short_ma, long_ma, rules.allow_short) if record else 0, 9))
     equity_curve = np.empty(n if record else 0)
     last_price = math.nan
     prev_s = math.nan
@@ -255,10 +287,30 @@ def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     last_max_dd = 0.0
     last_r = 0.0
 
-    for i in range(n):
+    i = 0
+    while i < n:
+        cash = state[_CASH]
+        if p_count == 0 and state[_QTY] == 0.0 and prev_equity == cash and 0.0 < cash < math.inf:
+            # Quiet: flat, nothing pending, and the last bar's equity is this cash, so until a cross that
+            # could enter, every bar repeats that equity (a return of exactly 0, the same drawdown)
+            # and changes nothing: jump to that cross and set what those bars would have left behind.
+            j = _next_entry_cross(short_ma, long_ma, i, prev_s, prev_l, rules.allow_short)
+            if j > i:
+                if record:
+                    equity_curve[i:j] = cash
+                bar_index += j - i
+                last_price = closes[j - 1]
+                prev_s = short_ma[j - 1]
+                prev_l = long_ma[j - 1]
+                if use_day and days[j - 1] != day:
+                    day = days[j - 1]
+                    day_start_equity = cash + 0.0  # flat: the day's first equity is the cash
+                i = j
+                if i == n:
+                    break
         # The open: fill what the previous close decided (on_fill; next-open fills only).
         for k in range(p_count):
-            trades = _apply_fill(state, trades, i, p_side[k], p_qty[k], opens[i], p_reason[k], rules, record)
+            _apply_fill(state, trades, i, p_side[k], p_qty[k], opens[i], p_reason[k], rules, record)
         p_count = 0
         if bar_range:
             # on_intrabar: roll the day, stops against the bar's range, move the best price, fill.
@@ -273,9 +325,7 @@ def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
                 cooldown_end = cooldown_until(rules, code, bar_index + 1, cooldown_end)
                 state[_BEST] = trail(q, state[_BEST], highs[i], lows[i])
                 if code != NO_EXIT:
-                    trades = _apply_fill(
-                        state, trades, i, -1 if q > 0.0 else 1, abs(q), exit_at, code, rules, record
-                    )
+                    _apply_fill(state, trades, i, -1 if q > 0.0 else 1, abs(q), exit_at, code, rules, record)
 
         # The close (or tick): on_price.
         price = closes[i]
@@ -338,9 +388,7 @@ def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
             p_count = fills
         else:
             for k in range(fills):
-                trades = _apply_fill(
-                    state, trades, i, f_side[k], f_qty[k], f_price[k], f_reason[k], rules, record
-                )
+                _apply_fill(state, trades, i, f_side[k], f_qty[k], f_price[k], f_reason[k], rules, record)
         qty = state[_QTY]
         equity = state[_CASH] + (qty * price if qty != 0.0 else 0.0)
         if record:
@@ -348,10 +396,13 @@ def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
         if qty != 0.0:
             exposure += 1
         r = equity / prev_equity - 1.0 if prev_equity != 0.0 else 0.0
-        last_prev_equity = prev_equity
-        last_peak = peak
-        last_max_dd = max_dd
-        last_r = r
+        if i == n - 1:
+            # Kept for the end-of-data close only; saved on every bar they cost a third of the loop's
+            # time (registers spilled to the stack).
+            last_prev_equity = prev_equity
+            last_peak = peak
+            last_max_dd = max_dd
+            last_r = r
         ret_sum += r
         ret_sq += r * r
         if r < 0.0:
@@ -362,11 +413,12 @@ def _simulate(  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
         dd = equity / peak - 1.0
         if dd < max_dd:
             max_dd = dd
+        i += 1
 
     if n > 0 and state[_QTY] != 0.0:
         # End of data: close what is still open at the last close, and redo the last bar's statistics.
         q = state[_QTY]
-        trades = _apply_fill(
+        _apply_fill(
             state,
             trades,
             n - 1,

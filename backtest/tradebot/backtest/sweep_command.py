@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,29 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--csv", metavar="FILE", help="write the full ranked table as CSV")
     out.add_argument("--plot", metavar="DIR", help="write a heatmap of --metric over short x long windows")
     out.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
+    shards = parser.add_argument_group("shards (one slice of the grid, e.g. a pod of an Indexed Job)")
+    shards.add_argument(
+        "--shard-count",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the grid is cut into N slices: k goes to k %% N",
+    )
+    shards.add_argument(
+        "--shard-index",
+        type=int,
+        default=None,
+        metavar="I",
+        help="the slice to run (default: $JOB_COMPLETION_INDEX, which an Indexed Job sets)",
+    )
+    shards.add_argument(
+        "--result-file",
+        metavar="FILE",
+        help="with --shard-count: write the slice's --top best rows there, compact (a termination message)",
+    )
+    shards.add_argument(
+        "--jsonl", action="store_true", help="with --shard-count: print the slice's rows as JSON lines"
+    )
 
 
 def _grid(args: argparse.Namespace) -> dict[str, list[Any]]:
@@ -66,6 +90,22 @@ def _grid(args: argparse.Namespace) -> dict[str, list[Any]]:
     return grid
 
 
+def _shard(args: argparse.Namespace) -> tuple[int, int] | None:
+    if not args.shard_count:
+        return None
+    index = args.shard_index
+    if index is None:
+        raw = os.environ.get("JOB_COMPLETION_INDEX", "")
+        if not raw.isdigit():
+            raise UsageError("--shard-count needs --shard-index or $JOB_COMPLETION_INDEX")
+        index = int(raw)
+    if args.shard_count < 1 or not 0 <= index < args.shard_count:
+        raise UsageError(f"--shard-index must be in 0..{args.shard_count - 1}, not {index}")
+    if args.walk_forward:
+        raise UsageError("--walk-forward cannot be sharded")
+    return index, args.shard_count
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -75,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         grid = _grid(args)
+        shard = _shard(args)
         first = {field: values[0] for field, values in grid.items()}
         fixed = {**first, "short_window": 1, "long_window": 2}
         # The base config validates every fixed flag (`auto` stands in as tick until the data is read);
@@ -127,10 +168,13 @@ def run(args: argparse.Namespace) -> int:
                 metric=args.metric,
                 jobs=jobs,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
+                shard=shard,
             )
         except ValueError as exc:
             print(f"tradebot sweep: error: {exc}", file=sys.stderr)
             return 2
+    if shard is not None:
+        return _emit_shard(args, shard, result)
     if not len(result.table):
         print(
             "tradebot sweep: error: no valid combination (is every short window below every long window?)",
@@ -185,6 +229,26 @@ def run(args: argparse.Namespace) -> int:
     print_table(out, ranked)
     if result.invalid:
         out.print(f"skipped {result.invalid} invalid combinations (short window >= long window and the like)")
+    return 0
+
+
+def _emit_shard(args: argparse.Namespace, shard: tuple[int, int], result: Any) -> int:
+    """A slice of the grid (an empty one is no error: more shards than combinations)."""
+    from tradebot.core.shards import ShardResult, encode_shard_result, table_lines
+
+    rows = result.table.to_dict(orient="records")
+    if args.result_file:
+        report = ShardResult(
+            metric=args.metric,
+            shard=shard[0],
+            shards=shard[1],
+            combinations=len(rows),
+            invalid=result.invalid,
+            top=rows[: max(0, args.top)],
+        )
+        Path(args.result_file).write_text(encode_shard_result(report))
+    if args.jsonl:
+        sys.stdout.write(table_lines(rows))
     return 0
 
 

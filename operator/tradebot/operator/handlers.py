@@ -26,6 +26,7 @@ from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from pydantic import ValidationError
 
+from tradebot.core import shards
 from tradebot.operator import render, status
 from tradebot.operator.kube import Kube
 from tradebot.operator.memo import OperatorMemo, StrategyKey
@@ -38,6 +39,7 @@ RESOURCE = (render.GROUP, render.VERSION, render.PLURAL)
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": render.MANAGED_BY}
 STRATEGY_OBJECT = {**MANAGED_LABELS, "app.kubernetes.io/component": render.COMPONENT_STRATEGY}
 BACKTEST_OBJECT = {**MANAGED_LABELS, "app.kubernetes.io/component": render.COMPONENT_BACKTEST}
+SWEEP_OBJECT = {**MANAGED_LABELS, "app.kubernetes.io/component": render.COMPONENT_SWEEP}
 # The kinds the operator owns and watches: only ours are sent by the API server.
 OWNED = (("apps", "v1", "deployments"), ("", "v1", "configmaps"), ("batch", "v1", "jobs"), ("", "v1", "pods"))
 API_RETRY_S = 5.0
@@ -121,11 +123,34 @@ def backtest_jobs(
     return {key: BacktestJob.of(body, render.BACKTEST_HASH_LABEL)} if key else None
 
 
+@kopf.index("", "v1", "pods", labels=SWEEP_OBJECT)
+def sweep_pods(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[StrategyKey, BacktestPod] | None:
+    key = _owner(namespace, labels)
+    if key is None:
+        return None
+    pod = BacktestPod.of(
+        body, render.SWEEP_HASH_LABEL, render.COMPONENT_SWEEP, render.COMPLETION_INDEX_ANNOTATION
+    )
+    return {key: pod}
+
+
+@kopf.index("batch", "v1", "jobs", labels=SWEEP_OBJECT)
+def sweep_jobs(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[StrategyKey, BacktestJob] | None:
+    key = _owner(namespace, labels)
+    return {key: BacktestJob.of(body, render.SWEEP_HASH_LABEL, status.SWEEP_SUCCEEDED)} if key else None
+
+
 # -- watch events of owned objects: wake the owner's daemon, nothing else --------------------------------
 @kopf.on.event("apps", "v1", "deployments", labels=STRATEGY_OBJECT)
 @kopf.on.event("", "v1", "configmaps", labels=STRATEGY_OBJECT)
 @kopf.on.event("batch", "v1", "jobs", labels=BACKTEST_OBJECT)
 @kopf.on.event("", "v1", "pods", labels=BACKTEST_OBJECT)
+@kopf.on.event("batch", "v1", "jobs", labels=SWEEP_OBJECT)
+@kopf.on.event("", "v1", "pods", labels=SWEEP_OBJECT)
 def owned_object_changed(namespace: str | None, labels: kopf.Labels, memo: OperatorMemo, **_: Any) -> None:
     # kopf has updated the indexes with this event before calling event handlers.
     key = _owner(namespace, labels)
@@ -179,6 +204,9 @@ async def reconcile(
             started = await _ensure_backtest(kube, body, name, namespace, parsed, settings)
             if started is not None:
                 conditions.append(status.backtest_running(started))
+            sweep = await _ensure_sweep(kube, body, name, namespace, parsed, settings)
+            if sweep is not None:
+                conditions.append(status.sweep_running(sweep))
     except ApiError as exc:
         if _refused(exc):
             # The objects this spec renders are invalid (a quantity or schedule the CRD could not check):
@@ -269,12 +297,37 @@ async def _ensure_backtest(
     if spec.backtest.schedule:
         return None  # the CronJob is applied with the strategy's objects
     job = render.render_backtest_job(name, namespace, spec, default_image=settings.strategy_image)
+    created = await _create_owned(kube, body, job, reason="BacktestStarted")
+    if created is not None:
+        BACKTESTS.labels(result="started").inc()
+    return created
+
+
+async def _create_owned(kube: Kube, body: kopf.Body, job: render.Manifest, *, reason: str) -> str | None:
+    """Create `job`, owned by the resource, unless it exists (its name makes it per spec): its name if created."""
     kopf.adopt(job, owner=body)
     if not await kube.create_if_absent(job):
         return None
-    BACKTESTS.labels(result="started").inc()
-    kopf.info(body, reason="BacktestStarted", message=f"Job {job['metadata']['name']} created")
+    kopf.info(body, reason=reason, message=f"{job['kind']} {job['metadata']['name']} created")
     return str(job["metadata"]["name"])
+
+
+async def _ensure_sweep(
+    kube: Kube,
+    body: kopf.Body,
+    name: str,
+    namespace: str,
+    spec: TradingStrategySpec,
+    settings: OperatorSettings,
+) -> str | None:
+    """Create the sweep's Indexed Job of this spec unless it exists or its result is in the status already
+    (the Job goes a day after it finishes: a restarted operator must not run the sweep again)."""
+    if spec.backtest is None or spec.backtest.sweep is None:
+        return None
+    if (body.status.get("sweep") or {}).get("hash") == render.sweep_hash(spec):
+        return None
+    job = render.render_sweep_job(name, namespace, spec, default_image=settings.strategy_image)
+    return await _create_owned(kube, body, job, reason="SweepStarted")
 
 
 # -- the daemon: owned objects back to the spec, Ready and backtest results into the status --------------
@@ -286,6 +339,8 @@ async def keep_in_sync(
     assert namespace is not None, "TradingStrategy is a namespaced resource"
     pods: kopf.Index[StrategyKey, BacktestPod] = kwargs["backtest_pods"]
     jobs: kopf.Index[StrategyKey, BacktestJob] = kwargs["backtest_jobs"]
+    shard_pods: kopf.Index[StrategyKey, BacktestPod] = kwargs["sweep_pods"]
+    shard_jobs: kopf.Index[StrategyKey, BacktestJob] = kwargs["sweep_jobs"]
     key = (namespace, name)
     wakeup = memo.wakeups.register(key)
     try:
@@ -293,6 +348,7 @@ async def keep_in_sync(
             wakeup.clear()
             try:
                 await _sync(memo, body, key, pods.get(key, ()), jobs.get(key, ()))
+                await _sync_sweep(memo, body, key, shard_pods.get(key, ()), shard_jobs.get(key, ()))
             except ApiError as exc:
                 ERRORS.labels(kind="temporary").inc()
                 raise kopf.TemporaryError(f"API server: {exc.status.message}", delay=API_RETRY_S) from exc
@@ -371,6 +427,105 @@ async def _backtest_owner_uids(
     return owners
 
 
+async def _sync_sweep(
+    memo: OperatorMemo,
+    body: kopf.Body,
+    key: StrategyKey,
+    pods: Iterable[BacktestPod],
+    jobs: Iterable[BacktestJob],
+) -> None:
+    """The sweep's shards merged into status.sweep (from their termination messages) and its full table
+    into the `<name>-sweep` ConfigMap (from their logs), each written only when it changes."""
+    namespace, name = key
+    if body.meta.get("deletionTimestamp"):
+        return
+    try:
+        spec = TradingStrategySpec.model_validate(dict(body.spec))
+    except ValidationError:
+        return
+    if spec.backtest is None or spec.backtest.sweep is None:
+        return
+    sweep = spec.backtest.sweep
+    kube, generation = memo.client, int(body.meta.get("generation") or 0)
+    digest = render.sweep_hash(spec)
+    strategy_uid = str(body.meta.get("uid") or "")
+    outcome = status.sweep_outcome(
+        digest,
+        sweep.shards,
+        set(sweep.parameters.ranges()),
+        sweep.top,
+        pods,
+        jobs,
+        {strategy_uid} if strategy_uid else set(),
+    )
+    if outcome is None:
+        return
+    condition, result = outcome.condition, outcome.result
+    before = dict(body.status.get("sweep") or {})
+    if result is not None:
+        # The table of this spec written already (the status says so): an idle operator reads nothing more.
+        done = before.get("hash") == digest and bool(before.get("configMap"))
+        problem = (
+            None
+            if done
+            else await _sweep_table(kube, body, name, namespace, digest, result["metric"], outcome.shards)
+        )
+        configmap = render.sweep_configmap_name(name)
+        if problem is None:
+            condition = status.Condition(
+                condition.type,
+                True,
+                condition.reason,
+                f"{condition.message}; full table in ConfigMap {configmap}",
+            )
+            result = {**result, "configMap": configmap}
+        else:
+            condition = status.Condition(
+                condition.type,
+                True,
+                "TableUnavailable",
+                f"{condition.message}; full table unavailable: {problem}",
+            )
+    await _write_status(kube, body, generation, [condition], sweep_result=result)
+    if result is not None and result != before:
+        kopf.info(body, reason="SweepSucceeded", message=condition.message[:1024])
+
+
+async def _sweep_table(
+    kube: Kube,
+    body: kopf.Body,
+    name: str,
+    namespace: str,
+    digest: str,
+    metric: str,
+    pods: Iterable[BacktestPod],
+) -> str | None:
+    """Apply the ConfigMap with the full table unless it holds this sweep's already: None when it does, else
+    why the shards' logs could not give it (the status still has the best rows)."""
+    existing = await kube.get("v1", "ConfigMap", render.sweep_configmap_name(name), namespace)
+    if existing is not None and (existing.get("data") or {}).get("hash") == digest:
+        return None
+    tables = []
+    for pod in pods:
+        try:
+            log = await kube.pod_log(pod.name, namespace, render.COMPONENT_SWEEP)
+        except ApiError as exc:
+            return f"pods/log of {pod.name}: {exc.status.message}"[:512]
+        rows = shards.parse_table_lines(log)
+        # The log must hold the whole slice the pod reported (a rotated or missing log holds less).
+        expected = shards.decode_shard_result(str((pod.terminated or {}).get("message") or "")).combinations
+        if len(rows) != expected:
+            return f"the log of {pod.name} has {len(rows)} of its {expected} rows"
+        tables.append(rows)
+    merged = shards.merge_rows(tables, metric)
+    manifest = render.render_sweep_configmap(
+        name, namespace, digest=digest, metric=metric, table_csv=shards.table_csv(merged)
+    )
+    kopf.adopt(manifest, owner=body)
+    await kube.apply_if_changed(manifest)
+    return None
+
+
 def _count_backtest(
     body: kopf.Body,
     outcome: status.BacktestOutcome,
@@ -395,6 +550,7 @@ async def _write_status(
     conditions: list[Condition],
     *,
     backtest_result: Mapping[str, Any] | None = None,
+    sweep_result: Mapping[str, Any] | None = None,
     observe: bool = False,
 ) -> None:
     """Patch the status only where it would change (no writes when idle).
@@ -410,7 +566,12 @@ async def _write_status(
         if current_body is None:
             return  # deleted meanwhile
         patch = _status_patch(
-            current_body.get("status") or {}, generation, conditions, backtest_result, observe=observe
+            current_body.get("status") or {},
+            generation,
+            conditions,
+            backtest_result,
+            observe=observe,
+            sweep_result=sweep_result,
         )
         if not patch:
             return
@@ -426,6 +587,18 @@ async def _write_status(
     raise kopf.TemporaryError("the status kept changing under the operator; retrying", delay=1)
 
 
+def _replacing(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch that turns `before` into `after`: a merge patch merges objects, so what `before` has and
+    `after` has not is removed by null, at every depth (lists are replaced whole)."""
+    patch: dict[str, Any] = dict.fromkeys(set(before) - set(after))
+    for key, value in after.items():
+        old = before.get(key)
+        patch[key] = (
+            _replacing(old, value) if isinstance(value, Mapping) and isinstance(old, Mapping) else value
+        )
+    return patch
+
+
 def _status_patch(
     current: Mapping[str, Any],
     generation: int,
@@ -433,6 +606,7 @@ def _status_patch(
     backtest_result: Mapping[str, Any] | None,
     *,
     observe: bool,
+    sweep_result: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     now = status.now_rfc3339()
     stored = list(current.get("conditions") or [])
@@ -445,4 +619,7 @@ def _status_patch(
         patch["observedGeneration"] = generation
     if backtest_result is not None and dict(current.get("backtest") or {}) != dict(backtest_result):
         patch["backtest"] = dict(backtest_result)
+    before_sweep = dict(current.get("sweep") or {})
+    if sweep_result is not None and before_sweep != dict(sweep_result):
+        patch["sweep"] = _replacing(before_sweep, sweep_result)
     return patch

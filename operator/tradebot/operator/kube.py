@@ -71,6 +71,11 @@ class Kube:
         API_WRITES.labels(verb="create", kind=manifest["kind"]).inc()
         return True
 
+    async def pod_log(self, name: str, namespace: str, container: str) -> str:
+        """A pod's log (a sweep shard's whole table is its stdout); a read, so not counted as a write."""
+        lines = [line async for line in self._client.log(name, namespace=namespace, container=container)]
+        return "".join(lines)
+
     async def get_strategy(self, name: str, namespace: str) -> dict[str, Any] | None:
         try:
             obj = await self._client.get(TradingStrategyResource, name, namespace=namespace)

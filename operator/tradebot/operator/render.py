@@ -23,6 +23,11 @@ BACKTEST_HASH_LABEL = f"{GROUP}/backtest-hash"
 STRATEGY_LABEL = f"{GROUP}/strategy"
 COMPONENT_STRATEGY = "strategy"
 COMPONENT_BACKTEST = "backtest"
+COMPONENT_SWEEP = "sweep"
+SWEEP_HASH_LABEL = f"{GROUP}/sweep-hash"
+# Set by the Job controller on each pod of an Indexed Job (also as $JOB_COMPLETION_INDEX inside it).
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+SWEEP_TABLE_KEY = "results.csv"
 HTTP_PORT = 8080
 # /livez, /readyz and /metrics on a port of their own, named "metrics" like every tradebot pod's: the chart's
 # NetworkPolicy opens that name to Prometheus and nothing else (a strategy serves no other route).
@@ -248,6 +253,19 @@ def backtest_hash(spec: TradingStrategySpec) -> str:
         {
             "params": spec.strategy_params().model_dump(mode="json"),
             "symbols": spec.symbols,
+            # A sweep runs as a Job of its own: changing it reruns the sweep, not the backtest.
+            "backtest": spec.backtest.model_dump(mode="json", exclude={"schedule", "sweep"}),
+        },
+        length=10,
+    )
+
+
+def sweep_hash(spec: TradingStrategySpec) -> str:
+    """What makes a new sweep necessary: the parameters it does not sweep, the data, costs and the sweep."""
+    assert spec.backtest is not None
+    return canonical_hash(
+        {
+            "params": spec.strategy_params().model_dump(mode="json"),
             "backtest": spec.backtest.model_dump(mode="json", exclude={"schedule"}),
         },
         length=10,
@@ -257,8 +275,13 @@ def backtest_hash(spec: TradingStrategySpec) -> str:
 def backtest_args(spec: TradingStrategySpec, backtest: BacktestSpec, data_path: str) -> list[str]:
     """`tradebot backtest` arguments for the resource's parameters (the CLI contract scripts rely on)."""
     params = spec.strategy_params()
-    args = ["backtest", "--data", data_path, *params.to_cli_args()]
-    args += [
+    args = ["backtest", "--data", data_path, *params.to_cli_args(), *_cost_args(backtest)]
+    args += ["--json", "--result-file", RESULT_PATH]
+    return args
+
+
+def _cost_args(backtest: BacktestSpec) -> list[str]:
+    return [
         "--fill",
         backtest.fill,
         "--commission-pct",
@@ -268,11 +291,27 @@ def backtest_args(spec: TradingStrategySpec, backtest: BacktestSpec, data_path: 
         "--initial-cash",
         f"{backtest.initial_cash:.15g}",
     ]
-    args += ["--json", "--result-file", RESULT_PATH]
+
+
+def sweep_args(spec: TradingStrategySpec, backtest: BacktestSpec, data_path: str) -> list[str]:
+    """`tradebot sweep` arguments of one shard (its index comes from $JOB_COMPLETION_INDEX): the spec's
+    parameters with the swept ones as ranges, its costs, and the shard's outputs (best rows as the
+    termination message, the whole slice as JSON lines on stdout, which the operator reads from the log)."""
+    assert backtest.sweep is not None
+    sweep = backtest.sweep
+    ranges = sweep.parameters.ranges()
+    swept_flags = {"--" + field.replace("_", "-") for field in ranges}
+    fixed = [arg for arg in spec.strategy_params().to_cli_args() if arg.split("=", 1)[0] not in swept_flags]
+    args = ["sweep", "--data", data_path, *fixed]
+    args += [f"--{field.replace('_', '-')}={values.cli()}" for field, values in ranges.items()]
+    args += _cost_args(backtest)
+    args += ["--metric", sweep.metric, "--top", str(sweep.top), "--shard-count", str(sweep.shards)]
+    args += ["--result-file", RESULT_PATH, "--jsonl", "--no-progress"]
     return args
 
 
-def _job_pod_spec(name: str, spec: TradingStrategySpec, backtest: BacktestSpec, image: str) -> dict[str, Any]:
+def _dataset(backtest: BacktestSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """(volumes, mounts, the CSV's path in the container)."""
     volumes: list[dict[str, Any]] = [_tmp_volume()]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if backtest.dataset.config_map is not None:
@@ -281,18 +320,25 @@ def _job_pod_spec(name: str, spec: TradingStrategySpec, backtest: BacktestSpec, 
             {"name": "dataset", "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": ref.key}]}}
         )
         mounts.append({"name": "dataset", "mountPath": "/data", "readOnly": True})
-        data_path = f"/data/{ref.key}"
-    else:
-        assert backtest.dataset.path is not None
-        data_path = backtest.dataset.path
+        return volumes, mounts, f"/data/{ref.key}"
+    assert backtest.dataset.path is not None
+    return volumes, mounts, backtest.dataset.path
+
+
+def _job_pod_spec(
+    spec: TradingStrategySpec, backtest: BacktestSpec, image: str, *, sweep: bool = False
+) -> dict[str, Any]:
+    volumes, mounts, data_path = _dataset(backtest)
+    container = COMPONENT_SWEEP if sweep else COMPONENT_BACKTEST
+    args = sweep_args if sweep else backtest_args
     return {
         **_hardened_pod_spec(),
         "restartPolicy": "Never",
         "containers": [
             {
-                "name": "backtest",
+                "name": container,
                 "image": image,
-                "args": backtest_args(spec, backtest, data_path),
+                "args": args(spec, backtest, data_path),
                 # The result travels back in the pod status: no extra RBAC, no shared storage.
                 "terminationMessagePath": RESULT_PATH,
                 "terminationMessagePolicy": "File",
@@ -328,9 +374,63 @@ def render_backtest_job(
             "activeDeadlineSeconds": 3600,
             "template": {
                 "metadata": {"labels": job_labels},
-                "spec": _job_pod_spec(name, spec, spec.backtest, spec.image or default_image),
+                "spec": _job_pod_spec(spec, spec.backtest, spec.image or default_image),
             },
         },
+    }
+
+
+def render_sweep_job(name: str, namespace: str, spec: TradingStrategySpec, *, default_image: str) -> Manifest:
+    """One Indexed Job per (resource, sweep-relevant spec): pod i runs slice i of the grid; its name carries
+    the hash (`<name>-sweep-<hash>`, at most 60 characters, so each pod's hostname `<job>-<index>` fits in
+    63 with the at most two-digit index of at most 50 shards)."""
+    assert spec.backtest is not None
+    assert spec.backtest.sweep is not None
+    digest = sweep_hash(spec)
+    shards = spec.backtest.sweep.shards
+    job_labels = {**labels(name, COMPONENT_SWEEP), SWEEP_HASH_LABEL: digest}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": sweep_job_name(name, digest), "namespace": namespace, "labels": job_labels},
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": shards,
+            "parallelism": shards,
+            # About one retry per shard (a pod evicted or OOM-killed), not unbounded.
+            "backoffLimit": shards,
+            "ttlSecondsAfterFinished": 86400,
+            "activeDeadlineSeconds": 3600,
+            "template": {
+                "metadata": {"labels": job_labels},
+                "spec": _job_pod_spec(spec, spec.backtest, spec.image or default_image, sweep=True),
+            },
+        },
+    }
+
+
+def sweep_job_name(name: str, digest: str) -> str:
+    return f"{name}-sweep-{digest}"
+
+
+def sweep_configmap_name(name: str) -> str:
+    return f"{name}-sweep"
+
+
+def render_sweep_configmap(
+    name: str, namespace: str, *, digest: str, metric: str, table_csv: str
+) -> Manifest:
+    """The full ranked table of a sweep (CSV, as `tradebot sweep --csv` writes it), with the hash of the spec
+    it answers (the operator reads the shards' logs only while the hash differs)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": sweep_configmap_name(name),
+            "namespace": namespace,
+            "labels": {**labels(name, COMPONENT_SWEEP), SWEEP_HASH_LABEL: digest},
+        },
+        "data": {"hash": digest, "metric": metric, SWEEP_TABLE_KEY: table_csv},
     }
 
 

@@ -9,6 +9,7 @@ before it is stored, with the same wording.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from tradebot.core.costs import Costs
 from tradebot.core.defaults import DEFAULT_INITIAL_CASH
 from tradebot.core.models import Symbol
 from tradebot.core.params import StrategyParams
+from tradebot.core.shards import RANK_METRICS
 
 FillModel = Literal["close", "next-open"]
 # Five cron fields (minute hour day-of-month month day-of-week) or a @-macro, as a CronJob takes them; each
@@ -187,6 +189,161 @@ class Dataset(_Model):
         return self
 
 
+# The full table goes into one ConfigMap (at most 1 MiB): a row of the sweepable parameters and every metric
+# is at most ~400 bytes of CSV, so 2000 combinations (valid or not) stay well inside it.
+MAX_SWEEP_COMBINATIONS = 2000
+# An Indexed Job's pods are named <job>-<index>-<suffix> with the hostname <job>-<index>, at most 63
+# characters: the longest Job name (60) leaves two digits for the index.
+MAX_SWEEP_SHARDS = 50
+MAX_SWEEP_VALUES = 200
+SWEEP_TOP = 10
+_COUNT_SLACK = 1e-9  # as tradebot.backtest.sweep.parse_range: 0.3 / 0.1 counts 3 steps, not 2.99...
+
+
+_RANGE_RULES: list[Any] = [
+    {
+        "rule": "has(self.values) ? !(has(self.from) || has(self.to) || has(self.step))"
+        " : (has(self.from) && has(self.to) && has(self.step))",
+        "message": "a sweep parameter needs from, to and step, or values (not both)",
+    },
+    {
+        "rule": "!has(self.from) || !has(self.to) || self.from <= self.to",
+        "message": "a sweep range's from must not exceed its to (an empty range)",
+    },
+]
+
+
+class _SweepRange(_Model):
+    """`from`, `to` and `step` (inclusive), or a list of `values`."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _RANGE_RULES})
+
+    from_: float | None = Field(default=None, alias="from")
+    to: float | None = None
+    step: float | None = None
+    values: Sequence[float] | None = None
+
+    @model_validator(mode="after")
+    def _a_range_or_values(self) -> _SweepRange:
+        bounds = (self.from_, self.to, self.step)
+        if (self.values is None) == (None in bounds):
+            raise ValueError(_RANGE_RULES[0]["message"])
+        if self.from_ is not None and self.to is not None and self.from_ > self.to:
+            raise ValueError(_RANGE_RULES[1]["message"])
+        return self
+
+    def count(self) -> int:
+        if self.values is not None:
+            return len(self.values)
+        assert self.from_ is not None
+        assert self.to is not None
+        assert self.step is not None
+        return int((self.to - self.from_) / self.step + _COUNT_SLACK) + 1
+
+    def cli(self) -> str:
+        """The range as `tradebot sweep` takes it: START:STOP:STEP or a,b,c."""
+        if self.values is not None:
+            return ",".join(f"{value!r}" for value in self.values)
+        return f"{self.from_!r}:{self.to!r}:{self.step!r}"
+
+
+class WindowRange(_SweepRange):
+    from_: int | None = Field(default=None, alias="from", ge=1, le=100_000, description="First window.")
+    to: int | None = Field(default=None, ge=1, le=100_000, description="Last window (inclusive).")
+    step: int | None = Field(default=None, ge=1, le=100_000, description="Between windows.")
+    values: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SWEEP_VALUES,
+        description="The windows, instead of a range.",
+    )
+
+
+class PercentRange(_SweepRange):
+    from_: float | None = Field(default=None, alias="from", gt=0, le=10_000, description="First value.")
+    to: float | None = Field(default=None, gt=0, le=10_000, description="Last value (inclusive).")
+    step: float | None = Field(default=None, gt=0, le=10_000, description="Between values.")
+    values: list[float] | None = Field(
+        default=None, min_length=1, max_length=MAX_SWEEP_VALUES, description="The values, instead of a range."
+    )
+
+
+_SWEPT = ("shortWindow", "longWindow", "stopLossPct", "takeProfitPct", "trailingStopPct")
+
+
+def _cel_count(field: str) -> str:
+    """CEL: how many values `self.parameters.<field>` has (1 when it is not swept), as `count()` counts."""
+    r = f"self.parameters.{field}"
+    steps = f"int(double({r}.to - {r}.from) / double({r}.step) + {_COUNT_SLACK})"
+    whole = f"has({r}.from) && has({r}.to) && has({r}.step)"
+    return f"(!has({r}) ? 1 : has({r}.values) ? size({r}.values) : {whole} ? {steps} + 1 : 1)"
+
+
+_PARAMETERS_RULE: dict[str, Any] = {
+    "rule": " || ".join(f"has(self.{field})" for field in _SWEPT),
+    "message": "sweep.parameters needs at least one parameter",
+}
+_GRID_RULE: dict[str, Any] = {
+    "rule": " * ".join(_cel_count(field) for field in _SWEPT) + f" <= {MAX_SWEEP_COMBINATIONS}",
+    "message": f"the sweep grid has more than {MAX_SWEEP_COMBINATIONS} combinations"
+    " (its full table must fit in one ConfigMap)",
+}
+
+
+class SweepParameters(_Model):
+    """The parameters to sweep; the others keep the spec's values."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_PARAMETERS_RULE]})
+
+    short_window: WindowRange | None = Field(default=None, description="Short moving-average windows.")
+    long_window: WindowRange | None = Field(default=None, description="Long moving-average windows.")
+    stop_loss_pct: PercentRange | None = Field(default=None, description="Stop-loss percents.")
+    take_profit_pct: PercentRange | None = Field(default=None, description="Take-profit percents.")
+    trailing_stop_pct: PercentRange | None = Field(default=None, description="Trailing-stop percents.")
+
+    def ranges(self) -> dict[str, _SweepRange]:
+        """The swept fields (snake_case, as `tradebot sweep` names its columns) and their ranges."""
+        return {name: value for name in type(self).model_fields if (value := getattr(self, name)) is not None}
+
+
+class SweepSpec(_Model):
+    """A parameter sweep run as one Indexed Job: each pod a slice of the grid, merged by the operator."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_GRID_RULE]})
+
+    parameters: SweepParameters = Field(description="Ranges of the parameters to sweep.")
+    metric: str = Field(
+        default="sharpe",
+        description="Rank combinations by this metric (higher wins).",
+        json_schema_extra={"enum": list(RANK_METRICS)},
+    )
+    shards: int = Field(
+        default=1, ge=1, le=MAX_SWEEP_SHARDS, description="Pods of the Indexed Job, each a slice of the grid."
+    )
+    top: int = Field(default=SWEEP_TOP, ge=1, le=SWEEP_TOP, description="Rows kept in status.sweep.top.")
+
+    @field_validator("metric")
+    @classmethod
+    def _a_rank_metric(cls, metric: str) -> str:
+        if metric not in RANK_METRICS:
+            raise ValueError(f"metric must be one of {', '.join(RANK_METRICS)}")
+        return metric
+
+    @model_validator(mode="after")
+    def _bounded_grid(self) -> SweepSpec:
+        if not self.parameters.ranges():
+            raise ValueError(_PARAMETERS_RULE["message"])
+        if self.combinations() > MAX_SWEEP_COMBINATIONS:
+            raise ValueError(f"{_GRID_RULE['message']}: {self.combinations()}")
+        return self
+
+    def combinations(self) -> int:
+        total = 1
+        for value in self.parameters.ranges().values():
+            total *= value.count()
+        return total
+
+
 class BacktestSpec(_Model):
     """A backtest of the current parameters, run as a Job (or a CronJob when schedule is set)."""
 
@@ -208,6 +365,10 @@ class BacktestSpec(_Model):
         max_length=128,
         pattern=CRON_PATTERN,
         description="Cron schedule; when set a CronJob re-runs the backtest, else one Job runs per spec change.",
+    )
+
+    sweep: SweepSpec | None = Field(
+        default=None, description="Sweep parameter ranges over this dataset, as one Indexed Job."
     )
 
     def costs(self) -> Costs:

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tradebot.core import shards as shard_format
+
 READY = "Ready"
 BACKTEST_SUCCEEDED = "BacktestSucceeded"
+SWEEP_SUCCEEDED = "SweepSucceeded"
 # The backtest figures worth a printer column or a glance; the full result stays in the Job's pod.
 BACKTEST_METRICS = (
     "total_return_pct",
@@ -135,14 +138,13 @@ def terminated_state(pod: Mapping[str, Any], container: str = "backtest") -> Map
     return None
 
 
-def job_failure(job: Mapping[str, Any]) -> Condition | None:
-    """BacktestSucceeded=False with the Job's reason when the Job has failed for good, else None."""
+def job_failure(job: Mapping[str, Any], type_: str = BACKTEST_SUCCEEDED) -> Condition | None:
+    """`type_`=False (BacktestSucceeded or SweepSucceeded) with the Job's reason when the Job has failed for
+    good, else None."""
     for condition in (job.get("status") or {}).get("conditions") or ():
         if condition.get("type") == "Failed" and condition.get("status") == "True":
             reason = str(condition.get("reason") or "JobFailed")
-            return Condition(
-                BACKTEST_SUCCEEDED, False, reason, str(condition.get("message") or "the Job failed")
-            )
+            return Condition(type_, False, reason, str(condition.get("message") or "the Job failed"))
     return None
 
 
@@ -166,18 +168,27 @@ class BacktestPod:
     job_uid: str | None
     digest: str | None
     terminated: Mapping[str, Any] | None
+    completion_index: int | None = None  # a pod of an Indexed Job (a sweep shard): which slice it ran
 
     @classmethod
-    def of(cls, pod: Mapping[str, Any], digest_label: str) -> BacktestPod:
+    def of(
+        cls,
+        pod: Mapping[str, Any],
+        digest_label: str,
+        container: str = "backtest",
+        index_annotation: str | None = None,
+    ) -> BacktestPod:
         meta = pod.get("metadata") or {}
         owner = controller_of(pod)
         job, job_uid = (owner[1], owner[2]) if owner is not None and owner[0] == "Job" else (None, None)
+        raw_index = str((meta.get("annotations") or {}).get(index_annotation or "", ""))
         return cls(
             name=str(meta.get("name")),
             job=job,
             job_uid=job_uid,
             digest=(meta.get("labels") or {}).get(digest_label),
-            terminated=terminated_state(pod),
+            terminated=terminated_state(pod, container),
+            completion_index=int(raw_index) if raw_index.isdigit() else None,
         )
 
 
@@ -194,14 +205,14 @@ class BacktestJob:
     owner_uid: str | None = None
 
     @classmethod
-    def of(cls, job: Mapping[str, Any], digest_label: str) -> BacktestJob:
+    def of(cls, job: Mapping[str, Any], digest_label: str, type_: str = BACKTEST_SUCCEEDED) -> BacktestJob:
         meta = job.get("metadata") or {}
         owner = controller_of(job)
         return cls(
             name=str(meta.get("name")),
             uid=meta.get("uid"),
             digest=(meta.get("labels") or {}).get(digest_label),
-            failure=job_failure(job),
+            failure=job_failure(job, type_),
             owner_kind=owner[0] if owner else None,
             owner_uid=owner[2] if owner else None,
         )
@@ -268,3 +279,92 @@ def _succeeded(pod: BacktestPod, digest: str) -> BacktestOutcome:
     result.update({to_camel(key): value for key, value in metrics.items()})
     message = f"Job {pod.job}: return {metrics.get('total_return_pct')}%"
     return BacktestOutcome(Condition(BACKTEST_SUCCEEDED, True, "Completed", message), result)
+
+
+def sweep_running(job: str) -> Condition:
+    return Condition(SWEEP_SUCCEEDED, None, "Running", f"sweep Job {job} is running")
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    condition: Condition
+    result: dict[str, Any] | None = None  # status.sweep, once every shard succeeded
+    shards: tuple[BacktestPod, ...] = ()  # the pod that succeeded for each index, in index order
+
+
+def sweep_outcome(
+    digest: str,
+    shards: int,
+    swept: Collection[str],
+    top: int,
+    pods: Iterable[BacktestPod],
+    jobs: Iterable[BacktestJob],
+    owner_uids: Collection[str],
+) -> SweepOutcome | None:
+    """The merged sweep of the current spec (`digest`) once a pod has succeeded for every index, from pods
+    controlled by a Job the TradingStrategy controls (a forged pod with copied labels counts for nothing);
+    a Job that failed for good says why; None while it runs. `swept` names the swept parameters (the
+    columns that are parameters, snake_case), `top` how many ranked rows the status keeps."""
+    trusted = [job for job in trusted_jobs(jobs, owner_uids) if job.digest == digest]
+    job_uids = {job.uid for job in trusted}
+    done: dict[int, BacktestPod] = {}
+    for pod in sorted(pods, key=lambda pod: str((pod.terminated or {}).get("finishedAt") or "")):
+        terminated = pod.terminated
+        index = pod.completion_index
+        if (
+            pod.digest == digest
+            and pod.job_uid in job_uids
+            and terminated is not None
+            and int(terminated.get("exitCode") or 0) == 0
+            and index is not None
+            and 0 <= index < shards
+        ):
+            done[index] = pod
+    if len(done) < shards:
+        failed = sorted((job for job in trusted if job.failure), key=lambda job: job.name)
+        if failed and failed[-1].failure is not None:
+            return SweepOutcome(failed[-1].failure)
+        return None
+    ordered = tuple(done[index] for index in range(shards))
+    try:
+        reports = [
+            shard_format.decode_shard_result(str((pod.terminated or {}).get("message") or ""))
+            for pod in ordered
+        ]
+    except ValueError as exc:
+        return SweepOutcome(Condition(SWEEP_SUCCEEDED, False, "InvalidResult", str(exc)[:1024]))
+    metric = reports[0].metric
+    ranked = shard_format.merge_rows((report.top for report in reports), metric)[:top]
+    rows = [sweep_row(row, swept) for row in ranked]
+    result: dict[str, Any] = {
+        "jobName": ordered[0].job,
+        "hash": digest,
+        "metric": metric,
+        "shards": shards,
+        "combinations": sum(report.combinations for report in reports),
+        "invalid": reports[0].invalid,
+        "top": rows,
+    }
+    finished = max(str((pod.terminated or {}).get("finishedAt") or "") for pod in ordered)
+    if finished:
+        result["completedAt"] = finished
+    if rows:
+        result["best"] = rows[0]
+    best = (
+        f"best {metric} {rows[0]['metrics'].get(to_camel(metric))} at {rows[0]['params']}"
+        if rows
+        else "no valid combination"
+    )
+    message = f"Job {ordered[0].job}: {result['combinations']} combinations over {shards} shards, {best}"
+    return SweepOutcome(Condition(SWEEP_SUCCEEDED, True, "Completed", message), result, ordered)
+
+
+def sweep_row(row: Mapping[str, Any], swept: Collection[str]) -> dict[str, Any]:
+    """A ranked row as status.sweep keeps it: the swept parameters and the metrics apart, camelCase."""
+    params = {to_camel(key): value for key, value in row.items() if key in swept}
+    metrics = {
+        to_camel(key): value
+        for key, value in row.items()
+        if key not in swept and key != shard_format.COMBINATION
+    }
+    return {"params": params, "metrics": metrics}

@@ -12,6 +12,7 @@ What each component may do follows from what its code does:
   `fills` and `positions`, reads both back (rebuild, Redis projection under groups `executor-projection-*`),
   reads `signals` and `bars` (groups `executor-signals`, `executor-bars`);
 - api: writes `strategy-control` (halt and resume) and `strategy-commands` (force-exit, close-all);
+- notifier: reads `fills`, `strategy-control` and `strategy-commands` (group `notifier`), writes nothing;
 - a full read of a topic (`read_all`/`scan`: the rebuilds) assigns partitions under a group named
   `tradebot-read-all-<uuid>`: READ on that group prefix.
 
@@ -44,8 +45,10 @@ from tradebot.adapters.topics import (
 
 __all__ = ["COMPONENTS", "Acl", "apply_acls", "build_parser", "component_acls", "kafka_acls_commands", "run"]
 
-Component = Literal["feed", "strategy", "executor", "api"]
-COMPONENTS: tuple[Component, ...] = ("feed", "strategy", "executor", "api")
+Component = Literal["feed", "strategy", "executor", "api", "notifier"]
+COMPONENTS: tuple[Component, ...] = ("feed", "strategy", "executor", "api", "notifier")
+# The notifier's consumer group (TRADEBOT_NOTIFIER_GROUP's default).
+NOTIFIER_GROUP = "notifier"
 ResourceType = Literal["topic", "group", "transactional-id"]
 Operation = Literal["READ", "WRITE", "CREATE", "DESCRIBE"]
 # The group a full read of a topic runs under (see KafkaBus.scan): its name ends in a random id.
@@ -100,6 +103,9 @@ def component_acls(component: Component, user: str, *, strategy_id: str | None =
         acls += transactional_id("executor")
     elif component == "api":
         acls += topic(CONTROL, "WRITE") + topic(COMMANDS, "WRITE")
+    elif component == "notifier":
+        acls += topic(FILLS, "READ") + topic(CONTROL, "READ") + topic(COMMANDS, "READ")
+        acls.append(group(NOTIFIER_GROUP))
     else:  # pragma: no cover - Literal
         raise ValueError(f"unknown component {component!r}")
     return sorted(set(acls))

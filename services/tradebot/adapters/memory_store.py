@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -123,6 +124,7 @@ class MemoryStore:
         self._equity: dict[str, list[tuple[datetime, float]]] = {}
         self._strategies: dict[str, str] = {}
         self._halted: set[str] = set()
+        self._delivered: dict[str, float] = {}  # key -> expiry (monotonic seconds)
 
     async def ping(self) -> bool:
         return True
@@ -276,6 +278,19 @@ class MemoryStore:
     async def is_halted(self, strategy_id: str) -> bool:
         async with self._lock:
             return strategy_id in self._halted
+
+    async def mark_delivered(self, key: str, ttl_s: int) -> None:
+        if ttl_s < 1:
+            raise ValueError("ttl_s must be >= 1")
+        async with self._lock:
+            now = time.monotonic()
+            if len(self._delivered) % 1000 == 999:  # expired marks go now and then, as Redis' keys expire
+                self._delivered = {k: until for k, until in self._delivered.items() if until > now}
+            self._delivered[key] = now + ttl_s
+
+    async def was_delivered(self, key: str) -> bool:
+        async with self._lock:
+            return self._delivered.get(key, 0.0) > time.monotonic()
 
     async def clear(self) -> None:
         async with self._lock:

@@ -18,6 +18,7 @@ Keys:
     {prefix}:equity:{strategy}   stream ts (iso), equity; trimmed to `maxlen`
     {prefix}:strategies          hash   strategy id -> info JSON
     {prefix}:halted              set    halted strategy ids
+    {prefix}:delivered:{key}     string a notification delivered (the notifier's "sink|event id"), expires after a TTL
 
 Query semantics (shared with MemoryStore): the logs are ordered by when an entry was appended
 (newest first by default); `strategy_id` and `symbol` filter exactly; `since <= ts < until` on the
@@ -472,6 +473,14 @@ class RedisStore:
 
     async def is_halted(self, strategy_id: str) -> bool:
         return bool(await self._redis.sismember(self._key("halted"), strategy_id))
+
+    async def mark_delivered(self, key: str, ttl_s: int) -> None:
+        if ttl_s < 1:
+            raise ValueError("ttl_s must be >= 1")
+        await self._redis.set(self._key("delivered", key), "1", ex=ttl_s)
+
+    async def was_delivered(self, key: str) -> bool:
+        return bool(await self._redis.exists(self._key("delivered", key)))
 
     async def clear(self) -> None:
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._prefix) + ":*"

@@ -254,7 +254,41 @@ def _is_secret(cls: type[BaseSettings], location: tuple[str, ...]) -> bool:
         return False
     field = cls.model_fields.get(location[0]) or _field_by_alias(cls, location[0])
     named_like_secret = _SECRET_NAME.search(location[-1].lower()) is not None
-    return named_like_secret or (field is not None and _mentions_secret(field.annotation))
+    if named_like_secret or field is None:
+        return named_like_secret
+    return _mentions_secret(field.annotation) or _nested_is_secret(field.annotation, location[1:])
+
+
+def _nested_is_secret(annotation: Any, location: tuple[str, ...]) -> bool:
+    """Whether the value at `location` inside a nested model (a list item's, e.g. a notifier sink's `url`)
+    is or holds a secret: its error then shows no value either (a whole sink's error would show its URL)."""
+    if not location:
+        return _holds_secret(annotation)
+    head, rest = location[0], location[1:]
+    if head.isdigit():  # an index into a list
+        return any(_nested_is_secret(arg, rest) for arg in get_args(annotation))
+    for model in _models_in(annotation):
+        field = model.model_fields.get(head)
+        if field is not None and _nested_is_secret(field.annotation, rest):
+            return True
+    return False
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
+
+
+def _holds_secret(annotation: Any) -> bool:
+    """A secret type, or a model (list, union...) with a secret among its fields, however deep."""
+    if _mentions_secret(annotation):
+        return True
+    return any(
+        _holds_secret(field.annotation)
+        for model in _models_in(annotation)
+        for field in model.model_fields.values()
+    )
 
 
 def _mentions_secret(annotation: Any) -> bool:
@@ -282,11 +316,31 @@ def _env_text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, BaseModel):
         return value.model_dump_json()
+    if isinstance(value, list | tuple) and any(isinstance(item, BaseModel) for item in value):
+        # Models that may hold secrets (the notifier's sinks): their values, which model_dump would mask.
+        return json.dumps([_revealed(item) for item in value])
     if isinstance(value, dict | list | tuple | set | frozenset):
         return json.dumps(value if isinstance(value, dict | list | tuple) else sorted(value))
     if isinstance(value, Enum):
         return str(value.value)
     return str(value)
+
+
+def _revealed(value: Any) -> Any:
+    """`value` as plain JSON data with every secret's real value (what reads it back needs)."""
+    if isinstance(value, BaseModel):
+        return {name: _revealed(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, SecretBytes):
+        return value.get_secret_value().decode()
+    if isinstance(value, list | tuple):
+        return [_revealed(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _revealed(item) for key, item in value.items()}
+    if isinstance(value, Enum):
+        return value.value
+    return value
 
 
 def _shorten(text: str, limit: int = 80) -> str:
