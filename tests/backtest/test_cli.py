@@ -310,7 +310,13 @@ def test_tick_file_is_backtested_one_bar_per_tick(capsys: pytest.CaptureFixture[
     result = json.loads(from_ticks)
     assert result["stats"]["bars"] == 2_000
     assert result["stats"]["n_trades"] > 0
-    _, from_bars, _ = run_cli(capsys, "backtest", "--data", str(bars), *flags)
+    # By default ticks trade as ticks; the same prices as 1-second bars need tick named to match.
+    assert (result["params"]["timeframe"], result["params"]["timeframe_why"]) == (
+        "tick",
+        "auto: the data is ticks",
+    )
+    _, from_bars, _ = run_cli(capsys, "backtest", "--data", str(bars), *flags, "--timeframe", "tick")
+    result["params"]["timeframe_why"] = None
     assert json.loads(from_bars) == result
 
 
@@ -371,7 +377,7 @@ def test_a_long_window_longer_than_the_data_is_warned_about(
     code, out, err = run_cli(capsys, *backtest, str(bars + 10))
     assert code == 0
     assert json.loads(out)["stats"]["n_trades"] == 0
-    assert f"needs {bars + 10} prices before its first value and the data has {bars}" in err
+    assert f"needs {bars + 10} 1h bars before its first value and the data has {bars}" in err
     code, _, err = run_cli(capsys, *backtest, "20")
     assert "warning" not in err
 

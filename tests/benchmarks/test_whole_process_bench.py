@@ -28,7 +28,9 @@ from tradebot.core.params import StrategyParams
 HERE = Path(__file__).resolve().parent
 TRADEBOT = str(Path(sys.executable).parent / "tradebot")
 FLAGS = ["--short-window", "10", "--long-window", "30", "--stop-loss-pct", "2", "--commission-pct", "0.1"]
-FLAGS += ["--qty-step", "0", "--json"]
+# tick: stops on closes, as CONFIG (the parameters' default) and vectorbt given closes only; the CLI's
+# default (auto) would trade these minute bars as 1m bars with stops on each bar's range.
+FLAGS += ["--qty-step", "0", "--timeframe", "tick", "--json"]
 CONFIG = BacktestConfig(
     params=StrategyParams(short_window=10, long_window=30, stop_loss_pct=2, qty_step=0),
     costs=Costs(commission_pct=0.1),

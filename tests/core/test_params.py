@@ -93,10 +93,12 @@ def test_camel_case_and_snake_case_both_accepted() -> None:
     assert (dumped["shortWindow"], dumped["exitRule"], dumped["timeframe"]) == (5, "target-first", "tick")
 
 
-def test_the_defaults_keep_todays_behaviour_and_the_cli_args_name_only_what_differs() -> None:
+def test_the_defaults_keep_todays_behaviour_and_the_cli_args_name_the_timeframe_always() -> None:
     params = StrategyParams()
     assert (params.timeframe, params.exit_rule) == ("tick", "stop-first")
-    assert not any(arg.startswith(("--timeframe", "--exit-rule")) for arg in params.to_cli_args())
+    # The CLI's own default is `auto` (the data's interval): parameters on tick must say tick.
+    assert "--timeframe=tick" in params.to_cli_args()
+    assert not any(arg.startswith("--exit-rule") for arg in params.to_cli_args())
     hourly = StrategyParams(timeframe="1h", exit_rule="target-first").to_cli_args()
     assert {"--timeframe=1h", "--exit-rule=target-first"} <= set(hourly)
 
@@ -134,6 +136,9 @@ def test_cli_args_reproduce_the_params() -> None:
     add_strategy_arguments(parser)
     config = build_config(parser.parse_args(params.to_cli_args()))
     assert config.params == params
+    # Tick parameters too come back as tick, not as the CLI's `auto`.
+    tick = StrategyParams(short_window=3, long_window=9)
+    assert build_config(parser.parse_args(tick.to_cli_args())).params == tick
 
 
 def test_env_json_round_trip() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -146,3 +149,32 @@ def test_the_pages_headline_metrics_are_formatted(backtest: AppTest) -> None:
     assert values["bars"] == "2,148"
     assert values["equity_final"].count(".") == 1
     assert len(values["equity_final"].split(".")[1]) == 2
+
+
+def test_the_timeframe_starts_at_auto_and_daily_bars_stop_inside_the_bar(backtest: AppTest) -> None:
+    """As `tradebot backtest`: the sample's daily bars trade as 1d bars, so stops fill at their level."""
+    at = backtest
+    assert at.selectbox(key="bt_timeframe").value == "auto"
+    at.number_input(key="bt_short").set_value(10)
+    at.number_input(key="bt_long").set_value(30)
+    at.number_input(key="bt_stop").set_value(2.0)
+    at.button(key="bt_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = [c.value for c in at.caption]
+    assert any("timeframe 1d (auto: the data's own interval)" in c for c in captions), captions
+    daily = next(d.value for d in at.dataframe if "exit_reason" in d.value.columns)
+    at.selectbox(key="bt_timeframe").set_value("tick")
+    at.button(key="bt_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.startswith("timeframe tick, fill close") for c in (c.value for c in at.caption))
+    ticked = next(d.value for d in at.dataframe if "exit_reason" in d.value.columns)
+    # On 1d bars a stop fills at the stop level, inside the bar; on tick at a close.
+    closes = set(pd.read_csv(Path(__file__).resolve().parents[2] / "data" / "historical_data.csv")["close"])
+    stops = {
+        "daily": daily[daily["exit_reason"] == "stop_loss"],
+        "tick": ticked[ticked["exit_reason"] == "stop_loss"],
+    }
+    assert len(stops["daily"]) > 0
+    assert len(stops["tick"]) > 0
+    assert not set(stops["daily"]["exit_price"]) <= closes
+    assert set(stops["tick"]["exit_price"]) <= closes

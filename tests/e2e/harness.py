@@ -284,6 +284,11 @@ def backtest_trades(
             "--data",
             str(data),
             *(base or BACKTEST_FLAGS),
+            # Like with like: the replay sends each row's close as one tick to a tick strategy, which is
+            # the tick timeframe (the CLI's default, auto, would trade daily OHLC rows as 1d bars).
+            # A bar-parity `extra` names its own timeframe after this one, and the last one counts.
+            "--timeframe",
+            "tick",
             "--fill",
             "close",
             "--json",

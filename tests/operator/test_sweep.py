@@ -96,7 +96,9 @@ def _shard_outputs(
 def _unsharded(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> tuple[dict[str, Any], str]:
     """One `tradebot sweep` of the same grid: (its --json, its --csv)."""
     grid = ("--short-window", "5:20:5", "--long-window", "15,30,60", "--stop-loss-pct", "2:4:2")
-    base = ("--data", str(SAMPLE), *grid, "--commission-pct", "0.1", "--metric", "sharpe", "--no-progress")
+    # The resource's timeframe (tick by default), which its shards name, not the CLI's default (auto).
+    flags = ("--commission-pct", "0.1", "--metric", "sharpe", "--timeframe", "tick", "--no-progress")
+    base = ("--data", str(SAMPLE), *grid, *flags)
     csv_path = tmp_path / "whole.csv"
     assert main(["sweep", *base, "--json", "--csv", str(csv_path)]) == 0
     whole = json.loads(capsys.readouterr().out)

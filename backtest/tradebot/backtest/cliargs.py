@@ -26,11 +26,11 @@ FILL_CHOICES: tuple[str, ...] = ("close", "next-open")
 FILL_HELP: dict[str, str] = {
     "close": (
         "each decision (entry, cross exit) fills at the close of the bar that made it. Stops and"
-        " take-profits: on a bar --timeframe (1s ... 1d) each bar's open, high and low are checked before"
-        " its close, so a long's stop fills at the stop level when the bar's low reaches it (a short's"
-        " when the high does) and a take-profit at its level; with --timeframe tick each row is one price"
-        " (its close), so a stop fills at the first close at or beyond it; tick data (no OHLC) on a bar"
-        " timeframe checks stops at every tick and fills at that tick's price."
+        " take-profits: on a bar --timeframe (1s ... 1d, and auto on bar data) each bar's open, high and"
+        " low are checked before its close, so a long's stop fills at the stop level when the bar's low"
+        " reaches it (a short's when the high does) and a take-profit at its level; with --timeframe tick"
+        " each row is one price (its close), so a stop fills at the first close at or beyond it; tick data"
+        " (no OHLC) on a bar timeframe checks stops at every tick and fills at that tick's price."
     ),
     "next-open": (
         "a decision at a bar's close fills at the next bar's open (none on the last bar); stops and"
@@ -43,11 +43,20 @@ FILL_HELP_COMMON = (
     " both the stop and the take-profit exits by --exit-rule, every fill price moves by --slippage-bps"
     " against the order, and a position still open at the end closes at the last close."
 )
+TIMEFRAME_HELP = (
+    "auto (the default): bar data (OHLC columns) trades on bars of its own interval (the most common step"
+    " between timestamps, e.g. 1d for daily bars with weekends), so stops see each bar's range; an"
+    " interval that is no timeframe (e.g. 10 minutes) falls back to tick with a warning; tick data trades"
+    " as tick. 1s ... 1d: bars of TF (finer data is aggregated). tick: each row as it is, one price (its"
+    " close)"
+)
 # Likewise core.bars.TIMEFRAMES and core.params.EXIT_RULES (core.bars imports numpy).
 TIMEFRAME_CHOICES: tuple[str, ...] = (
     "tick", "1s", "5s", "15s", "30s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"
 )  # fmt: skip
 EXIT_RULE_CHOICES: tuple[str, ...] = ("stop-first", "target-first", "open-nearest")
+# Resolved against the data by `data.resolve_timeframe` (which spells it `data.AUTO`).
+AUTO_TIMEFRAME = "auto"
 
 # StrategyParams field (dotted for nested) -> flag; used for flags and for naming errors.
 PARAM_FLAGS: dict[str, str] = {
@@ -127,10 +136,10 @@ def add_strategy_arguments(parser: argparse.ArgumentParser, *, ranges: bool = Fa
     group.add_argument("--allow-short", action="store_true", help="sell short on downward crosses")
     group.add_argument(
         "--timeframe",
-        choices=TIMEFRAME_CHOICES,
-        default="tick",
+        choices=(AUTO_TIMEFRAME, *TIMEFRAME_CHOICES),
+        default=AUTO_TIMEFRAME,
         metavar="TF",
-        help="trade on TF bars (1s ... 1d; finer data is aggregated) or on each row as it is (tick)",
+        help=TIMEFRAME_HELP,
     )
     group.add_argument(
         "--exit-rule",
@@ -207,8 +216,11 @@ def build_config(args: argparse.Namespace, overrides: dict[str, Any] | None = No
     from tradebot.core.costs import Costs
     from tradebot.core.params import StrategyParams
 
+    data = params_data(args, overrides)
+    if data.get("timeframe") == AUTO_TIMEFRAME:
+        raise ValueError("resolve --timeframe auto against the data first (data.resolve_timeframe)")
     try:
-        params = StrategyParams.model_validate(params_data(args, overrides))
+        params = StrategyParams.model_validate(data)
     except ValidationError as exc:
         raise UsageError(describe(exc, PARAM_FLAGS)) from None
     try:

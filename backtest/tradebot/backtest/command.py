@@ -19,10 +19,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tradebot.backtest.cliargs import UsageError, add_data_arguments, add_strategy_arguments, build_config
+from tradebot.backtest.cliargs import (
+    AUTO_TIMEFRAME,
+    UsageError,
+    add_data_arguments,
+    add_strategy_arguments,
+    build_config,
+)
 
 if TYPE_CHECKING:
-    from tradebot.backtest.data import MarketData
+    from tradebot.backtest.data import MarketData, ResolvedTimeframe
     from tradebot.backtest.engine import BacktestConfig
 
 
@@ -130,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, profile: Profile, warm_up: threading.Thread) -> int:
-    from tradebot.backtest.data import DataError, read_market_data, validate_market_data
+    from tradebot.backtest.data import DataError, read_market_data, resolve_timeframe, validate_market_data
 
     # Read first (the longest step, beside the imports), but report a bad flag before a bad file.
     raw = failed = None
@@ -140,7 +146,8 @@ def _run(args: argparse.Namespace, profile: Profile, warm_up: threading.Thread) 
     except (DataError, OSError) as exc:
         failed = exc
     try:
-        config = build_config(args)
+        # `auto` is resolved once the data is read; every other flag is checked now, before the file.
+        config = build_config(args, {"timeframe": "tick"} if args.timeframe == AUTO_TIMEFRAME else None)
     except UsageError as exc:
         return _error(exc)
     data: MarketData
@@ -156,7 +163,20 @@ def _run(args: argparse.Namespace, profile: Profile, warm_up: threading.Thread) 
         return _error(f"{args.data} holds {len(data)} {data.kind[:-1]}(s); a backtest needs at least 2")
     with profile.phase("warm-up left after reading"):
         warm_up.join()
-    return _backtest(args, data, config, profile)
+    timeframe = resolve_timeframe(data, args.timeframe)
+    if timeframe.warning is not None:
+        print(f"tradebot backtest: warning: {timeframe.warning}", file=sys.stderr)
+    config = with_timeframe(config, timeframe.timeframe)
+    return _backtest(args, data, config, timeframe, profile)
+
+
+def with_timeframe(config: BacktestConfig, timeframe: str) -> BacktestConfig:
+    """`config` on `timeframe` (one of the parameters' own timeframes, so nothing to validate again)."""
+    import dataclasses
+
+    if config.params.timeframe == timeframe:
+        return config
+    return dataclasses.replace(config, params=config.params.model_copy(update={"timeframe": timeframe}))
 
 
 def too_few_bars_warning(bars: int, long_window: int, timeframe: str) -> str | None:
@@ -171,9 +191,17 @@ def too_few_bars_warning(bars: int, long_window: int, timeframe: str) -> str | N
     )
 
 
-def _backtest(args: argparse.Namespace, data: MarketData, config: BacktestConfig, profile: Profile) -> int:
-    from tradebot.backtest.data import DataError, Ticks, at_timeframe
-    from tradebot.backtest.result import BacktestResult, run_backtest, run_tick_backtest
+def _backtest(
+    args: argparse.Namespace,
+    data: MarketData,
+    config: BacktestConfig,
+    timeframe: ResolvedTimeframe,
+    profile: Profile,
+) -> int:
+    import dataclasses
+
+    from tradebot.backtest.data import DataError, at_timeframe
+    from tradebot.backtest.result import BacktestResult, run_market_data
 
     result: BacktestResult
     with profile.phase("run"):
@@ -189,11 +217,8 @@ def _backtest(args: argparse.Namespace, data: MarketData, config: BacktestConfig
             warning := too_few_bars_warning(len(bars), config.params.long_window, config.params.timeframe)
         ) is not None:
             print(f"tradebot backtest: warning: {warning}", file=sys.stderr)
-        if isinstance(data, Ticks) and config.params.timeframe != "tick" and config.fill == "close":
-            # Signals on the bars, stops on every tick: the live strategy's trades (backtest/README.md).
-            result = run_tick_backtest(data.ts, data.price, data.size, config)
-        else:
-            result = run_backtest(bars.frame(), config, engine=args.engine)
+        result = run_market_data(data, bars, config, engine=args.engine)
+        result = dataclasses.replace(result, timeframe_why=timeframe.why)
 
     from tradebot.backtest import report
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 
-from tradebot.core.bars import TICK, BarArrays, aggregate, describe_ns, timeframe_ns
+from tradebot.core.bars import TICK, TIMEFRAMES, BarArrays, aggregate, bucket_start, describe_ns, timeframe_ns
 from tradebot.core.errors import TradebotError
 
 if TYPE_CHECKING:  # pandas and pyarrow load on first use: `tradebot backtest` overlaps them with reading
@@ -43,16 +43,20 @@ if TYPE_CHECKING:  # pandas and pyarrow load on first use: `tradebot backtest` o
     import pyarrow as pa
 
 __all__ = [
+    "AUTO",
     "OHLCV_COLUMNS",
     "Bars",
     "DataError",
     "MarketData",
+    "ResolvedTimeframe",
     "Ticks",
     "at_timeframe",
+    "data_interval_ns",
     "data_step_ns",
     "load_market_data",
     "load_ohlcv",
     "read_market_data",
+    "resolve_timeframe",
     "synthetic_ohlcv",
     "validate_market_data",
     "write_ohlcv_csv",
@@ -179,6 +183,63 @@ def data_step_ns(data: MarketData) -> int | None:
     return int(np.diff(data.ts).min())
 
 
+def data_interval_ns(data: Bars) -> int | None:
+    """The bars' own interval: the most common positive step between consecutive timestamps (the
+    shortest of equally common ones), so nights, weekends, holidays and the odd missing bar do not count.
+    None for fewer than 2 bars."""
+    if len(data) < 2:
+        return None
+    steps, counts = np.unique(np.diff(data.ts), return_counts=True)  # steps > 0: bars strictly ascend
+    return int(steps[int(np.argmax(counts))])  # argmax: the first (shortest) of the most common
+
+
+# `--timeframe auto`: what the data is. Resolved by `resolve_timeframe`, the one place that decides.
+AUTO = "auto"
+_BAR_LENGTHS: dict[int, str] = {timeframe_ns(tf): tf for tf in TIMEFRAMES if tf != TICK}
+
+
+@dataclass(frozen=True)
+class ResolvedTimeframe:
+    """The timeframe a backtest runs on, and, when it was chosen for the user (`auto`), why."""
+
+    timeframe: str
+    requested: str
+    why: str | None = None  # "auto: the data's own interval": shown beside the timeframe in reports
+    warning: str | None = None  # one line for stderr when `auto` could not use the data's interval
+
+    def label(self) -> str:
+        """The timeframe as the reports show it: `1d (auto: the data's own interval)`."""
+        return self.timeframe if self.why is None else f"{self.timeframe} ({self.why})"
+
+
+def resolve_timeframe(data: MarketData, requested: str) -> ResolvedTimeframe:
+    """`auto` (the default of `tradebot backtest` and `tradebot sweep`) becomes: for ticks, `tick`; for
+    bars, the bar timeframe equal to their own interval (`data_interval_ns`), so that stops see each bar's
+    open, high and low; bars whose interval is no timeframe (10 minutes, say), or a single bar, `tick`
+    with a warning. Any other value is kept as it is."""
+    if requested != AUTO:
+        return ResolvedTimeframe(requested, requested)
+    if isinstance(data, Ticks):
+        return ResolvedTimeframe(TICK, AUTO, "auto: the data is ticks")
+    interval = data_interval_ns(data)
+    timeframe = None if interval is None else _BAR_LENGTHS.get(interval)
+    if timeframe is not None:
+        return ResolvedTimeframe(timeframe, AUTO, "auto: the data's own interval")
+    what = "a single bar" if interval is None else f"{describe_ns(interval)} bars"
+    coarser = [
+        tf for length, tf in _BAR_LENGTHS.items() if interval and length > interval and not length % interval
+    ]
+    aggregate_into = f" (e.g. --timeframe {coarser[0]})" if coarser else ""
+    return ResolvedTimeframe(
+        TICK,
+        AUTO,
+        "auto: the data's interval is no bar timeframe",
+        f"--timeframe auto: the data is {what}, which is no bar timeframe ({', '.join(TIMEFRAMES[1:])}),"
+        " so each row trades as one price at its close (tick) and stops see closes only; choose"
+        f" --timeframe tick to say so, or a coarser timeframe to aggregate the bars into{aggregate_into}",
+    )
+
+
 def at_timeframe(data: MarketData, timeframe: str, path: str | Path) -> Bars:
     """The bars a backtest on `timeframe` runs over. `tick`: one bar per row as it is (a tick is a bar of
     one price). A bar timeframe: ticks and finer bars are aggregated into bars of it (see
@@ -191,7 +252,7 @@ def at_timeframe(data: MarketData, timeframe: str, path: str | Path) -> Bars:
         price = data.price
         return Bars.of(aggregate(data.ts, price, price, price, price, data.size, length))
     step = data_step_ns(data)
-    if step is None or step == length:
+    if step is None or step == length or _own_buckets(data, length):
         return data
     if step > length:
         raise DataError(
@@ -206,6 +267,15 @@ def at_timeframe(data: MarketData, timeframe: str, path: str | Path) -> Bars:
             " so they cannot be aggregated into it",
         )
     return Bars.of(aggregate(data.ts, data.open, data.high, data.low, data.close, data.volume, length))
+
+
+def _own_buckets(data: Bars, length: int) -> bool:
+    """Whether bars of about `length` (their most common step) already sit one to a bucket of it, as daily
+    bars stamped at a local midnight whose UTC offset moves with daylight saving (steps of 23 and 25
+    hours): they are bars of the timeframe as they are, and keep their own stamps and OHLC."""
+    if data_interval_ns(data) != length:
+        return False
+    return bool(np.all(np.diff(bucket_start(data.ts, length)) > 0))
 
 
 # ----------------------------------------------------------------------------------------------- layout

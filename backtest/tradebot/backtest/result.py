@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -11,6 +11,9 @@ import pandas as pd
 from tradebot.backtest.engine import BacktestConfig, RawResult, run_reference, run_ticks
 from tradebot.backtest.kernel import run_kernel
 from tradebot.backtest.metrics import compute_stats
+
+if TYPE_CHECKING:
+    from tradebot.backtest.data import Bars, MarketData
 
 Engine = Literal["kernel", "reference"]
 
@@ -21,6 +24,8 @@ class BacktestResult:
     raw: RawResult
     close: np.ndarray
     stats: dict[str, Any]
+    # Why the run is on this timeframe when it was chosen for the user (`--timeframe auto`), else None.
+    timeframe_why: str | None = None
 
     @property
     def trades(self) -> pd.DataFrame:
@@ -29,8 +34,9 @@ class BacktestResult:
     def setup_line(self) -> str:
         """The choices that decide how the same data trades, in one line for the reports."""
         params = self.config.params
+        why = "" if self.timeframe_why is None else f" ({self.timeframe_why})"
         return (
-            f"timeframe {params.timeframe}, fill {self.config.fill}, exit rule {params.exit_rule}"
+            f"timeframe {params.timeframe}{why}, fill {self.config.fill}, exit rule {params.exit_rule}"
             " (when one bar reaches both the stop and the take-profit)"
         )
 
@@ -40,6 +46,7 @@ class BacktestResult:
             **self.config.costs.model_dump(mode="json"),
             "initial_cash": self.config.initial_cash,
             "fill": self.config.fill,
+            "timeframe_why": self.timeframe_why,
         }
 
 
@@ -57,3 +64,16 @@ def run_tick_backtest(
     bars, raw = run_ticks(ts, price, size, config)
     stats = compute_stats(raw.equity, raw.index, raw.trades, bars.close, config.initial_cash)
     return BacktestResult(config=config, raw=raw, close=bars.close, stats=stats)
+
+
+def run_market_data(
+    data: MarketData, bars: Bars, config: BacktestConfig, engine: Engine = "kernel"
+) -> BacktestResult:
+    """The backtest `tradebot backtest` runs on a file's `data`, `bars` being it at the config's timeframe
+    (`data.at_timeframe`): tick data on a bar timeframe filled at the close trades as the live strategy
+    (signals on the bars, stops on the ticks: backtest/README.md); anything else runs over `bars`."""
+    from tradebot.backtest.data import Ticks
+
+    if isinstance(data, Ticks) and config.params.timeframe != "tick" and config.fill == "close":
+        return run_tick_backtest(data.ts, data.price, data.size, config)
+    return run_backtest(bars.frame(), config, engine=engine)

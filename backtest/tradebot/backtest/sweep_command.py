@@ -8,15 +8,19 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tradebot.backtest.cliargs import (
+    AUTO_TIMEFRAME,
     RANGE_FLAGS,
     UsageError,
     add_data_arguments,
     add_strategy_arguments,
     build_config,
 )
+
+if TYPE_CHECKING:
+    from tradebot.backtest.data import ResolvedTimeframe
 
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
@@ -106,19 +110,27 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from tradebot.backtest.data import DataError, at_timeframe, load_market_data
+    from tradebot.backtest.data import DataError, at_timeframe, load_market_data, resolve_timeframe
     from tradebot.backtest.sweep import run_sweep, walk_forward
 
     try:
         grid = _grid(args)
         shard = _shard(args)
         first = {field: values[0] for field, values in grid.items()}
-        # The base config validates every fixed flag; per-combination validity is checked in the sweep.
-        base = build_config(args, {**first, "short_window": 1, "long_window": 2})
-        bars = at_timeframe(load_market_data(args.data), base.params.timeframe, args.data).frame()
+        fixed = {**first, "short_window": 1, "long_window": 2}
+        # The base config validates every fixed flag (`auto` stands in as tick until the data is read);
+        # per-combination validity is checked in the sweep.
+        build_config(args, {**fixed, "timeframe": "tick"} if args.timeframe == AUTO_TIMEFRAME else fixed)
+        data = load_market_data(args.data)
+        # The same resolution as `tradebot backtest`, so a sweep's rows are its single runs.
+        timeframe = resolve_timeframe(data, args.timeframe)
+        base = build_config(args, {**fixed, "timeframe": timeframe.timeframe})
+        bars = at_timeframe(data, base.params.timeframe, args.data).frame()
     except (UsageError, DataError, OSError) as exc:
         print(f"tradebot sweep: error: {exc}", file=sys.stderr)
         return 2
+    if timeframe.warning is not None:
+        print(f"tradebot sweep: warning: {timeframe.warning}", file=sys.stderr)
     console = Console(stderr=True)
     jobs = args.jobs or None
     with Progress(
@@ -146,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 print(f"tradebot sweep: error: {exc}", file=sys.stderr)
                 return 2
-            return _emit_walk_forward(args, table)
+            return _emit_walk_forward(args, table, timeframe)
         task = progress.add_task("combinations", total=None)
         try:
             result = run_sweep(
@@ -188,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "metric": args.metric,
+                    "timeframe": timeframe.timeframe,
+                    "timeframe_why": timeframe.why,
                     "combinations": len(result.table),
                     "invalid": result.invalid,
                     "bars": result.bars,
@@ -202,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = Console()
     ranked = Table(
-        title=f"{len(result.table):,} combinations over {result.bars:,} bars, ranked by {args.metric}"
+        title=f"{len(result.table):,} combinations over {result.bars:,} bars (timeframe {timeframe.label()}),"
+        f" ranked by {args.metric}"
     )
     shown = result.table.head(args.top)
     for column in shown.columns:
@@ -237,7 +252,7 @@ def _emit_shard(args: argparse.Namespace, shard: tuple[int, int], result: Any) -
     return 0
 
 
-def _emit_walk_forward(args: argparse.Namespace, table: Any) -> int:
+def _emit_walk_forward(args: argparse.Namespace, table: Any, timeframe: ResolvedTimeframe) -> int:
     if args.csv:
         table.to_csv(args.csv, index=False)
     if args.plot:
@@ -251,6 +266,8 @@ def _emit_walk_forward(args: argparse.Namespace, table: Any) -> int:
             json.dumps(
                 {
                     "metric": args.metric,
+                    "timeframe": timeframe.timeframe,
+                    "timeframe_why": timeframe.why,
                     "folds": json.loads(table.to_json(orient="records", date_format="iso")),
                 }
             )
@@ -261,7 +278,9 @@ def _emit_walk_forward(args: argparse.Namespace, table: Any) -> int:
 
     from tradebot.backtest.report import format_cell, print_table
 
-    view = Table(title=f"walk-forward, {len(table)} folds, optimising {args.metric}")
+    view = Table(
+        title=f"walk-forward, {len(table)} folds (timeframe {timeframe.label()}), optimising {args.metric}"
+    )
     for column in table.columns:
         view.add_column(str(column), justify="right")
     for row in table.itertuples(index=False):

@@ -182,8 +182,8 @@ class StrategyParams(_Model):
             args.append(f"--cooldown-bars={self.risk.cooldown_bars}")
         if self.allow_short:
             args.append("--allow-short")
-        if self.timeframe != TICK:
-            args.append(f"--timeframe={self.timeframe}")
+        # Always named, tick too: the CLI's default (auto) follows the data, these parameters do not.
+        args.append(f"--timeframe={self.timeframe}")
         if self.exit_rule != "stop-first":
             args.append(f"--exit-rule={self.exit_rule}")
         return args

@@ -6,6 +6,7 @@ Runs `tradebot.backtest` in-process; it never talks to the live pipeline.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import tempfile
 from collections.abc import Sequence
@@ -20,12 +21,21 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ValidationError
 from streamlit.delta_generator import DeltaGenerator
 
-from tradebot.backtest.cliargs import FILL_HELP, FILL_HELP_COMMON
-from tradebot.backtest.data import DataError, load_ohlcv
+from tradebot.backtest.cliargs import FILL_HELP, FILL_HELP_COMMON, TIMEFRAME_HELP
+from tradebot.backtest.data import (
+    AUTO,
+    DataError,
+    MarketData,
+    ResolvedTimeframe,
+    at_timeframe,
+    load_market_data,
+    resolve_timeframe,
+)
 from tradebot.backtest.engine import FILL_MODELS, BacktestConfig
 from tradebot.backtest.report import RATIO_KEYS, is_count
-from tradebot.backtest.result import BacktestResult, run_backtest
+from tradebot.backtest.result import BacktestResult, run_market_data
 from tradebot.backtest.sweep import RANK_METRICS, SweepResult, parse_range, run_sweep
+from tradebot.core.bars import TICK, TIMEFRAMES
 from tradebot.core.costs import Costs
 from tradebot.core.params import SIZING_KINDS, Sizing, StrategyParams
 from tradebot.dashboard.common import load_dashboard_settings
@@ -50,16 +60,16 @@ HEADLINE = (
 
 # -- data ---------------------------------------------------------------------------------------------
 @st.cache_data(show_spinner="Loading the CSV…", max_entries=8)
-def _load_file(path: str, mtime_ns: int, size: int) -> tuple[pd.DataFrame | None, str | None]:
+def _load_file(path: str, mtime_ns: int, size: int) -> tuple[MarketData | None, str | None]:
     del mtime_ns, size  # part of the cache key only
     try:
-        return load_ohlcv(path), None
+        return load_market_data(path), None
     except DataError as exc:
         return None, str(exc)
 
 
 @st.cache_data(show_spinner="Loading the upload…", max_entries=4)
-def _load_upload(name: str, digest: str, content: bytes) -> tuple[pd.DataFrame | None, str | None]:
+def _load_upload(name: str, digest: str, content: bytes) -> tuple[MarketData | None, str | None]:
     """Saves the upload to a temporary file, loads it, and names the upload (not the temp file) in errors."""
     del digest  # the cache key; hashing the bytes is Streamlit's job too, but this keeps it cheap
     safe_name = Path(name).name or "upload.csv"
@@ -67,7 +77,7 @@ def _load_upload(name: str, digest: str, content: bytes) -> tuple[pd.DataFrame |
         path = Path(folder) / safe_name
         path.write_bytes(content)
         try:
-            return load_ohlcv(path), None
+            return load_market_data(path), None
         except DataError as exc:
             return None, str(exc).replace(str(path), safe_name)
 
@@ -77,8 +87,9 @@ def csv_files(data_dir: str) -> list[Path]:
     return sorted(p for p in folder.glob("*.csv") if p.is_file()) if folder.is_dir() else []
 
 
-def choose_data(settings: DashboardSettings) -> tuple[pd.DataFrame | None, str]:
-    """The bars to test and what they are called; None (with the reason shown) when there are none."""
+def choose_data(settings: DashboardSettings) -> tuple[MarketData | None, str]:
+    """The bars or ticks to test and what they are called; None (with the reason shown) when there are
+    none."""
     source = st.radio("Data", [SOURCE_FOLDER, SOURCE_UPLOAD], key="bt_source", horizontal=True)
     if source == SOURCE_UPLOAD:
         upload = st.file_uploader("OHLCV CSV", type=["csv"], key="bt_upload")
@@ -93,7 +104,7 @@ def choose_data(settings: DashboardSettings) -> tuple[pd.DataFrame | None, str]:
             )
             return None, upload.name
         content = upload.getvalue()
-        bars, error = _load_upload(upload.name, hashlib.sha256(content).hexdigest(), content)
+        data, error = _load_upload(upload.name, hashlib.sha256(content).hexdigest(), content)
         label = upload.name
     else:
         files = csv_files(settings.data_dir)
@@ -105,15 +116,16 @@ def choose_data(settings: DashboardSettings) -> tuple[pd.DataFrame | None, str]:
         chosen = st.selectbox("CSV file", [str(p) for p in files], key="bt_file")
         path = Path(str(chosen))
         stat = path.stat()
-        bars, error = _load_file(str(path), stat.st_mtime_ns, stat.st_size)
+        data, error = _load_file(str(path), stat.st_mtime_ns, stat.st_size)
         label = path.name
-    if error is not None or bars is None:
+    if error is not None or data is None:
         st.error(f"Cannot use this data: {error}")
         return None, label
+    first, last = (pd.Timestamp(int(data.ts[i]), unit="ns") for i in (0, -1))
     st.caption(
-        f"{label}: {len(bars):,} bars from {bars.index[0]:%Y-%m-%d %H:%M} to {bars.index[-1]:%Y-%m-%d %H:%M} (UTC)"
+        f"{label}: {len(data):,} {data.kind} from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} (UTC)"
     )
-    return bars, label
+    return data, label
 
 
 # -- parameters ---------------------------------------------------------------------------------------
@@ -168,8 +180,21 @@ def _float_input(
     )
 
 
-def choose_config() -> BacktestConfig | None:
-    """The parameters from the widgets; None (with the validation error shown) when they do not fit."""
+def choose_timeframe(column: DeltaGenerator, data: MarketData | None) -> ResolvedTimeframe:
+    """The timeframe widget, `auto` first (the CLI's default), resolved against the data as the CLI does."""
+    choices = [AUTO, *TIMEFRAMES]
+    choice = column.selectbox("Timeframe", choices, index=0, key="bt_timeframe", help=TIMEFRAME_HELP)
+    if data is None:
+        return ResolvedTimeframe(TICK if choice == AUTO else str(choice), str(choice))
+    resolved = resolve_timeframe(data, str(choice))
+    if resolved.warning is not None:
+        st.warning(resolved.warning)
+    return resolved
+
+
+def choose_config(data: MarketData | None) -> tuple[BacktestConfig, ResolvedTimeframe] | None:
+    """The parameters from the widgets, on the timeframe resolved against `data`; None (with the validation
+    error shown) when they do not fit."""
     c1, c2, c3, c4 = st.columns(4)
     ma_types = ["sma", "ema"]
     ma_type = c1.selectbox(
@@ -207,7 +232,8 @@ def choose_config() -> BacktestConfig | None:
     initial_cash = c4.number_input(
         "Initial cash", min_value=1.0, value=DEFAULTS.initial_cash, step=1_000.0, key="bt_cash"
     )
-    c1, c2, c3, _ = st.columns(4)
+    c1, c2, c3, c4 = st.columns(4)
+    timeframe = choose_timeframe(c4, data)
     commission_pct = _float_input(c1, "Commission %", Costs, "commission_pct", "bt_commission", step=0.01)
     commission_fixed = _float_input(c2, "Fixed fee per fill", Costs, "commission_fixed", "bt_fee", step=0.5)
     slippage_bps = _float_input(c3, "Slippage (bps)", Costs, "slippage_bps", "bt_slippage", step=1.0)
@@ -224,6 +250,7 @@ def choose_config() -> BacktestConfig | None:
             if sizing_kind == "all-in"
             else {"kind": sizing_kind, "value": sizing_value},
             qty_step=float(qty_step),
+            timeframe=timeframe.timeframe,
         )
         costs = Costs(
             commission_pct=commission_pct, commission_fixed=commission_fixed, slippage_bps=slippage_bps
@@ -231,12 +258,13 @@ def choose_config() -> BacktestConfig | None:
     except ValidationError as exc:
         st.error("Invalid parameters: " + _validation_text(exc))
         return None
-    return BacktestConfig(
+    config = BacktestConfig(
         params=params,
         costs=costs,
         initial_cash=float(initial_cash),
         fill="next-open" if fill == "next-open" else "close",
     )
+    return config, timeframe
 
 
 def _validation_text(exc: ValidationError) -> str:
@@ -458,6 +486,7 @@ def number_columns(frame: pd.DataFrame) -> dict[str, Any]:
 def show_result(result: BacktestResult, label: str) -> None:
     stats = result.stats
     st.subheader(f"Result: {label}")
+    st.caption(result.setup_line())
     st.caption(" ".join(result.config.params.to_cli_args()) + f" --fill={result.config.fill}")
     for col, (name, key) in zip(st.columns(len(HEADLINE)), HEADLINE, strict=True):
         col.metric(name, format_stat(key, stats.get(key)))
@@ -547,18 +576,29 @@ def render() -> None:
     settings = load_dashboard_settings()
     if settings is None:
         return
-    bars, label = choose_data(settings)
+    data, label = choose_data(settings)
     st.header("Parameters")
-    config = choose_config()
+    chosen = choose_config(data)
+    config, bars, why = None, None, None
+    if chosen is not None and data is not None:
+        config, timeframe = chosen
+        why = timeframe.why
+        try:
+            bars = at_timeframe(data, config.params.timeframe, label)
+        except DataError as exc:
+            st.error(f"Cannot use this timeframe: {exc}")
     if st.button("Run backtest", key="bt_run", type="primary", disabled=bars is None or config is None):
+        assert data is not None
         assert bars is not None
         assert config is not None
         with st.spinner("Backtesting…"):
-            st.session_state[RESULT_KEY] = (run_backtest(bars, config), label)
+            result = run_market_data(data, bars, config)
+            result = dataclasses.replace(result, timeframe_why=why)
+            st.session_state[RESULT_KEY] = (result, label)
     stored = st.session_state.get(RESULT_KEY)
     if stored is not None:
         show_result(*stored)
-    sweep_section(bars, config)
+    sweep_section(None if bars is None else bars.frame(), config)
 
 
 if __name__ == "__main__":
