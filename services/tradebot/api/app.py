@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import re
 import uuid
@@ -23,7 +24,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, SecretStr, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -378,10 +379,89 @@ class _Book:
     realized: float
     unrealized: float
     exposure: float
+    # What the trades and the curve were made from: equal for two books, equal trades and curves.
+    made_from: object = None
 
 
-async def _book(store: Store, info: dict[str, Any], last: dict[str, tuple[float, datetime]]) -> _Book:
-    sid = str(info["id"])
+@dataclass
+class _Cached:
+    """What a strategy's book is made of besides its positions, and what it was made from: the newest order and
+    fill of the logs and the strategy's registration (`executions`), then its symbols' newest prices (the rest)."""
+
+    logs: tuple[str, str]
+    executions: list[Execution]
+    prices: tuple[tuple[str, object], ...] = ()
+    made: tuple[list[OpenTrade], list[ClosedTrade], list[tuple[datetime, float]]] | None = None
+
+
+class BookCache:
+    """The cockpit routes' books, per strategy, valid while nothing they are made of changed (issue 17.6: each
+    refresh of each dashboard reread up to 20,000 orders and fills a strategy). Checked on every request with
+    cheap reads: the newest entry of the orders and fills logs (any append, or a trim, which only an append
+    does, changes it) and each symbol's newest price and last price; a miss recomputes, once per strategy
+    however many requests wait for it."""
+
+    def __init__(self) -> None:
+        self._books: dict[str, _Cached] = {}
+        self._answers: dict[str, tuple[object, bytes]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def book(
+        self,
+        store: Store,
+        info: dict[str, Any],
+        last: dict[str, tuple[float, datetime]],
+        logs: tuple[str, str],
+    ) -> _Book:
+        sid = str(info["id"])
+        logs = (logs[0], logs[1] + json.dumps(info, sort_keys=True, default=str))
+        async with self._locks.setdefault(sid, asyncio.Lock()):
+            cached = self._books.get(sid)
+            if cached is None or cached.logs != logs:
+                cached = _Cached(logs=logs, executions=await _executions(store, sid))
+                self._books[sid] = cached
+            symbols = sorted(
+                {str(s) for s in info.get("symbols", [])} | {ex.symbol for ex in cached.executions}
+            )
+            newest = await asyncio.gather(*(store.prices(symbol, 1) for symbol in symbols))
+            prices = tuple((symbol, (newest[i], last.get(symbol))) for i, symbol in enumerate(symbols))
+            if cached.prices != prices or cached.made is None:
+                histories = await asyncio.gather(*(store.prices(symbol, PRICE_POINTS) for symbol in symbols))
+                history = dict(zip(symbols, histories, strict=True))
+                cached.made = _made_of(info, cached.executions, last, history)
+                cached.prices = prices
+            open_trades, closed, curve = cached.made
+            made_from = (cached.logs, cached.prices)
+        positions = await _marked_positions(store, sid, None)
+        return _Book(
+            info=info,
+            initial_cash=float(info.get("initial_cash") or DEFAULT_INITIAL_CASH),
+            open=open_trades,
+            closed=closed,
+            curve=curve,
+            realized=sum(p.realized_pnl - p.commissions for p in positions),
+            unrealized=sum(p.unrealized_pnl for p in positions),
+            exposure=sum(abs(p.qty) * p.last_price for p in positions),
+            made_from=made_from,
+        )
+
+    def answer(
+        self, route: str, books: list[_Book], build: Callable[[], BaseModel], *, marked: bool
+    ) -> Response:
+        """The JSON of `build()` for `route`, made again only when one of `books` was (and, when `marked`, when a
+        position's P&L moved): a 2.5 MB list of 10,000 closed trades took most of a request to serialise.
+        Only routes over registered strategies are kept (at most three a strategy, plus the totals)."""
+        key = tuple((b.made_from, (b.realized, b.unrealized, b.exposure) if marked else None) for b in books)
+        hit = self._answers.get(route)
+        if hit is None or hit[0] != key:
+            hit = (key, build().model_dump_json().encode())
+            if books:
+                self._answers[route] = hit
+        return Response(hit[1], media_type="application/json")
+
+
+async def _executions(store: Store, sid: str) -> list[Execution]:
+    """The strategy's filled orders, at their event time, oldest first (its newest MAX_EXECUTIONS)."""
     orders_log, fills_log = await asyncio.gather(_log(store.orders, sid), _log(store.fills, sid))
     sent = {str(o["id"]): OrderRequest.model_validate(o, strict=False) for o in orders_log}
     executions = []
@@ -403,9 +483,17 @@ async def _book(store: Store, info: dict[str, Any], last: dict[str, tuple[float,
             )
         )
     executions.sort(key=lambda ex: ex.ts)
-    symbols = sorted({str(s) for s in info.get("symbols", [])} | {ex.symbol for ex in executions})
-    histories = await asyncio.gather(*(store.prices(symbol, PRICE_POINTS) for symbol in symbols))
-    prices = dict(zip(symbols, histories, strict=True))
+    return executions
+
+
+def _made_of(
+    info: dict[str, Any],
+    executions: list[Execution],
+    last: dict[str, tuple[float, datetime]],
+    prices: dict[str, list[tuple[datetime, float]]],
+) -> tuple[list[OpenTrade], list[ClosedTrade], list[tuple[datetime, float]]]:
+    """Open and closed trades and the marked equity curve of one strategy (core.cockpit)."""
+    sid = str(info["id"])
     params = StrategyParams.model_validate(info["params"]) if info.get("params") else None
     initial_cash = float(info.get("initial_cash") or DEFAULT_INITIAL_CASH)
     open_trades, closed = trades(sid, executions, last, params)
@@ -418,59 +506,82 @@ async def _book(store: Store, info: dict[str, Any], last: dict[str, tuple[float,
             ]
             best[trade.symbol] = max(since) if trade.side == "long" else min(since)
         open_trades, _ = trades(sid, executions, last, params, best)
-    positions = await _marked_positions(store, sid, None)
-    return _Book(
-        info=info,
-        initial_cash=initial_cash,
-        open=open_trades,
-        closed=closed,
-        curve=marked_equity(initial_cash, executions, prices),
-        realized=sum(p.realized_pnl - p.commissions for p in positions),
-        unrealized=sum(p.unrealized_pnl for p in positions),
-        exposure=sum(abs(p.qty) * p.last_price for p in positions),
-    )
+    return open_trades, closed, marked_equity(initial_cash, executions, prices)
 
 
-async def _books(store: Store, strategy: str | None) -> list[_Book]:
+async def _newest(fetch: Callable[[StoreQuery], Awaitable[StorePage]]) -> str:
+    """The newest entry of a log and its id (the id alone is unknown when it is the only entry)."""
+    page = await fetch(StoreQuery(limit=1))
+    return json.dumps([page.items, page.next_cursor], default=str)
+
+
+def _cache(request: Request) -> BookCache:
+    cache: BookCache = request.app.state.books
+    return cache
+
+
+async def _books(request: Request, store: Store, strategy: str | None) -> list[_Book]:
     registered = [s for s in await store.strategies() if strategy is None or s["id"] == strategy]
-    last = await store.last_prices()
-    return list(await asyncio.gather(*(_book(store, info, last) for info in registered)))
-
-
-@router.get("/trades", tags=["trading"], summary="Open and closed trades, profit per symbol and per day")
-async def trade_list(store: StoreDep, strategy: str | None = None) -> Trades:
-    """Each position from flat to flat is a trade, its time the event time of its orders; flat positions
-    are not open trades. From each strategy's newest 20,000 orders and fills."""
-    books = await _books(store, strategy)
-    closed = sorted((t for b in books for t in b.closed), key=lambda t: t.exit_ts, reverse=True)
-    return Trades(
-        open=[t for b in books for t in b.open],
-        closed=closed,
-        by_symbol=profit_by(closed, "symbol"),
-        by_day=profit_by(closed, "day"),
+    last, newest_order, newest_fill = await asyncio.gather(
+        store.last_prices(), _newest(store.orders), _newest(store.fills)
     )
+    cache = _cache(request)
+    logs = (newest_order, newest_fill)
+    return list(await asyncio.gather(*(cache.book(store, info, last, logs) for info in registered)))
 
 
 @router.get(
-    "/summary", tags=["trading"], summary="Per strategy and in total: equity, P&L, drawdown, trade statistics"
+    "/trades",
+    tags=["trading"],
+    summary="Open and closed trades, profit per symbol and per day",
+    response_model=Trades,
 )
-async def summary_list(store: StoreDep) -> SummaryList:
+async def trade_list(request: Request, store: StoreDep, strategy: str | None = None) -> Response:
+    """Each position from flat to flat is a trade, its time the event time of its orders; flat positions
+    are not open trades. From each strategy's newest 20,000 orders and fills."""
+    books = await _books(request, store, strategy)
+
+    def build() -> Trades:
+        closed = sorted((t for b in books for t in b.closed), key=lambda t: t.exit_ts, reverse=True)
+        return Trades(
+            open=[t for b in books for t in b.open],
+            closed=closed,
+            by_symbol=profit_by(closed, "symbol"),
+            by_day=profit_by(closed, "day"),
+        )
+
+    return _cache(request).answer(f"/trades?{strategy}", books, build, marked=False)
+
+
+@router.get(
+    "/summary",
+    tags=["trading"],
+    summary="Per strategy and in total: equity, P&L, drawdown, trade statistics",
+    response_model=SummaryList,
+)
+async def summary_list(request: Request, store: StoreDep) -> Response:
     """P&L in currency and in percent of the initial cash; drawdown of the equity marked at every price."""
-    books = await _books(store, None)
-    items = [
-        summary(str(b.info["id"]), b.initial_cash, b.realized, b.unrealized, b.exposure, b.curve, b.closed)
-        for b in books
-    ]
-    total = summary(
-        "total",
-        sum(b.initial_cash for b in books),
-        sum(b.realized for b in books),
-        sum(b.unrealized for b in books),
-        sum(b.exposure for b in books),
-        combined([(b.initial_cash, b.curve) for b in books]),
-        [t for b in books for t in b.closed],
-    )
-    return SummaryList(items=items, total=total)
+    books = await _books(request, store, None)
+
+    def build() -> SummaryList:
+        items = [
+            summary(
+                str(b.info["id"]), b.initial_cash, b.realized, b.unrealized, b.exposure, b.curve, b.closed
+            )
+            for b in books
+        ]
+        total = summary(
+            "total",
+            sum(b.initial_cash for b in books),
+            sum(b.realized for b in books),
+            sum(b.unrealized for b in books),
+            sum(b.exposure for b in books),
+            combined([(b.initial_cash, b.curve) for b in books]),
+            [t for b in books for t in b.closed],
+        )
+        return SummaryList(items=items, total=total)
+
+    return _cache(request).answer("/summary", books, build, marked=True)
 
 
 @router.get(
@@ -478,14 +589,19 @@ async def summary_list(store: StoreDep) -> SummaryList:
     tags=["trading"],
     summary="A strategy's equity marked at every price, with drawdown",
     responses={404: _error("No such strategy")},
+    response_model=MarkedEquity,
 )
-async def equity_marked(store: StoreDep, strategy: str) -> MarkedEquity:
+async def equity_marked(request: Request, store: StoreDep, strategy: str) -> Response:
     """Cash plus open positions at every price point of the strategy's symbols (the newest 5,000 of each):
     the curve a backtest of the same prices draws."""
-    books = await _books(store, strategy)
+    books = await _books(request, store, strategy)
     if not books:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no strategy {strategy!r}")
-    return MarkedEquity(strategy_id=strategy, points=with_drawdown(books[0].curve))
+
+    def build() -> MarkedEquity:
+        return MarkedEquity(strategy_id=strategy, points=with_drawdown(books[0].curve))
+
+    return _cache(request).answer(f"/equity/marked?{strategy}", books, build, marked=False)
 
 
 @router.get("/prices", tags=["market"], summary="The last price of every symbol")
@@ -748,6 +864,7 @@ def create_api(
     app = create_service_app(settings, readiness_checks={"store": store.ping}, lifespan=lifespan)
     app.title = "tradebot API"
     app.state.store = store
+    app.state.books = BookCache()
     app.state.bus = bus
     app.state.topic_partitions = settings.topic_partitions
     app.state.control_producer = None if bus is None else bus.producer(f"{settings.service_name}-control")
