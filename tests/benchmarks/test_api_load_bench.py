@@ -9,7 +9,8 @@ from sent to answered; the pacing is not part of it. Per route: the API's own la
 (`tradebot_http_request_duration_seconds`), whose p99 is the bucket bound it falls under.
 
 `TRADEBOT_BENCH_FILLS` sets the fills (1,000,000), `TRADEBOT_BENCH_SECONDS` wrk's duration (30),
-`TRADEBOT_BENCH_CLIENTS` the connections (50). The machine runs other work: the figures are upper bounds.
+`TRADEBOT_BENCH_CLIENTS` the connections (50);
+`TRADEBOT_BENCH_REDIS_URL` a Redis to load once and reuse. The machine runs other work: the figures are upper bounds.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import pytest
 import redis
 
 from tests.plugins._proc import ServerProcess, free_port, http_ok
-from tests.plugins.servers import RedisServer
 from tradebot.adapters.redis_store import _APPLY_FILL, micros
 from tradebot.core.costs import Costs
 from tradebot.core.models import Fill, FillStatus, OrderReason, OrderRequest, Position, Side, order_id
@@ -288,25 +288,30 @@ def route_p99_ms(before: str, after: str) -> dict[str, tuple[int, float]]:
 
 
 @pytest.fixture
-def loaded_redis(redis_server: RedisServer) -> RedisServer:
+def loaded_redis(request: pytest.FixtureRequest) -> str:
+    """A Redis holding the history: `TRADEBOT_BENCH_REDIS_URL`'s if it holds it already (loading takes minutes
+    on a busy machine; compare two versions of the API on one load), else the session's, loaded here."""
     count = int(os.environ.get("TRADEBOT_BENCH_FILLS", "1000000"))
-    started = time.monotonic()
-    fill_redis(redis_server.url, count)
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    memory: dict[str, Any] = client.info("memory")  # type: ignore[assignment]
-    used = int(memory["used_memory"]) / 2**20
-    print(f"\n{count} fills (and orders) in Redis in {time.monotonic() - started:.0f}s, {used:.0f} MB")
+    url = os.environ.get("TRADEBOT_BENCH_REDIS_URL") or request.getfixturevalue("redis_server").url
+    client = redis.Redis.from_url(url, decode_responses=True)
+    if int(client.get(f"{PREFIX}:applied_offset") or -1) != count - 1:  # type: ignore[arg-type]
+        client.flushdb()
+        started = time.monotonic()
+        fill_redis(url, count)
+        memory: dict[str, Any] = client.info("memory")  # type: ignore[assignment]
+        used = int(memory["used_memory"]) / 2**20
+        print(f"\n{count} fills (and orders) in Redis in {time.monotonic() - started:.0f}s, {used:.0f} MB")
     client.close()
-    return redis_server
+    return url
 
 
-def test_dashboard_load_on_a_million_fills(loaded_redis: RedisServer, tmp_path: Path) -> None:
+def test_dashboard_load_on_a_million_fills(loaded_redis: str, tmp_path: Path) -> None:
     clients = int(os.environ.get("TRADEBOT_BENCH_CLIENTS", "50"))
     seconds = int(os.environ.get("TRADEBOT_BENCH_SECONDS", "30"))
     port = free_port()
     env = {
         **os.environ,
-        "TRADEBOT_REDIS_URL": loaded_redis.url,
+        "TRADEBOT_REDIS_URL": loaded_redis,
         "TRADEBOT_REDIS_PREFIX": PREFIX,
         "TRADEBOT_REDIS_STREAM_MAXLEN": os.environ.get("TRADEBOT_BENCH_FILLS", "1000000"),
         # Reads only: no Kafka (the API creates its producer lazily and reads never wait for it).
