@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -247,6 +248,44 @@ def _one_value_each(request: Request) -> None:
         )
 
 
+class AnswerCache:
+    """Answers of the read routes, as JSON, each kept with the state of the store it was made from (the newest
+    entry of each log it reads: the logs only change by appends, which also do their trimming), so a
+    dashboard's refresh over an unchanged store costs a few one-entry reads (issue 17.6: 50 dashboards each
+    asked for 1 MB of prices, orders and fills every 2 s). The newest `size` URLs are kept; a miss is made
+    once however many requests wait for it."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._answers: OrderedDict[str, tuple[object, bytes]] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def answer(self, url: str, state: object, build: Callable[[], Awaitable[BaseModel]]) -> Response:
+        async with self._locks.setdefault(url, asyncio.Lock()):
+            hit = self._answers.get(url)
+            if hit is None or hit[0] != state:
+                hit = (state, (await build()).model_dump_json().encode())
+                self._answers[url] = hit
+            self._answers.move_to_end(url)
+            while len(self._answers) > self._size:
+                old, _ = self._answers.popitem(last=False)
+                self._locks.pop(old, None)
+        return Response(hit[1], media_type="application/json")
+
+
+async def _newest(fetch: Callable[[StoreQuery], Awaitable[StorePage]]) -> str:
+    """The newest entry of a log and its id (the id alone is unknown when it is the only entry)."""
+    page = await fetch(StoreQuery(limit=1))
+    return json.dumps([page.items, page.next_cursor], default=str)
+
+
+async def _answer(
+    request: Request, state: Awaitable[object], build: Callable[[], Awaitable[BaseModel]]
+) -> Response:
+    cache: AnswerCache = request.app.state.answers
+    return await cache.answer(str(request.url), await state, build)
+
+
 router = APIRouter(responses=READ_ERRORS, dependencies=[Depends(_one_value_each)])
 
 
@@ -260,16 +299,22 @@ async def health() -> Health:
     return Health(status="ok")
 
 
-@router.get("/orders", tags=["trading"], summary="The order log")
-async def orders(store: StoreDep, params: QueryDep) -> OrderPage:
-    items, cursor = await _records(store.orders, params.to_store(), OrderRequest)
-    return OrderPage(items=items, next_cursor=cursor)
+@router.get("/orders", tags=["trading"], summary="The order log", response_model=OrderPage)
+async def orders(request: Request, store: StoreDep, params: QueryDep) -> Response:
+    async def build() -> OrderPage:
+        items, cursor = await _records(store.orders, params.to_store(), OrderRequest)
+        return OrderPage(items=items, next_cursor=cursor)
+
+    return await _answer(request, _newest(store.orders), build)
 
 
-@router.get("/fills", tags=["trading"], summary="Fills and refusals")
-async def fills(store: StoreDep, params: QueryDep) -> FillPage:
-    items, cursor = await _records(store.fills, params.to_store(), Fill)
-    return FillPage(items=items, next_cursor=cursor)
+@router.get("/fills", tags=["trading"], summary="Fills and refusals", response_model=FillPage)
+async def fills(request: Request, store: StoreDep, params: QueryDep) -> Response:
+    async def build() -> FillPage:
+        items, cursor = await _records(store.fills, params.to_store(), Fill)
+        return FillPage(items=items, next_cursor=cursor)
+
+    return await _answer(request, _newest(store.fills), build)
 
 
 @router.get("/signals", tags=["trading"], summary="Moving-average crosses")
@@ -284,19 +329,26 @@ BarTimeframe = Literal[
 ]
 
 
-@router.get("/bars", tags=["trading"], summary="Closed bars of a timeframe (candles)")
+@router.get("/bars", tags=["trading"], summary="Closed bars of a timeframe (candles)", response_model=BarPage)
 async def bars(
+    request: Request,
     store: StoreDep,
     params: QueryDep,
     timeframe: Annotated[
         BarTimeframe, Query(description="The bars' timeframe, as the strategies' `timeframe`.")
     ],
-) -> BarPage:
+) -> Response:
     """Bars the strategies built from ticks and closed, newest first by default (`order=asc` for a chart);
     `since` and `until` on the bars' open time; `strategy` the publisher."""
-    query = params.to_store()
-    items, cursor = await _records(lambda q: store.bars(timeframe, q), query, ClosedBar)
-    return BarPage(items=items, next_cursor=cursor)
+
+    def log(query: StoreQuery) -> Awaitable[StorePage]:
+        return store.bars(timeframe, query)
+
+    async def build() -> BarPage:
+        items, cursor = await _records(log, params.to_store(), ClosedBar)
+        return BarPage(items=items, next_cursor=cursor)
+
+    return await _answer(request, _newest(log), build)
 
 
 async def _marked_positions(store: Store, strategy: str | None, symbol: str | None) -> list[Position]:
@@ -509,12 +561,6 @@ def _made_of(
     return open_trades, closed, marked_equity(initial_cash, executions, prices)
 
 
-async def _newest(fetch: Callable[[StoreQuery], Awaitable[StorePage]]) -> str:
-    """The newest entry of a log and its id (the id alone is unknown when it is the only entry)."""
-    page = await fetch(StoreQuery(limit=1))
-    return json.dumps([page.items, page.next_cursor], default=str)
-
-
 def _cache(request: Request) -> BookCache:
     cache: BookCache = request.app.state.books
     return cache
@@ -622,14 +668,16 @@ async def price_history(
     "/market",
     tags=["market"],
     summary="What the price charts show, per symbol: recent prices, orders and fills, in one request",
+    response_model=MarketActivity,
 )
 async def market(
+    request: Request,
     store: StoreDep,
     symbol: Annotated[list[str], Query(min_length=1, max_length=MAX_MARKET_SYMBOLS)],
     strategy: str | None = None,
     points: int = Query(default=1000, ge=1, le=5000, description="Prices per symbol, the newest ones."),
     limit: int = Query(default=1000, ge=1, le=1000, description="Orders and fills per symbol, newest first."),
-) -> MarketActivity:
+) -> Response:
     async def one(sym: str) -> SymbolActivity:
         query = StoreQuery(strategy_id=strategy, symbol=sym, limit=limit)
         history, (sent, _), (filled, _) = await asyncio.gather(
@@ -644,7 +692,14 @@ async def market(
             fills=filled,
         )
 
-    return MarketActivity(items=list(await asyncio.gather(*(one(sym) for sym in symbol))))
+    async def build() -> MarketActivity:
+        return MarketActivity(items=list(await asyncio.gather(*(one(sym) for sym in symbol))))
+
+    async def state() -> object:
+        newest = (store.prices(sym, 1) for sym in symbol)
+        return await asyncio.gather(_newest(store.orders), _newest(store.fills), *newest)
+
+    return await _answer(request, state(), build)
 
 
 @router.get("/strategies", tags=["strategies"], summary="Registered strategies and whether they are halted")
@@ -788,23 +843,30 @@ async def _event(store: Store, strategy_id: str, kind: EventKind, symbol: str | 
     "/events",
     tags=["strategies"],
     summary="A strategy's events: entries, exits, stop-outs, refusals, halts, force-exits",
+    response_model=EventList,
 )
 async def events(
+    request: Request,
     store: StoreDep,
     strategy: str | None = None,
     limit: int = Query(default=100, ge=1, le=1000, description="The newest events, at most this many."),
-) -> EventList:
+) -> Response:
     """Fills and refusals (at their orders' event time) merged with the commands given (at the time given)."""
-    query = StoreQuery(strategy_id=strategy, limit=limit)
-    (sent, _), (filled, _), (given, _) = await asyncio.gather(
-        _records(store.orders, query, OrderRequest),
-        _records(store.fills, query, Fill),
-        _records(store.events, query, StrategyEvent),
-    )
-    times = {order.id: order.ts for order in sent}
-    merged = [*given, *(fill_event(fill, times.get(fill.order_id, fill.ts)) for fill in filled)]
-    merged.sort(key=lambda event: event.ts, reverse=True)
-    return EventList(items=merged[:limit])
+
+    async def build() -> EventList:
+        query = StoreQuery(strategy_id=strategy, limit=limit)
+        (sent, _), (filled, _), (given, _) = await asyncio.gather(
+            _records(store.orders, query, OrderRequest),
+            _records(store.fills, query, Fill),
+            _records(store.events, query, StrategyEvent),
+        )
+        times = {order.id: order.ts for order in sent}
+        merged = [*given, *(fill_event(fill, times.get(fill.order_id, fill.ts)) for fill in filled)]
+        merged.sort(key=lambda event: event.ts, reverse=True)
+        return EventList(items=merged[:limit])
+
+    state = asyncio.gather(_newest(store.orders), _newest(store.fills), _newest(store.events))
+    return await _answer(request, state, build)
 
 
 # How long a halt or resume waits for Kafka's acknowledgement before it answers 503 (not recorded).
@@ -865,6 +927,7 @@ def create_api(
     app.title = "tradebot API"
     app.state.store = store
     app.state.books = BookCache()
+    app.state.answers = AnswerCache()
     app.state.bus = bus
     app.state.topic_partitions = settings.topic_partitions
     app.state.control_producer = None if bus is None else bus.producer(f"{settings.service_name}-control")
