@@ -438,25 +438,24 @@ class _Book:
 @dataclass
 class _Cached:
     """What a strategy's book is made of besides its positions, and what it was made from: the newest order and
-    fill of the logs and the strategy's registration (`executions`), then its symbols' newest prices (the rest)."""
+    fill of the logs and the strategy's registration (`executions`), then its symbols' newest prices (`made`)."""
 
     logs: tuple[str, str]
     executions: list[Execution]
-    prices: tuple[tuple[str, object], ...] = ()
-    made: tuple[list[OpenTrade], list[ClosedTrade], list[tuple[datetime, float]]] | None = None
+    made: tuple[object, tuple[list[OpenTrade], list[ClosedTrade], list[tuple[datetime, float]]]] | None = None
 
 
 class BookCache:
     """The cockpit routes' books, per strategy, valid while nothing they are made of changed (issue 17.6: each
     refresh of each dashboard reread up to 20,000 orders and fills a strategy). Checked on every request with
     cheap reads: the newest entry of the orders and fills logs (any append, or a trim, which only an append
-    does, changes it) and each symbol's newest price and last price; a miss recomputes, once per strategy
-    however many requests wait for it."""
+    does, changes it) and each symbol's newest price and last price. A miss is made once however many requests
+    wait for it, and one at a time: a cold book parses 40,000 entries."""
 
     def __init__(self) -> None:
         self._books: dict[str, _Cached] = {}
         self._answers: dict[str, tuple[object, bytes]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._making = asyncio.Lock()
 
     async def book(
         self,
@@ -467,23 +466,26 @@ class BookCache:
     ) -> _Book:
         sid = str(info["id"])
         logs = (logs[0], logs[1] + json.dumps(info, sort_keys=True, default=str))
-        async with self._locks.setdefault(sid, asyncio.Lock()):
-            cached = self._books.get(sid)
-            if cached is None or cached.logs != logs:
-                cached = _Cached(logs=logs, executions=await _executions(store, sid))
-                self._books[sid] = cached
-            symbols = sorted(
-                {str(s) for s in info.get("symbols", [])} | {ex.symbol for ex in cached.executions}
-            )
-            newest = await asyncio.gather(*(store.prices(symbol, 1) for symbol in symbols))
-            prices = tuple((symbol, (newest[i], last.get(symbol))) for i, symbol in enumerate(symbols))
-            if cached.prices != prices or cached.made is None:
-                histories = await asyncio.gather(*(store.prices(symbol, PRICE_POINTS) for symbol in symbols))
-                history = dict(zip(symbols, histories, strict=True))
-                cached.made = _made_of(info, cached.executions, last, history)
-                cached.prices = prices
-            open_trades, closed, curve = cached.made
-            made_from = (cached.logs, cached.prices)
+        cached = self._books.get(sid)
+        if cached is None or cached.logs != logs:
+            async with self._making:
+                cached = self._books.get(sid)
+                if cached is None or cached.logs != logs:
+                    cached = _Cached(logs=logs, executions=await _executions(store, sid))
+                    self._books[sid] = cached
+        symbols = sorted({str(s) for s in info.get("symbols", [])} | {ex.symbol for ex in cached.executions})
+        newest = await asyncio.gather(*(store.prices(symbol, 1) for symbol in symbols))
+        prices = (logs, tuple((symbol, (newest[i], last.get(symbol))) for i, symbol in enumerate(symbols)))
+        if cached.made is None or cached.made[0] != prices:
+            async with self._making:
+                if cached.made is None or cached.made[0] != prices:
+                    histories = await asyncio.gather(
+                        *(store.prices(symbol, PRICE_POINTS) for symbol in symbols)
+                    )
+                    history = dict(zip(symbols, histories, strict=True))
+                    made = await asyncio.to_thread(_made_of, info, cached.executions, last, history)
+                    cached.made = (prices, made)
+        made_from, (open_trades, closed, curve) = cached.made
         positions = await _marked_positions(store, sid, None)
         return _Book(
             info=info,
@@ -515,6 +517,12 @@ class BookCache:
 async def _executions(store: Store, sid: str) -> list[Execution]:
     """The strategy's filled orders, at their event time, oldest first (its newest MAX_EXECUTIONS)."""
     orders_log, fills_log = await asyncio.gather(_log(store.orders, sid), _log(store.fills, sid))
+    # Seconds of parsing for 40,000 entries: in a thread, so the loop still reads other requests' answers
+    # (blocked, their Redis reads timed out and answered 503).
+    return await asyncio.to_thread(_filled, orders_log, fills_log)
+
+
+def _filled(orders_log: list[dict[str, Any]], fills_log: list[dict[str, Any]]) -> list[Execution]:
     sent = {str(o["id"]): OrderRequest.model_validate(o, strict=False) for o in orders_log}
     executions = []
     for item in fills_log:
