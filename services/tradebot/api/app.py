@@ -252,11 +252,14 @@ class AnswerCache:
     """Answers of the read routes, as JSON, each kept with the state of the store it was made from (the newest
     entry of each log it reads: the logs only change by appends, which also do their trimming), so a
     dashboard's refresh over an unchanged store costs a few one-entry reads (issue 17.6: 50 dashboards each
-    asked for 1 MB of prices, orders and fills every 2 s). The newest `size` URLs are kept; a miss is made
-    once however many requests wait for it."""
+    asked for 1 MB of prices, orders and fills every 2 s). The newest `size` URLs are kept, `max_bytes` in all;
+    a miss is made once however many requests wait for it."""
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 256, max_bytes: int = 48 * 2**20) -> None:
         self._size = size
+        # The chart gives the API 384 MiB: a /market answer can be 1 MB, so the bytes kept are bounded too.
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._answers: OrderedDict[str, tuple[object, bytes]] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -264,11 +267,15 @@ class AnswerCache:
         async with self._locks.setdefault(url, asyncio.Lock()):
             hit = self._answers.get(url)
             if hit is None or hit[0] != state:
-                hit = (state, (await build()).model_dump_json().encode())
-                self._answers[url] = hit
+                made = (state, (await build()).model_dump_json().encode())
+                self._bytes += len(made[1]) - (len(hit[1]) if hit is not None else 0)
+                self._answers[url] = hit = made
             self._answers.move_to_end(url)
-            while len(self._answers) > self._size:
-                old, _ = self._answers.popitem(last=False)
+            while len(self._answers) > self._size or (
+                self._bytes > self._max_bytes and len(self._answers) > 1
+            ):
+                old, (_, body) = self._answers.popitem(last=False)
+                self._bytes -= len(body)
                 self._locks.pop(old, None)
         return Response(hit[1], media_type="application/json")
 
