@@ -91,6 +91,7 @@ lint: venv
 	$(VENV)/bin/lint-imports
 
 bench: $(VENV)/.installed-bench tools
+	bash .ci/tools/bench.sh
 	$(PY) -m pytest tests/benchmarks -p no:cacheprovider -s --benchmarks
 
 clean:

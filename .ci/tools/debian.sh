@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The Debian packages the tests use: redis-server, prometheus (+ promtool), chromium, kcat.
+# Arguments, when given, replace that list (`command=package:version-command` each: bench.sh's wrk).
 # Each is installed with apt-get only when its command is missing, then linked into .tools/bin
 # so the test fixtures find every tool in one place. A rerun only checks versions (seconds).
 set -euo pipefail
@@ -24,6 +25,7 @@ COMPONENTS=(
 	"kcat=kcat:kcat -V"
 	"openssl=openssl:openssl version"
 )
+(($#)) && COMPONENTS=("$@")
 
 apt_install() {
 	local packages=("$@") sudo=()
@@ -64,9 +66,10 @@ for entry in "${COMPONENTS[@]}"; do
 	[[ -n $path && $path != "$BIN/$name" ]] || path=/usr/bin/$name
 	[[ -x $path ]] || die "$name is still missing after installing $package"
 	ln -sf "$path" "$BIN/$name"
-	# Chromium's wrapper script prints shell noise on stderr; keep only its answer.
-	version=$(${version_cmd/#$name/$path} 2>/dev/null | grep -m1 -E '[0-9]+\.[0-9]+' | tr -s ' ' | cut -c1-70) ||
-		die "$path does not run ($version_cmd failed)"
+	# Chromium's wrapper script prints shell noise on stderr; keep only its answer. A version line is the
+	# proof it runs, not the exit code: `wrk -v` prints its version and exits 1.
+	version=$({ ${version_cmd/#$name/$path} 2>/dev/null || true; } | grep -m1 -E '[0-9]+\.[0-9]+' | tr -s ' ' | cut -c1-70) ||
+		die "$path does not run ($version_cmd printed no version)"
 	if [[ $installed == *" $package "* ]]; then state=installed; else state=cached; fi
 	echo "$name $state ($version)"
 done

@@ -23,9 +23,9 @@ from tradebot.core.models import Fill, OrderReason, OrderRequest, Position, Side
 ENTRIES = 20_000
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
 # One filtered page: the script that checks the strategy streams are complete (it runs 3 commands when they
-# are), one read of the strategy's stream, and one read of the log per item on the page (one round trip). An
-# unfiltered page of matching entries is one read.
-MOST_COMMANDS_PER_FILTERED_PAGE = 5
+# are), one read of the strategy's stream, and one read of the log per item on the page (one script, one round
+# trip: the script is a command of its own). An unfiltered page of matching entries is one read.
+MOST_COMMANDS_PER_FILTERED_PAGE = 6
 
 
 def most_commands(page: Page) -> int:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import re
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, SecretStr, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -246,6 +248,51 @@ def _one_value_each(request: Request) -> None:
         )
 
 
+class AnswerCache:
+    """Answers of the read routes, as JSON, each kept with the state of the store it was made from (the newest
+    entry of each log it reads: the logs only change by appends, which also do their trimming), so a
+    dashboard's refresh over an unchanged store costs a few one-entry reads (issue 17.6: 50 dashboards each
+    asked for 1 MB of prices, orders and fills every 2 s). The newest `size` URLs are kept, `max_bytes` in all;
+    a miss is made once however many requests wait for it."""
+
+    def __init__(self, size: int = 256, max_bytes: int = 48 * 2**20) -> None:
+        self._size = size
+        # The chart gives the API 384 MiB: a /market answer can be 1 MB, so the bytes kept are bounded too.
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._answers: OrderedDict[str, tuple[object, bytes]] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def answer(self, url: str, state: object, build: Callable[[], Awaitable[BaseModel]]) -> Response:
+        async with self._locks.setdefault(url, asyncio.Lock()):
+            hit = self._answers.get(url)
+            if hit is None or hit[0] != state:
+                made = (state, (await build()).model_dump_json().encode())
+                self._bytes += len(made[1]) - (len(hit[1]) if hit is not None else 0)
+                self._answers[url] = hit = made
+            self._answers.move_to_end(url)
+            while len(self._answers) > self._size or (
+                self._bytes > self._max_bytes and len(self._answers) > 1
+            ):
+                old, (_, body) = self._answers.popitem(last=False)
+                self._bytes -= len(body)
+                self._locks.pop(old, None)
+        return Response(hit[1], media_type="application/json")
+
+
+async def _newest(fetch: Callable[[StoreQuery], Awaitable[StorePage]]) -> str:
+    """The newest entry of a log and its id (the id alone is unknown when it is the only entry)."""
+    page = await fetch(StoreQuery(limit=1))
+    return json.dumps([page.items, page.next_cursor], default=str)
+
+
+async def _answer(
+    request: Request, state: Awaitable[object], build: Callable[[], Awaitable[BaseModel]]
+) -> Response:
+    cache: AnswerCache = request.app.state.answers
+    return await cache.answer(str(request.url), await state, build)
+
+
 router = APIRouter(responses=READ_ERRORS, dependencies=[Depends(_one_value_each)])
 
 
@@ -259,16 +306,22 @@ async def health() -> Health:
     return Health(status="ok")
 
 
-@router.get("/orders", tags=["trading"], summary="The order log")
-async def orders(store: StoreDep, params: QueryDep) -> OrderPage:
-    items, cursor = await _records(store.orders, params.to_store(), OrderRequest)
-    return OrderPage(items=items, next_cursor=cursor)
+@router.get("/orders", tags=["trading"], summary="The order log", response_model=OrderPage)
+async def orders(request: Request, store: StoreDep, params: QueryDep) -> Response:
+    async def build() -> OrderPage:
+        items, cursor = await _records(store.orders, params.to_store(), OrderRequest)
+        return OrderPage(items=items, next_cursor=cursor)
+
+    return await _answer(request, _newest(store.orders), build)
 
 
-@router.get("/fills", tags=["trading"], summary="Fills and refusals")
-async def fills(store: StoreDep, params: QueryDep) -> FillPage:
-    items, cursor = await _records(store.fills, params.to_store(), Fill)
-    return FillPage(items=items, next_cursor=cursor)
+@router.get("/fills", tags=["trading"], summary="Fills and refusals", response_model=FillPage)
+async def fills(request: Request, store: StoreDep, params: QueryDep) -> Response:
+    async def build() -> FillPage:
+        items, cursor = await _records(store.fills, params.to_store(), Fill)
+        return FillPage(items=items, next_cursor=cursor)
+
+    return await _answer(request, _newest(store.fills), build)
 
 
 @router.get("/signals", tags=["trading"], summary="Moving-average crosses")
@@ -283,19 +336,26 @@ BarTimeframe = Literal[
 ]
 
 
-@router.get("/bars", tags=["trading"], summary="Closed bars of a timeframe (candles)")
+@router.get("/bars", tags=["trading"], summary="Closed bars of a timeframe (candles)", response_model=BarPage)
 async def bars(
+    request: Request,
     store: StoreDep,
     params: QueryDep,
     timeframe: Annotated[
         BarTimeframe, Query(description="The bars' timeframe, as the strategies' `timeframe`.")
     ],
-) -> BarPage:
+) -> Response:
     """Bars the strategies built from ticks and closed, newest first by default (`order=asc` for a chart);
     `since` and `until` on the bars' open time; `strategy` the publisher."""
-    query = params.to_store()
-    items, cursor = await _records(lambda q: store.bars(timeframe, q), query, ClosedBar)
-    return BarPage(items=items, next_cursor=cursor)
+
+    def log(query: StoreQuery) -> Awaitable[StorePage]:
+        return store.bars(timeframe, query)
+
+    async def build() -> BarPage:
+        items, cursor = await _records(log, params.to_store(), ClosedBar)
+        return BarPage(items=items, next_cursor=cursor)
+
+    return await _answer(request, _newest(log), build)
 
 
 async def _marked_positions(store: Store, strategy: str | None, symbol: str | None) -> list[Position]:
@@ -378,11 +438,98 @@ class _Book:
     realized: float
     unrealized: float
     exposure: float
+    # What the trades and the curve were made from: equal for two books, equal trades and curves.
+    made_from: object = None
 
 
-async def _book(store: Store, info: dict[str, Any], last: dict[str, tuple[float, datetime]]) -> _Book:
-    sid = str(info["id"])
+@dataclass
+class _Cached:
+    """What a strategy's book is made of besides its positions, and what it was made from: the newest order and
+    fill of the logs and the strategy's registration (`executions`), then its symbols' newest prices (`made`)."""
+
+    logs: tuple[str, str]
+    executions: list[Execution]
+    made: tuple[object, tuple[list[OpenTrade], list[ClosedTrade], list[tuple[datetime, float]]]] | None = None
+
+
+class BookCache:
+    """The cockpit routes' books, per strategy, valid while nothing they are made of changed (issue 17.6: each
+    refresh of each dashboard reread up to 20,000 orders and fills a strategy). Checked on every request with
+    cheap reads: the newest entry of the orders and fills logs (any append, or a trim, which only an append
+    does, changes it) and each symbol's newest price and last price. A miss is made once however many requests
+    wait for it, and one at a time: a cold book parses 40,000 entries."""
+
+    def __init__(self) -> None:
+        self._books: dict[str, _Cached] = {}
+        self._answers: dict[str, tuple[object, bytes]] = {}
+        self._making = asyncio.Lock()
+
+    async def book(
+        self,
+        store: Store,
+        info: dict[str, Any],
+        last: dict[str, tuple[float, datetime]],
+        logs: tuple[str, str],
+    ) -> _Book:
+        sid = str(info["id"])
+        logs = (logs[0], logs[1] + json.dumps(info, sort_keys=True, default=str))
+        cached = self._books.get(sid)
+        if cached is None or cached.logs != logs:
+            async with self._making:
+                cached = self._books.get(sid)
+                if cached is None or cached.logs != logs:
+                    cached = _Cached(logs=logs, executions=await _executions(store, sid))
+                    self._books[sid] = cached
+        symbols = sorted({str(s) for s in info.get("symbols", [])} | {ex.symbol for ex in cached.executions})
+        newest = await asyncio.gather(*(store.prices(symbol, 1) for symbol in symbols))
+        prices = (logs, tuple((symbol, (newest[i], last.get(symbol))) for i, symbol in enumerate(symbols)))
+        if cached.made is None or cached.made[0] != prices:
+            async with self._making:
+                if cached.made is None or cached.made[0] != prices:
+                    histories = await asyncio.gather(
+                        *(store.prices(symbol, PRICE_POINTS) for symbol in symbols)
+                    )
+                    history = dict(zip(symbols, histories, strict=True))
+                    made = await asyncio.to_thread(_made_of, info, cached.executions, last, history)
+                    cached.made = (prices, made)
+        made_from, (open_trades, closed, curve) = cached.made
+        positions = await _marked_positions(store, sid, None)
+        return _Book(
+            info=info,
+            initial_cash=float(info.get("initial_cash") or DEFAULT_INITIAL_CASH),
+            open=open_trades,
+            closed=closed,
+            curve=curve,
+            realized=sum(p.realized_pnl - p.commissions for p in positions),
+            unrealized=sum(p.unrealized_pnl for p in positions),
+            exposure=sum(abs(p.qty) * p.last_price for p in positions),
+            made_from=made_from,
+        )
+
+    def answer(
+        self, route: str, books: list[_Book], build: Callable[[], BaseModel], *, marked: bool
+    ) -> Response:
+        """The JSON of `build()` for `route`, made again only when one of `books` was (and, when `marked`, when a
+        position's P&L moved): a 2.5 MB list of 10,000 closed trades took most of a request to serialise.
+        Only routes over registered strategies are kept (at most three a strategy, plus the totals)."""
+        key = tuple((b.made_from, (b.realized, b.unrealized, b.exposure) if marked else None) for b in books)
+        hit = self._answers.get(route)
+        if hit is None or hit[0] != key:
+            hit = (key, build().model_dump_json().encode())
+            if books:
+                self._answers[route] = hit
+        return Response(hit[1], media_type="application/json")
+
+
+async def _executions(store: Store, sid: str) -> list[Execution]:
+    """The strategy's filled orders, at their event time, oldest first (its newest MAX_EXECUTIONS)."""
     orders_log, fills_log = await asyncio.gather(_log(store.orders, sid), _log(store.fills, sid))
+    # Seconds of parsing for 40,000 entries: in a thread, so the loop still reads other requests' answers
+    # (blocked, their Redis reads timed out and answered 503).
+    return await asyncio.to_thread(_filled, orders_log, fills_log)
+
+
+def _filled(orders_log: list[dict[str, Any]], fills_log: list[dict[str, Any]]) -> list[Execution]:
     sent = {str(o["id"]): OrderRequest.model_validate(o, strict=False) for o in orders_log}
     executions = []
     for item in fills_log:
@@ -403,9 +550,17 @@ async def _book(store: Store, info: dict[str, Any], last: dict[str, tuple[float,
             )
         )
     executions.sort(key=lambda ex: ex.ts)
-    symbols = sorted({str(s) for s in info.get("symbols", [])} | {ex.symbol for ex in executions})
-    histories = await asyncio.gather(*(store.prices(symbol, PRICE_POINTS) for symbol in symbols))
-    prices = dict(zip(symbols, histories, strict=True))
+    return executions
+
+
+def _made_of(
+    info: dict[str, Any],
+    executions: list[Execution],
+    last: dict[str, tuple[float, datetime]],
+    prices: dict[str, list[tuple[datetime, float]]],
+) -> tuple[list[OpenTrade], list[ClosedTrade], list[tuple[datetime, float]]]:
+    """Open and closed trades and the marked equity curve of one strategy (core.cockpit)."""
+    sid = str(info["id"])
     params = StrategyParams.model_validate(info["params"]) if info.get("params") else None
     initial_cash = float(info.get("initial_cash") or DEFAULT_INITIAL_CASH)
     open_trades, closed = trades(sid, executions, last, params)
@@ -418,59 +573,76 @@ async def _book(store: Store, info: dict[str, Any], last: dict[str, tuple[float,
             ]
             best[trade.symbol] = max(since) if trade.side == "long" else min(since)
         open_trades, _ = trades(sid, executions, last, params, best)
-    positions = await _marked_positions(store, sid, None)
-    return _Book(
-        info=info,
-        initial_cash=initial_cash,
-        open=open_trades,
-        closed=closed,
-        curve=marked_equity(initial_cash, executions, prices),
-        realized=sum(p.realized_pnl - p.commissions for p in positions),
-        unrealized=sum(p.unrealized_pnl for p in positions),
-        exposure=sum(abs(p.qty) * p.last_price for p in positions),
-    )
+    return open_trades, closed, marked_equity(initial_cash, executions, prices)
 
 
-async def _books(store: Store, strategy: str | None) -> list[_Book]:
+def _cache(request: Request) -> BookCache:
+    cache: BookCache = request.app.state.books
+    return cache
+
+
+async def _books(request: Request, store: Store, strategy: str | None) -> list[_Book]:
     registered = [s for s in await store.strategies() if strategy is None or s["id"] == strategy]
-    last = await store.last_prices()
-    return list(await asyncio.gather(*(_book(store, info, last) for info in registered)))
-
-
-@router.get("/trades", tags=["trading"], summary="Open and closed trades, profit per symbol and per day")
-async def trade_list(store: StoreDep, strategy: str | None = None) -> Trades:
-    """Each position from flat to flat is a trade, its time the event time of its orders; flat positions
-    are not open trades. From each strategy's newest 20,000 orders and fills."""
-    books = await _books(store, strategy)
-    closed = sorted((t for b in books for t in b.closed), key=lambda t: t.exit_ts, reverse=True)
-    return Trades(
-        open=[t for b in books for t in b.open],
-        closed=closed,
-        by_symbol=profit_by(closed, "symbol"),
-        by_day=profit_by(closed, "day"),
+    last, newest_order, newest_fill = await asyncio.gather(
+        store.last_prices(), _newest(store.orders), _newest(store.fills)
     )
+    cache = _cache(request)
+    logs = (newest_order, newest_fill)
+    return list(await asyncio.gather(*(cache.book(store, info, last, logs) for info in registered)))
 
 
 @router.get(
-    "/summary", tags=["trading"], summary="Per strategy and in total: equity, P&L, drawdown, trade statistics"
+    "/trades",
+    tags=["trading"],
+    summary="Open and closed trades, profit per symbol and per day",
+    response_model=Trades,
 )
-async def summary_list(store: StoreDep) -> SummaryList:
+async def trade_list(request: Request, store: StoreDep, strategy: str | None = None) -> Response:
+    """Each position from flat to flat is a trade, its time the event time of its orders; flat positions
+    are not open trades. From each strategy's newest 20,000 orders and fills."""
+    books = await _books(request, store, strategy)
+
+    def build() -> Trades:
+        closed = sorted((t for b in books for t in b.closed), key=lambda t: t.exit_ts, reverse=True)
+        return Trades(
+            open=[t for b in books for t in b.open],
+            closed=closed,
+            by_symbol=profit_by(closed, "symbol"),
+            by_day=profit_by(closed, "day"),
+        )
+
+    return _cache(request).answer(f"/trades?{strategy}", books, build, marked=False)
+
+
+@router.get(
+    "/summary",
+    tags=["trading"],
+    summary="Per strategy and in total: equity, P&L, drawdown, trade statistics",
+    response_model=SummaryList,
+)
+async def summary_list(request: Request, store: StoreDep) -> Response:
     """P&L in currency and in percent of the initial cash; drawdown of the equity marked at every price."""
-    books = await _books(store, None)
-    items = [
-        summary(str(b.info["id"]), b.initial_cash, b.realized, b.unrealized, b.exposure, b.curve, b.closed)
-        for b in books
-    ]
-    total = summary(
-        "total",
-        sum(b.initial_cash for b in books),
-        sum(b.realized for b in books),
-        sum(b.unrealized for b in books),
-        sum(b.exposure for b in books),
-        combined([(b.initial_cash, b.curve) for b in books]),
-        [t for b in books for t in b.closed],
-    )
-    return SummaryList(items=items, total=total)
+    books = await _books(request, store, None)
+
+    def build() -> SummaryList:
+        items = [
+            summary(
+                str(b.info["id"]), b.initial_cash, b.realized, b.unrealized, b.exposure, b.curve, b.closed
+            )
+            for b in books
+        ]
+        total = summary(
+            "total",
+            sum(b.initial_cash for b in books),
+            sum(b.realized for b in books),
+            sum(b.unrealized for b in books),
+            sum(b.exposure for b in books),
+            combined([(b.initial_cash, b.curve) for b in books]),
+            [t for b in books for t in b.closed],
+        )
+        return SummaryList(items=items, total=total)
+
+    return _cache(request).answer("/summary", books, build, marked=True)
 
 
 @router.get(
@@ -478,14 +650,19 @@ async def summary_list(store: StoreDep) -> SummaryList:
     tags=["trading"],
     summary="A strategy's equity marked at every price, with drawdown",
     responses={404: _error("No such strategy")},
+    response_model=MarkedEquity,
 )
-async def equity_marked(store: StoreDep, strategy: str) -> MarkedEquity:
+async def equity_marked(request: Request, store: StoreDep, strategy: str) -> Response:
     """Cash plus open positions at every price point of the strategy's symbols (the newest 5,000 of each):
     the curve a backtest of the same prices draws."""
-    books = await _books(store, strategy)
+    books = await _books(request, store, strategy)
     if not books:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no strategy {strategy!r}")
-    return MarkedEquity(strategy_id=strategy, points=with_drawdown(books[0].curve))
+
+    def build() -> MarkedEquity:
+        return MarkedEquity(strategy_id=strategy, points=with_drawdown(books[0].curve))
+
+    return _cache(request).answer(f"/equity/marked?{strategy}", books, build, marked=False)
 
 
 @router.get("/prices", tags=["market"], summary="The last price of every symbol")
@@ -506,14 +683,16 @@ async def price_history(
     "/market",
     tags=["market"],
     summary="What the price charts show, per symbol: recent prices, orders and fills, in one request",
+    response_model=MarketActivity,
 )
 async def market(
+    request: Request,
     store: StoreDep,
     symbol: Annotated[list[str], Query(min_length=1, max_length=MAX_MARKET_SYMBOLS)],
     strategy: str | None = None,
     points: int = Query(default=1000, ge=1, le=5000, description="Prices per symbol, the newest ones."),
     limit: int = Query(default=1000, ge=1, le=1000, description="Orders and fills per symbol, newest first."),
-) -> MarketActivity:
+) -> Response:
     async def one(sym: str) -> SymbolActivity:
         query = StoreQuery(strategy_id=strategy, symbol=sym, limit=limit)
         history, (sent, _), (filled, _) = await asyncio.gather(
@@ -528,7 +707,14 @@ async def market(
             fills=filled,
         )
 
-    return MarketActivity(items=list(await asyncio.gather(*(one(sym) for sym in symbol))))
+    async def build() -> MarketActivity:
+        return MarketActivity(items=list(await asyncio.gather(*(one(sym) for sym in symbol))))
+
+    async def state() -> object:
+        newest = (store.prices(sym, 1) for sym in symbol)
+        return await asyncio.gather(_newest(store.orders), _newest(store.fills), *newest)
+
+    return await _answer(request, state(), build)
 
 
 @router.get("/strategies", tags=["strategies"], summary="Registered strategies and whether they are halted")
@@ -672,23 +858,30 @@ async def _event(store: Store, strategy_id: str, kind: EventKind, symbol: str | 
     "/events",
     tags=["strategies"],
     summary="A strategy's events: entries, exits, stop-outs, refusals, halts, force-exits",
+    response_model=EventList,
 )
 async def events(
+    request: Request,
     store: StoreDep,
     strategy: str | None = None,
     limit: int = Query(default=100, ge=1, le=1000, description="The newest events, at most this many."),
-) -> EventList:
+) -> Response:
     """Fills and refusals (at their orders' event time) merged with the commands given (at the time given)."""
-    query = StoreQuery(strategy_id=strategy, limit=limit)
-    (sent, _), (filled, _), (given, _) = await asyncio.gather(
-        _records(store.orders, query, OrderRequest),
-        _records(store.fills, query, Fill),
-        _records(store.events, query, StrategyEvent),
-    )
-    times = {order.id: order.ts for order in sent}
-    merged = [*given, *(fill_event(fill, times.get(fill.order_id, fill.ts)) for fill in filled)]
-    merged.sort(key=lambda event: event.ts, reverse=True)
-    return EventList(items=merged[:limit])
+
+    async def build() -> EventList:
+        query = StoreQuery(strategy_id=strategy, limit=limit)
+        (sent, _), (filled, _), (given, _) = await asyncio.gather(
+            _records(store.orders, query, OrderRequest),
+            _records(store.fills, query, Fill),
+            _records(store.events, query, StrategyEvent),
+        )
+        times = {order.id: order.ts for order in sent}
+        merged = [*given, *(fill_event(fill, times.get(fill.order_id, fill.ts)) for fill in filled)]
+        merged.sort(key=lambda event: event.ts, reverse=True)
+        return EventList(items=merged[:limit])
+
+    state = asyncio.gather(_newest(store.orders), _newest(store.fills), _newest(store.events))
+    return await _answer(request, state, build)
 
 
 # How long a halt or resume waits for Kafka's acknowledgement before it answers 503 (not recorded).
@@ -748,6 +941,8 @@ def create_api(
     app = create_service_app(settings, readiness_checks={"store": store.ping}, lifespan=lifespan)
     app.title = "tradebot API"
     app.state.store = store
+    app.state.books = BookCache()
+    app.state.answers = AnswerCache()
     app.state.bus = bus
     app.state.topic_partitions = settings.topic_partitions
     app.state.control_producer = None if bus is None else bus.producer(f"{settings.service_name}-control")
