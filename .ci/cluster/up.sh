@@ -162,8 +162,15 @@ for archive in "$TOOLS"/build/images/archives/*.tar; do
 		ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -Fxq "$ref"; then
 		continue
 	fi
-	ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$archive" >"$LOGS/import-$name.log" 2>&1 ||
-		die "ctr images import $archive failed (log: $LOGS/import-$name.log)"
+	# Retried: replacing an image lets containerd's garbage collector remove the old image's snapshots while
+	# the next import unpacks onto a layer they shared ("parent snapshot ... does not exist"); a second
+	# import finds the layer gone and unpacks it afresh.
+	for attempt in 1 2 3; do
+		ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$archive" >"$LOGS/import-$name.log" 2>&1 && break
+		((attempt < 3)) || die "ctr images import $archive failed 3 times (log: $LOGS/import-$name.log)"
+		echo "cluster: importing $name failed ($(tail -c 200 "$LOGS/import-$name.log")), retrying"
+		sleep 2
+	done
 	echo "$stamp" >"$STATE/imported/$name"
 	echo "cluster: image $name imported"
 done

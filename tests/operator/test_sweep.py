@@ -378,7 +378,7 @@ def test_the_operator_runs_one_indexed_job_and_merges_its_shards(
         row["short_window"] for row in whole["results"][:10]
     ]
     # No kubelet serves logs here (the API server answers an empty log): no table of too few rows is written;
-    # the full table waits for a real cluster (tests/cluster/test_09_sweep_shards.py).
+    # the full table waits for a real cluster (tests/cluster/test_08_sweep_shards.py).
     condition = _condition(done, "SweepSucceeded")
     assert condition is not None
     assert condition["reason"] == "TableUnavailable"
@@ -388,7 +388,7 @@ def test_the_operator_runs_one_indexed_job_and_merges_its_shards(
 
 class _ShardLogs:
     """The three calls `_sweep_table` makes of `Kube`, over logs given by the test: the API server alone has
-    no kubelet to serve a pod's log (tests/cluster/test_09_sweep_shards.py reads real ones)."""
+    no kubelet to serve a pod's log (tests/cluster/test_08_sweep_shards.py reads real ones)."""
 
     def __init__(self, logs: dict[str, str]) -> None:
         self.logs = logs
