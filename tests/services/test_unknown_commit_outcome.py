@@ -91,6 +91,8 @@ def reference() -> tuple[list[str], LiveStrategy]:
         for order in strategy.on_price(tick.symbol, tick.price, tick.ts, tick_cause(tick)).orders:
             ids.append(order.id)
             strategy.assume_filled(order)
+        # As the runner does for every tick it trades on: the time a force-exit is stamped with.
+        strategy.note_tick(tick.symbol, tick.ts)
     return ids, strategy
 
 
