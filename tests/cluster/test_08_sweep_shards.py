@@ -65,9 +65,16 @@ def test_the_sweep_runs_as_one_indexed_job_and_matches_one_machine(
         600,
         3.0,
     )
-    job = cluster.get("job", job_name, "-n", NAMESPACE)
+    # The operator reads the shards' pods, which can finish before the Job controller counts them.
+    job = eventually(
+        f"{job_name} counting {shards} succeeded",
+        lambda: (
+            (j := cluster.get("job", job_name, "-n", NAMESPACE))["status"].get("succeeded") == shards and j
+        ),
+        120,
+        2.0,
+    )
     assert job["spec"]["completionMode"] == "Indexed"
-    assert job["status"]["succeeded"] == shards
     pods = cluster.get("pods", "-n", NAMESPACE, "-l", f"job-name={job_name}")["items"]
     indexes = {pod["metadata"]["annotations"][render.COMPLETION_INDEX_ANNOTATION] for pod in pods}
     assert indexes == {str(index) for index in range(shards)}
