@@ -310,3 +310,33 @@ def test_bars_page_by_symbol_timeframe_and_time_like_the_other_logs(client: Test
 
 def test_the_bars_route_takes_every_bar_timeframe() -> None:
     assert get_args(BarTimeframe) == tuple(t for t in TIMEFRAMES if t != TICK)
+
+
+def test_trades_page_the_closed_ones_and_filter_by_symbol(client: TestClient) -> None:
+    whole = client.get("/trades?strategy=alpha").json()
+    symbols = {t["symbol"] for t in whole["closed"]}
+    assert symbols == {"AAA", "BBB"}, "the seed closes trades in both symbols"
+    assert len(whole["closed"]) >= 3
+    assert whole["closed_total"] == len(whole["closed"])
+
+    paged = client.get("/trades?strategy=alpha&limit=2").json()
+    assert paged["closed"] == whole["closed"][:2]  # newest exit first, like the whole list
+    assert paged["closed_total"] == whole["closed_total"]
+    assert (paged["open"], paged["by_symbol"], paged["by_day"]) == (
+        whole["open"],
+        whole["by_symbol"],
+        whole["by_day"],
+    ), "the profit tables are over every closed trade, however many are listed"
+
+    for symbol in sorted(symbols):
+        mine = client.get(f"/trades?strategy=alpha&symbol={symbol}&limit=1").json()
+        closed = [t for t in whole["closed"] if t["symbol"] == symbol]
+        assert mine["closed"] == closed[:1]
+        assert mine["closed_total"] == len(closed)
+        assert mine["open"] == [t for t in whole["open"] if t["symbol"] == symbol]
+        assert [row["key"] for row in mine["by_symbol"]] == [symbol]
+        assert sum(row["trades"] for row in mine["by_day"]) == len(closed)
+
+    refused = client.get("/trades?limit=0")
+    assert refused.status_code == 422
+    assert "limit" in refused.text

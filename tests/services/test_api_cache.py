@@ -24,6 +24,7 @@ from tradebot.executor.broker import PaperBroker
 READS = [
     "/summary",
     "/trades?strategy=alpha",
+    "/trades?strategy=alpha&symbol=AAA&limit=1",
     "/trades",
     "/equity/marked?strategy=alpha",
     "/orders?strategy=alpha&limit=5",

@@ -253,7 +253,8 @@ class AnswerCache:
     entry of each log it reads: the logs only change by appends, which also do their trimming), so a
     dashboard's refresh over an unchanged store costs a few one-entry reads (issue 17.6: 50 dashboards each
     asked for 1 MB of prices, orders and fills every 2 s). The newest `size` URLs are kept, `max_bytes` in all;
-    a miss is made once however many requests wait for it."""
+    a miss is made once however many requests wait for it. The cockpit's routes keep theirs here too, with
+    the books they were made from as their state."""
 
     def __init__(self, size: int = 256, max_bytes: int = 48 * 2**20) -> None:
         self._size = size
@@ -461,7 +462,6 @@ class BookCache:
 
     def __init__(self) -> None:
         self._books: dict[str, _Cached] = {}
-        self._answers: dict[str, tuple[object, bytes]] = {}
         self._making = asyncio.Lock()
 
     async def book(
@@ -505,20 +505,6 @@ class BookCache:
             exposure=sum(abs(p.qty) * p.last_price for p in positions),
             made_from=made_from,
         )
-
-    def answer(
-        self, route: str, books: list[_Book], build: Callable[[], BaseModel], *, marked: bool
-    ) -> Response:
-        """The JSON of `build()` for `route`, made again only when one of `books` was (and, when `marked`, when a
-        position's P&L moved): a 2.5 MB list of 10,000 closed trades took most of a request to serialise.
-        Only routes over registered strategies are kept (at most three a strategy, plus the totals)."""
-        key = tuple((b.made_from, (b.realized, b.unrealized, b.exposure) if marked else None) for b in books)
-        hit = self._answers.get(route)
-        if hit is None or hit[0] != key:
-            hit = (key, build().model_dump_json().encode())
-            if books:
-                self._answers[route] = hit
-        return Response(hit[1], media_type="application/json")
 
 
 async def _executions(store: Store, sid: str) -> list[Execution]:
@@ -581,6 +567,20 @@ def _cache(request: Request) -> BookCache:
     return cache
 
 
+async def _book_answer(
+    request: Request, books: list[_Book], build: Callable[[], BaseModel], *, marked: bool
+) -> Response:
+    """The JSON of `build()`, kept in the answer cache while none of `books` was made again (and, when
+    `marked`, while no position's P&L moved): serialising a strategy's closed trades took most of a request."""
+    state = tuple((b.made_from, (b.realized, b.unrealized, b.exposure) if marked else None) for b in books)
+
+    async def made() -> BaseModel:
+        return build()
+
+    cache: AnswerCache = request.app.state.answers
+    return await cache.answer(str(request.url), state, made)
+
+
 async def _books(request: Request, store: Store, strategy: str | None) -> list[_Book]:
     registered = [s for s in await store.strategies() if strategy is None or s["id"] == strategy]
     last, newest_order, newest_fill = await asyncio.gather(
@@ -597,21 +597,37 @@ async def _books(request: Request, store: Store, strategy: str | None) -> list[_
     summary="Open and closed trades, profit per symbol and per day",
     response_model=Trades,
 )
-async def trade_list(request: Request, store: StoreDep, strategy: str | None = None) -> Response:
+async def trade_list(
+    request: Request,
+    store: StoreDep,
+    strategy: str | None = None,
+    symbol: Annotated[str | None, Query(description="Only this symbol's trades (and profit).")] = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_EXECUTIONS, description="At most this many closed trades, newest first."),
+    ] = None,
+) -> Response:
     """Each position from flat to flat is a trade, its time the event time of its orders; flat positions
-    are not open trades. From each strategy's newest 20,000 orders and fills."""
+    are not open trades. From each strategy's newest 20,000 orders and fills. `limit` pages the closed trades
+    (a busy strategy's are megabytes; `closed_total` counts them all); the profit per symbol and per day is
+    over all of them (of `symbol`, when given)."""
     books = await _books(request, store, strategy)
 
     def build() -> Trades:
-        closed = sorted((t for b in books for t in b.closed), key=lambda t: t.exit_ts, reverse=True)
+        closed = sorted(
+            (t for b in books for t in b.closed if symbol is None or t.symbol == symbol),
+            key=lambda t: t.exit_ts,
+            reverse=True,
+        )
         return Trades(
-            open=[t for b in books for t in b.open],
-            closed=closed,
+            open=[t for b in books for t in b.open if symbol is None or t.symbol == symbol],
+            closed=closed[:limit],
+            closed_total=len(closed),
             by_symbol=profit_by(closed, "symbol"),
             by_day=profit_by(closed, "day"),
         )
 
-    return _cache(request).answer(f"/trades?{strategy}", books, build, marked=False)
+    return await _book_answer(request, books, build, marked=False)
 
 
 @router.get(
@@ -642,7 +658,7 @@ async def summary_list(request: Request, store: StoreDep) -> Response:
         )
         return SummaryList(items=items, total=total)
 
-    return _cache(request).answer("/summary", books, build, marked=True)
+    return await _book_answer(request, books, build, marked=True)
 
 
 @router.get(
@@ -662,7 +678,7 @@ async def equity_marked(request: Request, store: StoreDep, strategy: str) -> Res
     def build() -> MarkedEquity:
         return MarkedEquity(strategy_id=strategy, points=with_drawdown(books[0].curve))
 
-    return _cache(request).answer(f"/equity/marked?{strategy}", books, build, marked=False)
+    return await _book_answer(request, books, build, marked=False)
 
 
 @router.get("/prices", tags=["market"], summary="The last price of every symbol")

@@ -86,7 +86,8 @@ class ProfitBy(View):
 
 class Trades(View):
     open: list[OpenTrade] = Field(description="Positions held now (flat ones are not trades).")
-    closed: list[ClosedTrade] = Field(description="Newest exit first.")
+    closed: list[ClosedTrade] = Field(description="Newest exit first; the newest `limit` when asked for.")
+    closed_total: int = Field(description="Closed trades in all, however many are listed.")
     by_symbol: list[ProfitBy]
     by_day: list[ProfitBy] = Field(description="Newest day first.")
 

@@ -159,8 +159,12 @@ class ApiClient:
     def summary(self) -> SummaryList:
         return self._request("GET", "/summary", SummaryList)
 
-    def trades(self, strategy: str | None = None) -> Trades:
-        return self._request("GET", "/trades", Trades, params={"strategy": strategy})
+    def trades(
+        self, strategy: str | None = None, symbol: str | None = None, *, limit: int | None = None
+    ) -> Trades:
+        """Open trades, the newest `limit` closed ones (all without it) and the profit tables."""
+        params: dict[str, QueryValue] = {"strategy": strategy, "symbol": symbol, "limit": limit}
+        return self._request("GET", "/trades", Trades, params=params)
 
     def events(self, strategy: str | None = None, *, limit: int = 100) -> list[StrategyEvent]:
         return self._request("GET", "/events", EventList, params={"strategy": strategy, "limit": limit}).items

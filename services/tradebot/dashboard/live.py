@@ -348,12 +348,11 @@ def trades_panel(settings: DashboardSettings) -> None:
             (st.success if flash[0] == "success" else st.error)(flash[1])
     try:
         with client(settings) as api:
-            data: Trades = api.trades(strategy_id)
+            data: Trades = api.trades(strategy_id, symbol, limit=TABLE_ROWS)
     except ApiUnavailable as exc:
         show_api_error(exc, settings)
         return
-    opened = [t for t in data.open if symbol is None or t.symbol == symbol]
-    closed = [t for t in data.closed if symbol is None or t.symbol == symbol]
+    opened, closed = data.open, data.closed
     st.subheader("Open trades")
     with st.container():
         if not opened:
@@ -378,19 +377,19 @@ def trades_panel(settings: DashboardSettings) -> None:
                     kwargs={"strategy_id": trade.strategy_id, "symbol": trade.symbol, "key": key, **common},
                     help="Close this trade at the last price" if token else "needs the API token",
                 )  # fmt: skip
-            for sid in sorted({t.strategy_id for t in opened}):
-                mine = sorted(
-                    f"{t.symbol}@{t.entry_ts.isoformat()}" for t in data.open if t.strategy_id == sid
-                )
+            # Close-all closes every symbol's trades, so it is offered only where they are all listed (its
+            # command id is made of them: from a symbol's alone, two different books could share one).
+            for sid in sorted({t.strategy_id for t in opened} if symbol is None else ()):
+                mine = sorted(f"{t.symbol}@{t.entry_ts.isoformat()}" for t in opened if t.strategy_id == sid)
                 buttons[-1].button(
                     f"Close all {sid}", key=f"close-all-{sid}", disabled=token is None, on_click=_exit,
                     kwargs={"strategy_id": sid, "symbol": None, "key": command_id(sid, *mine), **common},
                     help="Close every open trade of this strategy" if token else "needs the API token",
                 )  # fmt: skip
     st.subheader("Closed trades")
-    st.caption(f"newest {TABLE_ROWS} of {len(closed)} first" + _filter_text(strategy_id, symbol))
+    st.caption(f"newest {len(closed)} of {data.closed_total} first" + _filter_text(strategy_id, symbol))
     st.dataframe(
-        trade_table(closed[:TABLE_ROWS], CLOSED_TRADE_COLUMNS, ["exit_ts", "entry_ts"]).round(4),
+        trade_table(closed, CLOSED_TRADE_COLUMNS, ["exit_ts", "entry_ts"]).round(4),
         hide_index=True,
         width="stretch",
     )
