@@ -66,7 +66,7 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **kwarg
         settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10]
-    memo.kube = Kube(AsyncClient(field_manager=render.MANAGED_BY))
+    memo.kube = Kube(AsyncClient(field_manager=render.MANAGED_BY), memo.settings.api_concurrency)
     # kopf passes each index as the kwarg of its name (its handler protocols cannot name ours).
     managed: kopf.Index[StrategyKey, None] = kwargs["managed_strategies"]
     # Read at every scrape: kopf drops an index entry when its resource is deleted or stops matching.

@@ -6,6 +6,7 @@ object already is as wanted: an idle operator writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,8 +26,14 @@ TradingStrategyResource = create_namespaced_resource(
 
 
 class Kube:
-    def __init__(self, client: AsyncClient) -> None:
+    """`max_in_flight` bounds the requests under way at once. A thousand TradingStrategies applied together
+    start a thousand daemons: unbounded, their reads and writes queued for the HTTP client's 100 pooled
+    connections and failed after its 10 s pool timeout, so every handler was retried, again all at once, and
+    hundreds of Deployments were never made. Bounded, the rest wait their turn here, with no timeout."""
+
+    def __init__(self, client: AsyncClient, max_in_flight: int = 32) -> None:
         self._client = client
+        self._slots = asyncio.Semaphore(max_in_flight)
 
     async def close(self) -> None:
         await self._client.close()
@@ -34,7 +41,8 @@ class Kube:
     async def get(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
         resource = _resource_class(api_version, kind)
         try:
-            obj = await self._client.get(resource, name, namespace=namespace)
+            async with self._slots:
+                obj = await self._client.get(resource, name, namespace=namespace)
         except ApiError as exc:
             if exc.status.code == 404:
                 return None
@@ -49,9 +57,10 @@ class Kube:
         existing = await self.get(manifest["apiVersion"], manifest["kind"], meta["name"], meta["namespace"])
         if existing is not None and not render.differs(manifest, existing):
             return False, existing
-        applied = await self._client.apply(
-            codecs.from_dict(dict(manifest)), field_manager=FIELD_MANAGER, force=True
-        )
+        async with self._slots:
+            applied = await self._client.apply(
+                codecs.from_dict(dict(manifest)), field_manager=FIELD_MANAGER, force=True
+            )
         API_WRITES.labels(verb="apply", kind=manifest["kind"]).inc()
         return True, _to_dict(applied)
 
@@ -63,7 +72,8 @@ class Kube:
         ):
             return False
         try:
-            await self._client.create(codecs.from_dict(dict(manifest)), field_manager=FIELD_MANAGER)
+            async with self._slots:
+                await self._client.create(codecs.from_dict(dict(manifest)), field_manager=FIELD_MANAGER)
         except ApiError as exc:
             if exc.status.code == 409:  # created meanwhile by a concurrent reconcile: same object by name
                 return False
@@ -73,12 +83,14 @@ class Kube:
 
     async def pod_log(self, name: str, namespace: str, container: str) -> str:
         """A pod's log (a sweep shard's whole table is its stdout); a read, so not counted as a write."""
-        lines = [line async for line in self._client.log(name, namespace=namespace, container=container)]
+        async with self._slots:
+            lines = [line async for line in self._client.log(name, namespace=namespace, container=container)]
         return "".join(lines)
 
     async def get_strategy(self, name: str, namespace: str) -> dict[str, Any] | None:
         try:
-            obj = await self._client.get(TradingStrategyResource, name, namespace=namespace)
+            async with self._slots:
+                obj = await self._client.get(TradingStrategyResource, name, namespace=namespace)
         except ApiError as exc:
             if exc.status.code == 404:
                 return None
@@ -92,13 +104,14 @@ class Kube:
         body: dict[str, Any] = {"status": dict(status)}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        await self._client.patch(
-            TradingStrategyResource.Status,
-            name,
-            body,
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
-        )
+        async with self._slots:
+            await self._client.patch(
+                TradingStrategyResource.Status,
+                name,
+                body,
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
         API_WRITES.labels(verb="patch", kind=f"{render.KIND}/status").inc()
 
 

@@ -30,6 +30,12 @@ class OperatorSettings(BaseSettings):
         le=86_400,
         description="How often each strategy's objects are compared with its spec even when no watch event came",
     )
+    api_concurrency: int = Field(
+        32,
+        ge=1,
+        le=100,
+        description="API requests under way at once; the rest wait (the HTTP client pools 100 connections)",
+    )
     host: str = Field("0.0.0.0", description="Interface of the liveness and metrics endpoints")
     liveness_port: int = Field(8080, ge=1, le=65535, description="kopf's liveness endpoint /healthz")
     metrics_port: int = Field(9090, ge=1, le=65535, description="Prometheus /metrics")
