@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -517,10 +518,49 @@ async def test_redis_clear_keeps_foreign_keys(redis_server: RedisServer) -> None
             await client.set(key, "keep")
         assert len([k async for k in client.scan_iter(match=f"{prefix}:*")]) > 5
         await store.clear()
-        assert [k async for k in client.scan_iter(match=f"{prefix}:*")] == []
+        # All but the change count, which never goes back (Store.changes).
+        assert [k async for k in client.scan_iter(match=f"{prefix}:*")] == [f"{prefix}:changes"]
         for key in foreign:
             assert await client.get(key) == "keep"
     finally:
         await client.delete(*foreign)
         await store.close()
         await client.aclose()
+
+
+async def test_every_write_moves_the_change_count_on_and_nothing_else_does(store: Store) -> None:
+    """`changes` is what the API's answers are kept by: a write it missed would leave an answer stale."""
+    order, fill, position = trade(0)
+    writes: dict[str, Callable[[], Awaitable[object]]] = {
+        "set_last_price": lambda: store.set_last_price("AAPL", 101.0, T0),
+        "append_price": lambda: store.append_price("AAPL", 101.0, T0),
+        "append_prices": lambda: store.append_prices("AAPL", [(101.5, T0), (102.0, T0)]),
+        "apply_fill": lambda: store.apply_fill(order, fill, position, source_offset=0),
+        "append_signal": lambda: store.append_signal(signal(0)),
+        "append_event": lambda: store.append_event(
+            StrategyEvent(ts=T0, strategy_id="alpha", kind="halt", symbol=None, message="halted")
+        ),
+        "append_bar": lambda: store.append_bar(bar(0)),
+        "append_equity": lambda: store.append_equity("alpha", T0, 1000.0),
+        "register_strategy": lambda: store.register_strategy("alpha", {"symbols": ["AAPL"]}),
+        "set_halted": lambda: store.set_halted("alpha", True),
+    }
+    seen = [await store.changes()]
+    for name, write in writes.items():
+        await write()
+        now = await store.changes()
+        assert now is not None, name
+        assert seen[-1] is None or now > seen[-1], f"{name} did not move the change count on"
+        seen.append(now)
+    before = await store.changes()
+    assert not await store.apply_fill(order, fill, position, source_offset=0)  # applied already: no write
+    assert not await store.append_bar(bar(0))  # kept already
+    await store.positions()
+    await store.orders(Query())
+    await store.mark_delivered("k", 60)  # the notifier's marks: no answer shows them
+    assert await store.changes() == before, "reads and refused writes leave the count as it was"
+    await store.clear()
+    cleared = await store.changes()
+    assert cleared is not None
+    assert before is not None
+    assert cleared > before, "clear moves the count on: an answer made before it must not match after"

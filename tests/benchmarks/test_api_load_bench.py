@@ -33,7 +33,7 @@ import pytest
 import redis
 
 from tests.plugins._proc import ServerProcess, free_port, http_ok
-from tradebot.adapters.redis_store import _APPLY_FILL, micros
+from tradebot.adapters.redis_store import _APPLY_FILL, CHANGES, micros
 from tradebot.core.costs import Costs
 from tradebot.core.models import Fill, FillStatus, OrderReason, OrderRequest, Position, Side, order_id
 from tradebot.core.params import StrategyParams
@@ -118,6 +118,7 @@ def fill_redis(url: str, count: int) -> None:
                 f"{PREFIX}:fills:strategy:{sid}",
                 f"{PREFIX}:orders:indexed",
                 f"{PREFIX}:fills:indexed",
+                f"{PREFIX}:{CHANGES}",
             ],
             args=[
                 oid,
@@ -161,6 +162,7 @@ def fill_redis(url: str, count: int) -> None:
                     {"json": json.dumps(bar), "strategy_id": sid, "symbol": symbol, "ts": micros(opened)},
                 )
             pipe.execute()
+    client.incr(f"{PREFIX}:{CHANGES}")  # the writes above, as the store's own writers count theirs
     client.close()
 
 

@@ -9,6 +9,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from tests.plugins.servers import RedisServer
@@ -101,3 +102,28 @@ def test_a_new_fill_price_event_and_bar_change_every_cached_answer(
         assert after[path] != first[path], f"{path} answered what it answered before the new fill"
     with api(redis_server, prefix) as uncached:  # a new API has nothing cached: the same answers
         assert answers(uncached) == after
+
+
+def redis_commands(url: str) -> int:
+    """Commands the Redis server has run so far (INFO commandstats)."""
+    admin = redis.Redis.from_url(url)
+    try:
+        stats: dict[str, dict[str, int]] = admin.info("commandstats")  # type: ignore[assignment]
+        return sum(int(stat["calls"]) for stat in stats.values())
+    finally:
+        admin.close()
+
+
+def test_an_unchanged_store_answers_each_cached_read_with_one_redis_command(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """The change count first: unchanged since an answer was made, the answer is sent without reading what
+    it was made of (issue 17.6: each cached read cost a dozen commands under 50 dashboards)."""
+    with api(redis_server, prefix) as client:
+        first = answers(client)
+        idle = redis_commands(redis_server.url)
+        idle = redis_commands(redis_server.url) - idle  # what asking costs by itself
+        before = redis_commands(redis_server.url)
+        assert answers(client) == first
+        used = redis_commands(redis_server.url) - before - idle
+    assert used == len(READS)

@@ -106,6 +106,7 @@ class MemoryStore:
             raise ValueError("stream_maxlen must be >= 1")
         self.stream_maxlen = stream_maxlen
         self._lock = asyncio.Lock()
+        self._changes = 0  # not reset by clear(): see Store.changes
         self._reset()
 
     def _reset(self) -> None:
@@ -133,6 +134,7 @@ class MemoryStore:
 
     async def set_last_price(self, symbol: str, price: float, ts: datetime) -> None:
         async with self._lock:
+            self._changes += 1
             self._last_prices[symbol] = (float(price), ts)
 
     async def last_prices(self) -> dict[str, tuple[float, datetime]]:
@@ -141,12 +143,14 @@ class MemoryStore:
 
     async def append_price(self, symbol: str, price: float, ts: datetime, maxlen: int = 5000) -> None:
         async with self._lock:
+            self._changes += 1
             _append_trimmed(self._prices.setdefault(symbol, []), (ts, float(price)), maxlen)
 
     async def append_prices(
         self, symbol: str, points: Sequence[tuple[float, datetime]], maxlen: int = 5000
     ) -> None:
         async with self._lock:
+            self._changes += 1
             history = self._prices.setdefault(symbol, [])
             for price, ts in points:
                 _append_trimmed(history, (ts, float(price)), maxlen)
@@ -184,6 +188,7 @@ class MemoryStore:
             self._fills.append(order.strategy_id, order.symbol, fill.ts, fill.model_dump_json(), keep)
             self._positions[(position.strategy_id, position.symbol)] = position
             self._applied_offset = source_offset
+            self._changes += 1
             return True
 
     async def applied_offset(self) -> int:
@@ -214,6 +219,7 @@ class MemoryStore:
 
     async def append_signal(self, signal: Signal, maxlen: int = 5000) -> None:
         async with self._lock:
+            self._changes += 1
             self._signals.append(
                 signal.strategy_id, signal.symbol, signal.ts, signal.model_dump_json(), maxlen
             )
@@ -226,6 +232,7 @@ class MemoryStore:
             self._last_bar[key] = ts
             log = self._bars.setdefault(bar.timeframe, _Log())
             log.append(bar.source, bar.symbol, bar.ts, bar.model_dump_json(), maxlen)
+            self._changes += 1
             return True
 
     async def bars(self, timeframe: str, query: Query) -> Page:
@@ -238,6 +245,7 @@ class MemoryStore:
 
     async def append_event(self, event: StrategyEvent, maxlen: int = 5000) -> None:
         async with self._lock:
+            self._changes += 1
             self._events.append(
                 event.strategy_id, event.symbol or "", event.ts, event.model_dump_json(), maxlen
             )
@@ -248,6 +256,7 @@ class MemoryStore:
 
     async def append_equity(self, strategy_id: str, ts: datetime, equity: float, maxlen: int = 10000) -> None:
         async with self._lock:
+            self._changes += 1
             _append_trimmed(self._equity.setdefault(strategy_id, []), (ts, float(equity)), maxlen)
 
     async def equity_curve(self, strategy_id: str, limit: int = 1000) -> list[tuple[datetime, float]]:
@@ -259,6 +268,7 @@ class MemoryStore:
     async def register_strategy(self, strategy_id: str, info: dict[str, Any]) -> None:
         raw = json.dumps(info)
         async with self._lock:
+            self._changes += 1
             self._strategies[strategy_id] = raw
 
     async def strategies(self) -> list[dict[str, Any]]:
@@ -270,6 +280,7 @@ class MemoryStore:
 
     async def set_halted(self, strategy_id: str, halted: bool) -> None:
         async with self._lock:
+            self._changes += 1
             if halted:
                 self._halted.add(strategy_id)
             else:
@@ -292,8 +303,13 @@ class MemoryStore:
         async with self._lock:
             return self._delivered.get(key, 0.0) > time.monotonic()
 
+    async def changes(self) -> int | None:
+        async with self._lock:
+            return self._changes
+
     async def clear(self) -> None:
         async with self._lock:
+            self._changes += 1
             self._reset()
 
     async def close(self) -> None:

@@ -58,6 +58,8 @@ from tradebot.core.models import ClosedBar, Fill, OrderRequest, Position, Signal
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SCAN_CHUNK = 500
+# The key of Store.changes: moved on by every write, in the same transaction or script as the write.
+CHANGES = "changes"
 
 # What a strategy stream keeps of an entry: what a query filters on, under the entry's id (the JSON is read from
 # the log), so the streams add about a tenth to the memory of their logs, not as much again.
@@ -98,7 +100,7 @@ end
 )
 
 # KEYS: applied, orders, fills, positions, applied_offset, orders' strategy stream, fills' strategy stream,
-#       orders' indexed mark, fills' indexed mark
+#       orders' indexed mark, fills' indexed mark, the change counter
 # ARGV: order id, order json, strategy, symbol, order ts, fill json, fill ts, position field, position json, offset,
 #       retention (entries kept in the logs and ids in the applied set), expect applied (1: the caller applied
 #       fills here before, so no applied offset means the view was wiped: -1, no change)
@@ -127,17 +129,20 @@ indexed_xadd(KEYS[3], KEYS[7], KEYS[9], '~', keep,
     {'json', ARGV[6], 'order_id', ARGV[1], 'strategy_id', ARGV[3], 'symbol', ARGV[4], 'ts', ARGV[7]})
 redis.call('HSET', KEYS[4], ARGV[8], ARGV[9])
 redis.call('SET', KEYS[5], ARGV[10])
+redis.call('INCR', KEYS[10])
 return 1
 """
 )
 
-# KEYS: log, its strategy stream, its indexed mark. ARGV: '~' or '=' (trimming), maxlen, the field/value pairs.
+# KEYS: log, its strategy stream, its indexed mark, the change counter. ARGV: '~' or '=' (trimming), maxlen, the
+# field/value pairs.
 _APPEND_INDEXED = (
     _INDEXED_XADD
     + """
 local fields = {}
 for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
 indexed_xadd(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], fields)
+redis.call('INCR', KEYS[4])
 """
 )
 
@@ -195,7 +200,7 @@ return oldest
 """
 )
 
-# KEYS: bars stream, last-bar hash. ARGV: symbol, open time (µs), json, publisher, maxlen.
+# KEYS: bars stream, last-bar hash, the change counter. ARGV: symbol, open time (µs), json, publisher, maxlen.
 # A bar at or before the symbol's newest is one already kept (another strategy on the timeframe published
 # it, or a redelivery): 0, no change.
 _APPEND_BAR = """
@@ -205,6 +210,7 @@ if tonumber(ARGV[2]) <= last then
 end
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[5], '*', 'json', ARGV[3], 'strategy_id', ARGV[4], 'symbol', ARGV[1], 'ts', ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('INCR', KEYS[3])
 return 1
 """
 
@@ -325,7 +331,9 @@ class RedisStore:
     # Prices.
 
     async def set_last_price(self, symbol: str, price: float, ts: datetime) -> None:
-        await self._redis.hset(self._key("price", "last"), symbol, json.dumps([price, ts.isoformat()]))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key("price", "last"), symbol, json.dumps([price, ts.isoformat()]))
+            await pipe.incr(self._key(CHANGES)).execute()
 
     async def last_prices(self) -> dict[str, tuple[float, datetime]]:
         raw: dict[str, str] = await self._redis.hgetall(self._key("price", "last"))
@@ -336,12 +344,7 @@ class RedisStore:
         return result
 
     async def append_price(self, symbol: str, price: float, ts: datetime, maxlen: int = 5000) -> None:
-        await self._redis.xadd(
-            self._key("prices", symbol),
-            {"price": repr(float(price)), "ts": ts.isoformat()},
-            maxlen=maxlen,
-            approximate=False,
-        )
+        await self.append_prices(symbol, [(price, ts)], maxlen)
 
     async def append_prices(
         self, symbol: str, points: Sequence[tuple[float, datetime]], maxlen: int = 5000
@@ -355,7 +358,7 @@ class RedisStore:
                 pipe.xadd(
                     key, {"price": repr(float(price)), "ts": ts.isoformat()}, maxlen=maxlen, approximate=False
                 )
-            await pipe.execute()
+            await pipe.incr(self._key(CHANGES)).execute()  # last: a reader that saw it sees the points
 
     async def prices(self, symbol: str, limit: int = 1000) -> list[tuple[datetime, float]]:
         entries = await self._redis.xrevrange(self._key("prices", symbol), count=limit)
@@ -384,6 +387,7 @@ class RedisStore:
                 self._key("fills", "strategy", order.strategy_id),
                 self._key("orders", "indexed"),
                 self._key("fills", "indexed"),
+                self._key(CHANGES),
             ],
             args=[
                 order.id,
@@ -446,7 +450,12 @@ class RedisStore:
         self, log: str, strategy_id: str, symbol: str, ts: datetime, raw: str, maxlen: int
     ) -> None:
         """Appends to `log` and its strategy stream, trimmed to `maxlen` exactly."""
-        keys = [self._key(log), self._key(log, "strategy", strategy_id), self._key(log, "indexed")]
+        keys = [
+            self._key(log),
+            self._key(log, "strategy", strategy_id),
+            self._key(log, "indexed"),
+            self._key(CHANGES),
+        ]
         fields = ["json", raw, "strategy_id", strategy_id, "symbol", symbol, "ts", micros(ts)]
         await self._append_indexed(keys=keys, args=["=", maxlen, *fields])
 
@@ -454,7 +463,11 @@ class RedisStore:
         return await self._query(self._key("events"), query)
 
     async def append_bar(self, bar: ClosedBar, maxlen: int = 100_000) -> bool:
-        keys = [self._key("bars", bar.timeframe), self._key("bars", "last", bar.timeframe)]
+        keys = [
+            self._key("bars", bar.timeframe),
+            self._key("bars", "last", bar.timeframe),
+            self._key(CHANGES),
+        ]
         args = [bar.symbol, micros(bar.ts), bar.model_dump_json(), bar.source, maxlen]
         return bool(await self._append_bar(keys=keys, args=args))
 
@@ -463,12 +476,14 @@ class RedisStore:
         return await self._query(self._key("bars", timeframe), query, indexed=False)
 
     async def append_equity(self, strategy_id: str, ts: datetime, equity: float, maxlen: int = 10000) -> None:
-        await self._redis.xadd(
-            self._key("equity", strategy_id),
-            {"equity": repr(float(equity)), "ts": ts.isoformat()},
-            maxlen=maxlen,
-            approximate=False,
-        )
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                self._key("equity", strategy_id),
+                {"equity": repr(float(equity)), "ts": ts.isoformat()},
+                maxlen=maxlen,
+                approximate=False,
+            )
+            await pipe.incr(self._key(CHANGES)).execute()
 
     async def equity_curve(self, strategy_id: str, limit: int = 1000) -> list[tuple[datetime, float]]:
         entries = await self._redis.xrevrange(self._key("equity", strategy_id), count=limit)
@@ -477,7 +492,9 @@ class RedisStore:
     # Strategies.
 
     async def register_strategy(self, strategy_id: str, info: dict[str, Any]) -> None:
-        await self._redis.hset(self._key("strategies"), strategy_id, json.dumps(info))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key("strategies"), strategy_id, json.dumps(info))
+            await pipe.incr(self._key(CHANGES)).execute()
 
     async def strategies(self) -> list[dict[str, Any]]:
         raw: dict[str, str] = await self._redis.hgetall(self._key("strategies"))
@@ -485,10 +502,16 @@ class RedisStore:
         return [{"id": sid, **json.loads(raw[sid]), "halted": sid in halted} for sid in sorted(raw)]
 
     async def set_halted(self, strategy_id: str, halted: bool) -> None:
-        if halted:
-            await self._redis.sadd(self._key("halted"), strategy_id)
-        else:
-            await self._redis.srem(self._key("halted"), strategy_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if halted:
+                pipe.sadd(self._key("halted"), strategy_id)
+            else:
+                pipe.srem(self._key("halted"), strategy_id)
+            await pipe.incr(self._key(CHANGES)).execute()
+
+    async def changes(self) -> int | None:
+        value = await self._redis.get(self._key(CHANGES))
+        return None if value is None else int(value)
 
     async def is_halted(self, strategy_id: str) -> bool:
         return bool(await self._redis.sismember(self._key("halted"), strategy_id))
@@ -504,13 +527,17 @@ class RedisStore:
     async def clear(self) -> None:
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._prefix) + ":*"
         batch: list[str] = []
+        changes = self._key(CHANGES)
         async for key in self._redis.scan_iter(match=pattern, count=1000):
+            if key == changes:
+                continue  # kept and moved on below: a count that went back could match an answer made before
             batch.append(key)
             if len(batch) >= 500:
                 await self._redis.unlink(*batch)
                 batch = []
         if batch:
             await self._redis.unlink(*batch)
+        await self._redis.incr(changes)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -139,7 +139,12 @@ class Store(Protocol):
     async def mark_delivered(self, key: str, ttl_s: int) -> None: ...
     async def was_delivered(self, key: str) -> bool: ...
 
+    async def changes(self) -> int | None:
+        """A count every write moves on, the write's own effects visible first (None: nothing was written by
+        a version that counts). Equal counts, equal contents: a reader keeps an answer while it is unchanged
+        (the API's answer cache: one read instead of a dozen). Never goes back, not even on `clear`."""
+
     async def clear(self) -> None:
-        """Forgets everything (tests, and the rebuild path)."""
+        """Forgets everything but `changes` (tests, and the rebuild path)."""
 
     async def close(self) -> None: ...

@@ -248,37 +248,58 @@ def _one_value_each(request: Request) -> None:
         )
 
 
+@dataclass
+class _Kept:
+    changes: int | None  # the store's change count read before the answer was made
+    state: object
+    body: bytes
+
+
 class AnswerCache:
     """Answers of the read routes, as JSON, each kept with the state of the store it was made from (the newest
     entry of each log it reads: the logs only change by appends, which also do their trimming), so a
-    dashboard's refresh over an unchanged store costs a few one-entry reads (issue 17.6: 50 dashboards each
-    asked for 1 MB of prices, orders and fills every 2 s). The newest `size` URLs are kept, `max_bytes` in all;
-    a miss is made once however many requests wait for it. The cockpit's routes keep theirs here too, with
-    the books they were made from as their state."""
+    dashboard's refresh over an unchanged store costs one read (issue 17.6: 50 dashboards each asked for 1 MB
+    of prices, orders and fills every 2 s). First the store's change count (`Store.changes`): unchanged since
+    the answer was made, nothing it was made of changed. Else the route's own state, a few one-entry reads:
+    unchanged, the answer stands (a tick moves the count but not the order log). The newest `size` URLs are
+    kept, `max_bytes` in all; a miss is made once however many requests wait for it. The cockpit's routes keep
+    theirs here too, with the books they were made from as their state."""
 
     def __init__(self, size: int = 256, max_bytes: int = 48 * 2**20) -> None:
         self._size = size
         # The chart gives the API 384 MiB: a /market answer can be 1 MB, so the bytes kept are bounded too.
         self._max_bytes = max_bytes
         self._bytes = 0
-        self._answers: OrderedDict[str, tuple[object, bytes]] = OrderedDict()
+        self._answers: OrderedDict[str, _Kept] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def answer(self, url: str, state: object, build: Callable[[], Awaitable[BaseModel]]) -> Response:
-        async with self._locks.setdefault(url, asyncio.Lock()):
-            hit = self._answers.get(url)
-            if hit is None or hit[0] != state:
-                made = (state, (await build()).model_dump_json().encode())
-                self._bytes += len(made[1]) - (len(hit[1]) if hit is not None else 0)
-                self._answers[url] = hit = made
-            self._answers.move_to_end(url)
-            while len(self._answers) > self._size or (
-                self._bytes > self._max_bytes and len(self._answers) > 1
-            ):
-                old, (_, body) = self._answers.popitem(last=False)
-                self._bytes -= len(body)
-                self._locks.pop(old, None)
-        return Response(hit[1], media_type="application/json")
+    async def answer(
+        self,
+        url: str,
+        changes: int | None,
+        state: Callable[[], Awaitable[object]],
+        build: Callable[[], Awaitable[BaseModel]],
+    ) -> Response:
+        hit = self._answers.get(url)
+        if hit is None or changes is None or hit.changes != changes:
+            async with self._locks.setdefault(url, asyncio.Lock()):
+                hit = self._answers.get(url)
+                if hit is None or changes is None or hit.changes != changes:
+                    # Read before making the answer: a write meanwhile moves the count past what is kept.
+                    now = await state()
+                    if hit is None or hit.state != now:
+                        body = (await build()).model_dump_json().encode()
+                        self._bytes += len(body) - (len(hit.body) if hit is not None else 0)
+                        hit = _Kept(changes, now, body)
+                    else:
+                        hit = _Kept(changes, now, hit.body)
+                    self._answers[url] = hit
+        self._answers.move_to_end(url)
+        while len(self._answers) > self._size or (self._bytes > self._max_bytes and len(self._answers) > 1):
+            old, kept = self._answers.popitem(last=False)
+            self._bytes -= len(kept.body)
+            self._locks.pop(old, None)
+        return Response(hit.body, media_type="application/json")
 
 
 async def _newest(fetch: Callable[[StoreQuery], Awaitable[StorePage]]) -> str:
@@ -288,10 +309,13 @@ async def _newest(fetch: Callable[[StoreQuery], Awaitable[StorePage]]) -> str:
 
 
 async def _answer(
-    request: Request, state: Awaitable[object], build: Callable[[], Awaitable[BaseModel]]
+    request: Request,
+    store: Store,
+    state: Callable[[], Awaitable[object]],
+    build: Callable[[], Awaitable[BaseModel]],
 ) -> Response:
     cache: AnswerCache = request.app.state.answers
-    return await cache.answer(str(request.url), await state, build)
+    return await cache.answer(str(request.url), await store.changes(), state, build)
 
 
 router = APIRouter(responses=READ_ERRORS, dependencies=[Depends(_one_value_each)])
@@ -313,7 +337,7 @@ async def orders(request: Request, store: StoreDep, params: QueryDep) -> Respons
         items, cursor = await _records(store.orders, params.to_store(), OrderRequest)
         return OrderPage(items=items, next_cursor=cursor)
 
-    return await _answer(request, _newest(store.orders), build)
+    return await _answer(request, store, lambda: _newest(store.orders), build)
 
 
 @router.get("/fills", tags=["trading"], summary="Fills and refusals", response_model=FillPage)
@@ -322,7 +346,7 @@ async def fills(request: Request, store: StoreDep, params: QueryDep) -> Response
         items, cursor = await _records(store.fills, params.to_store(), Fill)
         return FillPage(items=items, next_cursor=cursor)
 
-    return await _answer(request, _newest(store.fills), build)
+    return await _answer(request, store, lambda: _newest(store.fills), build)
 
 
 @router.get("/signals", tags=["trading"], summary="Moving-average crosses")
@@ -356,7 +380,7 @@ async def bars(
         items, cursor = await _records(log, params.to_store(), ClosedBar)
         return BarPage(items=items, next_cursor=cursor)
 
-    return await _answer(request, _newest(log), build)
+    return await _answer(request, store, lambda: _newest(log), build)
 
 
 async def _marked_positions(store: Store, strategy: str | None, symbol: str | None) -> list[Position]:
@@ -568,17 +592,29 @@ def _cache(request: Request) -> BookCache:
 
 
 async def _book_answer(
-    request: Request, books: list[_Book], build: Callable[[], BaseModel], *, marked: bool
+    request: Request,
+    store: Store,
+    strategy: str | None,
+    build: Callable[[list[_Book]], BaseModel],
+    *,
+    marked: bool,
+    known: bool = True,
 ) -> Response:
-    """The JSON of `build()`, kept in the answer cache while none of `books` was made again (and, when
-    `marked`, while no position's P&L moved): serialising a strategy's closed trades took most of a request."""
-    state = tuple((b.made_from, (b.realized, b.unrealized, b.exposure) if marked else None) for b in books)
+    """The JSON of `build(books)`, kept in the answer cache while none of the books was made again (and, when
+    `marked`, while no position's P&L moved): serialising a strategy's closed trades took most of a request.
+    `known`: an unknown `strategy` answers 404 (else no books)."""
+    books: list[_Book] = []
+
+    async def state() -> object:
+        books[:] = await _books(request, store, strategy)
+        if known and strategy is not None and not books:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no strategy {strategy!r}")
+        return tuple((b.made_from, (b.realized, b.unrealized, b.exposure) if marked else None) for b in books)
 
     async def made() -> BaseModel:
-        return build()
+        return build(books)
 
-    cache: AnswerCache = request.app.state.answers
-    return await cache.answer(str(request.url), state, made)
+    return await _answer(request, store, state, made)
 
 
 async def _books(request: Request, store: Store, strategy: str | None) -> list[_Book]:
@@ -611,9 +647,8 @@ async def trade_list(
     are not open trades. From each strategy's newest 20,000 orders and fills. `limit` pages the closed trades
     (a busy strategy's are megabytes; `closed_total` counts them all); the profit per symbol and per day is
     over all of them (of `symbol`, when given)."""
-    books = await _books(request, store, strategy)
 
-    def build() -> Trades:
+    def build(books: list[_Book]) -> Trades:
         closed = sorted(
             (t for b in books for t in b.closed if symbol is None or t.symbol == symbol),
             key=lambda t: t.exit_ts,
@@ -627,7 +662,7 @@ async def trade_list(
             by_day=profit_by(closed, "day"),
         )
 
-    return await _book_answer(request, books, build, marked=False)
+    return await _book_answer(request, store, strategy, build, marked=False, known=False)
 
 
 @router.get(
@@ -638,9 +673,8 @@ async def trade_list(
 )
 async def summary_list(request: Request, store: StoreDep) -> Response:
     """P&L in currency and in percent of the initial cash; drawdown of the equity marked at every price."""
-    books = await _books(request, store, None)
 
-    def build() -> SummaryList:
+    def build(books: list[_Book]) -> SummaryList:
         items = [
             summary(
                 str(b.info["id"]), b.initial_cash, b.realized, b.unrealized, b.exposure, b.curve, b.closed
@@ -658,7 +692,7 @@ async def summary_list(request: Request, store: StoreDep) -> Response:
         )
         return SummaryList(items=items, total=total)
 
-    return await _book_answer(request, books, build, marked=True)
+    return await _book_answer(request, store, None, build, marked=True)
 
 
 @router.get(
@@ -671,14 +705,11 @@ async def summary_list(request: Request, store: StoreDep) -> Response:
 async def equity_marked(request: Request, store: StoreDep, strategy: str) -> Response:
     """Cash plus open positions at every price point of the strategy's symbols (the newest 5,000 of each):
     the curve a backtest of the same prices draws."""
-    books = await _books(request, store, strategy)
-    if not books:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no strategy {strategy!r}")
 
-    def build() -> MarkedEquity:
+    def build(books: list[_Book]) -> MarkedEquity:
         return MarkedEquity(strategy_id=strategy, points=with_drawdown(books[0].curve))
 
-    return await _book_answer(request, books, build, marked=False)
+    return await _book_answer(request, store, strategy, build, marked=False)
 
 
 @router.get("/prices", tags=["market"], summary="The last price of every symbol")
@@ -730,7 +761,7 @@ async def market(
         newest = (store.prices(sym, 1) for sym in symbol)
         return await asyncio.gather(_newest(store.orders), _newest(store.fills), *newest)
 
-    return await _answer(request, state(), build)
+    return await _answer(request, store, state, build)
 
 
 @router.get("/strategies", tags=["strategies"], summary="Registered strategies and whether they are halted")
@@ -896,8 +927,10 @@ async def events(
         merged.sort(key=lambda event: event.ts, reverse=True)
         return EventList(items=merged[:limit])
 
-    state = asyncio.gather(_newest(store.orders), _newest(store.fills), _newest(store.events))
-    return await _answer(request, state, build)
+    async def state() -> object:
+        return await asyncio.gather(_newest(store.orders), _newest(store.fills), _newest(store.events))
+
+    return await _answer(request, store, state, build)
 
 
 # How long a halt or resume waits for Kafka's acknowledgement before it answers 503 (not recorded).
