@@ -49,6 +49,12 @@ def test_conditions_of_other_types_are_kept_and_unknown_is_expressible() -> None
             False,
             (False, "RolloutPending"),
         ),
+        ({"spec": {"replicas": 1}, "metadata": {"generation": 1}}, False, (False, "Unavailable")),
+        (
+            {"spec": {"replicas": 0}, "metadata": {"generation": 1}, "status": {}},
+            False,
+            (False, "Unavailable"),
+        ),
         (
             {
                 "spec": {"replicas": 2},
@@ -231,3 +237,18 @@ def test_index_records_of_pods_and_jobs() -> None:
     assert BacktestJob.of(job, "tradebot.dev/backtest-hash") == BacktestJob(
         "j", "uid-j", "h", None, "TradingStrategy", "uid-s"
     )
+
+
+def test_a_new_deployment_reads_as_it_will_once_its_controller_reports() -> None:
+    """The reconcile handler writes Ready from the Deployment it just created; the controller's first reports
+    (observed, then a ReplicaSet's pod updated, none available) must not change the condition, or each one
+    is another status write (issue 17.7: at most 3 writes a resource)."""
+    created = {"spec": {"replicas": 1}, "metadata": {"generation": 1}}
+    reports = [
+        {**created, "status": {"observedGeneration": 1}},
+        {**created, "status": {"observedGeneration": 1, "updatedReplicas": 1, "replicas": 1}},
+    ]
+    first = status.deployment_readiness(created, suspended=False)
+    assert [status.deployment_readiness(d, suspended=False) for d in reports] == [first, first]
+    available = {**created, "status": {"observedGeneration": 1, "updatedReplicas": 1, "availableReplicas": 1}}
+    assert status.deployment_readiness(available, suspended=False).status is True

@@ -101,13 +101,16 @@ def deployment_readiness(deployment: Mapping[str, Any] | None, *, suspended: boo
     updated = int(status.get("updatedReplicas") or 0)
     generation = int(deployment.get("metadata", {}).get("generation") or 0)
     observed = int(status.get("observedGeneration") or 0)
-    if observed < generation:
+    # A Deployment just created is unavailable whatever its controller will say next: said so at once, the
+    # status is not written again when the controller first reports (issue 17.7: at most 3 writes a resource).
+    if observed < generation and observed > 0:
         return Condition(
             READY, False, "RolloutPending", "the Deployment controller has not seen the newest spec yet"
         )
-    if available >= want and updated >= want:
+    if observed == generation and available >= want and updated >= want:
         return Condition(READY, True, "Available", f"{available}/{want} replicas available")
-    return Condition(READY, False, "Unavailable", f"{available}/{want} replicas available, {updated} updated")
+    # Without the updated count, which moves through a rollout: one write when availability changes.
+    return Condition(READY, False, "Unavailable", f"{available}/{want} replicas available")
 
 
 def invalid_spec(message: str) -> Condition:
