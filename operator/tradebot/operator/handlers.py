@@ -58,7 +58,9 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **kwarg
     settings.persistence.finalizer = f"{render.GROUP}/finalizer"
     for selector in OWNED:
         settings.watching.label_selectors[selector] = f"app.kubernetes.io/managed-by={render.MANAGED_BY}"
-    settings.posting.level = logging.INFO
+    # kopf's own log lines become Events from WARNING up: its INFO ones ("Handler 'reconcile' succeeded")
+    # repeat the Events posted here, and each is a write (issue 17.7). They stay in the operator's log.
+    settings.posting.level = logging.WARNING
     settings.peering.standalone = True
     if memo.settings.namespaces:
         # Given namespaces by name, kopf needs no namespace or CRD watch (both cluster-scoped): the chart's
@@ -192,14 +194,15 @@ async def reconcile(
     try:
         async with memo.apply_lock:
             applied, deployment = await _apply_strategy(kube, body, name, namespace, parsed, settings)
+        # One Event for what was applied (an Event is a write: one a resource, not one an object).
+        objects = [f"{m['kind']} {m['metadata']['name']}" for m in applied if m["kind"] != "CronJob"]
+        if objects:
+            kopf.info(body, reason="Applied", message=f"{', '.join(objects)} applied")
         for manifest in applied:
-            kind, object_name = manifest["kind"], manifest["metadata"]["name"]
-            if kind == "CronJob":
+            if manifest["kind"] == "CronJob":
                 kopf.info(
                     body, reason="BacktestScheduled", message=f"backtests on '{manifest['spec']['schedule']}'"
                 )
-            else:
-                kopf.info(body, reason="Applied", message=f"{kind} {object_name} applied")
         if parsed.backtest is not None:
             started = await _ensure_backtest(kube, body, name, namespace, parsed, settings)
             if started is not None:
