@@ -58,9 +58,8 @@ async def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **kwarg
     settings.persistence.finalizer = f"{render.GROUP}/finalizer"
     for selector in OWNED:
         settings.watching.label_selectors[selector] = f"app.kubernetes.io/managed-by={render.MANAGED_BY}"
-    # kopf's own log lines become Events from WARNING up: its INFO ones ("Handler 'reconcile' succeeded")
-    # repeat the Events posted here, and each is a write (issue 17.7). They stay in the operator's log.
-    settings.posting.level = logging.WARNING
+    # kopf.info() posts only at this level; kopf's own log lines are not posted (posting.loggers is off).
+    settings.posting.level = logging.INFO
     settings.peering.standalone = True
     if memo.settings.namespaces:
         # Given namespaces by name, kopf needs no namespace or CRD watch (both cluster-scoped): the chart's
