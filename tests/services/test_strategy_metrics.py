@@ -57,6 +57,16 @@ async def test_counts_and_position_follow_the_ticks() -> None:
         committed = value("tradebot_strategy_transactions_total", result="committed")
         assert committed is not None
         assert committed >= 1.0
+        # Each committed batch times its whole and its part before the commit, which is within the whole.
+        batches = value("tradebot_strategy_batch_seconds_count")
+        assert batches == value("tradebot_strategy_process_seconds_count") == committed
+        whole, before_commit = (
+            value("tradebot_strategy_batch_seconds_sum"),
+            value("tradebot_strategy_process_seconds_sum"),
+        )
+        assert whole is not None
+        assert before_commit is not None
+        assert 0.0 < before_commit <= whole
     finally:
         shutdown.set()
         await task
