@@ -54,6 +54,9 @@ from tradebot.kit.metrics import ConsumerLagGauge, PerRegistry
 logger = logging.getLogger(__name__)
 
 
+BATCH_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
 def tick_cause(tick: Tick) -> str:
     """The tick as an order's cause (which seeds the order's id): the same tick gives the same cause, so a
     replay re-creates the same ids. The sequence number alone repeats when the source restarts it (a
@@ -108,7 +111,7 @@ class StrategyMetrics(PerRegistry):
             "Time to process one poll batch of ticks and commit its transaction.",
             ["strategy"],
             registry=r,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            buckets=BATCH_BUCKETS_S,
         )
         # The batch's share before the commit (its ticks, orders and state snapshot): the rest is Kafka's.
         self.process_seconds = Histogram(
@@ -116,7 +119,7 @@ class StrategyMetrics(PerRegistry):
             "Time to process one poll batch and produce its records, before the transaction's commit.",
             ["strategy"],
             registry=r,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            buckets=BATCH_BUCKETS_S,
         )
         self.bars = Counter(
             "tradebot_strategy_bars", "Bars closed (and published to bars).", ["strategy"], registry=r
