@@ -6,7 +6,6 @@ kept); `new` is `ExecutorRunner.rebuild` (positions, then a bounded tail of `fil
 
 from __future__ import annotations
 
-import resource
 import sys
 import time
 
@@ -20,10 +19,17 @@ from tradebot.executor.broker import PaperBroker
 from tradebot.executor.runner import ExecutorMetrics, ExecutorRunner
 
 
+def peak_rss_kib() -> int:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries it over exec from the parent, and make
+    bench's pytest process holds gigabytes of earlier benchmarks' bars (every probe read 2.8 GB, +0 MB)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+
+
 def main(bootstrap: str, mode: str) -> None:
     bus = KafkaBus(bootstrap)
     broker = PaperBroker(Costs(commission_pct=0.1))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak_rss_kib()
     started = time.monotonic()
     if mode == "legacy":
         seen: set[str] = set()
@@ -40,7 +46,7 @@ def main(bootstrap: str, mode: str) -> None:
         runner.rebuild()
         remembered = len(broker.seen)
     took = time.monotonic() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    peak = peak_rss_kib()
     print(f"{took:.2f} {peak / 1024:.0f} {(peak - base) / 1024:.0f} {len(broker.books)} {remembered}")
     bus.close()
 

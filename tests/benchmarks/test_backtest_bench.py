@@ -22,7 +22,6 @@ import pytest
 from tradebot.backtest.data import synthetic_ohlcv
 from tradebot.backtest.engine import BacktestConfig
 from tradebot.backtest.kernel import Arrays, run_kernel
-from tradebot.backtest.sweep import run_sweep
 from tradebot.core.costs import Costs
 from tradebot.core.params import StrategyParams
 
@@ -139,16 +138,28 @@ def test_single_backtest_speed(n_bars: int) -> None:
 
 
 def peak_rss_of_backtest(bars: pd.DataFrame) -> float:
-    return peak_rss_of(bars, "result = run_kernel(arrays, CONFIG)\nprint(len(result.trades))")
+    return peak_rss_of(bars, "result = run_kernel(arrays, CONFIG)\nprint(len(result.trades))")[-1]
 
 
-def peak_rss_of_sweep(bars: pd.DataFrame, grid: dict[str, list[int]]) -> float:
-    return peak_rss_of(bars, f"result = run_sweep(arrays, CONFIG, {grid!r})\nprint(len(result.table))")
+def sweep_in_a_process(
+    bars: pd.DataFrame, grid: dict[str, list[int]]
+) -> tuple[int, bool, float, float, float]:
+    """The sweep of `grid` in a process of its own, as a user runs it (make bench's pytest process holds
+    gigabytes of earlier benchmarks' bars and vectorbt's threads: the same sweep took 40% more CPU in it):
+    (combinations, whether any Sharpe is finite, seconds, CPU-seconds, peak RSS MB)."""
+    warm = "small = Arrays(*(getattr(arrays, f.name)[:2000] for f in dataclasses.fields(Arrays)))\n"
+    warm += "run_sweep(small, CONFIG, {'short_window': [5], 'long_window': [60]})"
+    work = f"result = run_sweep(arrays, CONFIG, {grid!r}, metric='sharpe')\n"
+    work += "print(len(result.table), int(np.isfinite(result.table['sharpe']).any()))"
+    out = peak_rss_of(bars, work, warm)
+    combos, finite, seconds, cpu, peak = out[-5:]
+    return int(combos), bool(finite), seconds, cpu, peak
 
 
-def peak_rss_of(bars: pd.DataFrame, work: str) -> float:
-    """Peak RSS (MB) of a separate process that loads `bars` from .npy files and runs `work` on
-    `arrays` (generating the synthetic series here needs temporaries a real run from a file would not)."""
+def peak_rss_of(bars: pd.DataFrame, work: str, warm: str = "") -> list[float]:
+    """A separate process that loads `bars` from .npy files, runs `warm` (compiling, untimed), then `work` on
+    `arrays` (generating the synthetic series here needs temporaries a real run from a file would not): what
+    `work` printed, then its seconds, its CPU-seconds and the process's peak RSS (MB)."""
     import subprocess
     import sys
     import tempfile
@@ -178,13 +189,17 @@ ts, o, h, l, c = (np.load(f"{path}/{{name}}.npy") for name in ("ts", "open", "hi
 index = pd.DatetimeIndex(ts.view("datetime64[ns]"), tz="UTC")
 arrays = Arrays(index=index, open=o, high=h, low=l, close=c, day=ts // (86_400 * 10**9))
 del ts
+import dataclasses, os, time
+{warm}
+started, cpu = time.perf_counter(), os.times()
 {work}
+took, done = time.perf_counter() - started, os.times()
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (big) parent.
 hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0].split()[1]
-print(int(hwm) / 1024)
+print(took, done.user - cpu.user + done.system - cpu.system, int(hwm) / 1024)
 """
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        return float(out.stdout.split()[-1])
+        return [float(value) for value in out.stdout.split()]
 
 
 def test_sweep_speed() -> None:
@@ -194,16 +209,8 @@ def test_sweep_speed() -> None:
     shorts = list(range(5, 55, 2))  # 25
     longs = list(range(60, 260, 5))  # 40 -> 1,000 combinations
     grid = {"short_window": shorts, "long_window": longs}
-    arrays = Arrays.from_frame(bars)
-    run_sweep(
-        arrays.__class__.from_frame(bars.iloc[:2000]), CONFIG, {"short_window": [5], "long_window": [60]}
-    )
-    start, cpu_start = time.perf_counter(), os.times()
-    result = run_sweep(arrays, CONFIG, grid, metric="sharpe")
-    t_ours, cpu_end = time.perf_counter() - start, os.times()
     # On a shared machine the wall-clock rate says how busy it was; the rate per CPU-second does not.
-    t_cpu = cpu_end.user - cpu_start.user + cpu_end.system - cpu_start.system
-    combos = len(result.table)
+    combos, finite, t_ours, t_cpu, peak = sweep_in_a_process(bars, grid)
     assert combos == len(shorts) * len(longs)
 
     # vectorbt's own sweep idiom: one wide run over window pairs (columns), on a sample of the grid
@@ -217,17 +224,16 @@ def test_sweep_speed() -> None:
     vbt_combos = len(pairs)
     ours_rate = combos * n_bars / t_ours
     vbt_rate = vbt_combos * n_bars / t_vbt
-    peak = peak_rss_of_sweep(bars, grid)
     print(
         f"\n== sweep of {combos:,} combinations over {n_bars:,} bars, {os.cpu_count()} cores ==\n"
-        f"tradebot  {t_ours:8.2f} s  {ours_rate:16,.0f} bar-combinations/s"
+        f"tradebot  {t_ours:8.2f} s  {ours_rate:16,.0f} bar-combinations/s (a process of its own)"
         f"  ({ours_rate / SWEEP_TARGET:.2f}x the target of {SWEEP_TARGET:,.0f})\n"
         f"          {t_cpu:8.2f} CPU-s  {combos * n_bars / t_cpu:16,.0f} bar-combinations per CPU-second"
         f" (load average {os.getloadavg()[0]:.1f})\n"
         f"vectorbt  {t_vbt:8.2f} s for {vbt_combos} combinations  {vbt_rate:16,.0f} bar-combinations/s\n"
         f"ratio     tradebot is {ours_rate / vbt_rate:,.1f}x vectorbt per bar-combination\n"
-        f"peak RSS of a separate process loading the bars and sweeping them: {peak:,.0f} MB"
+        f"peak RSS of that process, which loaded the bars and swept them: {peak:,.0f} MB"
         f" (limit {SWEEP_MEMORY_LIMIT_MB:,} MB)"
     )
-    assert np.isfinite(result.table["sharpe"]).any()
+    assert finite
     assert peak < SWEEP_MEMORY_LIMIT_MB, f"peak RSS {peak:.0f} MB"
