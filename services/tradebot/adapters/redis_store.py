@@ -43,7 +43,8 @@ import functools
 import inspect
 import json
 import re
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
@@ -319,6 +320,14 @@ class RedisStore:
         self._index_log = self._redis.register_script(_INDEX_LOG)
         self._entry_json = self._redis.register_script(_ENTRY_JSON)
 
+    @asynccontextmanager
+    async def _counted(self, *, transaction: bool = True) -> AsyncIterator[Any]:
+        """A pipeline for a write; its last command moves the change count on (Store.changes), so a reader that
+        sees the count sees the write."""
+        async with self._redis.pipeline(transaction=transaction) as pipe:
+            yield pipe
+            await pipe.incr(self._key(CHANGES)).execute()
+
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
 
@@ -331,9 +340,8 @@ class RedisStore:
     # Prices.
 
     async def set_last_price(self, symbol: str, price: float, ts: datetime) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._counted() as pipe:
             pipe.hset(self._key("price", "last"), symbol, json.dumps([price, ts.isoformat()]))
-            await pipe.incr(self._key(CHANGES)).execute()
 
     async def last_prices(self) -> dict[str, tuple[float, datetime]]:
         raw: dict[str, str] = await self._redis.hgetall(self._key("price", "last"))
@@ -353,12 +361,11 @@ class RedisStore:
         if not points:
             return
         key = self._key("prices", symbol)
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self._counted(transaction=False) as pipe:
             for price, ts in points[-maxlen:]:
                 pipe.xadd(
                     key, {"price": repr(float(price)), "ts": ts.isoformat()}, maxlen=maxlen, approximate=False
                 )
-            await pipe.incr(self._key(CHANGES)).execute()  # last: a reader that saw it sees the points
 
     async def prices(self, symbol: str, limit: int = 1000) -> list[tuple[datetime, float]]:
         entries = await self._redis.xrevrange(self._key("prices", symbol), count=limit)
@@ -476,14 +483,13 @@ class RedisStore:
         return await self._query(self._key("bars", timeframe), query, indexed=False)
 
     async def append_equity(self, strategy_id: str, ts: datetime, equity: float, maxlen: int = 10000) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._counted() as pipe:
             pipe.xadd(
                 self._key("equity", strategy_id),
                 {"equity": repr(float(equity)), "ts": ts.isoformat()},
                 maxlen=maxlen,
                 approximate=False,
             )
-            await pipe.incr(self._key(CHANGES)).execute()
 
     async def equity_curve(self, strategy_id: str, limit: int = 1000) -> list[tuple[datetime, float]]:
         entries = await self._redis.xrevrange(self._key("equity", strategy_id), count=limit)
@@ -492,9 +498,8 @@ class RedisStore:
     # Strategies.
 
     async def register_strategy(self, strategy_id: str, info: dict[str, Any]) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._counted() as pipe:
             pipe.hset(self._key("strategies"), strategy_id, json.dumps(info))
-            await pipe.incr(self._key(CHANGES)).execute()
 
     async def strategies(self) -> list[dict[str, Any]]:
         raw: dict[str, str] = await self._redis.hgetall(self._key("strategies"))
@@ -502,12 +507,11 @@ class RedisStore:
         return [{"id": sid, **json.loads(raw[sid]), "halted": sid in halted} for sid in sorted(raw)]
 
     async def set_halted(self, strategy_id: str, halted: bool) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._counted() as pipe:
             if halted:
                 pipe.sadd(self._key("halted"), strategy_id)
             else:
                 pipe.srem(self._key("halted"), strategy_id)
-            await pipe.incr(self._key(CHANGES)).execute()
 
     async def changes(self) -> int | None:
         value = await self._redis.get(self._key(CHANGES))
