@@ -11,6 +11,8 @@ import argparse
 import contextlib
 import faulthandler
 import importlib
+import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -21,6 +23,9 @@ class Command(NamedTuple):
     name: str
     help: str
     module: str
+    # A one-shot computation: run as a program, it exits once its output is flushed, without tearing
+    # down what it built (freeing a 10M-bar backtest's arrays and modules one by one takes 0.3 s).
+    batch: bool = False
 
 
 # Add a command by adding a row; keep them in the order a user meets them.
@@ -49,7 +54,12 @@ COMMANDS: tuple[Command, ...] = (
         "tradebot.notifier.command",
     ),
     Command("dashboard", "Streamlit dashboard over the API", "tradebot.dashboard.command"),
-    Command("backtest", "backtest the crossover strategy over a CSV", "tradebot.backtest.command"),
+    Command(
+        "backtest",
+        "backtest the crossover strategy over a CSV or Parquet file",
+        "tradebot.backtest.command",
+        batch=True,
+    ),
     Command(
         "sweep",
         "backtest a grid of parameters in parallel, ranked; optionally walk-forward",
@@ -95,7 +105,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"tradebot {command.name}", description=command.help)
     module.build_parser(parser)
     parsed = parser.parse_args(args[1:])
-    return int(module.run(parsed))
+    if argv is None and hasattr(module, "as_program"):
+        module.as_program()  # what only a process of its own may change (its imports, say)
+    code = int(module.run(parsed))
+    if command.batch and argv is None:  # a program, not a call from other Python code
+        exit_at_once(code)
+    return code
+
+
+def exit_at_once(code: int) -> None:
+    """Flush what was written and end the process now: no atexit handlers, no object teardown."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -430,3 +430,37 @@ def test_result_tables_show_counts_as_integers_and_every_column_whole(
     cells = [cell.strip() for cell in fold.strip("│").split("│")]
     assert cells[5:7] in (["10", "40"], ["10", "20"], ["5", "20"], ["5", "40"], ["15", "20"], ["15", "40"])
     assert cells[-1].isdigit()  # out-of-sample trades: an integer
+
+
+def test_the_program_writes_its_whole_result_through_a_pipe_and_exits_with_its_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tradebot backtest` run as a program ends the process as soon as its output is flushed (no
+    teardown of its arrays): every byte of a large result still arrives through a pipe, equal to the
+    in-process call's, and an error still exits 2 with its message."""
+    import subprocess
+    import sys
+
+    data = write_ohlcv_csv(synthetic_ohlcv(50_000, seed=3, freq="1min"), tmp_path / "bars.csv")
+    program = [
+        sys.executable,
+        "-c",
+        "import sys; from tradebot.cli import main; sys.exit(main())",
+        "backtest",
+    ]
+    flags = ["--short-window", "5", "--long-window", "12", "--timeframe", "tick", "--json"]
+    done = subprocess.run(
+        [*program, "--data", str(data), *flags], capture_output=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    result = json.loads(done.stdout)
+    assert result["stats"]["n_trades"] == len(result["trades"]) > 1_000
+    code, out, _ = run_cli(capsys, "backtest", "--data", str(data), *flags)
+    assert code == 0
+    assert json.loads(out) == result
+    missing = str(tmp_path / "missing.csv")
+    failed = subprocess.run(
+        [*program, "--data", missing, *flags], capture_output=True, timeout=300, check=False
+    )
+    assert failed.returncode == 2
+    assert missing.encode() in failed.stderr

@@ -212,6 +212,41 @@ def test_parquet_ticks_and_round_trips(tmp_path: Path) -> None:
     )
 
 
+def test_parquet_of_many_row_groups_reads_every_row_in_order(tmp_path: Path) -> None:
+    """Read one row group at a time into arrays allocated once: every row lands in its place whatever the
+    row groups' and Arrow's chunk sizes, integer prices become floats, and an empty cell in a later row
+    group is still named by its row."""
+    n = 10_000
+    stamps = 1704067200_000_000 + 60_000_000 * np.arange(n, dtype=np.int64)
+    price = np.arange(n, dtype=np.int64) + 100
+    table = pa.table(
+        {
+            "timestamp": pa.array(stamps, type=pa.timestamp("us")),
+            "open": pa.array(price),
+            "high": pa.array(price + 1),
+            "low": pa.array(price.astype(np.float32)),
+            "close": pa.array(price.astype(np.float64)),
+        }
+    )
+    path = tmp_path / "groups.parquet"
+    pq.write_table(table, path, row_group_size=777)
+    assert pq.ParquetFile(path).num_row_groups == 13
+    data = load_market_data(path)
+    assert isinstance(data, Bars)
+    assert np.array_equal(data.ts, stamps * 1_000)
+    assert data.open.dtype == np.float64
+    assert np.array_equal(data.open, price.astype(np.float64))
+    assert np.array_equal(data.high, price + 1.0)
+    assert np.array_equal(data.low, data.close)
+    assert data.volume.tolist() == [0.0] * n
+
+    with_gap = table.set_column(4, "close", pa.array([*price[:9_000], None, *price[9_001:]], pa.float64()))
+    pq.write_table(with_gap, path, row_group_size=777)
+    with pytest.raises(DataError, match=r"row 9001: close is empty") as info:
+        load_market_data(path)
+    assert (info.value.row, info.value.column) == (9_001, "close")
+
+
 def parquet_bars(tmp_path: Path, **overrides: list[object]) -> Path:
     columns: dict[str, list[object]] = {
         "timestamp": [1704067200 + 60 * i for i in range(4)],

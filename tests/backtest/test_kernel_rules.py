@@ -213,14 +213,14 @@ def kernel_inputs() -> tuple[Arrays, np.ndarray, np.ndarray, KernelSetup]:
 
 def test_the_kernel_reads_its_records_by_field_name() -> None:
     arrays, short_ma, long_ma, setup = kernel_inputs()
-    expected = SIMULATE(arrays.kernel_bars(), short_ma, long_ma, setup, True)
+    expected = SIMULATE(arrays.kernel_bars(setup.rules), short_ma, long_ma, setup, True)
     assert len(expected.trades) > 50
     reversed_setup: Any = ReversedSetup(
         **{**setup._asdict(), "rules": ReversedRules(**setup.rules._asdict())}
     )
     # The kernel without its on-disk cache: a type from this module in the cache's index would
     # make every later process that loads the index need `tests` importable.
-    run = kernel._simulate(arrays.kernel_bars(), short_ma, long_ma, reversed_setup, True)
+    run = kernel._simulate(arrays.kernel_bars(setup.rules), short_ma, long_ma, reversed_setup, True)
     assert run.summary == expected.summary
     np.testing.assert_array_equal(run.trades, expected.trades)
     np.testing.assert_array_equal(run.equity, expected.equity)

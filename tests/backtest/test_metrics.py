@@ -279,6 +279,62 @@ def test_drawdown_properties(values: list[float]) -> None:
     assert stats["max_drawdown_pct"] == pytest.approx(dd.min() * 100)
 
 
+def vectorised_curve_statistics(equity: np.ndarray, initial: float) -> dict[str, float]:
+    """The curve statistics by their numpy definitions (whole-curve temporaries): what the one-pass
+    compiled loop must agree with."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = np.concatenate(([equity[0] / initial], equity[1:] / equity[:-1])) - 1.0
+    dd = drawdown_series(equity, initial=initial)
+    under = np.concatenate(([0], (dd < 0).astype(np.int8), [0]))
+    edges = np.diff(under)
+    peaks = np.maximum(np.flatnonzero(edges == 1) - 1, 0)
+    recoveries = np.minimum(np.flatnonzero(edges == -1), len(equity) - 1)
+    longest = int(np.argmax(recoveries - peaks)) if len(peaks) else -1
+    return {
+        "mean": float(returns.mean()),
+        "std": float(returns.std(ddof=1)) if len(returns) > 1 else math.nan,
+        "downside": float(np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2))),
+        "max_drawdown": min(float(dd.min()), 0.0),
+        "peak_bar": int(peaks[longest]) if longest >= 0 else 0,
+        "recovery_bar": int(recoveries[longest]) if longest >= 0 else 0,
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(min_value=1.0, max_value=1e6, allow_nan=False), min_size=1, max_size=300),
+    st.floats(min_value=1.0, max_value=1e6),
+    st.booleans(),
+)
+def test_one_pass_curve_statistics_match_their_vectorised_definitions(
+    values: list[float], initial: float, repeats: bool
+) -> None:
+    """The statistics `compute_stats` reads from the curve come from one compiled pass (no curve-sized
+    temporaries): the same returns' mean, sample std and downside, the same deepest drawdown, and the
+    same longest underwater spell (the first of equally long ones) as the vectorised definitions."""
+    from tradebot.backtest.metrics import _curve_stats
+
+    equity = np.repeat(np.asarray(values), 3) if repeats else np.asarray(values)  # flat stretches
+    got = _curve_stats(equity, initial)
+    want = vectorised_curve_statistics(equity, initial)
+    assert got.returns_finite
+    assert got.mean_return == pytest.approx(want["mean"], rel=1e-9, abs=1e-12)
+    if len(equity) > 1:
+        assert got.std_return == pytest.approx(want["std"], rel=1e-7, abs=1e-12)
+    assert got.downside == pytest.approx(want["downside"], rel=1e-9, abs=1e-12)
+    assert got.max_drawdown == want["max_drawdown"]
+    assert (got.peak_bar, got.recovery_bar) == (want["peak_bar"], want["recovery_bar"])
+
+
+def test_one_pass_curve_statistics_of_a_blown_account() -> None:
+    from tradebot.backtest.metrics import _curve_stats
+
+    got = _curve_stats(np.array([100.0, 0.0, 0.0, 50.0]), 100.0)
+    assert not got.returns_finite  # 0 / 0: the ratios are left undefined
+    assert got.max_drawdown == -1.0
+    assert (got.peak_bar, got.recovery_bar) == (0, 3)
+
+
 def test_ten_million_bars() -> None:
     # Their speed is measured by `make bench` (tests/benchmarks/test_whole_process_bench.py).
     n = 10_000_000

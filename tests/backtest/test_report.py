@@ -9,6 +9,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from rich.console import Console
@@ -22,6 +23,7 @@ from tradebot.backtest.report import (
     plot_sweep_heatmap,
     print_report,
     render_stats_table,
+    result_json,
     result_to_json,
 )
 
@@ -111,6 +113,61 @@ def test_json_replaces_nan_and_inf_with_null() -> None:
     assert doc["trades"] == [
         {"entry_time": "2024-01-01T00:00:00+00:00", "exit_time": None, "return_pct": None}
     ]
+
+
+def dict_per_trade(trades: pd.DataFrame) -> list[dict[str, object]]:
+    """The trades as one plain dict each, converted value by value: what the encoder must equal."""
+
+    def plain(value: object) -> object:
+        if value is pd.NaT or value is None:
+            return None
+        if isinstance(value, pd.Timestamp):
+            return value.tz_convert("UTC").isoformat() if value.tzinfo else value.isoformat() + "+00:00"
+        return value.item() if isinstance(value, np.generic) else value
+
+    return [{str(k): plain(v) for k, v in row.items()} for row in trades.to_dict("records")]
+
+
+@pytest.mark.parametrize("indent", [True, False])
+def test_json_trades_are_byte_for_byte_what_orjson_writes_for_a_dict_per_trade(
+    run: Run, indent: bool
+) -> None:
+    """The trade array is put together from each column's encoded values (no dict per trade): it must be
+    exactly orjson's text for the dicts, with times in seconds, microseconds and nanoseconds, NaT, NaN,
+    inf, negative zero, tiny and huge floats, integers, booleans, text with quotes and commas, None."""
+    _, _, _, _, trades = run
+    trades = trades.copy()
+    n = len(trades)
+    odd = np.array([np.nan, np.inf, -0.0, 5e-324, 1e22, 0.1 + 0.2, -1.5e-7], dtype=np.float64)
+    trades["return_pct"] = np.resize(odd, n)
+    trades["exit_time"] = trades["exit_time"].where(np.arange(n) % 4 != 1)  # NaT
+    # A column is written at one unit, the coarsest that keeps each of its times exact (as isoformat()
+    # writes a time whose microseconds, or nanoseconds, are not zero).
+    trades["entry_time"] = trades["entry_time"] + pd.to_timedelta((np.arange(n) + 1) * 1_001, unit="us")
+    trades["naive_time"] = pd.to_datetime(np.arange(n) * 7 + 1_700_000_000_000_000_123, unit="ns")
+    edges = [
+        "1969-12-31T23:59:59.5",
+        "1900-02-28T12:00:00.25",
+        "1677-09-22T00:00:00.000007",
+        "2262-04-10T01:02:03.4",
+    ]
+    far_times = pd.to_datetime(edges, format="ISO8601")
+    trades["old_time"] = np.resize(far_times.to_numpy(), n)
+    trades["all_nat"] = pd.Series([pd.NaT] * n, dtype="datetime64[ns]")
+    trades["won"] = trades["pnl"].to_numpy() > 0
+    trades["note"] = np.resize(np.array(['say "hi", then go', "plain", None, "ünï"], dtype=object), n)
+    trades["count"] = np.arange(n, dtype=np.int32) - 3
+    stats = {"n_trades": n, "start": "2024-01-01T00:00:00+00:00", "odd": 'the "trades": [] key'}
+    params = {"short_window": 5, "name": "ma"}
+    option = orjson.OPT_INDENT_2 if indent else 0
+    expected = orjson.dumps(
+        {"stats": stats, "trades": dict_per_trade(trades), "params": params}, option=option
+    )
+    assert result_json(stats, trades, params, indent=indent) == expected
+    one = trades.iloc[:1]
+    assert result_json(stats, one, params, indent=indent) == orjson.dumps(
+        {"stats": stats, "trades": dict_per_trade(one), "params": params}, option=option
+    )
 
 
 def test_json_with_no_trades() -> None:

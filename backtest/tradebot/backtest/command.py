@@ -98,10 +98,10 @@ class Profile:
         return "tradebot backtest profile: " + ", ".join(parts)
 
 
-def _warm_up() -> None:
+def _warm_up(json_out: bool) -> None:
     """Runs on a thread while the main thread reads the file (pyarrow's reader releases the GIL): imports
     the numerical stack (pandas, numba, the kernel) and backtests a few constant bars, so that numba has
-    loaded the compiled kernel before the real run. Its machine code depends on the argument types only,
+    loaded the compiled kernel (and, for `--json`, the trade table's encoder) before the real run. Its machine code depends on the argument types only,
     which are the same for every config."""
     import numpy as np
     import pandas as pd
@@ -114,7 +114,20 @@ def _warm_up() -> None:
     index = pd.date_range("2024-01-01", periods=n, freq="1min", tz="UTC", name="ts")
     bars = pd.DataFrame(dict.fromkeys(("open", "high", "low", "close", "volume"), np.ones(n)), index=index)
     with contextlib.suppress(Exception):  # only a head start: the real run reports any problem itself
-        run_backtest(bars, BacktestConfig(StrategyParams(short_window=2, long_window=3)))
+        result = run_backtest(bars, BacktestConfig(StrategyParams(short_window=2, long_window=3)))
+        if json_out:
+            from tradebot.backtest.jsonrows import rows_json
+
+            rows_json(result.trades.iloc[:0].reindex([0]), indent=True)  # loads the compiled interleave
+
+
+def as_program() -> None:
+    """Run as a program (`tradebot backtest`), not called from other Python code: numba, when it loads
+    its implementations, probes SciPy's BLAS for `np.dot` and `np.linalg` in compiled code, which a
+    backtest never calls. Where SciPy is installed that probe imports `scipy.linalg` (0.13 s of the
+    warm-up, on the path of every run); marked absent, numba goes without BLAS. Only for this process:
+    in someone else's process, later code may need both."""
+    sys.modules.setdefault("scipy.linalg.cython_blas", None)  # type: ignore[arg-type]
 
 
 def _error(message: object) -> int:
@@ -124,7 +137,7 @@ def _error(message: object) -> int:
 
 def run(args: argparse.Namespace) -> int:
     profile = Profile()
-    warm_up = threading.Thread(target=_warm_up, name="warm-up", daemon=True)
+    warm_up = threading.Thread(target=_warm_up, args=(bool(args.json),), name="warm-up", daemon=True)
     warm_up.start()
     try:
         code = _run(args, profile, warm_up)
@@ -226,7 +239,9 @@ def _backtest(
         if args.json:
             out = sys.stdout
             out.flush()
-            out.buffer.write(report.result_json(result.stats, result.trades, result.params_dict()) + b"\n")
+            for part in report.result_json_parts(result.stats, result.trades, result.params_dict()):
+                out.buffer.write(part)
+            out.buffer.write(b"\n")
             out.buffer.flush()
         else:
             report.print_report(result.stats, result.trades, setup=result.setup_line())

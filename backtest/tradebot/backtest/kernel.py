@@ -23,6 +23,7 @@ every process that loads the index must be able to import them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import math
@@ -494,23 +495,49 @@ class Arrays:
     high: np.ndarray
     low: np.ndarray
     close: np.ndarray
-    day: np.ndarray
+    nanos: np.ndarray  # epoch nanoseconds (UTC) of each bar
 
     @classmethod
     def from_frame(cls, bars: pd.DataFrame) -> Arrays:
         index = pd.DatetimeIndex(bars.index)
-        nanos = index.as_unit("ns").to_numpy(dtype="datetime64[ns]").view(np.int64)
-        return cls(
-            index=index,
-            open=np.ascontiguousarray(bars["open"].to_numpy(dtype=np.float64)),
-            high=np.ascontiguousarray(bars["high"].to_numpy(dtype=np.float64)),
-            low=np.ascontiguousarray(bars["low"].to_numpy(dtype=np.float64)),
-            close=np.ascontiguousarray(bars["close"].to_numpy(dtype=np.float64)),
-            day=np.floor_divide(nanos, 86_400 * 10**9),
+        # `as_unit` copies (and converts) even an index already in nanoseconds: 0.17 s for 10M bars.
+        nanos = (index if index.unit == "ns" else index.as_unit("ns")).asi8  # type: ignore[attr-defined]
+        return cls.of(
+            index,
+            nanos,
+            *(bars[name].to_numpy(dtype=np.float64) for name in ("open", "high", "low", "close")),
         )
 
-    def kernel_bars(self) -> KernelBars:
-        return KernelBars(open=self.open, high=self.high, low=self.low, close=self.close, day=self.day)
+    @classmethod
+    def of(
+        cls,
+        index: pd.DatetimeIndex,
+        nanos: np.ndarray,
+        open_: np.ndarray,
+        high: np.ndarray,
+        low: np.ndarray,
+        close: np.ndarray,
+    ) -> Arrays:
+        """Columns as they are (copied only if not contiguous float64), without a frame around them."""
+
+        def column(values: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(values, dtype=np.float64)
+
+        return cls(index, column(open_), column(high), column(low), column(close), nanos)
+
+    @functools.cached_property
+    def day(self) -> np.ndarray:
+        """UTC day number of each bar: made the first time a run tracks the daily-loss limit."""
+        days: np.ndarray = np.floor_divide(self.nanos, 86_400 * 10**9)
+        return days
+
+    def kernel_bars(self, rules: Rules) -> KernelBars:
+        # A run without the daily-loss limit never reads the day numbers: one stands in for them.
+        day = self.day if tracks_daily_loss(rules) else _NO_DAYS
+        return KernelBars(open=self.open, high=self.high, low=self.low, close=self.close, day=day)
+
+
+_NO_DAYS = np.zeros(1, dtype=np.int64)
 
 
 def moving_averages(arrays: Arrays, config: BacktestConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -526,7 +553,8 @@ def simulate(
 ) -> KernelRun:
     """One run of the kernel (what `run_kernel` and every sweep combination do); `record` keeps the
     equity curve and the trade table, not only the summary."""
-    return SIMULATE(arrays.kernel_bars(), short_ma, long_ma, KernelSetup.of(config), record)
+    setup = KernelSetup.of(config)
+    return SIMULATE(arrays.kernel_bars(setup.rules), short_ma, long_ma, setup, record)
 
 
 def run_kernel(bars: pd.DataFrame | Arrays, config: BacktestConfig) -> RawResult:

@@ -1,7 +1,7 @@
 """Backtest reports: JSON, rich terminal tables and matplotlib PNG charts.
 
-JSON is encoded by orjson straight from the trade table's column arrays (no per-cell Python
-conversion), so a million trades write in about a second. rich and matplotlib are imported by the
+JSON is encoded by orjson; the trades by `jsonrows` from the trade table's column arrays (no dict per
+trade), the same bytes orjson writes for the dicts. rich and matplotlib are imported by the
 functions that use them: `tradebot backtest --json` never loads either.
 
 Charts use the object-oriented matplotlib API (`Figure` + `FigureCanvasAgg`), so no display and no
@@ -12,17 +12,18 @@ it is saved.
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 import orjson
 import pandas as pd
 
+from tradebot.backtest.jsonrows import jsonable as _jsonable
+from tradebot.backtest.jsonrows import rows_json_parts
 from tradebot.backtest.metrics import drawdown_series
 
 if TYPE_CHECKING:
@@ -82,80 +83,19 @@ STAT_GROUPS: dict[str, tuple[str, ...]] = {
 # ------------------------------------------------------------------------------------------------- JSON
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types: numpy scalars/arrays unwrapped, timestamps ISO-8601, NaN/inf/NaT -> None."""
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray | pd.Index | pd.Series):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
-    if value is pd.NaT:
-        return None
-    if isinstance(value, pd.Timestamp | dt.datetime | dt.date):
-        return value.isoformat()
-    if isinstance(value, np.datetime64):
-        return None if np.isnat(value) else pd.Timestamp(value).isoformat()
-    if isinstance(value, pd.Timedelta | dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
-
-
-def _iso_utc(values: np.ndarray) -> list[str | None]:
-    """ISO-8601 strings like `Timestamp.isoformat()` for UTC (``+00:00``), None for NaT; vectorised."""
-    stamps: npt.NDArray[np.datetime64] = values.astype("datetime64[ns]")
-    ns = stamps.view(np.int64)
-    valid = ~np.isnat(stamps)
-    unit: Literal["s", "us", "ns"] = "ns"
-    units: tuple[tuple[Literal["s", "us"], int], ...] = (("s", 1_000_000_000), ("us", 1_000))
-    for candidate, size in units:
-        if not np.any(ns[valid] % size):
-            unit = candidate
-            break
-    text: list[str] = np.datetime_as_string(stamps, unit=unit).tolist()
-    if valid.all():
-        return [stamp + "+00:00" for stamp in text]
-    return [stamp + "+00:00" if ok else None for stamp, ok in zip(text, valid.tolist(), strict=True)]
-
-
-def _column_values(column: pd.Series) -> list[Any]:
-    """One trade column as plain values orjson encodes directly: ISO strings for times, floats and ints
-    as they are (orjson writes NaN and inf as null), strings as they are, anything else made JSON-able."""
-    dtype = column.dtype
-    if isinstance(dtype, pd.DatetimeTZDtype):
-        return _iso_utc(column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy())
-    if pd.api.types.is_datetime64_dtype(dtype):
-        return _iso_utc(column.to_numpy())
-    values = column.tolist()
-    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_float_dtype(dtype):
-        return values
-    if pd.api.types.is_integer_dtype(dtype) or pd.api.types.infer_dtype(column, skipna=False) == "string":
-        return values
-    return [_jsonable(value) for value in values]
-
-
-def _trade_records(trades: pd.DataFrame) -> list[dict[str, Any]]:
-    columns = [str(c) for c in trades.columns]
-    values = [_column_values(trades[c]) for c in trades.columns]
-    # Hundreds of thousands of new dicts would set off the cyclic garbage collector again and again
-    # (each pass scanning every dict made so far); they hold only strings and numbers: no cycles.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
-    finally:
-        if collecting:
-            gc.enable()
+def result_json_parts(
+    stats: Mapping[str, Any], trades: pd.DataFrame, params: Mapping[str, Any], *, indent: bool = True
+) -> Iterator[bytes]:
+    """`result_json` in pieces of a few MB, made as they are written (`tradebot backtest --json`)."""
+    # The trades are encoded on their own (`rows_json_parts`) and go in the place of a marker no value
+    # can hold (orjson writes a string's quote inside a value as an escaped quote).
+    marker = "trades-" + os.urandom(16).hex()
+    payload = {"stats": _jsonable(stats), "trades": marker, "params": _jsonable(params)}
+    document = orjson.dumps(payload, option=orjson.OPT_INDENT_2 if indent else 0)
+    head, tail = document.split(orjson.dumps(marker), 1)
+    yield head
+    yield from rows_json_parts(trades, indent=indent, depth=1)
+    yield tail
 
 
 def result_json(
@@ -163,13 +103,7 @@ def result_json(
 ) -> bytes:
     """One JSON object ``{"stats": {...}, "trades": [...], "params": {...}}`` as UTF-8 bytes; always
     valid JSON (NaN, inf and NaT are null)."""
-    payload = {
-        "stats": _jsonable(stats),
-        "trades": _trade_records(trades),
-        "params": _jsonable(params),
-    }
-    option = orjson.OPT_SERIALIZE_NUMPY | (orjson.OPT_INDENT_2 if indent else 0)
-    return orjson.dumps(payload, option=option)
+    return b"".join(result_json_parts(stats, trades, params, indent=indent))
 
 
 def result_to_json(stats: Mapping[str, Any], trades: pd.DataFrame, params: Mapping[str, Any]) -> str:

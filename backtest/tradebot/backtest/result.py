@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from tradebot.backtest.engine import BacktestConfig, RawResult, run_reference, run_ticks
-from tradebot.backtest.kernel import run_kernel
+from tradebot.backtest.kernel import Arrays, run_kernel
 from tradebot.backtest.metrics import compute_stats
 
 if TYPE_CHECKING:
@@ -52,7 +52,10 @@ class BacktestResult:
 
 def run_backtest(bars: pd.DataFrame, config: BacktestConfig, engine: Engine = "kernel") -> BacktestResult:
     raw = run_kernel(bars, config) if engine == "kernel" else run_reference(bars, config)
-    close = bars["close"].to_numpy(dtype=np.float64)
+    return _with_stats(raw, bars["close"].to_numpy(dtype=np.float64), config)
+
+
+def _with_stats(raw: RawResult, close: np.ndarray, config: BacktestConfig) -> BacktestResult:
     stats = compute_stats(raw.equity, raw.index, raw.trades, close, config.initial_cash)
     return BacktestResult(config=config, raw=raw, close=close, stats=stats)
 
@@ -62,8 +65,7 @@ def run_tick_backtest(
 ) -> BacktestResult:
     """Tick data on a bar timeframe: signals on the bars, stops on the ticks (as the live strategy)."""
     bars, raw = run_ticks(ts, price, size, config)
-    stats = compute_stats(raw.equity, raw.index, raw.trades, bars.close, config.initial_cash)
-    return BacktestResult(config=config, raw=raw, close=bars.close, stats=stats)
+    return _with_stats(raw, bars.close, config)
 
 
 def run_market_data(
@@ -76,4 +78,8 @@ def run_market_data(
 
     if isinstance(data, Ticks) and config.params.timeframe != "tick" and config.fill == "close":
         return run_tick_backtest(data.ts, data.price, data.size, config)
-    return run_backtest(bars.frame(), config, engine=engine)
+    if engine == "reference":
+        return run_backtest(bars.frame(), config, engine=engine)
+    # The kernel straight over the columns: no frame, whose index alone is one more copy of the stamps.
+    arrays = Arrays.of(bars.index(), bars.ts, bars.open, bars.high, bars.low, bars.close)
+    return _with_stats(run_kernel(arrays, config), arrays.close, config)
