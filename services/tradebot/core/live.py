@@ -16,7 +16,7 @@ share the first exit's id, which the executor drops as a duplicate while this in
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Self
 
@@ -54,7 +54,18 @@ class InFlight:
     doomed: bool = False
 
     def snapshot(self) -> dict[str, Any]:
-        return asdict(self)  # the enums are strings: JSON keeps their values
+        # Written out, not `dataclasses.asdict` (which deep-copies field by field): every batch snapshots
+        # the orders in flight of each symbol it touched, and asdict was half of the snapshot's time.
+        return {
+            "order_id": self.order_id,
+            "reason": self.reason,  # the enums are strings: JSON keeps their values
+            "side": self.side,
+            "qty": self.qty,
+            "ref_price": self.ref_price,
+            "entry_price": self.entry_price,
+            "best_price": self.best_price,
+            "doomed": self.doomed,
+        }
 
     @classmethod
     def restore(cls, state: dict[str, Any]) -> InFlight:
