@@ -298,3 +298,18 @@ def test_records_are_what_the_reference_configuration_says() -> None:
     assert (setup.next_open, setup.initial_cash) == (True, 1234.0)
     assert setup.rules == Rules.of(config.params, config.costs)
     assert not KernelSetup.of(BacktestConfig(params=StrategyParams())).next_open
+
+
+def test_the_two_averages_computed_at_once_equal_one_after_the_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long series compute the long average on a thread of its own: the same arrays as one after the
+    other, for simple and exponential averages."""
+    arrays = Arrays.from_frame(random_walk(5_000, seed=8))
+    for ma_type in ("sma", "ema"):
+        config = BacktestConfig(params=StrategyParams(short_window=7, long_window=40, ma_type=ma_type))
+        monkeypatch.setattr(kernel, "PARALLEL_AVERAGES_FROM", 10**9)
+        serial = moving_averages(arrays, config)
+        monkeypatch.setattr(kernel, "PARALLEL_AVERAGES_FROM", 100)
+        parallel = moving_averages(arrays, config)
+        for one, other in zip(serial, parallel, strict=True):
+            np.testing.assert_array_equal(one, other)
+        assert not np.array_equal(parallel[0], parallel[1], equal_nan=True)

@@ -23,6 +23,7 @@ every process that loads the index must be able to import them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import hashlib
 import inspect
@@ -540,12 +541,20 @@ class Arrays:
 _NO_DAYS = np.zeros(1, dtype=np.int64)
 
 
+# From this many bars the two averages are computed at once, the long one on a thread of its own
+# (`moving_average` releases the GIL): 0.05 s of a 10M-bar run, against a thread's start-up below it.
+PARALLEL_AVERAGES_FROM = 1 << 20
+
+
 def moving_averages(arrays: Arrays, config: BacktestConfig) -> tuple[np.ndarray, np.ndarray]:
     ema = config.params.ma_type == "ema"
-    return (
-        moving_average(arrays.close, ema, config.params.short_window),
-        moving_average(arrays.close, ema, config.params.long_window),
-    )
+    close, short, long = arrays.close, config.params.short_window, config.params.long_window
+    if len(close) < PARALLEL_AVERAGES_FROM:
+        return moving_average(close, ema, short), moving_average(close, ema, long)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="long-average") as pool:
+        long_ma = pool.submit(moving_average, close, ema, long)
+        short_ma = moving_average(close, ema, short)
+        return short_ma, long_ma.result()
 
 
 def simulate(
