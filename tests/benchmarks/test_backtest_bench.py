@@ -187,7 +187,7 @@ CONFIG = BacktestConfig(
 )
 ts, o, h, l, c = (np.load(f"{path}/{{name}}.npy") for name in ("ts", "open", "high", "low", "close"))
 index = pd.DatetimeIndex(ts.view("datetime64[ns]"), tz="UTC")
-arrays = Arrays(index=index, open=o, high=h, low=l, close=c, day=ts // (86_400 * 10**9))
+arrays = Arrays.of(index, ts, o, h, l, c)
 del ts
 import dataclasses, os, time
 {warm}
