@@ -88,8 +88,13 @@ def test_spec_change_rolls_and_rebacktests_and_delete_collects(tradebot_release:
             2.0,
         )
         assert second["jobName"] != first["jobName"]
-        resource = cluster.get("ts", NAME, "-n", NAMESPACE)
-        assert condition(resource, "Ready") == "True"
+
+        def ready_again() -> bool:
+            return condition(cluster.get("ts", NAME, "-n", NAMESPACE), "Ready") == "True"
+
+        # Ready follows the Deployment's own status: the new backtest can land before the operator has
+        # seen the rollout finish (the old pod still terminating), so it is waited for, not read at once.
+        eventually("Ready again once the rollout finished", ready_again, 120, 2.0)
         jobs = cluster.get("jobs", "-n", NAMESPACE, "-l", f"tradebot.dev/strategy={NAME}")["items"]
         assert {job["metadata"]["name"] for job in jobs} >= {first["jobName"], second["jobName"]}
     finally:
