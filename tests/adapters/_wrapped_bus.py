@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
-from tradebot.adapters.bus import Bus, Consumer, Producer, Record, TopicSpec, TransactionalProducer
+from tradebot.adapters.bus import (
+    LOW_LATENCY_FETCH_WAIT_MS,
+    Bus,
+    Consumer,
+    Producer,
+    Record,
+    TopicSpec,
+    TransactionalProducer,
+)
 
 
 class WrappedBus:
@@ -15,8 +23,8 @@ class WrappedBus:
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
         self.inner.ensure_topics(specs)
 
-    def producer(self, client_id: str) -> Producer:
-        return self.inner.producer(client_id)
+    def producer(self, client_id: str, *, linger_ms: int = 1) -> Producer:
+        return self.inner.producer(client_id, linger_ms=linger_ms)
 
     def transactional_producer(self, transactional_id: str) -> TransactionalProducer:
         return self.inner.transactional_producer(transactional_id)
@@ -28,8 +36,11 @@ class WrappedBus:
         *,
         read_committed: bool = True,
         start: Literal["earliest", "latest"] = "earliest",
+        fetch_wait_ms: int = LOW_LATENCY_FETCH_WAIT_MS,
     ) -> Consumer:
-        return self.inner.consumer(group_id, topics, read_committed=read_committed, start=start)
+        return self.inner.consumer(
+            group_id, topics, read_committed=read_committed, start=start, fetch_wait_ms=fetch_wait_ms
+        )
 
     def read_all(self, topic: str, *, read_committed: bool = True, timeout: float = 10.0) -> list[Record]:
         return self.inner.read_all(topic, read_committed=read_committed, timeout=timeout)

@@ -325,6 +325,42 @@ async def test_price_batches_equal_single_appends(store: Store) -> None:
     assert await store.prices("AAPL") == points[-12:]
 
 
+async def test_recording_every_symbols_prices_at_once_equals_one_call_per_symbol(store: Store) -> None:
+    """The feed's periodic write: last prices and histories of many symbols in one call, each history
+    trimmed to `maxlen`, the change count moved on (the API's caches see the write)."""
+    history = {
+        "AAPL": [(100.0 + i, T0 + timedelta(seconds=i)) for i in range(7)],
+        "MSFT": [(50.0, T0)],
+        "IDLE": [],
+    }
+    latest = {"AAPL": history["AAPL"][-1], "MSFT": history["MSFT"][-1]}
+    before = await store.changes()
+    await store.record_prices(latest, history, maxlen=5)
+    assert await store.last_prices() == latest
+    assert await store.prices("AAPL") == [(ts, price) for price, ts in history["AAPL"][-5:]]
+    assert await store.prices("MSFT") == [(T0, 50.0)]
+    assert await store.prices("IDLE") == []
+    if before is not None:
+        assert (await store.changes() or 0) > before
+    later = (110.0, T0 + timedelta(minutes=1))
+    await store.record_prices({"AAPL": later}, {"AAPL": [later]}, maxlen=5)
+    assert (await store.last_prices())["AAPL"] == later
+    assert (await store.prices("AAPL"))[-2:] == [(history["AAPL"][-1][1], 106.0), (later[1], 110.0)]
+    await store.record_prices({}, {})  # nothing seen since the last write: nothing to do
+
+
+async def test_a_batch_of_signals_equals_appending_them_one_by_one(store: Store) -> None:
+    signals = [signal(i, STRATEGIES[i % 2], SYMBOLS[i % 3]) for i in range(9)]
+    await store.append_signals(signals[:4], maxlen=6)
+    await store.append_signals([], maxlen=6)
+    await store.append_signals(signals[4:], maxlen=6)
+    items, _ = await walk(store.signals, Query(limit=2, newest_first=False))
+    assert items == [s.model_dump(mode="json") for s in signals[-6:]]
+    for strategy in STRATEGIES:
+        mine, _ = await walk(store.signals, Query(strategy_id=strategy, newest_first=False))
+        assert mine == [s.model_dump(mode="json") for s in signals[-6:] if s.strategy_id == strategy]
+
+
 async def test_signals(store: Store) -> None:
     signals = [signal(i, STRATEGIES[i % 2], SYMBOLS[i % 3]) for i in range(12)]
     for s in signals:

@@ -7,6 +7,7 @@ decides when the in-flight unit may complete, so event order is asserted without
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -41,6 +42,8 @@ def run() -> int:
     app = create_service_app(settings, readiness_checks={"gate_dir": gate_dir_exists})
 
     async def main(shutdown: ShutdownEvent) -> None:
+        # What the service's process runs with, for the tests of `tune_collector`.
+        log.info("collector", extra={"threshold": gc.get_threshold(), "frozen": gc.get_freeze_count()})
         unit = 0
         try:
             while not shutdown.is_set():

@@ -6,6 +6,7 @@ hung test, never a speed assertion.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 from tests.kit.support import REPO_ROOT, free_port, wait_until
+from tradebot.kit.lifecycle import YOUNG_GENERATION_THRESHOLD
 
 
 @dataclass
@@ -102,6 +104,19 @@ def _running_unit_one(sample: SampleProcess) -> None:
 
     wait_until(ready, "the sample service to be ready")
     wait_until(lambda: sample.logged("unit started", unit=1), "unit 1 to start")
+
+
+def test_a_service_runs_with_its_start_up_frozen_and_a_rarer_young_collection(start_sample: Any) -> None:
+    sample: SampleProcess = start_sample()
+    _running_unit_one(sample)
+    (entry,) = [e for e in sample.logs() if e.get("message") == "collector"]
+    assert entry["threshold"][0] == YOUNG_GENERATION_THRESHOLD
+    assert entry["threshold"][1:] == list(gc.get_threshold()[1:])  # the older generations as Python has them
+    # Start-up's objects (every module, the app, the settings) are out of the collector's reach.
+    assert entry["frozen"] > 10_000
+    sample.process.send_signal(signal.SIGTERM)
+    sample.release(1)
+    assert sample.wait_exit() == 0
 
 
 def _became_unready(sample: SampleProcess) -> None:

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from tests.adapters._wrapped_bus import WrappedBus
 from tests.services.test_broker import order
-from tradebot.adapters.bus import Bus
+from tradebot.adapters.bus import LOW_LATENCY_FETCH_WAIT_MS, PROJECTION_FETCH_WAIT_MS, Bus, Consumer
 from tradebot.adapters.memory_bus import MemoryBus
 from tradebot.adapters.memory_store import MemoryStore
-from tradebot.adapters.topics import CONTROL, ORDERS, HaltCommand, pipeline_topics
+from tradebot.adapters.store import Query
+from tradebot.adapters.topics import CONTROL, ORDERS, SIGNALS, HaltCommand, pipeline_topics
 from tradebot.core.costs import Costs
-from tradebot.core.models import OrderReason, OrderRequest, Side
+from tradebot.core.models import OrderReason, OrderRequest, Side, Signal
 from tradebot.executor.broker import PaperBroker, RiskChecks
 from tradebot.executor.runner import ExecutorMetrics, ExecutorRunner
 from tradebot.kit.lifecycle import ShutdownEvent
@@ -145,3 +148,86 @@ async def test_each_strategy_is_valued_against_its_own_initial_cash() -> None:
     finally:
         shutdown.set()
         await task
+
+
+async def test_the_signal_projection_skips_a_foreign_record_and_keeps_the_rest_in_order() -> None:
+    """A record on `signals` that is not a signal (a foreign producer's) is logged and skipped; the signals
+    around it reach the store's log, in order, from one poll batch."""
+    bus, store, _, runner = memory_executor()
+    sent = [
+        Signal(
+            strategy_id="s1",
+            symbol="AAA",
+            ts=datetime(2026, 1, 1, 0, 0, i, tzinfo=UTC),
+            direction="up" if i % 2 else "down",
+            short_ma=1.0 + i,
+            long_ma=1.0,
+            price=100.0 + i,
+        )
+        for i in range(3)
+    ]
+    producer = bus.producer("test-signals")
+    producer.produce(SIGNALS, sent[0].model_dump_json().encode(), key=b"AAA")
+    producer.produce(SIGNALS, b"not a signal", key=b"AAA")
+    for made in sent[1:]:
+        producer.produce(SIGNALS, made.model_dump_json().encode(), key=b"AAA")
+    producer.flush()
+    producer.close()
+    shutdown = ShutdownEvent()
+    task = asyncio.create_task(runner.run(shutdown))
+    try:
+
+        async def stored() -> list[dict[str, object]]:
+            return (await store.signals(Query(limit=10, newest_first=False))).items
+
+        deadline = time.monotonic() + 10
+        while len(await stored()) < len(sent):
+            assert time.monotonic() < deadline, "the signals were not projected within 10 s"
+            await asyncio.sleep(0.05)
+        assert await stored() == [made.model_dump(mode="json") for made in sent]
+    finally:
+        shutdown.set("test over")
+        await task
+
+
+class ConsumersSeen(WrappedBus):
+    """The memory bus, noting each consumer's group and how long its fetches may wait."""
+
+    def __init__(self, inner: Bus) -> None:
+        super().__init__(inner)
+        self.fetch_waits: dict[str, int] = {}
+
+    def consumer(self, group_id: str, topics: Sequence[str], **options: Any) -> Consumer:
+        # The fill projection's group is new each start (`<group>-projection-<ns>`): noted without the ns.
+        named = group_id.rsplit("-", 1)[0] if "-projection-" in group_id else group_id
+        self.fetch_waits[named] = options.get("fetch_wait_ms", LOW_LATENCY_FETCH_WAIT_MS)
+        return super().consumer(group_id, topics, **options)
+
+
+async def test_only_the_order_path_asks_kafka_for_low_latency_fetches() -> None:
+    """The orders the executor fills are the live path's next hop (fetches wait 5 ms at most); its
+    projections to the store feed people and ask less often (each idle reader's fetches are broker load)."""
+    inner, store, _, _ = memory_executor()
+    bus = ConsumersSeen(inner)
+    runner = ExecutorRunner(
+        bus=bus,
+        store=store,
+        broker=PaperBroker(Costs(), RiskChecks()),
+        metrics=ExecutorMetrics(CollectorRegistry()),
+        initial_cash=10_000.0,
+    )
+    shutdown = ShutdownEvent()
+    task = asyncio.create_task(runner.run(shutdown))
+    try:
+        await until("the executor consuming", lambda: runner.ready)
+    finally:
+        shutdown.set("test over")
+        await task
+    group = runner.group_id
+    assert bus.fetch_waits == {
+        group: LOW_LATENCY_FETCH_WAIT_MS,
+        f"{group}-projection": PROJECTION_FETCH_WAIT_MS,
+        f"{group}-signals": PROJECTION_FETCH_WAIT_MS,
+        f"{group}-bars": PROJECTION_FETCH_WAIT_MS,
+    }
+    assert PROJECTION_FETCH_WAIT_MS > LOW_LATENCY_FETCH_WAIT_MS

@@ -31,7 +31,7 @@ from tests.plugins.webhooks import Receiver
 from tests.services.test_broker import order
 from tests.services.test_executor_metrics import until
 from tradebot import up
-from tradebot.adapters.bus import Bus, Consumer, Record
+from tradebot.adapters.bus import Bus, Consumer, Producer, Record
 from tradebot.adapters.connect import Wiring
 from tradebot.adapters.kafka import KafkaBus
 from tradebot.adapters.memory_bus import MemoryBus
@@ -256,6 +256,44 @@ class NotingConsumer(WrappedConsumer):
     def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
         self.limits.add(max_records)
         return self.inner.poll(timeout, max_records)
+
+
+class Lingers(WrappedBus):
+    """A bus noting the linger of every plain producer it makes, per client id."""
+
+    def __init__(self, inner: Bus) -> None:
+        super().__init__(inner)
+        self.lingers: dict[str, int] = {}
+
+    def producer(self, client_id: str, *, linger_ms: int = 1) -> Producer:
+        self.lingers[client_id] = linger_ms
+        return super().producer(client_id, linger_ms=linger_ms)
+
+
+async def test_the_feed_batches_its_ticks_for_as_long_as_its_settings_say(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    from tradebot.feed.command import FeedSettings, run_feed
+
+    assert FeedSettings().feed_linger_ms == 5
+    clean_env.setenv("TRADEBOT_FEED_LINGER_MS", "-1")
+    with pytest.raises(ValidationError, match="feed_linger_ms"):
+        FeedSettings()
+    clean_env.setenv("TRADEBOT_FEED_LINGER_MS", "12")
+    settings = FeedSettings(feed_url=f"ws://127.0.0.1:{free_port()}")  # nobody there: it keeps retrying
+    bus = Lingers(MemoryBus())
+    shutdown = ShutdownEvent()
+    task = asyncio.create_task(
+        run_feed(settings, Wiring(bus, MemoryStore(), CollectorRegistry(), Readiness(), shutdown))
+    )
+    try:
+        await until("the feed's producer", lambda: "feed" in bus.lingers)
+        assert bus.lingers == {"feed": 12}
+    finally:
+        shutdown.set()
+        await task
 
 
 async def test_the_run_functions_both_modes_share_use_every_setting_they_are_given(

@@ -14,6 +14,13 @@ from typing import Literal, Protocol
 
 from tradebot.core.errors import TradebotError
 
+# How long a broker holds a fetch that finds nothing new. For a read_committed reader, records become
+# readable when their transaction's markers land, which does not wake a waiting fetch: a hop in the live
+# path would wait this long for what just committed (at Kafka's 500 ms default, every hop did). Each idle
+# reader then asks about 1000 / this times a second, so readers nobody waits on ask less often.
+LOW_LATENCY_FETCH_WAIT_MS = 5
+PROJECTION_FETCH_WAIT_MS = 100
+
 
 class BusError(TradebotError):
     """A bus operation failed. From Kafka it keeps the broker's error: `code` (a `KafkaError` code), `name`
@@ -132,8 +139,9 @@ class Bus(Protocol):
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
         """Creates missing topics (idempotent); existing ones are left as they are."""
 
-    def producer(self, client_id: str) -> Producer:
-        """An idempotent producer (no duplicates on retries, order kept per partition)."""
+    def producer(self, client_id: str, *, linger_ms: int = 1) -> Producer:
+        """An idempotent producer (no duplicates on retries, order kept per partition). It sends what it
+        was given after at most `linger_ms` (Kafka's batching: longer sends fewer, larger requests)."""
 
     def transactional_producer(self, transactional_id: str) -> TransactionalProducer:
         """A transactional producer; a new one with the same id fences the old one."""
@@ -145,8 +153,11 @@ class Bus(Protocol):
         *,
         read_committed: bool = True,
         start: Literal["earliest", "latest"] = "earliest",
+        fetch_wait_ms: int = LOW_LATENCY_FETCH_WAIT_MS,
     ) -> Consumer:
-        """A group member; manual commits only. Without a committed offset it starts at `start`."""
+        """A group member; manual commits only. Without a committed offset it starts at `start`.
+        `fetch_wait_ms` bounds how long a committed record can wait unseen (see `LOW_LATENCY_FETCH_WAIT_MS`);
+        a reader nobody waits on (a projection for people) asks less often with a longer one."""
 
     def read_all(self, topic: str, *, read_committed: bool = True, timeout: float = 10.0) -> list[Record]:
         """Every record of `topic` from the beginning to its current end, partition by partition

@@ -29,7 +29,14 @@ from confluent_kafka import Producer as _KafkaProducer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from tradebot.adapters.bus import BusError, ConsumedOffsets, FencedError, Record, TopicSpec
+from tradebot.adapters.bus import (
+    LOW_LATENCY_FETCH_WAIT_MS,
+    BusError,
+    ConsumedOffsets,
+    FencedError,
+    Record,
+    TopicSpec,
+)
 
 _FENCED = frozenset(
     {
@@ -567,9 +574,9 @@ class KafkaBus:
                 raise BusError(f"topics without leaders after {timeout}s: {missing}")
             time.sleep(0.1)
 
-    def producer(self, client_id: str) -> KafkaProducer:
+    def producer(self, client_id: str, *, linger_ms: int = 1) -> KafkaProducer:
         self._open_admin()
-        return KafkaProducer(self._producer_config(client_id))
+        return KafkaProducer({**self._producer_config(client_id), "linger.ms": linger_ms})
 
     def transactional_producer(self, transactional_id: str) -> KafkaTransactionalProducer:
         self._open_admin()
@@ -593,6 +600,7 @@ class KafkaBus:
         *,
         read_committed: bool = True,
         start: Literal["earliest", "latest"] = "earliest",
+        fetch_wait_ms: int = LOW_LATENCY_FETCH_WAIT_MS,
     ) -> KafkaConsumer:
         self._open_admin()
         config = {
@@ -601,10 +609,7 @@ class KafkaBus:
             "enable.auto.commit": False,
             "isolation.level": "read_committed" if read_committed else "read_uncommitted",
             "auto.offset.reset": start,
-            # The broker answers a fetch when data arrives, but for read_committed readers the data
-            # becomes readable only when a transaction's markers land, which does not wake a waiting
-            # fetch: without this, each hop can wait up to the 500 ms default.
-            "fetch.wait.max.ms": 5,
+            "fetch.wait.max.ms": fetch_wait_ms,  # see LOW_LATENCY_FETCH_WAIT_MS
         }
         return KafkaConsumer(config, topics)
 

@@ -27,7 +27,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tradebot.adapters.bus import BusError, ConsumedOffsets, FencedError, Record, TopicSpec
+from tradebot.adapters.bus import (
+    LOW_LATENCY_FETCH_WAIT_MS,
+    BusError,
+    ConsumedOffsets,
+    FencedError,
+    Record,
+    TopicSpec,
+)
 
 TP = tuple[str, int]
 
@@ -128,7 +135,8 @@ class MemoryBus:
                     self._rebalance(group)
                 self._cond.notify_all()
 
-    def producer(self, client_id: str) -> MemoryProducer:
+    def producer(self, client_id: str, *, linger_ms: int = 1) -> MemoryProducer:
+        del linger_ms  # a produced record is in the topic at once here
         with self._cond:
             self._check_open()
         return MemoryProducer(self, client_id)
@@ -151,7 +159,9 @@ class MemoryBus:
         *,
         read_committed: bool = True,
         start: Literal["earliest", "latest"] = "earliest",
+        fetch_wait_ms: int = LOW_LATENCY_FETCH_WAIT_MS,
     ) -> MemoryConsumer:
+        del fetch_wait_ms  # a committed record wakes a waiting poll here
         consumer = MemoryConsumer(self, group_id, list(topics), read_committed=read_committed, start=start)
         with self._cond:
             self._check_open()

@@ -13,7 +13,7 @@ import asyncio
 import bisect
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -155,6 +155,17 @@ class MemoryStore:
             for price, ts in points:
                 _append_trimmed(history, (ts, float(price)), maxlen)
 
+    async def record_prices(
+        self,
+        latest: Mapping[str, tuple[float, datetime]],
+        history: Mapping[str, Sequence[tuple[float, datetime]]],
+        maxlen: int = 5000,
+    ) -> None:
+        for symbol, (price, ts) in latest.items():
+            await self.set_last_price(symbol, price, ts)
+        for symbol, points in history.items():
+            await self.append_prices(symbol, points, maxlen)
+
     async def prices(self, symbol: str, limit: int = 1000) -> list[tuple[datetime, float]]:
         async with self._lock:
             return _newest(self._prices.get(symbol, []), limit)
@@ -218,11 +229,15 @@ class MemoryStore:
     # Signals and equity.
 
     async def append_signal(self, signal: Signal, maxlen: int = 5000) -> None:
+        await self.append_signals([signal], maxlen)
+
+    async def append_signals(self, signals: Sequence[Signal], maxlen: int = 5000) -> None:
         async with self._lock:
-            self._changes += 1
-            self._signals.append(
-                signal.strategy_id, signal.symbol, signal.ts, signal.model_dump_json(), maxlen
-            )
+            for signal in signals:
+                self._changes += 1
+                self._signals.append(
+                    signal.strategy_id, signal.symbol, signal.ts, signal.model_dump_json(), maxlen
+                )
 
     async def append_bar(self, bar: ClosedBar, maxlen: int = 100_000) -> bool:
         async with self._lock:

@@ -8,7 +8,7 @@ order id, together with the topic offset it came from, so it can be rebuilt from
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -81,6 +81,15 @@ class Store(Protocol):
     ) -> None:
         """`append_price` for many points, oldest first, in one round trip."""
 
+    async def record_prices(
+        self,
+        latest: Mapping[str, tuple[float, datetime]],
+        history: Mapping[str, Sequence[tuple[float, datetime]]],
+        maxlen: int = 5000,
+    ) -> None:
+        """`set_last_price` for each symbol of `latest` and `append_prices` for each of `history`, in one
+        round trip (the feed's periodic write of every symbol it saw)."""
+
     async def prices(self, symbol: str, limit: int = 1000) -> list[tuple[datetime, float]]:
         """Oldest first, the newest `limit` points."""
 
@@ -109,6 +118,9 @@ class Store(Protocol):
 
     # Signals and equity points (written by the strategy and executor for the dashboard).
     async def append_signal(self, signal: Signal, maxlen: int = 5000) -> None: ...
+    async def append_signals(self, signals: Sequence[Signal], maxlen: int = 5000) -> None:
+        """`append_signal` for each, in order, in one round trip."""
+
     async def signals(self, query: Query) -> Page: ...
     async def append_equity(
         self, strategy_id: str, ts: datetime, equity: float, maxlen: int = 10000

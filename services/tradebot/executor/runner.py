@@ -22,12 +22,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from tradebot.adapters.bus import Bus, BusError, Consumer, Producer, Record
+from tradebot.adapters.bus import PROJECTION_FETCH_WAIT_MS, Bus, BusError, Consumer, Producer, Record
 from tradebot.adapters.store import Store, StoreError, ViewLostError
 from tradebot.adapters.topics import (
     BARS,
@@ -232,11 +232,21 @@ class ExecutorRunner:
         # The projection reads `fills` from the start under a fresh group (nothing committed): fills the
         # store already has are skipped by order id, missing ones (a crash between commit and store
         # write, or a store that lost its data) are applied.
-        tail = self.bus.consumer(f"{self.group_id}-projection-{time.time_ns()}", [FILLS], read_committed=True)
+        # The projections feed people (the API, the dashboard), not the next hop: they ask Kafka less often.
+        tail = self.bus.consumer(
+            f"{self.group_id}-projection-{time.time_ns()}",
+            [FILLS],
+            read_committed=True,
+            fetch_wait_ms=PROJECTION_FETCH_WAIT_MS,
+        )
         # Signals resume where the last instance committed (a stable group), so a restart neither drops
         # nor, short of a crash between the write and the commit, repeats them.
-        signals = self.bus.consumer(f"{self.group_id}-signals", [SIGNALS], read_committed=True)
-        bars = self.bus.consumer(f"{self.group_id}-bars", [BARS], read_committed=True)
+        signals = self.bus.consumer(
+            f"{self.group_id}-signals", [SIGNALS], read_committed=True, fetch_wait_ms=PROJECTION_FETCH_WAIT_MS
+        )
+        bars = self.bus.consumer(
+            f"{self.group_id}-bars", [BARS], read_committed=True, fetch_wait_ms=PROJECTION_FETCH_WAIT_MS
+        )
         try:
             # One task group: a bug in the projection or the watcher stops the executor (and the loop)
             # instead of leaving it filling orders with a dead view behind it.
@@ -463,10 +473,11 @@ class ExecutorRunner:
                     self._applied_offset = -2  # force a catch-up from the topic
 
     async def _project_signals(self, consumer: Consumer, shutdown: ShutdownEvent) -> None:
-        """Appends each committed signal to the store's bounded signal log."""
+        """Appends each committed signal to the store's bounded signal log, a poll batch a round trip."""
 
-        async def append(value: bytes) -> None:
-            await self.store.append_signal(Signal.model_validate_json(value), maxlen=self.signals_maxlen)
+        async def append(records: list[Record]) -> None:
+            signals = _readable(records, Signal, SIGNALS)
+            await self.store.append_signals(signals, maxlen=self.signals_maxlen)
 
         await self._project_log(consumer, SIGNALS, append, shutdown)
 
@@ -474,8 +485,9 @@ class ExecutorRunner:
         """Appends each committed bar to its timeframe's log, once per open time (several strategies on
         one timeframe publish the same bars)."""
 
-        async def append(value: bytes) -> None:
-            await self.store.append_bar(ClosedBar.model_validate_json(value), maxlen=self.signals_maxlen)
+        async def append(records: list[Record]) -> None:
+            for bar in _readable(records, ClosedBar, BARS):
+                await self.store.append_bar(bar, maxlen=self.signals_maxlen)
 
         await self._project_log(consumer, BARS, append, shutdown)
 
@@ -483,11 +495,11 @@ class ExecutorRunner:
         self,
         consumer: Consumer,
         topic: str,
-        append: Callable[[bytes], Awaitable[None]],
+        append: Callable[[list[Record]], Awaitable[None]],
         shutdown: ShutdownEvent,
     ) -> None:
-        """Appends each committed record of `topic` to the store, then commits the group's offsets; a batch
-        the store refused is not committed and is read again after a restart."""
+        """Appends the committed records of `topic` to the store, a poll batch at a time, then commits the
+        group's offsets; a batch the store refused is not committed and is read again after a restart."""
         while not shutdown.is_set():
             try:
                 records = await asyncio.to_thread(consumer.poll, 0.1, 1000)
@@ -498,11 +510,7 @@ class ExecutorRunner:
             if not records:
                 continue
             try:
-                for record in records:
-                    try:
-                        await append(record.value)
-                    except ValidationError:
-                        logger.error(f"unreadable record on {topic}", extra={"offset": record.offset})
+                await append(records)
                 await asyncio.to_thread(consumer.commit)
             except StoreError as exc:  # Redis away: these records miss the log (the topic keeps them)
                 logger.warning("store update failed", extra={"error": str(exc)})
@@ -535,3 +543,18 @@ class ExecutorRunner:
                 logger.warning("store not reachable", extra={"error": str(exc)})
             except BusError as exc:  # the rebuild could not read `fills`: tried again next time round
                 logger.warning("rebuilding the store failed", extra={"error": str(exc), "code": exc.name})
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _readable(records: list[Record], model: type[Model], topic: str) -> list[Model]:
+    """The records of a projected topic that parse as `model`; one that does not is logged and skipped:
+    a foreign producer's garbage must not stop the projection."""
+    parsed: list[Model] = []
+    for record in records:
+        try:
+            parsed.append(model.model_validate_json(record.value))
+        except ValidationError:
+            logger.error(f"unreadable record on {topic}", extra={"offset": record.offset})
+    return parsed

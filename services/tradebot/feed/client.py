@@ -306,8 +306,7 @@ class Feed:
         latest, self._latest = self._latest, {}
         history, self._history = self._history, {}
         for symbol, (price, ts) in latest.items():
-            await self.store.set_last_price(symbol, price, ts)
-            points = history.get(symbol, [])
+            points = history.setdefault(symbol, [])
             if not points or points[-1] != (price, ts):
                 points.append((price, ts))  # the history always ends at the last price
-            await self.store.append_prices(symbol, points)
+        await self.store.record_prices(latest, history)  # one round trip for every symbol

@@ -25,6 +25,16 @@ class FeedSettings(PipelineSettings):
     )
     feed_backoff_initial_s: float = Field(default=0.2, gt=0, le=60)
     feed_backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
+    feed_linger_ms: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description=(
+            "How long ticks wait to be sent to Kafka together (librdkafka's linger.ms). At 5k ticks/s, 1 ms"
+            " made about a thousand produce requests a second, the broker's largest load; 5 ms makes a fifth"
+            " of them for at most 5 ms more per tick."
+        ),
+    )
     feed_max_queued: int = Field(
         default=50_000,
         ge=1,
@@ -49,7 +59,7 @@ async def run_feed(settings: FeedSettings, wiring: Wiring) -> None:
     from tradebot.feed.codecs import codec_for
 
     await asyncio.to_thread(wiring.bus.ensure_topics, pipeline_topics(settings.topic_partitions))
-    producer = wiring.bus.producer(settings.service_name)
+    producer = wiring.bus.producer(settings.service_name, linger_ms=settings.feed_linger_ms)
     feed = Feed(
         codec=codec_for(settings.feed_source),
         url=settings.feed_url,
