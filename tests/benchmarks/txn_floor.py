@@ -5,10 +5,13 @@ no two share a Python interpreter (and its GIL), as no two pipeline services do.
     txn_floor.py loop BOOTSTRAP IN OUT SECONDS       consume, produce one per record, send offsets, commit
     txn_floor.py observe BOOTSTRAP TOPIC KIND SECONDS WARMUP_S   latency of each committed record
                                                      (KIND: raw, ticks, orders or fills)
+    txn_floor.py produced BOOTSTRAP TOPIC KIND FROM TO   afterwards: stamp to CreateTime of the records
+                                                     stamped between FROM and TO (epoch seconds)
 
 The loop is the pipeline's exactly-once hop with nothing else: each poll batch (what is fetched, as
 `TransactionalLoop` does) is one transaction. Its producer and consumer use the pipeline's settings
-(`adapters/kafka.py`): idempotent, acks=all, linger.ms=1, lz4; read_committed, fetch.wait.max.ms=5.
+(`adapters/kafka.py`): idempotent, acks=all, linger.ms=1, lz4; read_committed, fetch.wait.max.ms=5. Its
+source (`feed`) batches like the pipeline's feed (linger.ms=5, `TRADEBOT_FEED_LINGER_MS`).
 `observe` prints JSON: per-record latency percentiles from the stamp in the record (KIND `raw`: the
 feed's send time; `orders` and `fills`: the tick's time, set by the simulator when it sent the tick) to when a
 read_committed consumer sees it, on the host's wall clock (every process is on this host).
@@ -32,6 +35,8 @@ PRODUCER: dict[str, Any] = {
     "compression.type": "lz4",
     "partitioner": "murmur2_random",
 }
+# The feed's producer (`TRADEBOT_FEED_LINGER_MS`): the floor's source batches as the pipeline's does.
+FEED_PRODUCER: dict[str, Any] = {**PRODUCER, "linger.ms": 5}
 # The services' transactional producer (see KafkaBus.transactional_producer for why the short back-off).
 TRANSACTIONAL: dict[str, Any] = {**PRODUCER, "retry.backoff.ms": 5, "retry.backoff.max.ms": 50}
 CONSUMER: dict[str, Any] = {
@@ -53,7 +58,7 @@ def fetched(consumer: Consumer, most: int) -> list[Message]:
 
 
 def feed(bootstrap: str, topic: str, rate: float, seconds: float) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER})
+    producer = Producer({"bootstrap.servers": bootstrap, **FEED_PRODUCER})
     start = time.time()
     sent = 0
     while (now := time.time()) - start < seconds:
@@ -151,6 +156,37 @@ def observe(bootstrap: str, topic: str, kind: str, seconds: float, warmup_s: flo
     print(json.dumps({"count": len(seen_ms), **percentiles(seen_ms, ""), **percentiles(made_ms, "made_")}))
 
 
+def produced(bootstrap: str, topic: str, kind: str, since: float, until: float) -> None:
+    """Stamp to CreateTime (when the producer called produce()) of the records stamped in [since, until],
+    read after the fact: a hop's produce time needs no consumer running beside the pipeline (one more
+    would take broker and CPU time from what is measured, and the floor has one observer). `ticks` is
+    sampled (one record in 20) to bound the parsing."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"produced-{topic}", **CONSUMER})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    every = 20 if kind == "ticks" else 1
+    made_ms: list[float] = []
+    count = 0
+    done: set[int] = {p for p, end in ends.items() if end == 0}
+    deadline = time.time() + 60
+    while len(done) < len(ends) and time.time() < deadline:
+        for message in consumer.consume(5000, 0.5):
+            partition, offset = message.partition(), message.offset()
+            if message.error() is not None or partition is None or offset is None:
+                continue
+            if offset + 1 >= ends[partition]:
+                done.add(partition)
+            count += 1
+            if count % every:
+                continue
+            sent = stamp(kind, message.value() or b"")
+            if since <= sent <= until:
+                made_ms.append(message.timestamp()[1] - sent * 1000)
+    consumer.close()
+    print(json.dumps({"count": len(made_ms), **percentiles(made_ms, "made_")}))
+
+
 def main(argv: list[str]) -> None:
     mode, bootstrap, *rest = argv
     if mode == "feed":
@@ -159,6 +195,8 @@ def main(argv: list[str]) -> None:
         loop(bootstrap, rest[0], rest[1], float(rest[2]))
     elif mode == "observe":
         observe(bootstrap, rest[0], rest[1], float(rest[2]), float(rest[3]))
+    elif mode == "produced":
+        produced(bootstrap, rest[0], rest[1], float(rest[2]), float(rest[3]))
     else:
         raise SystemExit(f"unknown mode {mode}")
 
