@@ -208,9 +208,8 @@ def fmt(value: float | None) -> str:
     return "    -" if value is None else f"{value:6.1f}"
 
 
-@pytest.mark.timeout(
-    1800
-)  # a broker warm-up, then three rates of pipeline, floor and Java run of MEASURE_S each
+# A broker warm-up, then per rate a pipeline, a floor and a Java run of MEASURE_S each.
+@pytest.mark.timeout(1800)
 def test_live_latency_beside_the_raw_floor(
     own_kafka: KafkaBroker, own_redis: RedisServer, tmp_path: Path
 ) -> None:

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 PRODUCER: dict[str, Any] = {
     "enable.idempotence": True,
@@ -161,22 +161,29 @@ def produced(bootstrap: str, topic: str, kind: str, since: float, until: float) 
     read after the fact: a hop's produce time needs no consumer running beside the pipeline (one more
     would take broker and CPU time from what is measured, and the floor has one observer). `ticks` is
     sampled (one record in 20) to bound the parsing."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"produced-{topic}", **CONSUMER})
+    # Partition EOF marks each end: the last offset of a transactional topic is a marker, never returned.
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"produced-{topic}",
+            "enable.partition.eof": True,
+            **CONSUMER,
+        }
+    )
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     every = 20 if kind == "ticks" else 1
     made_ms: list[float] = []
     count = 0
-    done: set[int] = {p for p, end in ends.items() if end == 0}
+    done: set[int] = set()
     deadline = time.time() + 60
-    while len(done) < len(ends) and time.time() < deadline:
+    while len(done) < len(partitions) and time.time() < deadline:
         for message in consumer.consume(5000, 0.5):
-            partition, offset = message.partition(), message.offset()
-            if message.error() is not None or partition is None or offset is None:
-                continue
-            if offset + 1 >= ends[partition]:
+            partition, offset, error = message.partition(), message.offset(), message.error()
+            if error is not None and error.code() == KafkaError._PARTITION_EOF and partition is not None:
                 done.add(partition)
+            if error is not None or partition is None or offset is None:
+                continue
             count += 1
             if count % every:
                 continue

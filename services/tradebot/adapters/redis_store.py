@@ -359,8 +359,7 @@ class RedisStore:
     # Prices.
 
     async def set_last_price(self, symbol: str, price: float, ts: datetime) -> None:
-        async with self._counted() as pipe:
-            pipe.hset(self._key("price", "last"), symbol, json.dumps([price, ts.isoformat()]))
+        await self.record_prices({symbol: (price, ts)}, {})
 
     async def last_prices(self) -> dict[str, tuple[float, datetime]]:
         raw: dict[str, str] = await self._redis.hgetall(self._key("price", "last"))
@@ -376,15 +375,7 @@ class RedisStore:
     async def append_prices(
         self, symbol: str, points: Sequence[tuple[float, datetime]], maxlen: int = 5000
     ) -> None:
-        """Many points in one round trip (a pipeline, not a transaction: the history is best effort)."""
-        if not points:
-            return
-        key = self._key("prices", symbol)
-        async with self._counted(transaction=False) as pipe:
-            for price, ts in points[-maxlen:]:
-                pipe.xadd(
-                    key, {"price": repr(float(price)), "ts": ts.isoformat()}, maxlen=maxlen, approximate=False
-                )
+        await self.record_prices({}, {symbol: points}, maxlen)
 
     async def record_prices(
         self,

@@ -476,7 +476,7 @@ class ExecutorRunner:
         """Appends each committed signal to the store's bounded signal log, a poll batch a round trip."""
 
         async def append(records: list[Record]) -> None:
-            signals = _readable(records, Signal, SIGNALS)
+            signals = _readable(records, Signal)
             await self.store.append_signals(signals, maxlen=self.signals_maxlen)
 
         await self._project_log(consumer, SIGNALS, append, shutdown)
@@ -486,7 +486,7 @@ class ExecutorRunner:
         one timeframe publish the same bars)."""
 
         async def append(records: list[Record]) -> None:
-            for bar in _readable(records, ClosedBar, BARS):
+            for bar in _readable(records, ClosedBar):
                 await self.store.append_bar(bar, maxlen=self.signals_maxlen)
 
         await self._project_log(consumer, BARS, append, shutdown)
@@ -548,7 +548,7 @@ class ExecutorRunner:
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def _readable(records: list[Record], model: type[Model], topic: str) -> list[Model]:
+def _readable(records: list[Record], model: type[Model]) -> list[Model]:
     """The records of a projected topic that parse as `model`; one that does not is logged and skipped:
     a foreign producer's garbage must not stop the projection."""
     parsed: list[Model] = []
@@ -556,5 +556,5 @@ def _readable(records: list[Record], model: type[Model], topic: str) -> list[Mod
         try:
             parsed.append(model.model_validate_json(record.value))
         except ValidationError:
-            logger.error(f"unreadable record on {topic}", extra={"offset": record.offset})
+            logger.error(f"unreadable record on {record.topic}", extra={"offset": record.offset})
     return parsed
