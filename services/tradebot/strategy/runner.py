@@ -12,7 +12,6 @@ visibly, on `fills`), so there is one place that decides and one record of every
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import time
@@ -20,7 +19,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
@@ -50,6 +48,7 @@ from tradebot.core.params import StrategyParams
 from tradebot.core.strategy import epoch_ns
 from tradebot.kit.lifecycle import ShutdownEvent
 from tradebot.kit.metrics import ConsumerLagGauge, PerRegistry
+from tradebot.strategy.state import StateLayout, StoredState
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +182,7 @@ class StrategyRunner:
         self.history_files = history_files or {}
         self.warm_up_seconds = 0.0
         self.strategy = self._fresh()
-        self.generation = uuid.uuid4().hex  # of the strategy's state records (see _produce_state)
+        self.layout = StateLayout(strategy_id, params, self.symbols, uuid.uuid4().hex)
         self._dirty_all = True
         self.loop = TransactionalLoop(
             bus,
@@ -231,25 +230,15 @@ class StrategyRunner:
         if not self._state_topic_ready:  # the strategy's own topic: made by the strategy, once
             self.bus.ensure_topics(strategy_topics(self.strategy_id))
             self._state_topic_ready = True
-        head, parts = self._read_state(self.state_topic)
-        if head is None:
-            head, parts = self._legacy_state()
+        stored = self._read_state(self.state_topic)
+        if stored.head is None:
+            stored = self._legacy_state()
         self.strategy = self._fresh()
-        self.generation = uuid.uuid4().hex
-        self._dirty_all = True
-        restored = head is not None
-        if head is not None:
-            snap = json.loads(head)
-            generation = snap.pop("generation", None)
-            # A snapshot written before the split holds its symbols itself; since, each symbol's state is
-            # a record of its own, of the head's generation (an older one belongs to an earlier strategy).
-            symbols: dict[str, Any] = snap.get("symbols", {})
-            for symbol, value in parts.items():
-                state = json.loads(value)
-                if generation is not None and state.pop("generation", None) == generation:
-                    symbols[symbol] = state
+        snap = stored.snapshot()
+        restored = snap is not None
+        if snap is not None:
             try:
-                snapshot: LiveStrategy | None = LiveStrategy.restore({**snap, "symbols": symbols})
+                snapshot: LiveStrategy | None = LiveStrategy.restore(snap)
             except ValidationError:  # parameters stored before a bound they now exceed (MAX_WINDOW)
                 snapshot = None
             restored = (
@@ -257,14 +246,13 @@ class StrategyRunner:
             )
             if restored and snapshot is not None:
                 self.strategy = snapshot
-                self.generation = generation or self.generation
-                self._dirty_all = generation is None
             else:
                 # New parameters mean a new strategy: its history does not apply (the operator rolls
                 # pods with a new config hash when the spec changes).
                 logger.warning(
                     "stored state has other parameters; starting afresh", extra={"strategy": self.strategy_id}
                 )
+        self._lay_out()
         logger.info("strategy state rebuilt", extra={"strategy": self.strategy_id, "restored": restored})
         if not restored and self.params.timeframe != TICK:
             self._warm_up()
@@ -391,31 +379,35 @@ class StrategyRunner:
                 "too many orders in flight: the oldest are no longer tracked (is the executor running?)",
                 extra={"strategy": sid, "untracked_orders": strategy.counters.untracked_orders},
             )
-        if strategy.counters.untracked_orders > untracked or self._dirty_all:
+        if strategy.counters.untracked_orders > untracked:
             changed = set(strategy.symbols)  # untracking touches the symbol with the most in flight
         self._produce_state(producer, changed)
         self._batch_ticks = ticks
         self._batch_processed = time.perf_counter()
 
-    def _read_state(self, topic: str) -> tuple[bytes | None, dict[str, bytes]]:
-        """The last head record of this strategy on `topic` and the last record of each of its symbols."""
-        head_key, symbol_prefix = self.strategy_id.encode(), f"{self.strategy_id}/".encode()
-        head: bytes | None = None
-        parts: dict[str, bytes] = {}
+    def _read_state(self, topic: str) -> StoredState:
+        """The last head record of this strategy on `topic`, and the last record of each of its groups
+        and (version 1) symbols."""
+        stored = StoredState()
         for record in self.bus.read_all(topic, read_committed=True, timeout=30.0):
-            if record.key == head_key:
-                head = record.value
-            elif record.key is not None and record.key.startswith(symbol_prefix):
-                parts[record.key[len(symbol_prefix) :].decode()] = record.value
-        return head, parts
+            stored.add(self.strategy_id, record.key, record.value)
+        return stored
 
-    def _legacy_state(self) -> tuple[bytes | None, dict[str, bytes]]:
+    def _legacy_state(self) -> StoredState:
         """The snapshot a strategy wrote before state topics were per strategy (on the shared
         `strategy-state`), so an upgrade resumes from it; none when that topic is gone or not readable."""
         try:
             return self._read_state(STRATEGY_STATE)
         except BusError:
-            return None, {}
+            return StoredState()
+
+    def _lay_out(self) -> None:
+        """A new generation, laid out over every symbol the strategy may hold; every group of it is
+        written at the next commit (see `tradebot.strategy.state`)."""
+        self.layout = StateLayout(
+            self.strategy_id, self.params, self.symbols | set(self.strategy.symbols), uuid.uuid4().hex
+        )
+        self._dirty_all = True
 
     def _on_command(self, record: Record, producer: Producer) -> set[str]:
         """A force-exit or close-all for this strategy: the exit orders, sent and assumed filled like the
@@ -488,17 +480,16 @@ class StrategyRunner:
         )
 
     def _produce_state(self, producer: Producer, changed: set[str]) -> None:
-        """The snapshot as records of the strategy's state topic: the head (cash, day, parameters) keyed by the
-        strategy id and each symbol that `changed` keyed `<strategy>/<symbol>`, in the batch's
-        transaction. One record for everything outgrew Kafka's 1 MB record limit (20 symbols with
-        windows of 3000 made 1.18 MB: every transaction aborted); a symbol's record is bounded by
-        `MAX_WINDOW` and `MAX_TRACKED_IN_FLIGHT`. The generation ties a symbol's record to its head."""
-        sid, strategy = self.strategy_id, self.strategy
-        for symbol in sorted(changed & set(strategy.symbols)):
-            state = {**strategy.symbol_snapshot(symbol), "generation": self.generation}
-            producer.produce(self.state_topic, json.dumps(state).encode(), key=f"{sid}/{symbol}".encode())
-        head = {**strategy.head_snapshot(), "generation": self.generation}
-        producer.produce(self.state_topic, json.dumps(head).encode(), key=sid.encode())
+        """The snapshot as records of the strategy's state topic, in the batch's transaction: the head and
+        the groups holding a symbol that `changed` (`tradebot.strategy.state` says why groups)."""
+        strategy = self.strategy
+        if not self.layout.covers(strategy.symbols):
+            self._lay_out()
+        if self._dirty_all:
+            changed = set(strategy.symbols)
+        states = {symbol: strategy.symbol_snapshot(symbol) for symbol in changed & set(strategy.symbols)}
+        for key, value in self.layout.records(states, strategy.head_snapshot()):
+            producer.produce(self.state_topic, value, key=key)
 
     def committed(self) -> None:
         self._dirty_all = False
