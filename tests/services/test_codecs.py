@@ -7,7 +7,14 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tradebot.feed.codecs import MAX_DEPTH, REJECT_CODES, BinanceCodec, Rejected, SimulatorCodec
+from tradebot.feed.codecs import (
+    MAX_DEPTH,
+    REJECT_CODES,
+    BinanceCodec,
+    Rejected,
+    SimulatorCodec,
+    _never_raising,
+)
 
 GOOD = {"type": "tick", "symbol": "AAPL", "price": 101.5, "size": 3.0, "ts": "2024-01-02T15:04:05Z", "seq": 7}
 
@@ -148,3 +155,44 @@ def test_deep_nesting_is_refused_with_a_reason_never_raised(
             assert len(result.reason) <= 500  # a dead letter's reason stays readable
         if depth > MAX_DEPTH:
             assert isinstance(result, Rejected)
+
+
+# Values a tick's fields may take, right or wrong, so most messages are ticks and the rest near misses.
+_near_tick_values = {
+    "type": st.sampled_from(["tick", "trade", "subscribed", "end", "Tick", 1, None]),
+    "schema_version": st.sampled_from([1, 2, "1", 1.0, True]),
+    "symbol": st.sampled_from(["AAPL", "BTC/USDT", "", "a" * 40, "bad symbol", 5]),
+    "price": st.floats(allow_nan=True) | st.integers() | st.sampled_from(["1.5", "NaN", None]),
+    "size": st.floats(allow_nan=True) | st.integers(-3, 10**20) | st.sampled_from(["3", None]),
+    "ts": st.sampled_from(
+        ["2024-01-02T15:04:05Z", "2024-01-02T15:04:05.123456+02:00", "2024-01-02T15:04:05", "", 1704200000]
+    ),
+    "seq": st.integers(-2, 2**70) | st.sampled_from([None, "7", 7.0, True]),
+    "colour": st.just("red"),
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    fields=st.fixed_dictionaries(
+        {k: v for k, v in _near_tick_values.items() if k in ("type", "symbol", "price", "ts")},
+        optional={k: v for k, v in _near_tick_values.items() if k not in ("type", "symbol", "price", "ts")},
+    ),
+    duplicate=st.sampled_from([None, *_near_tick_values]),
+    as_bytes=st.booleans(),
+)
+def test_a_simulator_message_decodes_as_the_careful_way_decodes_it(
+    fields: dict[str, object], duplicate: str | None, as_bytes: bool
+) -> None:
+    """The one-pass parse of ticks gives exactly what the careful way (a JSON parse, then the checks, then
+    the model) gives: the same ticks, the same refusals, whatever the message."""
+    raw = json.dumps(fields, allow_nan=True)
+    if duplicate is not None and duplicate in fields:  # a key twice: the last one counts, either way
+        raw = raw[:-1] + f", {json.dumps(duplicate)}: {json.dumps(fields[duplicate], allow_nan=True)}}}"
+    message = raw.encode() if as_bytes else raw
+    careful = _never_raising(lambda _codec, raw: SimulatorCodec._decode_other(raw))
+    expected = careful(None, message)
+    got = SimulatorCodec().decode(message)
+    assert got == expected
+    if isinstance(got, list) and got:
+        assert got[0].model_dump_json() == expected[0].model_dump_json()  # type: ignore[index]

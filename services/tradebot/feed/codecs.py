@@ -129,6 +129,15 @@ def _load(raw: str | bytes) -> Any | Rejected:
         return Rejected("too_deep", "nested too deep to decode")
 
 
+class _SimulatorTickMessage(Tick):
+    """A simulator's tick message as it comes: the tick and its message type."""
+
+    type: Literal["tick"]
+
+
+_TICK_FIELDS = tuple(Tick.model_fields)
+
+
 class SimulatorCodec:
     """Our simulator's messages (see tradebot.simulator.server)."""
 
@@ -139,6 +148,18 @@ class SimulatorCodec:
 
     @_never_raising
     def decode(self, raw: str | bytes) -> Decoded:
+        # Nearly every message is a tick: parsed and validated in one pass, in pydantic's parser. Anything
+        # else takes the way below, which tells control messages from errors and names what is wrong.
+        # (A JSON round trip per tick was a sixth of the feed's time at 5k ticks/s.)
+        try:
+            message = _SimulatorTickMessage.model_validate_json(raw)
+        except ValidationError:
+            return self._decode_other(raw)
+        fields = {name: getattr(message, name) for name in _TICK_FIELDS}
+        return [Tick.model_construct(message.model_fields_set - {"type"}, **fields)]
+
+    @staticmethod
+    def _decode_other(raw: str | bytes) -> Decoded:
         message = _load(raw)
         if isinstance(message, Rejected):
             return message
