@@ -5,12 +5,13 @@ state; a fenced instance stops; a bug in the processor reaches the caller."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
-from tests.adapters._wrapped_bus import WrappedBus
+from tests.adapters._wrapped_bus import WrappedBus, WrappedConsumer
 from tests.services.test_executor_metrics import until
 from tradebot.adapters.bus import (
     Bus,
@@ -84,6 +85,12 @@ def produce_inputs(bus: Bus, topic: str, values: list[bytes]) -> None:
     producer.close()
 
 
+def loop_over(bus: Bus, processor: Echo, group: str, source: str, batch_max: int) -> TransactionalLoop:
+    return TransactionalLoop(
+        bus, processor, group=group, topics=[source], batch_max=batch_max, poll_timeout_s=0.05
+    )
+
+
 def outputs(bus: Bus, sink: str) -> list[bytes]:
     return [record.value for record in bus.read_all(sink)]
 
@@ -95,14 +102,7 @@ async def test_fence_then_rebuild_then_consume_and_an_abort_rewinds(bus: Bus, na
     produce_inputs(bus, source, inputs)
     events: list[str] = []
     echo = Echo(bus, sink, events, fail_on=b"in5")
-    loop = TransactionalLoop(
-        RecordingBus(bus, events),
-        echo,
-        group=names("group"),
-        topics=[source],
-        batch_max=3,
-        poll_timeout_s=0.05,
-    )
+    loop = loop_over(RecordingBus(bus, events), echo, names("group"), source, batch_max=3)
     shutdown = ShutdownEvent()
     task = asyncio.create_task(loop.run(shutdown))
     try:
@@ -160,3 +160,63 @@ async def test_a_bug_in_the_processor_reaches_the_caller(bus: Bus, names: Names)
         await asyncio.wait_for(loop.run(ShutdownEvent()), 30.0)
     assert outputs(bus, sink) == []
     assert not loop.ready
+
+
+class ThreadNotingBus(WrappedBus):
+    """Notes the thread of every poll that returned records; fails a poll on demand."""
+
+    def __init__(self, inner: Bus, polls: list[int], fail_polls: list[BusError]) -> None:
+        super().__init__(inner)
+        self.polls = polls
+        self.fail_polls = fail_polls
+
+    def consumer(self, group_id: str, topics: Sequence[str], **options: Any) -> Consumer:
+        bus = self
+
+        class Noting(WrappedConsumer):
+            def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
+                if bus.fail_polls:
+                    raise bus.fail_polls.pop()
+                records = super().poll(timeout, max_records)
+                if records:
+                    bus.polls.append(threading.get_ident())
+                return records
+
+        return Noting(super().consumer(group_id, topics, **options))
+
+
+async def test_a_batch_is_polled_processed_and_committed_in_one_trip_to_a_thread(
+    bus: Bus, names: Names
+) -> None:
+    """On a busy host every hand-over between the event loop and a worker thread waits for a CPU: the poll
+    that brings a batch, its processing and its commit happen on one thread, in one trip. A bus error of
+    the poll itself still reaches the caller (it is not a transaction to abort)."""
+    source, sink = names("trip-in"), names("trip-out")
+    bus.ensure_topics([TopicSpec(source), TopicSpec(sink)])
+    inputs = [f"in{i}".encode() for i in range(9)]
+    produce_inputs(bus, source, inputs)
+    polls: list[int] = []
+    processed: list[int] = []
+
+    class Noting(Echo):
+        def process_batch(self, records: list[Record], producer: Producer) -> None:
+            processed.append(threading.get_ident())
+            super().process_batch(records, producer)
+
+    fail_polls: list[BusError] = []
+    loop = loop_over(
+        ThreadNotingBus(bus, polls, fail_polls), Noting(bus, sink, []), names("group"), source, 2
+    )
+    shutdown = ShutdownEvent()
+    task = asyncio.create_task(loop.run(shutdown))
+    try:
+        await until("every input out", lambda: len(outputs(bus, sink)) >= len(inputs), within_s=60.0)
+        assert len(processed) >= 5
+        assert polls == processed  # each batch: its poll and its processing on the same thread
+        fail_polls.append(BusError("simulated: the consumer failed", retriable=False))
+        with pytest.raises(BusError, match="the consumer failed"):
+            await asyncio.wait_for(asyncio.shield(task), 30.0)
+    finally:
+        shutdown.set()
+        await asyncio.gather(task, return_exceptions=True)
+    assert outputs(bus, sink) == [b"out:" + value for value in inputs]

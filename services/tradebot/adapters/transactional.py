@@ -44,6 +44,14 @@ from tradebot.kit.metrics import ConsumerLagGauge
 logger = logging.getLogger(__name__)
 
 
+class _TransactionFailedError(Exception):
+    """A batch's transaction failed with `error` (the poll before it did not)."""
+
+    def __init__(self, error: BusError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class BatchProcessor(Protocol):
     """What a consume-process-produce service gives `TransactionalLoop`. Called from a worker thread."""
 
@@ -92,20 +100,17 @@ class TransactionalLoop:
         self.ready = True
         try:
             while not shutdown.is_set():
-                records = await asyncio.to_thread(consumer.poll, self.poll_timeout_s, self.batch_max)
-                if self.lag is not None:
-                    self.lag.update(self.group, consumer)
-                if not records and (self.idle_due is None or not self.idle_due()):
-                    continue
                 try:
-                    await asyncio.to_thread(self._transaction, records, producer, consumer)
-                except FencedError as exc:
-                    logger.error(
-                        "another instance took over; stopping",
-                        extra={"group": self.group, "error": str(exc), "code": exc.name},
-                    )
-                    shutdown.set("fenced")
-                except BusError as exc:
+                    await asyncio.to_thread(self._poll_and_commit, producer, consumer)
+                except _TransactionFailedError as failed:
+                    exc = failed.error
+                    if isinstance(exc, FencedError):
+                        logger.error(
+                            "another instance took over; stopping",
+                            extra={"group": self.group, "error": str(exc), "code": exc.name},
+                        )
+                        shutdown.set("fenced")
+                        continue
                     logger.warning(
                         "transaction aborted; resuming from the last commit",
                         extra={
@@ -120,6 +125,9 @@ class TransactionalLoop:
                     await asyncio.to_thread(self._discard, producer, consumer)
                     producer, consumer = await asyncio.to_thread(self._start)
                     self.ready = True
+                    continue
+                if self.lag is not None:
+                    self.lag.update(self.group, consumer)
         finally:
             self.ready = False
             await asyncio.to_thread(consumer.close)
@@ -134,6 +142,19 @@ class TransactionalLoop:
             consumer = self.bus.consumer(self.group, self.topics, read_committed=True)
             on_failure.pop_all()
         return producer, consumer
+
+    def _poll_and_commit(self, producer: TransactionalProducer, consumer: Consumer) -> None:
+        """A poll and, when it brings records (or a batch is due on the clock), their transaction: in one
+        trip to a worker thread, because on a busy host each trip waits for a CPU (a poll and a commit
+        in trips of their own made four hand-overs a batch instead of two). A bus error of the poll
+        propagates; one of the transaction comes as `_TransactionFailedError`, to be aborted and rewound."""
+        records = consumer.poll(self.poll_timeout_s, self.batch_max)
+        if not records and (self.idle_due is None or not self.idle_due()):
+            return
+        try:
+            self._transaction(records, producer, consumer)
+        except BusError as exc:
+            raise _TransactionFailedError(exc) from exc
 
     def _transaction(
         self, records: list[Record], producer: TransactionalProducer, consumer: Consumer
