@@ -38,18 +38,21 @@ from tradebot.adapters.bus import (
     Record,
     TransactionalProducer,
 )
+from tradebot.core.errors import TradebotError
 from tradebot.kit.lifecycle import ShutdownEvent
 from tradebot.kit.metrics import ConsumerLagGauge
 
 logger = logging.getLogger(__name__)
 
 
-class _TransactionFailedError(Exception):
-    """A batch's transaction failed with `error` (the poll before it did not)."""
+class _TransactionFailedError(TradebotError):
+    """A batch's transaction failed with `error` (the poll before it did not): carries it out of the
+    worker thread to the loop, which aborts and rewinds."""
 
     def __init__(self, error: BusError) -> None:
         super().__init__(str(error))
         self.error = error
+        self.retriable = error.retriable
 
 
 class BatchProcessor(Protocol):
