@@ -182,8 +182,7 @@ class StrategyRunner:
         self.history_files = history_files or {}
         self.warm_up_seconds = 0.0
         self.strategy = self._fresh()
-        self.layout = StateLayout(strategy_id, params, self.symbols, uuid.uuid4().hex)
-        self._dirty_all = True
+        self._lay_out()
         self.loop = TransactionalLoop(
             bus,
             self,

@@ -27,6 +27,7 @@ from typing import Any
 
 from tradebot.core.live import MAX_TRACKED_IN_FLIGHT
 from tradebot.core.params import StrategyParams
+from tradebot.core.strategy import SNAPSHOT_VERSION
 
 # The head's version when the symbols are in groups. An older service reading it refuses it by name
 # (`strategy snapshot version 2 is not 1`) rather than restoring a strategy without its positions.
@@ -50,9 +51,12 @@ def symbol_state_bound(params: StrategyParams) -> int:
     return _FIXED_BYTES + _FLOAT_BYTES * windows + _IN_FLIGHT_BYTES * MAX_TRACKED_IN_FLIGHT
 
 
+# In neither a strategy id nor a symbol: a group key is never a head's or a symbol's.
+_GROUP_SEPARATOR = "#"
+
+
 def group_key(strategy_id: str, index: int) -> bytes:
-    # `#` is in neither a strategy id nor a symbol: a group key is never a head's or a symbol's.
-    return f"{strategy_id}#{index}".encode()
+    return f"{strategy_id}{_GROUP_SEPARATOR}{index}".encode()
 
 
 @dataclass
@@ -72,7 +76,7 @@ class StoredState:
             self.head = value
         elif key.startswith(f"{strategy_id}/".encode()):
             self.symbols[key[len(strategy_id) + 1 :].decode()] = value
-        elif key.startswith(f"{strategy_id}#".encode()):
+        elif key.startswith(f"{strategy_id}{_GROUP_SEPARATOR}".encode()):
             self.groups[key] = value
 
     def snapshot(self) -> dict[str, Any] | None:
@@ -94,7 +98,8 @@ class StoredState:
                 if group.get("generation") == generation:
                     symbols.update(group["symbols"])
         if snap.get("version") == GROUPED_VERSION:
-            snap["version"] = 1  # the strategy's own format is the same; only the records' layout differs
+            # The strategy's own format is the same; only the records' layout differs.
+            snap["version"] = SNAPSHOT_VERSION
         return {**snap, "symbols": symbols}
 
 
