@@ -21,6 +21,12 @@ from tradebot.core.errors import TradebotError
 LOW_LATENCY_FETCH_WAIT_MS = 5
 PROJECTION_FETCH_WAIT_MS = 100
 
+# How long a group member that stopped heartbeating (a killed pod) keeps its partitions before the group gives them
+# to the others or to its restarted self. librdkafka's default is 45 s, Kafka's own before 3.0 was 10 s: a
+# strategy killed mid-stream then resumes within seconds. The heartbeats come from librdkafka's own thread,
+# so a busy Python process does not miss them.
+DEFAULT_SESSION_TIMEOUT_MS = 10_000
+
 
 class BusError(TradebotError):
     """A bus operation failed. From Kafka it keeps the broker's error: `code` (a `KafkaError` code), `name`

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 from prometheus_client import CollectorRegistry
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 
-from tradebot.adapters.bus import Bus
+from tradebot.adapters.bus import DEFAULT_SESSION_TIMEOUT_MS, Bus
 from tradebot.adapters.store import Store
 from tradebot.core.costs import Costs
 from tradebot.kit.app import create_service_app, readiness_of
@@ -77,6 +77,12 @@ class PipelineSettings(ServiceSettings):
         default=2.0, gt=0, le=300, description="Longest wait for a connection to Redis."
     )
     topic_partitions: int = Field(default=6, ge=1, le=1000)
+    kafka_session_timeout_ms: int = Field(
+        default=DEFAULT_SESSION_TIMEOUT_MS,
+        ge=6_000,  # the brokers' group.min.session.timeout.ms by default
+        le=1_800_000,  # and their group.max.session.timeout.ms
+        description="How long a consumer that stopped (a killed pod) keeps its partitions before its group moves them.",
+    )
     kafka_replication_factor: int | None = Field(
         default=None,
         ge=1,
@@ -174,6 +180,7 @@ def _kafka_bus(settings: PipelineSettings) -> KafkaBus:
         replication_factor=settings.kafka_replication_factor,
         min_insync_replicas=settings.kafka_min_insync_replicas,
         refusal_hint=_kafka_refusal_hint(settings),
+        session_timeout_ms=settings.kafka_session_timeout_ms,
     )
 
 

@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from tradebot.adapters.bus import (
+    DEFAULT_SESSION_TIMEOUT_MS,
     LOW_LATENCY_FETCH_WAIT_MS,
     BusError,
     ConsumedOffsets,
@@ -423,8 +424,10 @@ class KafkaBus:
         replication_factor: int | None = None,
         min_insync_replicas: int | None = None,
         refusal_hint: str = "",
+        session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS,
     ) -> None:
         self._replication_factor = replication_factor
+        self._session_timeout_ms = session_timeout_ms
         self._min_insync_replicas = min_insync_replicas
         self._refusal_hint = refusal_hint
         self._refusal: str | None = None
@@ -610,6 +613,8 @@ class KafkaBus:
             "isolation.level": "read_committed" if read_committed else "read_uncommitted",
             "auto.offset.reset": start,
             "fetch.wait.max.ms": fetch_wait_ms,  # see LOW_LATENCY_FETCH_WAIT_MS
+            "session.timeout.ms": self._session_timeout_ms,
+            "heartbeat.interval.ms": self._session_timeout_ms // 3,
         }
         return KafkaConsumer(config, topics)
 
