@@ -70,14 +70,10 @@ demo: venv
 	@echo "==> starting the pipeline and the dashboard (tradebot up --embedded)"
 	$(VENV)/bin/tradebot up --embedded
 
-# Two pytest runs: the suite on host servers, then tests/cluster on a real single-node Kubernetes (started and
-# stopped by its session fixture, or a running `make cluster` reused). Apart, so the node's start and its pods
-# never load the timing-sensitive tests; both always run and either failing fails `make test`.
-test: venv cluster-tools
-	$(PY) -m pytest --ignore=tests/benchmarks --ignore=tests/cluster; suite=$$?; \
-	$(PY) -m pytest tests/cluster; cluster=$$?; \
-	echo "==> make test: suite exit $$suite, tests/cluster exit $$cluster"; \
-	test $$suite -eq 0 -a $$cluster -eq 0
+# The suite on host servers, then tests/cluster on a real single-node Kubernetes; the node's pieces and images
+# (cluster-tools, images.sh) build in the background, as idle work, while the suite runs. See .ci/test.sh.
+test: tools
+	PY=$(PY) bash .ci/test.sh
 
 # tests/cluster alone (part of `make test`), reusing a running `make cluster`, else starting and stopping one.
 test-cluster: cluster-tools
