@@ -16,6 +16,8 @@ For each target rate (1k, 5k, 20k ticks/s over 100 symbols), on one broker, one 
   `--transactional-id` at the same `--throughput`: the broker's produce latency under transactions with
   the Java client (send to acknowledgement; no consume, no wait for the commit), to tell librdkafka's
   share from the broker's.
+- *the feed alone* (at 5k ticks/s only): the simulator and the feed with nothing else running, the feed's
+  hop measured as in the pipeline (stamp to CreateTime in `ticks`): what the other processes cost it.
 
 The machine running this is usually shared: figures are upper bounds; the ratio within a run is what
 means something. Run: `pytest tests/benchmarks/test_live_latency_bench.py -s --benchmarks -p no:cacheprovider`.
@@ -36,7 +38,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from tests.benchmarks.test_pipeline_bench import FAST, SYMBOLS, flowing, fresh_topics, metric
-from tests.e2e.harness import Pipeline
+from tests.e2e.harness import Pipeline, Service
 from tests.plugins._proc import free_port
 from tests.plugins.servers import KafkaBroker, RedisServer
 
@@ -50,6 +52,7 @@ WARMUP_S = 3.0
 # top rate this long first, so that every phase meets the warm broker a deployment has.
 BROKER_WARMUP_S = float(os.environ.get("TRADEBOT_BENCH_BROKER_WARMUP_S", "45"))
 GOAL_RATIO = 2.0
+GOAL_RATE = 5000  # the rate the goal names; the feed's hop alone is measured there too
 PERF_LINE = re.compile(
     r"(?P<sent>\d+) records sent, (?P<rate>[\d.]+) records/sec .*? (?P<p50>\d+) ms 50th, "
     r"(?P<p95>\d+) ms 95th, (?P<p99>\d+) ms 99th"
@@ -81,18 +84,50 @@ def result_of(process: subprocess.Popen[str], timeout: float = 120) -> dict[str,
     return parsed
 
 
-def pipeline_at(pipeline: Pipeline[KafkaBroker], kafka: KafkaBroker, rate: int) -> dict[str, Any]:
-    fresh_topics(kafka)
-    sim_port = free_port()
-    tag = f"live{rate}"
-    sim = pipeline.add(
-        f"simulator-{tag}",
-        ["simulator", "--port", str(sim_port)],
+def add_simulator(pipeline: Pipeline[KafkaBroker], name: str, port: int, rate: int) -> Service:
+    return pipeline.add(
+        name,
+        ["simulator", "--port", str(port)],
         TRADEBOT_SYMBOLS=",".join(SYMBOLS),
         TRADEBOT_SIMULATOR_INTERVAL_S=str(len(SYMBOLS) / rate),
         TRADEBOT_SIMULATOR_VOLATILITY="3.0",
         TRADEBOT_LOG_LEVEL="WARNING",
     )
+
+
+def add_feed(pipeline: Pipeline[KafkaBroker], name: str, sim_port: int) -> Service:
+    return pipeline.add(
+        name, ["feed"], TRADEBOT_FEED_URL=f"ws://127.0.0.1:{sim_port}", TRADEBOT_LOG_LEVEL="WARNING"
+    )
+
+
+def feed_alone_at(pipeline: Pipeline[KafkaBroker], kafka: KafkaBroker, rate: int) -> dict[str, Any]:
+    """The feed's hop (the tick's stamp to its CreateTime in `ticks`) with only the simulator and the feed
+    running: beside the same hop in the whole pipeline, what the other processes' CPU costs it."""
+    fresh_topics(kafka)
+    sim_port = free_port()
+    sim = add_simulator(pipeline, f"simulator-alone{rate}", sim_port, rate)
+    feed = add_feed(pipeline, f"feed-alone{rate}", sim_port)
+    try:
+        sim.start()
+        feed.start()
+        pipeline.wait_until("ticks flowing", lambda: high_watermarks(kafka.bootstrap, "ticks") > 1000, 120)
+        time.sleep(WARMUP_S)
+        since = time.time()
+        time.sleep(MEASURE_S)
+        return result_of(
+            floor_process("produced", kafka.bootstrap, "ticks", "ticks", str(since), str(time.time()))
+        )
+    finally:
+        for service in (feed, sim):
+            service.stop()
+
+
+def pipeline_at(pipeline: Pipeline[KafkaBroker], kafka: KafkaBroker, rate: int) -> dict[str, Any]:
+    fresh_topics(kafka)
+    sim_port = free_port()
+    tag = f"live{rate}"
+    sim = add_simulator(pipeline, f"simulator-{tag}", sim_port, rate)
     executor = pipeline.add(f"executor-{tag}", ["executor"], TRADEBOT_LOG_LEVEL="WARNING")
     strategy = pipeline.add(
         f"strategy-{tag}",
@@ -102,9 +137,7 @@ def pipeline_at(pipeline: Pipeline[KafkaBroker], kafka: KafkaBroker, rate: int) 
         TRADEBOT_STRATEGY_PARAMS=json.dumps(FAST),
         TRADEBOT_LOG_LEVEL="WARNING",
     )
-    feed = pipeline.add(
-        f"feed-{tag}", ["feed"], TRADEBOT_FEED_URL=f"ws://127.0.0.1:{sim_port}", TRADEBOT_LOG_LEVEL="WARNING"
-    )
+    feed = add_feed(pipeline, f"feed-{tag}", sim_port)
     try:
         for service in (executor, strategy, sim):
             service.start()
@@ -249,6 +282,12 @@ def test_live_latency_beside_the_raw_floor(
                 f"java commits every {every_ms} ms;\n    confluent floor produced {fmt(floor['made_p50_ms'])}"
                 f" {fmt(floor['made_p99_ms'])} seen {fmt(floor['p50_ms'])} {fmt(floor['p99_ms'])}"
             )
+            if rate == GOAL_RATE:
+                alone = feed_alone_at(pipeline, own_kafka, rate)
+                notes.append(
+                    f"    the feed's hop alone (simulator and feed only), from the tick's stamp, p50/p99 ms: "
+                    f"ticks produced {fmt(alone['made_p50_ms'])} {fmt(alone['made_p99_ms'])}"
+                )
             assert live["count"] > 0, "no fill seen"
             assert floor["count"] > 0, "no floor record seen"
     finally:
