@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -146,8 +147,16 @@ class Pipeline(Generic[K]):
         )
         if with_api:
             self.add("api", ["api"], TRADEBOT_API_TOKEN="secret-token").start()
-        for name in ("executor", f"strategy-{strategy_id}", "simulator", "feed"):
+        for name in ("executor", f"strategy-{strategy_id}", "simulator"):
             self.services[name].start()
+        # Ticks flow only once every strategy consumes (rebuilt and warmed up: its readiness check of that name
+        # passes; a bar strategy's history check fails until bars come): a strategy still starting when another
+        # has published bars would warm up from them and skip the ticks they were made of, trading differently
+        # from the backtest of the whole file.
+        for name, service in self.services.items():
+            if service.running and name.startswith("strategy-"):
+                self.wait_until(f"{name} consuming", partial(_check_passes, service.http_port, name))
+        self.services["feed"].start()
         if with_api:
             # The api listens on its own port (its TRADEBOT_HTTP_PORT); remember it for requests.
             self.api_port = self.services["api"].http_port
@@ -178,6 +187,25 @@ class Pipeline(Generic[K]):
     def wait_http(self, service: str, path: str = "/readyz", timeout: float = 60.0) -> None:
         port = self.services[service].http_port
         self.wait_until(f"{service} {path}", lambda: port_open(port) and _status(port, path) == 200, timeout)
+
+
+def _check_passes(port: int, check: str) -> bool:
+    """Whether the service's `/readyz` reports its check `check` passing (whatever the others say)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+    except OSError:
+        return False
+    try:
+        return json.loads(body).get("checks", {}).get(check) is True
+    except ValueError:
+        return False
 
 
 def _status(port: int, path: str) -> int:
